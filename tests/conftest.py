@@ -1,0 +1,30 @@
+"""Shared fixtures. Every test runs with its own cache folder and no API settings from the real environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("AUDIOBOOK_CORPUS", REPO.parent / "shared" / "corpus"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test sees the user's keys, base URL, config or cache."""
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "AUDIOBOOK_")):
+            monkeypatch.delenv(name, raising=False)
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
+def corpus_file(name: str) -> Path:
+    """A file of the shared public-domain corpus, or skip: a user's clone has no ../shared (CI always has it)."""
+    path = CORPUS / name
+    if not path.is_file():
+        pytest.skip(f"corpus file {name} not found at {CORPUS} (../shared/corpus is absent outside CI)")
+    return path
