@@ -1,0 +1,67 @@
+"""Progress on stderr: a tqdm bar on a terminal, plain timestamped log lines otherwise (cron, CI, pipes)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from tqdm import tqdm
+
+log = logging.getLogger("audiobook")
+
+
+class Progress:
+    """Counts characters spoken (cached ones count as done at the start) and requests left."""
+
+    def __init__(self, *, enabled: bool = True, tty: bool | None = None, interval: float = 15.0):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.interval = interval
+        self._bar: tqdm | None = None
+        self._total = self._done = 0
+        self._requests = self._answered = 0
+        self._started = self._last_log = 0.0
+
+    def start(self, total_chars: int, done_chars: int, requests: int) -> None:
+        self._total, self._done, self._requests = total_chars, done_chars, requests
+        self._started = self._last_log = time.monotonic()
+        if not self.enabled:
+            return
+        if self.tty:
+            self._bar = tqdm(total=total_chars, initial=done_chars, unit="char", unit_scale=True,
+                             file=sys.stderr, dynamic_ncols=True, desc="speaking")  # fmt: skip
+            self._bar.set_postfix_str(f"0/{requests} requests")
+        else:
+            log.info("%d requests to make, %d of %d characters already cached", requests, done_chars, total_chars)
+
+    def advance(self, chars: int) -> None:
+        self._done += chars
+        self._answered += 1
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(chars)
+            self._bar.set_postfix_str(f"{self._answered}/{self._requests} requests", refresh=False)
+            return
+        now = time.monotonic()
+        if now - self._last_log >= self.interval or self._answered == self._requests:
+            self._last_log = now
+            rate = (self._answered / (now - self._started)) if now > self._started else 0.0
+            left = self._requests - self._answered
+            eta = f", about {left / rate:.0f}s left" if rate > 0 and left else ""
+            log.info("%d/%d requests, %d/%d characters%s", self._answered, self._requests, self._done,
+                     self._total, eta)  # fmt: skip
+
+    def note(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            log.info("%s", message)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,631 @@
+"""The worker pool: plan what a book needs, synthesize what the cache lacks, assemble chapters as they complete.
+
+One bounded pool serves every segment of every book in the run (a batch shares it too), so concurrency never
+drains at a chapter's or a book's end. Identical segments are requested once. Every finished part goes to the
+cache before anything else happens, so an interrupted run loses at most the requests in flight. A chapter is
+assembled as soon as its last part arrives, one chapter at a time (memory is bounded by one chapter). A chapter
+with a missing part is never written: the run ends with exit 1 and names what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline import audio
+from pipeline.cache import PartCache, part_key
+from pipeline.chunker import chunk_chapter
+from pipeline.config import Settings
+from pipeline.errors import AudioError, FatalAPIError, Interrupted, SynthesisError, UsageError
+from pipeline.models import Book, Chapter, ChapterAudio, Segment, VoiceSpec
+from pipeline.progress import Progress
+from pipeline.tts.base import Synthesizer
+from pipeline.tts.factory import endpoint, identity_for
+
+log = logging.getLogger("audiobook")
+
+REPORT_NAME = "report.json"
+# After this many segments in a row fail even with their retries, the server is taken to be down: stop
+# instead of paying for (or waiting on) every remaining request.
+MAX_CONSECUTIVE_FAILURES = 3
+# Statuses that mean every further request of this run would fail the same way.
+GLOBAL_FATAL_STATUSES = {401, 403}
+
+
+# ---------------------------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class ChapterPlan:
+    chapter: Chapter
+    segments: tuple[Segment, ...]
+    keys: tuple[str, ...]  # cache key of each segment
+    cached: tuple[bool, ...]  # whether each part was already in the cache when planned
+    fingerprint: str  # everything the chapter file depends on; equal fingerprint means the file is current
+    filename: str
+    up_to_date: bool  # the file from an earlier run exists with this fingerprint: nothing to do
+
+    @property
+    def characters(self) -> int:
+        return sum(len(s.text) for s in self.segments)
+
+
+@dataclass(frozen=True)
+class BookPlan:
+    book: Book
+    settings: Settings
+    out_dir: Path
+    identity: str
+    chapters: tuple[ChapterPlan, ...]
+
+    @property
+    def segments(self) -> int:
+        return sum(len(c.segments) for c in self.chapters)
+
+    @property
+    def characters(self) -> int:
+        return sum(c.characters for c in self.chapters)
+
+    def needed(self) -> dict[str, str]:
+        """Cache key -> text of every part this run must request (deduplicated)."""
+        out: dict[str, str] = {}
+        for ch in self.chapters:
+            if ch.up_to_date:
+                continue
+            for seg, key, hit in zip(ch.segments, ch.keys, ch.cached, strict=True):
+                if not hit:
+                    out.setdefault(key, seg.text)
+        return out
+
+    @property
+    def characters_to_send(self) -> int:
+        return sum(len(t) for t in self.needed().values())
+
+    @property
+    def estimated_cost(self) -> float:
+        return self.settings.estimated_cost(self.characters_to_send)
+
+    def summary(self) -> dict[str, Any]:
+        """The plan as data: what --dry-run --json prints and the report starts from."""
+        s = self.settings
+        needed = self.needed()
+        return {
+            "book": {
+                "title": self.book.title,
+                "author": self.book.author,
+                "language": self.book.language,
+                "source": str(self.book.source) if self.book.source else None,
+            },
+            "output": str(self.out_dir),
+            "backend": s.backend,
+            "endpoint": endpoint(s.base_url) if s.backend == "openai" else self.identity,
+            "model": s.model,
+            "voice": s.voice,
+            "max_chars": s.max_chars,
+            "chapters": [
+                {
+                    "index": c.chapter.index,
+                    "title": c.chapter.title,
+                    "file": c.filename,
+                    "segments": len(c.segments),
+                    "characters": c.characters,
+                    "cached_segments": sum(c.cached),
+                    "up_to_date": c.up_to_date,
+                }
+                for c in self.chapters
+            ],
+            "skipped": list(self.book.skipped),
+            "segments": self.segments,
+            "characters": self.characters,
+            "cached_segments": sum(sum(c.cached) for c in self.chapters),
+            "requests_needed": len(needed),
+            "characters_to_send": sum(len(t) for t in needed.values()),
+            "estimated_cost_usd": round(self.settings.estimated_cost(sum(len(t) for t in needed.values())), 4),
+        }
+
+
+def _chapter_fingerprint(plan_keys: Sequence[str], book: Book, chapter: Chapter, total: int, s: Settings) -> str:
+    data = {
+        "keys": list(plan_keys),
+        "title": chapter.title,
+        "track": [chapter.index, total],
+        "album": book.title,
+        "author": book.author,
+        "language": book.language,
+        "cover": hashlib.sha256(book.cover).hexdigest() if book.cover else None,
+        "audio": [s.sample_rate, s.bitrate, s.sentence_pause_ms, s.paragraph_pause_ms, s.title_pause_ms,
+                  s.chapter_pad_ms, s.genre, s.subtitles],  # fmt: skip
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def read_report(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((out_dir / REPORT_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def plan_book(book: Book, settings: Settings, out_dir: Path, cache: PartCache) -> BookPlan:
+    """Chunk the book and look everything up; sends nothing."""
+    identity = identity_for(settings)
+    spec = settings.voice_spec
+    previous = read_report(out_dir) or {}
+    done_before = {
+        c.get("file"): c.get("fingerprint")
+        for c in previous.get("chapters", [])
+        if isinstance(c, dict) and c.get("status") in ("done", "unchanged")
+    }
+    total = len(book.chapters)
+    chapters = []
+    for chapter in book.chapters:
+        segments = chunk_chapter(chapter, settings.max_chars, announce_title=settings.announce_titles)
+        keys = tuple(part_key(identity, spec, seg.text) for seg in segments)
+        fingerprint = _chapter_fingerprint(keys, book, chapter, total, settings)
+        filename = audio.chapter_filename(chapter.index, total, chapter.title)
+        up_to_date = done_before.get(filename) == fingerprint and (out_dir / filename).is_file()
+        cached = tuple(cache.get(k, settings.part_format) is not None for k in keys)
+        chapters.append(ChapterPlan(chapter, segments, keys, cached, fingerprint, filename, up_to_date))
+    return BookPlan(book, settings, out_dir, identity, tuple(chapters))
+
+
+# --------------------------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class SegmentFailure:
+    chapter: int
+    chapter_title: str
+    segment: int
+    text: str  # the first words, so a person can find it
+    error: str
+
+
+@dataclass(frozen=True)
+class ChapterOutcome:
+    index: int
+    title: str
+    file: str
+    status: str  # "done", "unchanged", "failed", "not started"
+    segments: int
+    characters: int
+    duration_s: float | None
+    fingerprint: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BookReport:
+    status: str  # "done", "failed", "interrupted"
+    plan: dict[str, Any]
+    chapters: tuple[ChapterOutcome, ...]
+    requests: int
+    retries: int
+    cache_hits: int
+    synthesized: int
+    characters_sent: int
+    failures: tuple[SegmentFailure, ...]
+    duration_s: float
+    elapsed_s: float
+    estimated_cost_usd: float
+    started: str
+    finished: str
+    playlist: str | None = None
+    m4b: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["chapters"] = [asdict(c) for c in self.chapters]
+        data["failures"] = [asdict(f) for f in self.failures]
+        return data
+
+    def problem(self) -> str | None:
+        """One line on what was not done, or None when everything was."""
+        if self.status == "done":
+            return None
+        if self.error:
+            return self.error
+        if self.failures:
+            f = self.failures[0]
+            more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+            return f"chapter {f.chapter} ({f.chapter_title}) segment {f.segment} failed: {f.error}{more}"
+        return f"{sum(1 for c in self.chapters if c.status != 'done')} chapter(s) not finished"
+
+
+# ------------------------------------------------------------------------------------- mutable run state
+
+
+@dataclass(eq=False)
+class _ChapterState:
+    plan: ChapterPlan
+    missing: set[str]
+    failed: list[SegmentFailure] = field(default_factory=list)
+    outcome: ChapterOutcome | None = None
+    audio: ChapterAudio | None = None
+
+
+@dataclass(eq=False)
+class _BookState:
+    plan: BookPlan
+    synth: Synthesizer
+    chapters: list[_ChapterState]
+    requests: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    synthesized: int = 0
+    characters_sent: int = 0
+    error: str | None = None  # set when a fatal error stopped this book
+    started: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class _Job:
+    book: _BookState
+    key: str
+    text: str
+    spec: VoiceSpec
+    fmt: str
+
+
+# The book whose request is under way in this task; retry callbacks use it to count retries.
+current_book: contextvars.ContextVar[_BookState | None] = contextvars.ContextVar("current_book", default=None)
+
+
+def note_retry(event: Any) -> None:
+    """Called by a synthesizer before each retry with an event that has ``wait`` and ``reason``."""
+    state = current_book.get()
+    if state is not None:
+        state.retries += 1
+        state.requests += 1
+    log.info("retrying in %.1fs: %s", getattr(event, "wait", 0.0), getattr(event, "reason", "?"))
+
+
+class Runner:
+    def __init__(
+        self,
+        synth_for: Callable[[Settings], Synthesizer],
+        cache: PartCache,
+        *,
+        concurrency: int,
+        progress: Progress | None = None,
+    ):
+        self.synth_for = synth_for
+        self.cache = cache
+        self.concurrency = concurrency
+        self.progress = progress or Progress(enabled=False)
+        self.stop_reason: str | None = None  # set on Ctrl-C / SIGTERM
+        self._abort_all: str | None = None  # set when the server refuses everything
+        self._consecutive_failures = 0
+
+    # -- public -----------------------------------------------------------------------------------------
+
+    def run(self, plans: Sequence[BookPlan]) -> list[BookReport]:
+        """Run to completion. Ctrl-C and SIGTERM stop scheduling and keep finished parts; the reports are
+        written either way, and ``check_interrupted()`` then raises for the caller to exit 130."""
+        return asyncio.run(self._main(plans))
+
+    def check_interrupted(self) -> None:
+        if self.stop_reason:
+            raise Interrupted(f"interrupted by {self.stop_reason}; finished parts are cached, run again to resume")
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    async def _main(self, plans: Sequence[BookPlan]) -> list[BookReport]:
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig, main_task)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / not supported
+                pass
+        try:
+            return await self._run_books(plans)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass
+
+    def _on_signal(self, sig: signal.Signals, task: asyncio.Task[Any] | None) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = signal.Signals(sig).name
+            log.warning("%s received: stopping; finished parts are kept", self.stop_reason)
+            self._stop_event.set()
+
+    async def _run_books(self, plans: Sequence[BookPlan]) -> list[BookReport]:
+        self._stop_event = asyncio.Event()
+        synths: list[Synthesizer] = []
+        states: list[_BookState] = []
+        waiting: dict[str, list[tuple[_BookState, _ChapterState]]] = {}
+        jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None] = asyncio.Queue()
+        total_chars = done_chars = 0
+        try:
+            for plan in plans:
+                _clean_partial_files(plan.out_dir)
+                synth = self.synth_for(plan.settings)
+                if synth not in synths:
+                    synths.append(synth)
+                state = _BookState(plan, synth, [])
+                states.append(state)
+                queued: set[str] = set()
+                for cp in plan.chapters:
+                    cs = _ChapterState(cp, set())
+                    state.chapters.append(cs)
+                    if cp.up_to_date:
+                        cs.outcome = _outcome(cp, "unchanged", _previous_duration(plan.out_dir, cp.filename))
+                        cs.audio = ChapterAudio(cp.chapter, plan.out_dir / cp.filename,
+                                                int((cs.outcome.duration_s or 0) * 1000))  # fmt: skip
+                        continue
+                    for seg, key in zip(cp.segments, cp.keys, strict=True):
+                        total_chars += len(seg.text)
+                        if self.cache.get(key, plan.settings.part_format) is not None:
+                            state.cache_hits += 1
+                            done_chars += len(seg.text)
+                            continue
+                        cs.missing.add(key)
+                        waiting.setdefault(key, []).append((state, cs))
+                        if key not in queued:
+                            queued.add(key)
+                            jobs.put_nowait(_Job(state, key, seg.text, plan.settings.voice_spec,
+                                                 plan.settings.part_format))  # fmt: skip
+                    if not cs.missing:
+                        assembly.put_nowait((state, cs))
+            # A key shared by two books is queued by each; the second finds it cached and skips the request.
+            self.progress.start(total_chars, done_chars, jobs.qsize())
+            assembler = asyncio.create_task(self._assembler(assembly))
+            workers = [asyncio.create_task(self._worker(jobs, waiting, assembly)) for _ in range(self.concurrency)]
+            stop_waiter = asyncio.create_task(self._stop_event.wait())
+            await asyncio.wait([stop_waiter, asyncio.gather(*workers)], return_when=asyncio.FIRST_COMPLETED)
+            if self.stop_reason:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+            stop_waiter.cancel()
+            assembly.put_nowait(None)
+            await assembler
+        finally:
+            self.progress.close()
+            for synth in synths:
+                await synth.aclose()
+        return [self._finish(state) for state in states]
+
+    async def _worker(
+        self,
+        jobs: asyncio.Queue[_Job],
+        waiting: dict[str, list[tuple[_BookState, _ChapterState]]],
+        assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None],
+    ) -> None:
+        while not self._stop_event.is_set():
+            try:
+                job = jobs.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            book = job.book
+            if self._abort_all or book.error:
+                continue  # left undone; the report names it
+            if self.cache.get(job.key, job.fmt) is None:
+                current_book.set(book)
+                try:
+                    result = await book.synth.synthesize(job.text, job.spec)
+                except FatalAPIError as exc:
+                    book.requests += 1
+                    self._fatal(book, exc)
+                    continue
+                except SynthesisError as exc:
+                    book.requests += 1
+                    self._failed(job, exc, waiting)
+                    continue
+                book.requests += 1  # earlier attempts were counted by note_retry as they happened
+                book.synthesized += 1
+                book.characters_sent += len(job.text)
+                self._consecutive_failures = 0
+                # Written before anything else: from here on this part is never paid for again.
+                await asyncio.to_thread(self.cache.put, job.key, result.audio, job.fmt)
+            else:
+                book.cache_hits += 1
+            self.progress.advance(len(job.text) * len(waiting.get(job.key, ())))
+            for state, cs in waiting.pop(job.key, []):
+                cs.missing.discard(job.key)
+                if not cs.missing and not cs.failed and cs.outcome is None:
+                    assembly.put_nowait((state, cs))
+
+    def _fatal(self, book: _BookState, exc: FatalAPIError) -> None:
+        message = str(exc)
+        if exc.status in GLOBAL_FATAL_STATUSES or "quota" in message.lower():
+            if not self._abort_all:
+                self._abort_all = message
+                log.error("stopping: %s", message)
+        elif not book.error:
+            book.error = message
+            log.error("%s: stopping this book: %s", book.plan.book.title, message)
+
+    def _failed(
+        self, job: _Job, exc: SynthesisError, waiting: dict[str, list[tuple[_BookState, _ChapterState]]]
+    ) -> None:
+        for _state, cs in waiting.get(job.key, []):
+            seg_index = cs.plan.keys.index(job.key)
+            failure = SegmentFailure(cs.plan.chapter.index, cs.plan.chapter.title, seg_index,
+                                     _preview(job.text), str(exc))  # fmt: skip
+            cs.failed.append(failure)
+            log.error("chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error)
+        self._consecutive_failures += 1
+        if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES and not self._abort_all:
+            self._abort_all = f"{self._consecutive_failures} segments in a row failed after retries; last: {exc}"
+            log.error("stopping: the server keeps failing")
+
+    async def _assembler(self, queue: asyncio.Queue[tuple[_BookState, _ChapterState] | None]) -> None:
+        while (item := await queue.get()) is not None:
+            state, cs = item
+            if self._stop_event.is_set():
+                continue  # stopping: the parts are cached, the next run assembles this chapter
+            cp = cs.plan
+            parts = [self.cache.path(k, state.plan.settings.part_format) for k in cp.keys]
+            try:
+                result = await asyncio.to_thread(
+                    audio.assemble_chapter, state.plan.book, cp.chapter, cp.segments, parts,
+                    state.plan.out_dir, state.plan.settings, total_chapters=len(state.plan.chapters),
+                )  # fmt: skip
+            except AudioError as exc:
+                bad = await asyncio.to_thread(self._evict_undecodable, cp, state.plan.settings.part_format)
+                note = f"; {bad} damaged part(s) dropped from the cache, run again to fetch them" if bad else ""
+                cs.outcome = _outcome(cp, "failed", None, f"{exc}{note}")
+                log.error("chapter %d (%s) not written: %s%s", cp.chapter.index, cp.chapter.title, exc, note)
+                continue
+            cs.audio = result
+            cs.outcome = _outcome(cp, "done", result.duration_ms / 1000)
+            self.progress.note(f"wrote {result.path.name} ({_clock(result.duration_ms / 1000)})")
+
+    def _evict_undecodable(self, cp: ChapterPlan, fmt: str) -> int:
+        from pipeline.media import decode
+
+        bad = 0
+        for key in dict.fromkeys(cp.keys):
+            path = self.cache.get(key, fmt)
+            if path is None:
+                continue
+            try:
+                decode(path.read_bytes(), fmt)
+            except AudioError:
+                self.cache.evict(key, fmt)
+                bad += 1
+        return bad
+
+    def _finish(self, state: _BookState) -> BookReport:
+        plan = state.plan
+        chapters: list[ChapterOutcome] = []
+        failures: list[SegmentFailure] = []
+        for cs in state.chapters:
+            failures.extend(cs.failed)
+            if cs.outcome is not None:
+                chapters.append(cs.outcome)
+            elif cs.failed:
+                chapters.append(_outcome(cs.plan, "failed", None, cs.failed[0].error))
+            else:
+                chapters.append(_outcome(cs.plan, "not started", None))
+        complete = all(c.status in ("done", "unchanged") for c in chapters)
+        error = state.error or self._abort_all
+        status = "done" if complete else ("interrupted" if self.stop_reason else "failed")
+        if status != "done" and error is None and self.stop_reason:
+            error = f"interrupted by {self.stop_reason}"
+        playlist = m4b = None
+        audios = [cs.audio for cs in state.chapters if cs.audio is not None]
+        if complete:
+            # Only a complete book gets a playlist and an M4B: a partial one must not look finished.
+            try:
+                playlist = audio.write_playlist(plan.out_dir, plan.book, audios).name
+                if plan.settings.m4b:
+                    m4b = audio.build_m4b(plan.out_dir, plan.book, audios, plan.settings).name
+            except AudioError as exc:
+                status, error = "failed", str(exc)
+            _remove_stale_outputs(plan.out_dir, {c.file for c in chapters})
+        summary = plan.summary()
+        now = time.time()
+        report = BookReport(
+            status=status,
+            plan=summary,
+            chapters=tuple(chapters),
+            requests=state.requests,
+            retries=state.retries,
+            cache_hits=state.cache_hits,
+            synthesized=state.synthesized,
+            characters_sent=state.characters_sent,
+            failures=tuple(failures),
+            duration_s=round(sum(c.duration_s or 0 for c in chapters), 3),
+            elapsed_s=round(now - state.started, 3),
+            estimated_cost_usd=round(plan.settings.estimated_cost(state.characters_sent), 4),
+            started=_iso(state.started),
+            finished=_iso(now),
+            playlist=playlist,
+            m4b=m4b,
+            error=error,
+        )
+        write_report(plan.out_dir, report)
+        return report
+
+
+def write_report(out_dir: Path, report: BookReport) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / REPORT_NAME
+    tmp = dest.with_name(REPORT_NAME + ".part")
+    tmp.write_text(json.dumps(report.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, dest)
+    return dest
+
+
+def prepare_output(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"output path {out_dir} exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
+
+
+def _clean_partial_files(out_dir: Path) -> None:
+    """A killed run may leave `*.part` files; they never count as output."""
+    if out_dir.is_dir():
+        for p in out_dir.glob("*.part"):
+            p.unlink(missing_ok=True)
+
+
+def _remove_stale_outputs(out_dir: Path, current: set[str]) -> None:
+    """Chapter files an earlier run of this book wrote that this run did not (the book changed)."""
+    previous = read_report(out_dir) or {}
+    for c in previous.get("chapters", []):
+        name = c.get("file") if isinstance(c, dict) else None
+        if isinstance(name, str) and name not in current and "/" not in name and not name.startswith("."):
+            for p in (out_dir / name, *(out_dir / name).parent.glob(Path(name).stem + ".*")):
+                if p.suffix in (".mp3", ".srt", ".vtt"):
+                    p.unlink(missing_ok=True)
+
+
+def _previous_duration(out_dir: Path, filename: str) -> float | None:
+    for c in (read_report(out_dir) or {}).get("chapters", []):
+        if isinstance(c, dict) and c.get("file") == filename:
+            value = c.get("duration_s")
+            return float(value) if isinstance(value, (int, float)) else None
+    return None
+
+
+def _outcome(cp: ChapterPlan, status: str, duration: float | None, error: str | None = None) -> ChapterOutcome:
+    return ChapterOutcome(
+        index=cp.chapter.index,
+        title=cp.chapter.title,
+        file=cp.filename,
+        status=status,
+        segments=len(cp.segments),
+        characters=cp.characters,
+        duration_s=round(duration, 3) if duration is not None else None,
+        fingerprint=cp.fingerprint if status in ("done", "unchanged") else None,
+        error=error,
+    )
+
+
+def _preview(text: str, words: int = 8) -> str:
+    parts = text.split()
+    return " ".join(parts[:words]) + (" …" if len(parts) > words else "") if parts else text[:40]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,0 +1,65 @@
+"""Choose and build the synthesizer a Settings object asks for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipeline.config import Settings
+from pipeline.errors import UsageError
+from pipeline.tts.base import Synthesizer
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
+
+
+def endpoint(base_url: str) -> str:
+    """Host and path of an endpoint, without scheme, credentials, query or trailing slash."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return host + parts.path.rstrip("/")
+
+
+def identity_for(settings: Settings) -> str:
+    """The synthesizer identity that goes into cache keys, known without building the synthesizer."""
+    if settings.backend == "local":
+        from pipeline.tts.espeak import ENGINE_IDENTITY
+
+        return ENGINE_IDENTITY
+    return "openai:" + endpoint(settings.base_url)
+
+
+def is_local_endpoint(base_url: str) -> bool:
+    return (urlsplit(base_url).hostname or "") in LOCAL_HOSTS
+
+
+def make_synthesizer(
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    on_retry: Callable[[Any], None] | None = None,
+) -> Synthesizer:
+    if settings.backend == "local":
+        from pipeline.tts.espeak import EspeakSynth
+
+        # The engine picks its voice from each segment's script, so the text (in the cache key) decides it.
+        return EspeakSynth(sample_rate=settings.sample_rate, bitrate=settings.bitrate)
+    key = settings.api_key(env)
+    if key is None and not is_local_endpoint(settings.base_url):
+        raise UsageError(
+            f"no API key: set the environment variable {settings.api_key_env} "
+            f"(or use --backend local for the offline voice)"
+        )
+    from pipeline.tts.openai_http import OpenAISpeech
+
+    return OpenAISpeech(
+        settings.base_url,
+        key or "",
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
+        max_retries=settings.max_retries,
+        concurrency=settings.concurrency,
+        on_retry=on_retry,
+    )
