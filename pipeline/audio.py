@@ -1,0 +1,511 @@
+"""Assembly: a chapter's audio parts become one tagged MP3 (plus subtitles); a book's chapters become a
+playlist and, on request, one M4B with chapter markers.
+
+Memory stays bounded by one *part*, not one chapter: each part is decoded, its PCM written straight into
+a single ffmpeg encoder's stdin, and dropped. Nothing is joined with ``+=`` (quadratic copying) and no
+chapter-sized buffer is ever built. Timings are counted in samples, so cue and chapter marks are exact,
+not estimates.
+
+Every file is written under a temporary name that does not carry the final extension (``x.mp3.part``) and
+renamed into place only when complete, so a crash never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from mutagen.id3 import APIC, ID3, TALB, TCON, TIT2, TLAN, TPE1, TPE2, TRCK, Encoding
+
+from pipeline.config import Settings
+from pipeline.errors import AudioError
+from pipeline.media import decode, ffmpeg_exe
+from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
+
+log = logging.getLogger(__name__)
+
+M4B_BITRATE = "64k"  # AAC-LC mono speech is transparent well below MP3's 128k
+_SAMPLE_BYTES = 2  # signed 16-bit mono PCM throughout
+_CHUNK = 1 << 16
+
+# --------------------------------------------------------------------------------------------- file names
+
+_TITLE_MAX_CHARS = 80
+# 255 bytes is the per-name limit of ext4 and most others; keep room for the ".part" of the temporary name.
+_NAME_MAX_BYTES = 250
+_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{dev}{n}" for dev in ("COM", "LPT") for n in [*"123456789", "¹", "²", "³"]]
+)
+# Windows forbids these in names; map the common ones to look-alikes a reader still understands.
+_REPLACE = str.maketrans(
+    {":": " - ", "/": "-", "\\": "-", "|": "-", '"': "'", "<": "", ">": "", "?": "", "*": ""}
+)
+# Bidirectional overrides can make "evil\u202egpm.exe" display as "evilexe.mp3": never keep them.
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _clean_text(text: str) -> str:
+    """One line of text that is safe inside a file name (Windows rules, which are the strictest)."""
+    chars = []
+    for ch in unicodedata.normalize("NFC", text):
+        if ch in _BIDI:
+            continue
+        category = unicodedata.category(ch)
+        if category in ("Zl", "Zp") or ch.isspace():
+            chars.append(" ")
+        elif category != "Cc":  # control characters, NUL included
+            chars.append(ch)
+    cleaned = " ".join("".join(chars).translate(_REPLACE).split())
+    return re.sub(r"\.{2,}", "…", cleaned)  # no ".." anywhere: it means "parent" to too many tools
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _safe_stem(stem: str) -> str:
+    """No leading dot (hidden file), no trailing dot or space (Windows drops them), no device name."""
+    stem = stem.lstrip(" .").rstrip(" .")
+    device, dot, rest = stem.partition(".")
+    if device.rstrip(" ").upper() in _RESERVED:  # "aux.txt" is as reserved as "AUX" on Windows
+        stem = f"{device.rstrip(' ')}_{dot}{rest}"
+    return stem
+
+
+def chapter_filename(index: int, total: int, title: str, ext: str = "mp3") -> str:
+    """``"01 Down the Rabbit-Hole.mp3"``: numbered so the files sort, titled so a listener can find one."""
+    if not ext.isalnum():
+        raise ValueError(f"bad extension {ext!r}")
+    width = max(2, len(str(max(total, index))))
+    prefix, suffix = f"{index:0{width}d} ", f".{ext}"
+    text = _clean_text(title)[:_TITLE_MAX_CHARS].rstrip(" .")
+    text = _truncate_utf8(text, _NAME_MAX_BYTES - len(prefix) - len(suffix)).rstrip(" .")
+    if all(unicodedata.category(ch)[0] in "PZ" for ch in text):  # "", "…", "- -": nothing to recognise
+        text = f"Chapter {index}"
+    return _safe_stem(prefix + text) + suffix
+
+
+def book_stem(book: Book) -> str:
+    """The sanitized book title used for the playlist and the M4B (``"Audiobook"`` when nothing is left)."""
+    text = _clean_text(book.title)[:150]
+    return _safe_stem(_truncate_utf8(text, 200)) or "Audiobook"
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _frames(ms: int, rate: int) -> int:
+    return rate * ms // 1000
+
+
+def _ms(frames: int, rate: int) -> int:
+    return round(frames * 1000 / rate)
+
+
+def _last_line(stderr: bytes | str) -> str:
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no error output"
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+class _PcmEncoder:
+    """One ffmpeg process that reads s16le mono PCM on stdin and writes ``out`` with ``codec_args``."""
+
+    def __init__(self, out: Path, rate: int, codec_args: Sequence[str], what: str):
+        self.what = what
+        self.frames = 0
+        # stderr goes to a file, not a pipe, so ffmpeg can never block on it; closed in close().
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-f", "s16le",
+               "-ar", str(rate), "-ac", "1", "-i", "pipe:0", "-ar", str(rate), "-ac", "1", *codec_args,
+               "-y", str(out)]  # fmt: skip
+        try:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr
+            )
+        except OSError as exc:
+            self._stderr.close()
+            raise AudioError(f"cannot start ffmpeg for {what}: {exc}") from exc
+
+    def _error(self) -> AudioError:
+        self._proc.wait()
+        self._stderr.seek(0)
+        return AudioError(f"ffmpeg failed writing {self.what}: {_last_line(self._stderr.read())}")
+
+    def write(self, pcm: bytes) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(pcm)
+        except (BrokenPipeError, ValueError):
+            raise self._error() from None
+        self.frames += len(pcm) // _SAMPLE_BYTES
+
+    def finish(self) -> None:
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._proc.stdin.close()
+        if self._proc.wait() != 0:
+            raise self._error()
+
+    def close(self) -> None:
+        """Release everything; kills ffmpeg when ``finish`` was not reached (an error or Ctrl-C)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        self._stderr.close()
+
+
+@contextlib.contextmanager
+def _encoder(out: Path, rate: int, codec_args: Sequence[str], what: str) -> Iterator[_PcmEncoder]:
+    enc = _PcmEncoder(out, rate, codec_args, what)
+    try:
+        yield enc
+        enc.finish()
+    finally:
+        enc.close()
+
+
+# --------------------------------------------------------------------------------------------- chapters
+
+
+class PartDecodeError(AudioError):
+    """A cached part is not decodable audio. The runner evicts ``part`` and synthesizes that segment again."""
+
+    def __init__(self, message: str, *, chapter: int, segment: int, part: Path):
+        super().__init__(message)
+        self.chapter = chapter
+        self.segment = segment
+        self.part = part
+
+
+@dataclass(frozen=True)
+class Cue:
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+def _pause_ms(pause: Pause, settings: Settings) -> int:
+    return {
+        Pause.SENTENCE: settings.sentence_pause_ms,
+        Pause.PARAGRAPH: settings.paragraph_pause_ms,
+        Pause.TITLE: settings.title_pause_ms,
+        Pause.END: 0,
+    }[pause]
+
+
+def _load_part(chapter: Chapter, index: int, part: Path, fmt: str, rate: int) -> bytes:
+    """The part as s16le mono PCM at ``rate``; PartDecodeError names chapter, segment and file."""
+
+    def fail(reason: str) -> PartDecodeError:
+        return PartDecodeError(
+            f"chapter {chapter.index} ({chapter.title!r}), segment {index}: part {part} is not usable audio "
+            f"({reason}); it must be synthesized again",
+            chapter=chapter.index,
+            segment=index,
+            part=part,
+        )
+
+    try:
+        data = part.read_bytes()
+    except OSError as exc:
+        raise fail(exc.strerror or str(exc)) from exc
+    try:
+        audio = decode(data, fmt)
+    except AudioError as exc:
+        raise fail(str(exc)) from exc
+    audio = audio.set_channels(1).set_frame_rate(rate).set_sample_width(_SAMPLE_BYTES)
+    pcm: bytes = audio.raw_data
+    if not pcm:
+        raise fail("it decodes to no sound at all")
+    return pcm
+
+
+def _tag_mp3(path: Path, book: Book, chapter: Chapter, title: str, track: str, settings: Settings) -> None:
+    tags = ID3()
+    utf16 = Encoding.UTF16  # ID3v2.3 knows only Latin-1 and UTF-16; v2.3 is what most players read best
+    tags.add(TIT2(encoding=utf16, text=[title]))
+    tags.add(TALB(encoding=utf16, text=[book.title]))
+    if book.author:
+        tags.add(TPE1(encoding=utf16, text=[book.author]))
+        tags.add(TPE2(encoding=utf16, text=[book.author]))
+    tags.add(TRCK(encoding=utf16, text=[track]))
+    if settings.genre:
+        tags.add(TCON(encoding=utf16, text=[settings.genre]))
+    language = iso639_2(settings.language or book.language)
+    if language:
+        tags.add(TLAN(encoding=utf16, text=[language]))
+    if book.cover:
+        tags.add(APIC(encoding=utf16, mime=cover_mime(book), type=3, desc="Cover", data=book.cover))
+    try:
+        tags.save(str(path), v2_version=3)
+    except Exception as exc:  # mutagen raises its own MutagenError, OSError, struct.error ...
+        raise AudioError(f"cannot write tags to {path}: {exc}") from exc
+
+
+def assemble_chapter(
+    book: Book,
+    chapter: Chapter,
+    segments: Sequence[Segment],
+    parts: Sequence[Path],
+    out_dir: Path,
+    settings: Settings,
+    *,
+    total_chapters: int | None = None,
+) -> ChapterAudio:
+    """Join ``parts`` (``parts[i]`` speaks ``segments[i]``) with pauses into ``out_dir/NN Title.mp3``, tagged.
+
+    Silence: ``chapter_pad_ms`` before the first and after the last segment; after every other segment the
+    pause its ``pause_after`` names. The last segment's own pause is replaced by the pad, so every chapter
+    ends alike whatever the chunker marked it with.
+    """
+    if len(segments) != len(parts):
+        raise ValueError(f"{len(segments)} segments but {len(parts)} parts")
+    if not segments:
+        raise ValueError(f"chapter {chapter.index} has no segments to assemble")
+    rate = settings.sample_rate
+    total = max(total_chapters or len(book.chapters), chapter.index)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / chapter_filename(chapter.index, total, chapter.title)
+    tmp = final.with_name(final.name + ".part")
+    sub_final = final.with_suffix("." + settings.subtitles) if settings.subtitles else None
+    title = " ".join(chapter.title.split()) or f"Chapter {chapter.index}"
+    silence: dict[int, bytes] = {}
+
+    def pad(enc: _PcmEncoder, ms: int) -> None:
+        n = _frames(ms, rate)
+        if n:
+            enc.write(silence.setdefault(n, bytes(n * _SAMPLE_BYTES)))
+
+    durations: list[int] = []  # frames
+    cues: list[Cue] = []
+    codec = ["-c:a", "libmp3lame", "-b:a", settings.bitrate, "-id3v2_version", "0", "-write_xing", "1",
+             "-map_metadata", "-1", "-f", "mp3"]  # fmt: skip
+    try:
+        with _encoder(tmp, rate, codec, f"chapter {chapter.index} to {tmp}") as enc:
+            pad(enc, settings.chapter_pad_ms)
+            last = len(segments) - 1
+            for i, (segment, part) in enumerate(zip(segments, parts, strict=True)):
+                pcm = _load_part(chapter, i, part, settings.part_format, rate)
+                start = enc.frames
+                enc.write(pcm)
+                durations.append(enc.frames - start)
+                cues.append(Cue(_ms(start, rate), _ms(enc.frames, rate), segment.text))
+                pad(enc, settings.chapter_pad_ms if i == last else _pause_ms(segment.pause_after, settings))
+            total_frames = enc.frames
+        _tag_mp3(tmp, book, chapter, title, f"{chapter.index}/{total}", settings)
+        if sub_final is not None:
+            _write_text_atomic(sub_final, format_subtitles(cues, settings.subtitles or "srt"))
+        os.replace(tmp, final)  # last, so an existing MP3 always means a complete chapter
+    except BaseException:
+        _remove(tmp)
+        raise
+    return ChapterAudio(
+        chapter=chapter,
+        path=final,
+        duration_ms=_ms(total_frames, rate),
+        segment_durations_ms=tuple(_ms(d, rate) for d in durations),
+    )
+
+
+# --------------------------------------------------------------------------------------------- text outputs
+
+_LANGUAGES = {  # ISO 639-1 -> ISO 639-2/T, which ID3's TLAN wants
+    "ar": "ara", "cs": "ces", "da": "dan", "de": "deu", "el": "ell", "en": "eng", "es": "spa", "fi": "fin",
+    "fr": "fra", "he": "heb", "hi": "hin", "hu": "hun", "id": "ind", "it": "ita", "ja": "jpn", "ko": "kor",
+    "la": "lat", "nl": "nld", "no": "nor", "pl": "pol", "pt": "por", "ro": "ron", "ru": "rus", "sv": "swe",
+    "th": "tha", "tr": "tur", "uk": "ukr", "vi": "vie", "zh": "zho", "yue": "yue", "cmn": "cmn",
+}  # fmt: skip
+
+
+def iso639_2(language: str | None) -> str | None:
+    """``"en-US"`` -> ``"eng"``; a three-letter code passes through; anything else is None (tag omitted)."""
+    if not language:
+        return None
+    primary = language.replace("_", "-").split("-")[0].lower()
+    if primary in _LANGUAGES:
+        return _LANGUAGES[primary]
+    return primary if len(primary) == 3 and primary.isalpha() else None
+
+
+def cover_mime(book: Book) -> str:
+    if book.cover_mime:
+        return book.cover_mime
+    if book.cover and book.cover.startswith(b"\x89PNG"):
+        return "image/png"
+    return "image/jpeg"
+
+
+def _timestamp(ms: int, sep: str) -> str:
+    hours, rest = divmod(max(ms, 0), 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{sep}{millis:03d}"
+
+
+def format_subtitles(cues: Sequence[Cue], fmt: str) -> str:
+    """SRT or WebVTT text: one cue per segment, text on one line (a blank line would end the cue)."""
+    if fmt not in ("srt", "vtt"):
+        raise ValueError(f"unknown subtitle format {fmt!r}")
+    blocks = ["WEBVTT"] if fmt == "vtt" else []
+    sep = "." if fmt == "vtt" else ","
+    for number, cue in enumerate(cues, 1):
+        text = " ".join(cue.text.split()).replace("-->", "→")
+        if fmt == "vtt":  # WebVTT cue text is markup: escape what would start a tag or an entity
+            text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        timing = f"{_timestamp(cue.start_ms, sep)} --> {_timestamp(cue.end_ms, sep)}"
+        blocks.append(f"{number}\n{timing}\n{text}")
+    return "\n\n".join(blocks) + "\n"
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def write_playlist(out_dir: Path, book: Book, chapters: Sequence[ChapterAudio]) -> Path:
+    """``<book title>.m3u``: extended M3U, UTF-8, chapter files by relative name, in the order given."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["#EXTM3U", f"#PLAYLIST:{' '.join(book.title.split())}"]
+    for ch in chapters:
+        title = " ".join(ch.chapter.title.split()) or f"Chapter {ch.chapter.index}"
+        lines.append(f"#EXTINF:{round(ch.duration_ms / 1000)},{title}")
+        lines.append(_rel(ch.path, out_dir))
+    path = out_dir / f"{book_stem(book)}.m3u"
+    _write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- M4B
+
+
+def _ffmeta_escape(value: str) -> str:
+    value = " ".join(value.split())
+    return re.sub(r"([=;#\\])", r"\\\1", value)
+
+
+def ffmetadata(
+    book: Book, titles: Sequence[str], bounds: Sequence[tuple[int, int]], rate: int, genre: str
+) -> str:
+    """An ``;FFMETADATA1`` file: book tags and one [CHAPTER] per chapter, marks in samples (exact)."""
+    lines = [";FFMETADATA1", f"title={_ffmeta_escape(book.title)}", f"album={_ffmeta_escape(book.title)}"]
+    if book.author:
+        lines += [f"artist={_ffmeta_escape(book.author)}", f"album_artist={_ffmeta_escape(book.author)}"]
+    if genre:
+        lines.append(f"genre={_ffmeta_escape(genre)}")
+    lines.append("media_type=2")  # iTunes "stik" 2: Audiobook, so Apple players shelve it as one
+    for title, (start, end) in zip(titles, bounds, strict=True):
+        lines += ["", "[CHAPTER]", f"TIMEBASE=1/{rate}", f"START={start}", f"END={end}",
+                  f"title={_ffmeta_escape(title)}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _stream_decoded(path: Path, rate: int, enc: _PcmEncoder) -> int:
+    """Decode one chapter file with ffmpeg straight into ``enc``; returns the frames it really holds."""
+    start = enc.frames
+    with tempfile.TemporaryFile() as err:
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-nostdin", "-i", str(path),
+               "-vn", "-f", "s16le", "-ac", "1", "-ar", str(rate), "pipe:1"]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        try:
+            while chunk := proc.stdout.read(_CHUNK):
+                enc.write(chunk)
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code != 0 or enc.frames == start:
+            err.seek(0)
+            raise AudioError(f"cannot decode chapter file {path} for the M4B: {_last_line(err.read())}")
+    return enc.frames - start
+
+
+def _run_ffmpeg(args: Sequence[str], what: str) -> None:
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args],
+                          capture_output=True, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise AudioError(f"ffmpeg failed {what}: {_last_line(proc.stderr)}")
+
+
+def build_m4b(out_dir: Path, book: Book, chapters: Sequence[ChapterAudio], settings: Settings) -> Path:
+    """``<book title>.m4b``: the chapter MP3s as one AAC audiobook with chapter markers, tags and cover.
+
+    Pass 1 decodes each chapter file and streams its PCM into one AAC encoder, counting samples, so every
+    chapter mark is the real decoded length, exactly what a player hears, never an estimate. Pass 2 copies
+    that audio (no re-encode) into the final container with the marks, tags and cover.
+    """
+    if not chapters:
+        raise AudioError(f"no chapter files to build an M4B for {book.title!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rate = settings.sample_rate
+    stem = book_stem(book)
+    final = out_dir / f"{stem}.m4b"
+    audio_tmp = out_dir / f"{stem}.m4b.audio.part"
+    tmp = out_dir / f"{stem}.m4b.part"
+    try:
+        bounds: list[tuple[int, int]] = []
+        aac = ["-c:a", "aac", "-b:a", M4B_BITRATE, "-f", "ipod"]
+        with _encoder(audio_tmp, rate, aac, f"the M4B audio {audio_tmp}") as enc:
+            for ch in chapters:
+                start = enc.frames
+                _stream_decoded(ch.path, rate, enc)
+                bounds.append((start, enc.frames))
+        titles = [" ".join(ch.chapter.title.split()) or f"Chapter {ch.chapter.index}" for ch in chapters]
+        with tempfile.TemporaryDirectory(prefix="m4b-") as work:
+            meta = Path(work) / "chapters.txt"
+            meta.write_text(ffmetadata(book, titles, bounds, rate, settings.genre), encoding="utf-8")
+            inputs = ["-i", str(audio_tmp), "-f", "ffmetadata", "-i", str(meta)]
+            maps = ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
+            tail = ["-c", "copy", "-movflags", "+faststart", "-f", "ipod", "-y", str(tmp)]
+            if book.cover:
+                cover = Path(work) / ("cover.png" if cover_mime(book) == "image/png" else "cover.jpg")
+                cover.write_bytes(book.cover)
+                try:
+                    _run_ffmpeg([*inputs, "-i", str(cover), *maps, "-map", "2:v", "-disposition:v:0",
+                                 "attached_pic", *tail], f"writing {tmp}")  # fmt: skip
+                except AudioError as exc:  # a damaged cover must not cost the whole audiobook
+                    log.warning("M4B cover left out: %s", exc)
+                    _run_ffmpeg([*inputs, *maps, *tail], f"writing {tmp}")
+            else:
+                _run_ffmpeg([*inputs, *maps, *tail], f"writing {tmp}")
+        os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+    finally:
+        _remove(audio_tmp)
+    return final
