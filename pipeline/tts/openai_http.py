@@ -1,0 +1,384 @@
+"""The OpenAI-compatible speech client: ``POST {base_url}/audio/speech`` with the official SDK's retry policy.
+
+What is retried, and how long to wait, follows ``openai-python`` (``_base_client.py``):
+
+- retried: timeouts, connection errors (refused, DNS, dropped), HTTP 408, 409, 429 and 5xx, and a 200 whose
+  body is not audio (JSON error, empty, garbage: some relays answer errors with status 200);
+- the server may force the decision with ``x-should-retry: true|false``;
+- the wait is the server's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date) when it lies in
+  (0, 60] seconds, else ``0.5 * 2**n`` seconds capped at 8, less up to 25 % jitter.
+
+Failures no retry can fix (400, 401, 403, 404, 422, and a 429 whose code is ``insufficient_quota``) raise
+``FatalAPIError`` at once with the server's own message, so a run stops instead of paying for a thousand
+identical errors. The API key goes in one header and nowhere else: every message is scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from pipeline.errors import FatalAPIError, RetryableError, SynthesisError, UsageError
+from pipeline.media import looks_like_mp3
+from pipeline.models import SpeechResult, VoiceSpec
+
+log = logging.getLogger(__name__)
+
+INITIAL_RETRY_DELAY = 0.5  # seconds before the first retry when the server names no delay
+MAX_RETRY_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0  # a server-named delay above this is ignored in favour of our own backoff
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
+FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
+_HINTS = {
+    401: "check the key in $OPENAI_API_KEY / api_key_env",
+    403: "the key may lack access to this model, project or region",
+    404: "check base_url (it must end where /audio/speech is served, often /v1) and the model name",
+}
+_QUOTA_HINT = "add credit to the account or use another key"
+_MAX_MESSAGE = 300  # characters of a server message worth quoting on one line
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """One retry about to happen: ``attempt`` is the 1-based attempt that failed, ``wait`` the pause before
+    the next one in seconds, ``reason`` the failure (already free of the key)."""
+
+    attempt: int
+    wait: float
+    reason: str
+
+
+# --- pure policy functions -------------------------------------------------------------------------------
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The delay in seconds the server asks for, or None when it names none (or nothing parseable).
+
+    ``retry-after-ms`` wins over ``retry-after``; the latter may be seconds (floats allowed, as the SDK does)
+    or an HTTP date, measured from ``now`` (a Unix time; the current time by default). The result may be
+    zero, negative or huge: deciding whether to honour it is ``retry_wait``'s job."""
+    lookup = httpx.Headers(headers)
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = lookup.get(name)
+        if raw is None:
+            continue
+        try:
+            return float(raw) * scale
+        except ValueError:
+            continue
+    raw = lookup.get("retry-after")
+    if not raw:
+        return None
+    try:
+        parsed = email.utils.parsedate_tz(raw)
+        if parsed is None:
+            return None
+        when = email.utils.mktime_tz(parsed)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return float(when) - (time.time() if now is None else now)
+
+
+def backoff_delay(retries_done: int, rand: float) -> float:
+    """Exponential backoff for the retry after ``retries_done`` earlier retries; ``rand`` in [0, 1) shaves
+    off up to 25 % so many workers that failed together do not retry in lockstep."""
+    base = min(INITIAL_RETRY_DELAY * 2.0 ** min(retries_done, 32), MAX_RETRY_DELAY)
+    return max(0.0, base * (1.0 - 0.25 * rand))
+
+
+def retry_wait(retries_done: int, retry_after: float | None, rand: float) -> float:
+    """The pause before the next attempt: the server's delay when it is reasonable, else our backoff."""
+    if retry_after is not None and 0 < retry_after <= MAX_RETRY_AFTER:
+        return retry_after
+    return backoff_delay(retries_done, rand)
+
+
+def server_message(body: bytes, content_type: str = "") -> tuple[str | None, frozenset[str]]:
+    """``(message, codes)`` from an error body in any of the shapes servers use.
+
+    OpenAI's ``{"error": {"message", "type", "code", "param"}}``, ``{"error": "text"}``, ``{"message": ...}``,
+    FastAPI's ``{"detail": "text" | [{"msg": ...}]}``, or plain text. ``codes`` holds the error's ``code`` and
+    ``type`` when given (to tell ``insufficient_quota`` from a plain rate limit)."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None, frozenset()
+    data: Any = None
+    if "json" in content_type or text[:1] in "{[":
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            message = _as_text(error.get("message")) or _as_text(error.get("type")) or _as_text(error)
+            param = error.get("param")
+            if message and isinstance(param, str) and param:
+                message = f"{message} (param: {param})"
+            return message, _codes(error)
+        if isinstance(error, str) and error:
+            return _one_line(error), _codes(data)
+        for key in ("message", "detail", "msg"):
+            if data.get(key):
+                return _as_text(data[key]), _codes(data)
+        return _one_line(text), _codes(data)
+    if data is not None:
+        return _as_text(data), frozenset()
+    if text.lower().startswith(("<!doctype", "<html")):
+        return _html_title(text), frozenset()
+    return _one_line(text), frozenset()
+
+
+def _codes(error: dict[str, Any]) -> frozenset[str]:
+    return frozenset(str(error[k]) for k in ("code", "type") if isinstance(error.get(k), str | int))
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return _one_line(value)
+    if isinstance(value, list):  # FastAPI validation errors: [{"loc": [...], "msg": "..."}, ...]
+        parts = [_as_text(v.get("msg") if isinstance(v, dict) else v) for v in value]
+        return _one_line("; ".join(p for p in parts if p)) or None
+    return _one_line(json.dumps(value, ensure_ascii=False))
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _MAX_MESSAGE else flat[: _MAX_MESSAGE - 1] + "…"
+
+
+def _html_title(html: str) -> str:
+    lower = html.lower()
+    start, end = lower.find("<title>"), lower.find("</title>")
+    if 0 <= start < end:
+        return _one_line(html[start + 7 : end]) or "an HTML page"
+    return "an HTML page"
+
+
+def _sniff_ok(fmt: str | None, body: bytes) -> bool:
+    """Cheap magic-number check that a 200 body is the audio format asked for (no decoding)."""
+    fmt = (fmt or "mp3").lower()
+    if fmt == "mp3":
+        return looks_like_mp3(body)
+    magic = {"wav": b"RIFF", "flac": b"fLaC", "opus": b"OggS"}.get(fmt)
+    return magic is None or body.startswith(magic)  # aac and raw pcm have no reliable cheap magic
+
+
+# --- the client ----------------------------------------------------------------------------------------
+
+
+class OpenAISpeech:
+    """``Synthesizer`` for any server that speaks OpenAI's ``/audio/speech``. Safe to share between tasks."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 120.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 4,
+        concurrency: int = 8,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+    ) -> None:
+        try:
+            url = httpx.URL(base_url.strip())
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise UsageError(f"base_url {base_url!r} is not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise UsageError(f"base_url {base_url!r} must start with http:// or https:// and name a host")
+        if max_retries < 0 or concurrency < 1:
+            raise UsageError("max_retries must be >= 0 and concurrency >= 1")
+        path = url.path.rstrip("/")
+        self._host = url.host + (f":{url.port}" if url.port is not None else "")
+        self._where = self._host + path  # what messages and the identity name: no scheme, userinfo, key
+        # Keep any query (some relays want ?api-version=...), drop userinfo so no credential rides along.
+        self._endpoint = url.copy_with(path=path + "/audio/speech", username=None, password=None)
+        self._api_key = api_key
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._max_retries = max_retries
+        self._concurrency = concurrency
+        self._sleep = sleep
+        self._transport = transport
+        self._on_retry = on_retry
+        self._client: httpx.AsyncClient | None = None
+
+    def identity(self) -> str:
+        return "openai:" + self._where
+
+    def _http(self) -> httpx.AsyncClient:
+        # Created on first use so constructing a synthesizer (e.g. for --dry-run) opens nothing.
+        if self._client is None:
+            headers = {"User-Agent": "audiobook-pipeline"}
+            if self._api_key:
+                headers["Authorization"] = f"Bearer {self._api_key}"
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout, connect=self._connect_timeout),
+                limits=httpx.Limits(
+                    max_connections=self._concurrency, max_keepalive_connections=self._concurrency
+                ),
+                headers=headers,
+                transport=self._transport,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def synthesize(self, text: str, spec: VoiceSpec) -> SpeechResult:
+        payload: dict[str, Any] = {"model": spec.model, "input": text, "voice": spec.voice}
+        # Only what is set: several relays answer 400 to "instructions": null.
+        if spec.instructions:
+            payload["instructions"] = spec.instructions
+        if spec.speed is not None:
+            payload["speed"] = spec.speed
+        if spec.response_format is not None:
+            payload["response_format"] = spec.response_format
+        audio_type = "audio/mpeg" if (spec.response_format or "mp3") == "mp3" else "audio/*"
+        headers = {"Accept": f"{audio_type}, application/json;q=0.5"}
+
+        attempts = 0
+        retrying = AsyncRetrying(
+            sleep=self._sleep,
+            stop=stop_after_attempt(self._max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(lambda exc: isinstance(exc, RetryableError)),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    audio = await self._attempt(payload, headers, spec.response_format)
+        except RetryableError as exc:
+            plural = "attempt" if attempts == 1 else "attempts"
+            raise RetryableError(
+                f"speech request failed after {attempts} {plural}; last error: {exc}",
+                status=exc.status,
+                retry_after=exc.retry_after,
+            ) from exc
+        return SpeechResult(audio=audio, attempts=attempts)
+
+    # One request: audio, or the right SynthesisError subclass with a scrubbed one-line message.
+    async def _attempt(self, payload: dict[str, Any], headers: dict[str, str], fmt: str | None) -> bytes:
+        try:
+            response = await self._http().post(self._endpoint, json=payload, headers=headers)
+        except httpx.ConnectTimeout:
+            raise self._retryable(
+                f"the server at {self._host} could not be reached within {self._connect_timeout:g} s "
+                "(connect timeout); check base_url and the network"
+            ) from None
+        except httpx.TimeoutException as exc:
+            phase = type(exc).__name__.removesuffix("Timeout").lower() or "request"
+            raise self._retryable(
+                f"no answer from {self._where} within {self._timeout:g} s ({phase} timeout)"
+            ) from None
+        except httpx.ConnectError as exc:
+            raise self._retryable(
+                f"the server at {self._host} could not be reached ({exc or 'connect error'}); "
+                "check base_url and that the server is running"
+            ) from None
+        except httpx.UnsupportedProtocol as exc:
+            raise self._fatal(f"cannot talk to {self._where}: {exc}", None) from None
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            # RemoteProtocolError, ReadError, WriteError...: the connection dropped mid-request.
+            raise self._retryable(
+                f"the connection to {self._host} failed before a full answer "
+                f"({type(exc).__name__}: {exc or 'no detail'})"
+            ) from None
+        return self._check(response, fmt)
+
+    def _check(self, response: httpx.Response, fmt: str | None) -> bytes:
+        status, body = response.status_code, response.content
+        content_type = response.headers.get("content-type", "").lower()
+        if status == 200:
+            if not body:
+                raise self._retryable(f"{self._where} answered 200 with an empty body instead of audio")
+            if "json" in content_type or body.lstrip()[:1] == b"{":
+                message, _ = server_message(body, content_type)
+                raise self._retryable(
+                    f"{self._where} answered 200 with JSON instead of audio: {message or 'no message'}"
+                )
+            if not _sniff_ok(fmt, body) or content_type.startswith("text/"):
+                raise self._retryable(
+                    f"{self._where} answered 200 with {len(body)} bytes that are not {fmt or 'mp3'} audio "
+                    f"(content-type {content_type or 'missing'}, starts with {body[:16]!r})"
+                )
+            return body
+
+        message, codes = server_message(body, content_type)
+        retry_after = parse_retry_after(response.headers)
+        reason = f"HTTP {status}" + (f" {response.reason_phrase}" if response.reason_phrase else "")
+        detail = f"{self._where} answered {reason}: {message or 'no message'}"
+        if status == 429 and "insufficient_quota" in codes:
+            raise self._fatal(f"{detail} ({_QUOTA_HINT})", status)
+
+        should_retry = response.headers.get("x-should-retry", "").strip().lower()
+        if should_retry == "true":
+            retryable = True
+        elif should_retry == "false":
+            retryable = False
+        else:
+            retryable = status in RETRYABLE_STATUSES or status >= 500
+        if retryable:
+            raise self._retryable(detail, status=status, retry_after=retry_after)
+        hint = _HINTS.get(status)
+        if status in FATAL_STATUSES:
+            raise self._fatal(f"{detail} ({hint})" if hint else detail, status)
+        if 300 <= status < 400:
+            where_to = response.headers.get("location", "?")
+            raise self._fatal(
+                f"{detail}; redirected to {where_to}: set base_url to the final address", status
+            )
+        # Anything else (413, 415, a 5xx the server marked final...) fails this segment, not the run.
+        raise SynthesisError(self._scrub(detail), status=status)
+
+    def _scrub(self, message: str) -> str:
+        # Servers and relays sometimes echo the key they were given. Keys shorter than 4 characters are
+        # placeholders for local servers ("x"), and scrubbing them would mangle every message.
+        if len(self._api_key) < 4:
+            return message
+        return message.replace(self._api_key, "***")
+
+    def _retryable(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> RetryableError:
+        return RetryableError(self._scrub(message), status=status, retry_after=retry_after)
+
+    def _fatal(self, message: str, status: int | None) -> FatalAPIError:
+        return FatalAPIError(self._scrub(message), status=status)
+
+    # tenacity hooks --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        retry_after = exc.retry_after if isinstance(exc, SynthesisError) else None
+        return retry_wait(state.attempt_number - 1, retry_after, random.random())
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        event = RetryEvent(attempt=state.attempt_number, wait=float(wait), reason=str(exc))
+        log.debug("attempt %d failed, retrying in %.2f s: %s", event.attempt, event.wait, event.reason)
+        if self._on_retry is not None:
+            self._on_retry(event)

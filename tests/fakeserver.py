@@ -1,0 +1,573 @@
+"""A local OpenAI-compatible speech server that misbehaves on demand, for tests and the benchmark.
+
+It is a real HTTP server (stdlib ``ThreadingHTTPServer`` on 127.0.0.1, one thread per connection, HTTP/1.1
+keep-alive), so the client's connection pool, timeouts and dropped connections are exercised for real::
+
+    with FakeSpeechServer(api_key="test-key") as srv:
+        srv.inject(Fault.rate_limit(retry_after=2), Fault.status(503))   # the next two requests fail
+        srv.inject_for(lambda body: "cursed" in body["input"], Fault.quota())
+        ... OpenAISpeech(srv.url, "test-key") ...
+        srv.requests, srv.served_inputs(), srv.max_in_flight
+
+It checks requests the way the real API does (key, path, JSON body, required strings, nulls, lengths, speed)
+and answers real MP3 audio whose duration follows the text (``ms_per_char`` per character, divided by
+``speed``). The audio is cut from one tone encoded at start-up with the MP3 bit reservoir off: every frame is
+384 bytes, 24 ms, and decodes on its own, so an answer is just the first K frames: no encoding per request.
+
+Run it in its own process (the benchmark does, to keep its work off the client's GIL)::
+
+    python -m tests.fakeserver --port 0 --latency 0.2 [--api-key K]    # first stdout line: the URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import functools
+import io
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+import wave
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipeline.media import ffmpeg_exe
+
+RATE = 24_000
+FRAME_BYTES = 384  # MPEG-2 Layer III, 128 kbps, 24 kHz, no padding: 72 * 128000 / 24000
+FRAME_MS = 24  # 576 samples at 24 kHz
+MIN_FRAMES = 2  # ffmpeg's probe wants two consecutive frames before it calls a stream MP3
+MAX_INPUT = 4096
+SPEECH = "/v1/audio/speech"
+MODELS = "/v1/models"
+FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+SERVED_FORMATS = ("mp3", "wav", "pcm")
+FIELDS = ("model", "input", "voice", "instructions", "response_format", "speed", "stream_format")
+MODEL_IDS = ("gpt-4o-mini-tts", "tts-1", "tts-1-hd")
+
+
+# --- faults ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One way to misbehave. Build them with the class methods (also exported as module functions)."""
+
+    kind: str
+    code: int = 200
+    message: str | None = None
+    retry_after: float | None = None
+    retry_after_ms: float | None = None
+    seconds: float = 0.0
+    should_retry: bool | None = None  # sets x-should-retry
+    param: str | None = None  # the request field a 400 blames
+
+    @classmethod
+    def rate_limit(cls, retry_after: float | None = 1.0, *, retry_after_ms: float | None = None) -> Fault:
+        """429 rate_limit_exceeded with ``Retry-After`` (and ``retry-after-ms`` when given)."""
+        return cls("rate_limit", 429, retry_after=retry_after, retry_after_ms=retry_after_ms)
+
+    @classmethod
+    def status(
+        cls,
+        code: int = 500,
+        message: str | None = None,
+        *,
+        retry_after: float | None = None,
+        should_retry: bool | None = None,
+    ) -> Fault:
+        """Any status with a body like real servers send (502 as an HTML page, as proxies do)."""
+        return cls("status", code, message, retry_after=retry_after, should_retry=should_retry)
+
+    @classmethod
+    def quota(cls) -> Fault:
+        """429 insufficient_quota: no retry can fix it."""
+        return cls("quota", 429)
+
+    @classmethod
+    def unauthorized(cls) -> Fault:
+        return cls("unauthorized", 401)
+
+    @classmethod
+    def bad_request(cls, message: str = "Invalid value for 'voice'.", param: str | None = None) -> Fault:
+        return cls("bad_request", 400, message, param=param)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Read the request, then close the socket without a byte of answer."""
+        return cls("drop", 0)
+
+    @classmethod
+    def slow(cls, seconds: float) -> Fault:
+        """Wait ``seconds`` (meant to be past the client's timeout), then answer normally."""
+        return cls("slow", 200, seconds=seconds)
+
+    @classmethod
+    def json_200(cls, message: str = "upstream provider error: quota exceeded") -> Fault:
+        """Status 200 with a JSON error body, as some relays answer failures."""
+        return cls("json_200", 200, message)
+
+    @classmethod
+    def empty_200(cls) -> Fault:
+        return cls("empty_200", 200)
+
+    @classmethod
+    def garbage_200(cls) -> Fault:
+        """Status 200, Content-Type audio/mpeg, and bytes that are not audio."""
+        return cls("garbage_200", 200)
+
+
+rate_limit = Fault.rate_limit
+status = Fault.status
+quota = Fault.quota
+unauthorized = Fault.unauthorized
+bad_request = Fault.bad_request
+drop = Fault.drop
+slow = Fault.slow
+json_200 = Fault.json_200
+empty_200 = Fault.empty_200
+garbage_200 = Fault.garbage_200
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the server saw it. ``status`` is None while in flight and for a dropped connection."""
+
+    time: float  # time.monotonic() at arrival
+    path: str
+    body: dict[str, Any] | None
+    status: int | None
+    fault: str | None
+    input: str | None
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    delay: float = 0.0  # extra seconds before answering (a slow fault)
+    audio: bool = False
+
+
+_DROP = _Answer(0)
+
+
+def _error(
+    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
+) -> _Answer:
+    payload = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return _Answer(status, json.dumps(payload).encode())
+
+
+# --- audio -----------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _tone() -> tuple[bytes, bytes]:
+    """(PCM, MP3) of a few seconds of a quiet 200 Hz tone at 24 kHz mono; encoded once per process."""
+    samples = 200 * 576  # 4.8 s, a whole number of frames
+    wave_ = array.array("h", (int(1200 * math.sin(2 * math.pi * 200 * i / RATE)) for i in range(samples)))
+    pcm = wave_.tobytes()
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(RATE), "-ac", "1",
+           "-i", "pipe:0", "-ar", str(RATE), "-ac", "1", "-c:a", "libmp3lame", "-b:a", "128k",
+           "-reservoir", "0", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3", "pipe:1"]  # fmt: skip
+    proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
+    mp3 = proc.stdout
+    if proc.returncode != 0 or not mp3 or len(mp3) % FRAME_BYTES or mp3[0] != 0xFF:
+        raise RuntimeError(
+            f"fake server could not encode its tone: {proc.stderr.decode(errors='replace')[:300]}"
+        )
+    return pcm, mp3
+
+
+def _repeat(buffer: bytes, size: int) -> bytes:
+    return (buffer * (size // len(buffer) + 1))[:size]
+
+
+def audio_for(text: str, ms_per_char: float, speed: float = 1.0, fmt: str = "mp3") -> bytes:
+    """The answer for ``text``: about ``len(text) * ms_per_char / speed`` ms of tone in ``fmt``."""
+    pcm, mp3 = _tone()
+    ms = len(text) * ms_per_char / speed
+    frames = max(MIN_FRAMES, round(ms / FRAME_MS))
+    if fmt == "mp3":
+        return _repeat(mp3, frames * FRAME_BYTES)
+    raw = _repeat(pcm, frames * 576 * 2)
+    if fmt == "pcm":
+        return raw
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(raw)
+    return out.getvalue()
+
+
+# --- the server ------------------------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256  # the default backlog of 5 drops SYNs when 64 clients connect at once
+    owner: FakeSpeechServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real API: the client's pool is exercised
+    timeout = 60  # idle keep-alive connections end eventually
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass  # quiet: tests and the benchmark read requests from FakeSpeechServer.requests
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        owner = self.server.owner
+        arrived = time.monotonic()
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        path = urlsplit(self.path).path
+        body: dict[str, Any] | None = None
+        try:
+            parsed = json.loads(raw) if raw else None
+            body = parsed if isinstance(parsed, dict) else None
+        except ValueError:
+            pass
+        text = body.get("input") if body is not None and isinstance(body.get("input"), str) else None
+        slot = owner._arrive(
+            Recorded(arrived, path, body, None, None, text, method, dict(self.headers.items()))
+        )
+        answer, fault = _DROP, None
+        try:
+            answer, fault = owner._decide(method, path, self.headers.get("Authorization"), raw, body)
+            if answer is _DROP:
+                self.close_connection = True
+                return
+            owner._stopping.wait(owner.latency + answer.delay)
+            self._write(answer)
+        finally:
+            owner._settle(slot, None if answer is _DROP else answer.status, fault, answer.audio)
+
+    def _write(self, answer: _Answer) -> None:
+        try:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Content-Length", str(len(answer.body)))
+            for name, value in answer.headers:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(answer.body)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (timed out) before the answer
+
+
+class FakeSpeechServer:
+    """See the module docstring. A context manager; ``start()``/``close()`` for explicit control."""
+
+    def __init__(
+        self,
+        api_key: str = "test-key",
+        *,
+        latency: float = 0.0,
+        ms_per_char: float = 50.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.api_key = api_key
+        self.latency = latency
+        self.ms_per_char = ms_per_char
+        self._lock = threading.Lock()
+        self._requests: list[Recorded] = []
+        self._queue: list[Fault] = []
+        self._rules: list[list[Any]] = []  # [predicate, fault, remaining times or None]
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._stopping = threading.Event()
+        _tone()  # encode before the first request, not during it
+        self._httpd = _HTTPServer((host, port), _Handler)
+        self._httpd.owner = self
+        self._thread: threading.Thread | None = None
+        bound_host, bound_port = self._httpd.server_address[:2]
+        self.url = f"http://{bound_host!s}:{bound_port}/v1"
+
+    # lifecycle
+
+    def start(self) -> FakeSpeechServer:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stopping.set()  # wakes handlers sleeping on latency or a slow fault
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> FakeSpeechServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # what tests use
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """A snapshot of every request so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests the server was handling at one moment: the client's real concurrency."""
+        with self._lock:
+            return self._max_in_flight
+
+    def inject(self, *faults: Fault) -> None:
+        """The next ``len(faults)`` authorized speech requests get these faults, in order."""
+        with self._lock:
+            self._queue.extend(faults)
+
+    def inject_for(
+        self, predicate: Callable[[dict[str, Any]], bool], fault: Fault, times: int | None = None
+    ) -> None:
+        """Every speech request whose JSON body matches ``predicate`` gets ``fault`` (``times`` times, or
+        always when None). Queued faults from ``inject`` come first."""
+        with self._lock:
+            self._rules.append([predicate, fault, times])
+
+    def served_inputs(self) -> list[str]:
+        """Inputs of the requests answered 200 with audio, without a fault (a slow answer arrives after the
+        client gave up), in arrival order."""
+        return [r.input for r in self.requests if r.status == 200 and r.fault is None and r.input is not None]
+
+    def clear(self) -> None:
+        """Forget recorded requests and pending faults (the audio and settings stay)."""
+        with self._lock:
+            self._requests.clear()
+            self._queue.clear()
+            self._rules.clear()
+            self._max_in_flight = self._in_flight
+
+    # handler side
+
+    def _arrive(self, record: Recorded) -> int:
+        with self._lock:
+            self._requests.append(record)
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            return len(self._requests) - 1
+
+    def _settle(self, slot: int, status: int | None, fault: str | None, audio: bool) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if slot < len(self._requests):  # clear() may have emptied the list meanwhile
+                old = self._requests[slot]
+                # A fault that still answered audio (slow) keeps its name, so served_inputs skips it.
+                self._requests[slot] = Recorded(
+                    old.time, old.path, old.body, status, fault, old.input, old.method, old.headers
+                )
+
+    def _next_fault(self, body: dict[str, Any] | None) -> Fault | None:
+        with self._lock:
+            if self._queue:
+                return self._queue.pop(0)
+            if body is None:
+                return None
+            for rule in self._rules:
+                predicate, fault, remaining = rule
+                if remaining is not None and remaining <= 0:
+                    continue
+                try:
+                    matched = bool(predicate(body))
+                except Exception:  # a predicate that cannot read this body does not match it
+                    matched = False
+                if matched:
+                    if remaining is not None:
+                        rule[2] = remaining - 1
+                    return fault
+            return None
+
+    def _decide(
+        self, method: str, path: str, authorization: str | None, raw: bytes, body: dict[str, Any] | None
+    ) -> tuple[_Answer, str | None]:
+        known = (method, path) in (("POST", SPEECH), ("GET", MODELS))
+        if not known:
+            return _error(404, f"Invalid URL ({method} {path})", "invalid_request_error"), None
+        if not authorization:
+            message = "You didn't provide an API key. Provide it in the Authorization header (Bearer auth)."
+            return _error(401, message, "invalid_request_error"), None
+        if authorization != f"Bearer {self.api_key}":
+            given = authorization.removeprefix("Bearer ").strip()
+            masked = given[:3] + "*" * 4 + given[-4:] if len(given) > 8 else "****"
+            message = f"Incorrect API key provided: {masked}. You can find your API key at the dashboard."
+            return _error(401, message, "invalid_request_error", "invalid_api_key"), None
+        if path == MODELS:
+            models = [{"id": m, "object": "model", "owned_by": "system"} for m in MODEL_IDS]
+            return _Answer(200, json.dumps({"object": "list", "data": models}).encode()), None
+
+        fault = self._next_fault(body)
+        if fault is not None and fault.kind != "slow":
+            return self._faulty(fault), fault.kind
+        problem = _validate(raw, body)
+        if problem is not None:
+            return problem, fault.kind if fault else None
+        assert body is not None
+        fmt = body.get("response_format", "mp3")
+        audio = audio_for(body["input"], self.ms_per_char, float(body.get("speed", 1.0)), fmt)
+        content_type = {"mp3": "audio/mpeg", "wav": "audio/wav", "pcm": "audio/pcm"}[fmt]
+        delay = fault.seconds if fault is not None else 0.0
+        return _Answer(200, audio, content_type, delay=delay, audio=True), fault.kind if fault else None
+
+    @staticmethod
+    def _faulty(fault: Fault) -> _Answer:
+        headers: list[tuple[str, str]] = []
+        if fault.retry_after is not None:
+            headers.append(("Retry-After", f"{fault.retry_after:g}"))
+        if fault.retry_after_ms is not None:
+            headers.append(("retry-after-ms", f"{fault.retry_after_ms:g}"))
+        if fault.should_retry is not None:
+            headers.append(("x-should-retry", "true" if fault.should_retry else "false"))
+        kind = fault.kind
+        if kind == "drop":
+            return _DROP
+        if kind == "rate_limit":
+            message = "Rate limit reached for requests per min (RPM). Please try again later."
+            answer = _error(429, message, "requests", "rate_limit_exceeded")
+        elif kind == "quota":
+            message = "You exceeded your current quota, please check your plan and billing details."
+            answer = _error(429, message, "insufficient_quota", "insufficient_quota")
+        elif kind == "unauthorized":
+            answer = _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        elif kind == "bad_request":
+            answer = _error(400, fault.message or "Bad request", "invalid_request_error", None, fault.param)
+        elif kind == "json_200":
+            answer = _error(200, fault.message or "error", "upstream_error")
+        elif kind == "empty_200":
+            answer = _Answer(200, b"", "audio/mpeg")
+        elif kind == "garbage_200":
+            answer = _Answer(200, b"<html><body>Service temporarily unavailable</body></html>", "audio/mpeg")
+        elif fault.code == 502:
+            page = (
+                f"<html><head><title>502 Bad Gateway</title></head><body>{fault.message or ''}</body></html>"
+            )
+            answer = _Answer(502, page.encode(), "text/html")
+        else:
+            message = fault.message or {
+                500: "The server had an error while processing your request. Sorry about that!",
+                503: "The engine is currently overloaded, please try again later.",
+            }.get(fault.code, f"Error {fault.code}")
+            answer = _error(
+                fault.code, message, "server_error" if fault.code >= 500 else "invalid_request_error"
+            )
+        return _Answer(answer.status, answer.body, answer.content_type, tuple(headers))
+
+
+def _validate(raw: bytes, body: dict[str, Any] | None) -> _Answer | None:
+    """None when the speech request is valid, else the 400 the real API would send."""
+
+    def bad(message: str, param: str | None = None, code: str | None = None) -> _Answer:
+        return _error(400, message, "invalid_request_error", code, param)
+
+    if body is None:
+        return bad("We could not parse the JSON body of your request: expected a JSON object.")
+    for name, value in body.items():
+        if value is None:
+            return bad(
+                f"Invalid type for '{name}': expected a value, but got null instead.", name, "invalid_type"
+            )
+        if name not in FIELDS:
+            return bad(f"Unrecognized request argument supplied: {name}", name)
+    for name in ("model", "voice", "input"):
+        value = body.get(name)
+        if name not in body:
+            return bad(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+        if not isinstance(value, str) or not value.strip():
+            return bad(f"Invalid value for '{name}': expected a non-empty string.", name, "invalid_value")
+    if len(body["input"]) > MAX_INPUT:
+        message = f"Invalid 'input': string too long. Expected a maximum length of {MAX_INPUT}."
+        return bad(message, "input", "string_above_max_length")
+    if "instructions" in body and not isinstance(body["instructions"], str):
+        return bad("Invalid type for 'instructions': expected a string.", "instructions", "invalid_type")
+    if "speed" in body:
+        speed = body["speed"]
+        if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0.25 <= speed <= 4.0:
+            return bad(f"Invalid 'speed': {speed!r}. Expected a number from 0.25 to 4.0.", "speed")
+    fmt = body.get("response_format", "mp3")
+    if fmt not in FORMATS:
+        return bad(
+            f"Invalid value for 'response_format': {fmt!r}. Supported: {', '.join(FORMATS)}.",
+            "response_format",
+        )
+    if fmt not in SERVED_FORMATS:
+        return bad(f"This fake server only produces {', '.join(SERVED_FORMATS)}.", "response_format")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakeserver", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument("--ms-per-char", type=float, default=50.0, help="audio per input character")
+    parser.add_argument("--api-key", default="test-key")
+    args = parser.parse_args(argv)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server = FakeSpeechServer(
+        args.api_key, latency=args.latency, ms_per_char=args.ms_per_char, host=args.host, port=args.port
+    ).start()
+    print(server.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        served = len(server.served_inputs())
+        print(f"fakeserver: {len(server.requests)} requests, {served} served, "
+              f"max {server.max_in_flight} in flight", file=sys.stderr)  # fmt: skip
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
