@@ -16,6 +16,8 @@ import warnings
 with warnings.catch_warnings():
     # pydub looks for ffmpeg on PATH at import and warns when there is none; we point it at one below.
     warnings.simplefilter("ignore", RuntimeWarning)
+    # pydub imports the stdlib audioop, which warns on Python 3.11-3.12 (audioop-lts replaces it from 3.13).
+    warnings.simplefilter("ignore", DeprecationWarning)
     from pydub import AudioSegment
 
 from pipeline.errors import AudioError
