@@ -1,0 +1,94 @@
+"""One reader per format, and ``read_book`` to pick the right one: path -> ``Book``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from pipeline.errors import InputError
+from pipeline.models import Book
+from pipeline.text import detect_language
+
+TEXT_SUFFIXES = frozenset({".txt", ".text"})
+MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
+EPUB_SUFFIXES = frozenset({".epub"})
+HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
+
+
+def _sniff(path: Path) -> str:
+    """The format of a file whose suffix says nothing: zip magic is an EPUB, an HTML tag is HTML."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(2048)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from exc
+    if head.startswith(b"PK\x03\x04"):
+        return "epub"
+    for encoding in ("utf-8", "utf-16"):
+        sample = head.decode(encoding, errors="ignore").lstrip("\ufeff \t\r\n").lower()
+        # Markup must open the file: a story that mentions "<html" in its text is still text.
+        if sample.startswith(("<!doctype html", "<html")) or (sample.startswith("<") and "<html" in sample):
+            return "html"
+    return "text"
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a book file; name the file itself")
+    if not path.is_file():
+        raise InputError(f"{path}: is not a regular file; give a .txt, .md, .epub or .html book")
+
+
+def _read(path: Path, include_matter: bool) -> Book:
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        kind = "text"
+    elif suffix in MARKDOWN_SUFFIXES:
+        kind = "markdown"
+    elif suffix in EPUB_SUFFIXES:
+        kind = "epub"
+    elif suffix in HTML_SUFFIXES:
+        kind = "html"
+    else:
+        kind = _sniff(path)
+    # Readers are imported when needed: each pulls in its own parsing libraries.
+    if kind == "epub":
+        from pipeline.readers.epub import read_epub
+
+        return read_epub(path, include_matter=include_matter)
+    if kind == "html":
+        from pipeline.readers.html import read_html
+
+        return read_html(path)
+    from pipeline.readers.text import read_markdown, read_text
+
+    return read_markdown(path) if kind == "markdown" else read_text(path)
+
+
+def read_book(path: Path, *, include_matter: bool = False, language: str | None = None) -> Book:
+    """Read any supported book. Chapters with nothing in them are dropped and the rest renumbered; the
+    language is ``language`` when given, else the book's own, else a guess from its text.
+    Raises InputError (one line, naming the file) when the book is missing, unreadable or empty."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        book = _read(path, include_matter)
+    except PermissionError as exc:
+        raise InputError(f"{path}: cannot be read (permission denied); check its permissions") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    chapters = tuple(c for c in book.chapters if any(p.strip() for p in c.paragraphs))
+    if not any(ch.isalnum() for c in chapters for p in c.paragraphs for ch in p):
+        raise InputError(f"{path}: holds no text to read aloud; check that it is the right file")
+    chapters = tuple(
+        c if c.index == i else dataclasses.replace(c, index=i) for i, c in enumerate(chapters, start=1)
+    )
+    if language:
+        lang: str | None = language
+    elif book.language:
+        lang = book.language
+    else:
+        lang = detect_language("\n".join(p for c in chapters[:20] for p in c.paragraphs[:50]))
+    return dataclasses.replace(book, chapters=chapters, language=lang, source=book.source or path)
