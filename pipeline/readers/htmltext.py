@@ -1,0 +1,309 @@
+"""(X)HTML -> speakable blocks, shared by the EPUB and HTML readers.
+
+A document becomes a flat list of ``Block``s (paragraphs and headings) plus a map from element ids to the
+index of the block they open, so a reader can cut chapters at ``#fragment`` anchors anywhere in a file. What a
+listener should not hear is dropped here: scripts and styles, images, ruby annotations, page-number markers,
+footnote reference markers, pop-up footnote bodies.
+
+Parsing is the caller's job (see ``parse_xml`` / ``parse_html``), done with entity resolution, DTD loading and
+network access off, so a hostile document cannot read local files or expand entities.
+"""
+
+from __future__ import annotations
+
+import html.entities
+import re
+from dataclasses import dataclass, field
+
+from lxml import etree
+from lxml import html as lxml_html
+
+from pipeline.errors import InputError
+from pipeline.text import normalize_paragraph
+
+EPUB_NS = "http://www.idpf.org/2007/ops"
+EPUB_TYPE = f"{{{EPUB_NS}}}type"
+
+# Elements that start and end a paragraph. Everything else is inline and joins the paragraph around it.
+_BLOCK = frozenset(
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "body",
+        "caption",
+        "center",
+        "dd",
+        "details",
+        "dialog",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hgroup",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "summary",
+        "table",
+        "tbody",
+        "tfoot",
+        "thead",
+        "tr",
+        "ul",
+    ]
+)
+_HEADINGS = {f"h{n}": n for n in range(1, 7)}
+# Never spoken: code, media, form controls, ruby readings (<rt>, <rp>) and the document head.
+_DROP = frozenset(
+    [
+        "script",
+        "style",
+        "noscript",
+        "template",
+        "head",
+        "title",
+        "meta",
+        "link",
+        "rt",
+        "rp",
+        "img",
+        "image",
+        "svg",
+        "math",
+        "object",
+        "embed",
+        "iframe",
+        "audio",
+        "video",
+        "canvas",
+        "map",
+        "area",
+        "input",
+        "select",
+        "textarea",
+        "button",
+    ]
+)
+# epub:type / role values whose whole subtree is noise in audio: page numbers, note markers, pop-up notes.
+_DROP_TYPES = frozenset(
+    [
+        "pagebreak",
+        "doc-pagebreak",
+        "noteref",
+        "doc-noteref",
+        "footnote",
+        "doc-footnote",
+        "rearnote",
+        "doc-backlink",
+        "backlink",
+    ]
+)
+_DROP_CLASSES = frozenset({"pagenum", "page-number", "pagenumber", "pageno"})
+# Project Gutenberg wraps its header and licence in these ids/classes.
+_GUTENBERG_HEADER = frozenset({"pg-header", "pgheader"})
+_GUTENBERG_FOOTER = frozenset({"pg-footer", "pgfooter"})
+# Footnote markers left as plain text: "[1]", "[12]", "[*]".
+_NOTE_MARK = re.compile(r"\s*\[(?:\d{1,3}|\*|†|‡)\]")
+_ENTITY_DECL = re.compile(r"<!ENTITY", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One paragraph (``heading == 0``) or heading (``heading`` 1-6) of normalized text.
+
+    ``marks`` holds the structural hints of the elements around it: epub:type and role values (``toc``,
+    ``titlepage``, ``copyright-page`` ...) and ``gutenberg-header`` / ``gutenberg-footer``.
+    """
+
+    text: str
+    heading: int = 0
+    marks: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Extracted:
+    blocks: tuple[Block, ...]
+    anchors: dict[str, int] = field(default_factory=dict)  # element id -> index of the block it opens
+    title: str | None = None  # the document's <title>, when it has one
+
+
+def _local(tag: object) -> str:
+    if not isinstance(tag, str):
+        return ""
+    return tag.rsplit("}", 1)[-1].lower()
+
+
+def _tokens(value: str | None) -> set[str]:
+    return set(value.lower().split()) if value else set()
+
+
+def _marks_of(el: etree._Element) -> set[str]:
+    marks = _tokens(el.get(EPUB_TYPE)) | _tokens(el.get("epub:type")) | _tokens(el.get("role"))
+    names = _tokens(el.get("class")) | _tokens(el.get("id"))
+    if names & _GUTENBERG_FOOTER:
+        marks.add("gutenberg-footer")
+    elif names & _GUTENBERG_HEADER:
+        marks.add("gutenberg-header")
+    return marks
+
+
+def _is_dropped(el: etree._Element, name: str, marks: set[str]) -> bool:
+    if name in _DROP or marks & _DROP_TYPES or _tokens(el.get("class")) & _DROP_CLASSES:
+        return True
+    # A superscript that holds a link is a footnote marker ("word<sup><a href=#n1>1</a></sup>").
+    return name == "sup" and any(_local(child.tag) == "a" for child in el.iter())
+
+
+def extract_blocks(root: etree._Element) -> Extracted:
+    """Walk ``root`` in document order and cut it into blocks. Iterative, so nesting depth cannot overflow."""
+    blocks: list[Block] = []
+    anchors: dict[str, int] = {}
+    parts: list[str] = []
+    mark_stack: list[frozenset[str]] = [frozenset()]
+    heading_stack: list[int] = [0]
+    skip_depth = 0  # > 0 while inside a dropped subtree
+    title_el = next(iter(root.xpath("//*[local-name()='title']")), None)
+    title = normalize_paragraph(title_el.text or "") or None if title_el is not None else None
+
+    def flush() -> None:
+        text = normalize_paragraph(_NOTE_MARK.sub("", "".join(parts)))
+        parts.clear()
+        # Only what has a letter or digit is speakable: "* * * * *" scene breaks are not.
+        if any(c.isalnum() for c in text):
+            blocks.append(Block(text, heading_stack[-1], mark_stack[-1]))
+
+    for event, el in etree.iterwalk(root, events=("start", "end")):
+        if isinstance(el, etree._Entity):
+            # Undeclared named entities (&nbsp; in XHTML whose DTD we refuse to load) survive as nodes.
+            if event == "start" and not skip_depth:
+                code = html.entities.name2codepoint.get(el.name)
+                parts.append(chr(code) if code else "")
+                parts.append(el.tail or "")
+            continue
+        if not isinstance(el.tag, str):  # comments, processing instructions
+            if event == "start" and not skip_depth:
+                parts.append(el.tail or "")
+            continue
+        name = _local(el.tag)
+        if event == "start":
+            if skip_depth:
+                skip_depth += 1
+                continue
+            marks = _marks_of(el)
+            dropped = _is_dropped(el, name, marks)
+            if name in _BLOCK:
+                flush()
+            # Anchors count even on dropped elements: a TOC may point at a page-break marker.
+            for key in ("id", "name") if name == "a" else ("id",):
+                anchor = el.get(key)
+                if anchor:
+                    anchors.setdefault(anchor, len(blocks))
+            if dropped:
+                skip_depth = 1
+                continue
+            mark_stack.append(mark_stack[-1] | marks if marks else mark_stack[-1])
+            heading_stack.append(_HEADINGS.get(name, heading_stack[-1]))
+            if name == "br" or name in ("td", "th"):
+                parts.append(" ")
+            parts.append(el.text or "")
+        else:
+            if skip_depth:
+                skip_depth -= 1
+                if skip_depth:
+                    continue
+                # The dropped element itself just ended: its tail is ordinary text.
+                parts.append(el.tail or "")
+                continue
+            if name in _BLOCK:
+                flush()
+            elif name in ("td", "th"):
+                parts.append(" ")
+            mark_stack.pop()
+            heading_stack.pop()
+            parts.append(el.tail or "")
+    flush()
+    return Extracted(tuple(blocks), anchors, title)
+
+
+# -- safe parsing ----------------------------------------------------------------------------------
+
+
+def _xml_parser() -> etree.XMLParser:
+    # No entity substitution, no DTD loading, no network, libxml2's size and depth limits kept.
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def _html_parser() -> lxml_html.HTMLParser:
+    return lxml_html.HTMLParser(no_network=True, huge_tree=False, remove_comments=True, remove_pis=True)
+
+
+def parse_xml(data: bytes, where: str) -> etree._Element:
+    """Parse XML safely. A document that declares entities (XXE, billion laughs) is refused outright."""
+    try:
+        root = etree.fromstring(data, _xml_parser())
+    except etree.XMLSyntaxError as exc:
+        raise InputError(f"{where} is not well-formed XML ({exc}); the file is damaged") from None
+    if root is None:
+        raise InputError(f"{where} is empty; the file is damaged")
+    refuse_entity_declarations(root.getroottree(), where)
+    return root
+
+
+def refuse_entity_declarations(tree: etree._ElementTree, where: str) -> None:
+    dtd = tree.docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.entities()):
+        raise InputError(
+            f"{where} declares XML entities (a possible XXE or entity-expansion attack); refusing to read it"
+        )
+
+
+def parse_markup(data: bytes, where: str) -> etree._Element:
+    """Parse an XHTML content document; fall back to the forgiving HTML parser for sloppy markup."""
+    try:
+        return parse_xml(data, where)
+    except InputError as exc:
+        if "declares XML entities" in str(exc):
+            raise
+    return parse_html(data.decode("utf-8", "replace"), where)
+
+
+def parse_html(text: str, where: str) -> etree._Element:
+    """Parse HTML text safely. The HTML parser does not expand entity declarations; we refuse them anyway."""
+    if _ENTITY_DECL.search(text[:65536]):
+        raise InputError(
+            f"{where} declares XML entities (a possible XXE or entity-expansion attack); refusing to read it"
+        )
+    # lxml refuses str input that still carries an XML encoding declaration: the text is decoded already.
+    text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text, count=1)
+    if not text.strip():
+        raise InputError(f"{where} is empty: there is nothing to read")
+    try:
+        root = lxml_html.document_fromstring(text, parser=_html_parser())
+    except (etree.ParserError, ValueError) as exc:
+        raise InputError(f"{where} could not be parsed as HTML ({exc})") from None
+    return root
