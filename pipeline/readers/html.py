@@ -1,0 +1,238 @@
+"""Saved web article -> ``Book``: the title and the main text, without navigation, scripts, banners, comments
+and footers. readability-lxml finds the main content; obvious page furniture is removed before it looks, so
+its scoring is not fooled by a long comment thread or cookie notice. Headings inside the article split it into
+chapters when there are several of one level."""
+
+from __future__ import annotations
+
+import codecs
+import copy
+import re
+from pathlib import Path
+
+from lxml import etree
+from readability import Document
+from readability.readability import Unparseable
+
+from pipeline.errors import InputError
+from pipeline.models import Book, Chapter
+from pipeline.readers.htmltext import Block, extract_blocks, parse_html
+from pipeline.text import normalize_paragraph
+
+MAX_HTML_BYTES = 50 * 1024 * 1024
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]+encoding\s*=\s*["']([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+# Legacy Chinese labels all decode correctly as GB18030, their superset; browsers do the same.
+_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "gb_2312-80": "gb18030"}
+
+# Page furniture: tags that never hold the article; class/id words that mark banners, comments and the like.
+_FURNITURE_TAGS = (
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "form",
+    "noscript",
+    "script",
+    "style",
+    "iframe",
+    "button",
+)
+_FURNITURE_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary", "search", "dialog"})
+_FURNITURE_WORDS = frozenset(
+    {
+        "ad",
+        "ads",
+        "advert",
+        "advertisement",
+        "banner",
+        "breadcrumb",
+        "breadcrumbs",
+        "byline",
+        "comment",
+        "comments",
+        "consent",
+        "cookie",
+        "cookies",
+        "disqus",
+        "footer",
+        "masthead",
+        "menu",
+        "modal",
+        "nav",
+        "navbar",
+        "navigation",
+        "newsletter",
+        "pagination",
+        "popup",
+        "promo",
+        "related",
+        "share",
+        "sharing",
+        "sidebar",
+        "social",
+        "subscribe",
+        "toolbar",
+    }
+)
+_WORD_SPLIT = re.compile(r"[\s_-]+")
+
+
+def _decode(data: bytes, where: str) -> str:
+    """Bytes -> text: byte-order mark, then the declared charset, then UTF-8, then a statistical guess."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(encoding, "replace")
+    head = data[:4096]
+    declared = _XML_ENCODING.search(head) or _META_CHARSET.search(head)
+    if declared:
+        label = declared.group(1).decode("ascii", "ignore").lower()
+        label = _ALIASES.get(label, label)
+        try:
+            codecs.lookup(label)
+        except LookupError:
+            pass
+        else:
+            return data.decode(label, "replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise InputError(f"{where}: cannot tell the text encoding; re-save the page as UTF-8")
+    return str(best)
+
+
+def _is_furniture(el: etree._Element) -> bool:
+    tag = el.tag if isinstance(el.tag, str) else ""
+    if tag in ("html", "body", "main", "article"):
+        return False
+    if tag in _FURNITURE_TAGS or (el.get("role") or "").lower() in _FURNITURE_ROLES:
+        return True
+    words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
+    if not words & _FURNITURE_WORDS:
+        return False
+    # A wrapper named "page-with-sidebar" may hold the article itself: keep anything that contains it.
+    return not any(True for _ in el.iter("article", "main"))
+
+
+def _strip_furniture(root: etree._Element) -> None:
+    doomed = [el for el in root.iter() if isinstance(el.tag, str) and _is_furniture(el)]
+    for el in doomed:
+        parent = el.getparent()
+        if parent is not None:
+            el.drop_tree()
+
+
+def _meta(root: etree._Element, *, name: str | None = None, prop: str | None = None) -> str | None:
+    for el in root.iter("meta"):
+        if (name and (el.get("name") or "").lower() == name) or (prop and (el.get("property") or "") == prop):
+            value = normalize_paragraph(el.get("content") or "")
+            if value:
+                return value
+    return None
+
+
+def _first_text(root: etree._Element, tag: str) -> str | None:
+    for el in root.iter(tag):
+        text = normalize_paragraph(el.text_content()) if hasattr(el, "text_content") else ""
+        if text:
+            return text
+    return None
+
+
+def _key(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def _title(root: etree._Element, fallback: str) -> str:
+    """og:title is the article's own name; <title> often carries " | Site"; the first h1 is the article's
+    heading. Prefer og:title, then the h1 when <title> contains it, then <title>, then the h1."""
+    og = _meta(root, prop="og:title")
+    if og:
+        return og
+    page = _first_text(root, "title")
+    h1 = _first_text(root, "h1")
+    if page and h1 and _key(h1) and _key(h1) in _key(page):
+        return h1
+    return page or h1 or fallback
+
+
+def _language(root: etree._Element) -> str | None:
+    lang = root.get("lang") or root.get("{http://www.w3.org/XML/1998/namespace}lang")
+    if not lang:
+        lang = _meta(root, name="language") or next(
+            (
+                el.get("content")
+                for el in root.iter("meta")
+                if (el.get("http-equiv") or "").lower() == "content-language"
+            ),
+            None,
+        )
+    tag = (lang or "").strip().replace("_", "-").split("-")[0].lower()
+    return tag if re.fullmatch(r"[a-z]{2,3}", tag) else None
+
+
+def _main_blocks(root: etree._Element, where: str) -> list[Block]:
+    """The article's blocks: readability's pick when it found something, else the whole cleaned page."""
+    cleaned = copy.deepcopy(root)
+    _strip_furniture(cleaned)
+    fallback = list(extract_blocks(cleaned).blocks)
+    try:
+        summary = Document(copy.deepcopy(cleaned)).summary(html_partial=True)
+    except (Unparseable, ValueError, etree.LxmlError):
+        return fallback
+    blocks = list(extract_blocks(parse_html(summary, where)).blocks) if summary.strip() else []
+    return blocks or fallback
+
+
+def _split(blocks: list[Block], title: str) -> list[tuple[str, list[Block]]]:
+    """Chapters at the highest heading level (h1-h3) that occurs at least twice; else one chapter."""
+    # The article's own heading is spoken as the title: drop it where it opens the text.
+    while blocks and blocks[0].heading and _key(blocks[0].text) and _key(blocks[0].text) in _key(title):
+        blocks = blocks[1:]
+    levels = [b.heading for b in blocks if 1 <= b.heading <= 3]
+    level = next((lv for lv in (1, 2, 3) if levels.count(lv) >= 2), None)
+    if level is None:
+        return [(title, blocks)] if blocks else []
+    chapters: list[tuple[str, list[Block]]] = [(title, [])]
+    for block in blocks:
+        if block.heading == level:
+            chapters.append((block.text, []))
+        else:
+            chapters[-1][1].append(block)
+    return [(t, b) for t, b in chapters if b]
+
+
+def read_html(path: Path) -> Book:
+    """Read a saved web page: its title, author, language and main text. Raises InputError when the page
+    cannot be read or holds no text."""
+    where = path.name
+    try:
+        size = path.stat().st_size
+        if size > MAX_HTML_BYTES:
+            raise InputError(f"{where}: {size // 2**20} MB is too large for a web page; refusing it")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    root = parse_html(_decode(data, where), where)
+    title = _title(root, path.stem)
+    blocks = _main_blocks(root, where)
+    chapters = [
+        Chapter(n, chapter_title, tuple(b.text for b in chapter_blocks))
+        for n, (chapter_title, chapter_blocks) in enumerate(_split(blocks, title), start=1)
+    ]
+    if not chapters:
+        raise InputError(f"{where}: the page holds no readable text; check that it is the saved article")
+    return Book(
+        title=title,
+        chapters=tuple(chapters),
+        author=_meta(root, name="author"),
+        language=_language(root),
+        source=path,
+    )

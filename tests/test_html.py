@@ -1,0 +1,173 @@
+"""HTML reader: main text without page furniture, heading-split chapters, titles, encodings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.readers.html import read_html
+
+ARTICLE = """<!DOCTYPE html>
+<html lang="en-GB"><head><meta charset="utf-8">
+<title>How Rivers Shape Valleys | The Daily Example</title>
+<meta name="author" content="Jane Doe">
+<script>var tracking = "TRACKING-SCRIPT";</script>
+<style>body { color: red } .STYLE-RULE {}</style>
+</head><body>
+<div id="cookie-banner" class="cookie-consent">We use cookies. COOKIE-BANNER accept?</div>
+<header class="site-header"><nav><ul><li><a href="/">Home NAV-LINK</a></li><li><a href="/world">World</a></li>
+<li><a href="/sport">Sport</a></li></ul></nav></header>
+<main><article>
+<h1>How Rivers Shape Valleys</h1>
+<p class="byline">By Jane Doe, BYLINE</p>
+<p>Rivers are patient sculptors. Over thousands of years they carve valleys through solid rock, carrying
+away sand and pebbles grain by grain.</p>
+<h2>Erosion</h2>
+<p>Erosion happens when moving water picks up particles and drags them along the bed of the river,
+scraping the rock beneath it.</p>
+<p>The faster the water, the larger the stones it can move, which is why floods reshape a valley more in a day
+than a calm year does.</p>
+<h2>Deposition</h2>
+<p>When the river slows down, on the inside of a bend or where it meets the sea, it drops what it carries and
+builds banks and deltas.</p>
+<h3>Deltas</h3>
+<p>These deposits are fertile, which is why so many towns were built on the flood plains of great rivers.</p>
+<h2>Meanders</h2>
+<p>Over time a river on flat ground swings from side to side in loops called meanders, eroding the outside of
+each bend and depositing on the inside.</p>
+</article>
+<section id="comments" class="comments"><h3>Comments</h3>
+<div class="comment"><p>Great article, COMMENT-ONE first!</p></div>
+<div class="comment"><p>Buy cheap watches at example.biz COMMENT-TWO</p></div></section>
+</main>
+<aside class="sidebar"><h3>Most read</h3>
+<ul><li><a href="/a">Ten things about cats SIDEBAR</a></li></ul></aside>
+<footer class="site-footer"><p>Copyright 2024 The Daily Example. FOOTER-TEXT</p></footer>
+</body></html>
+"""
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def test_article_with_sections_becomes_chapters_without_furniture(tmp_path: Path) -> None:
+    book = read_html(write(tmp_path, "rivers.html", ARTICLE))
+    assert book.title == "How Rivers Shape Valleys"
+    assert book.author == "Jane Doe"
+    assert book.language == "en"
+    assert [c.title for c in book.chapters] == [
+        "How Rivers Shape Valleys",
+        "Erosion",
+        "Deposition",
+        "Meanders",
+    ]
+    assert book.chapters[0].paragraphs == (
+        "Rivers are patient sculptors. Over thousands of years they carve valleys through solid rock, "
+        "carrying away sand and pebbles grain by grain.",
+    )
+    assert len(book.chapters[1].paragraphs) == 2
+    # A lower-level heading stays inside its chapter as text.
+    assert book.chapters[2].paragraphs[1] == "Deltas"
+    text = "\n".join(c.text for c in book.chapters)
+    for noise in ("TRACKING", "STYLE-RULE", "COOKIE", "NAV-LINK", "BYLINE", "COMMENT", "SIDEBAR", "FOOTER"):
+        assert noise not in text
+
+
+def test_single_section_article_is_one_chapter_titled_by_the_page(tmp_path: Path) -> None:
+    page = """<html><head><title>Why Cats Purr</title></head><body>
+<div class="menu"><a href="/">Home</a> <a href="/pets">Pets</a></div>
+<div class="content"><p>Cats purr when they are content, but also when they are hurt or frightened,
+which puzzled scientists for a long time.</p>
+<p>One theory holds that the vibration helps bones and tissue heal, a useful trick for an animal that rests
+for most of the day.</p></div></body></html>"""
+    book = read_html(write(tmp_path, "cats.html", page))
+    assert book.title == "Why Cats Purr"
+    assert [c.title for c in book.chapters] == ["Why Cats Purr"]
+    assert book.chapters[0].paragraphs[0].startswith("Cats purr when they are content")
+    assert len(book.chapters[0].paragraphs) == 2
+    assert "Home" not in book.chapters[0].text
+    assert book.author is None and book.language is None
+
+
+def test_og_title_wins_over_a_decorated_page_title(tmp_path: Path) -> None:
+    page = ARTICLE.replace(
+        '<meta name="author"', '<meta property="og:title" content="Rivers, Explained"><meta name="a"'
+    )
+    book = read_html(write(tmp_path, "og.html", page))
+    assert book.title == "Rivers, Explained"
+    assert book.author is None
+
+
+def test_gbk_chinese_page(tmp_path: Path) -> None:
+    page = """<!DOCTYPE html>
+<html lang="zh-CN"><head><meta http-equiv="Content-Type" content="text/html; charset=gbk">
+<title>春天的故事</title></head><body>
+<div class="nav"><a href="/">首页</a></div>
+<article><h1>春天的故事</h1>
+<p>春天来了，
+小草从地下探出头来，
+树枝上长出了嫩绿的叶子。</p>
+<p>孩子们在田野里奔跑，放风筝，唱着欢快的歌，整个村庄都充满了笑声。</p>
+</article></body></html>"""
+    book = read_html(write(tmp_path, "spring.html", page.encode("gbk")))
+    assert book.title == "春天的故事"
+    assert book.language == "zh"
+    assert [c.title for c in book.chapters] == ["春天的故事"]
+    assert book.chapters[0].paragraphs == (
+        "春天来了，小草从地下探出头来，树枝上长出了嫩绿的叶子。",
+        "孩子们在田野里奔跑，放风筝，唱着欢快的歌，整个村庄都充满了笑声。",
+    )
+
+
+def test_utf8_bom_without_a_declared_charset(tmp_path: Path) -> None:
+    page = "<html><head><title>Café</title></head><body><p>Crème brûlée for everyone.</p></body></html>"
+    book = read_html(write(tmp_path, "bom.html", b"\xef\xbb\xbf" + page.encode("utf-8")))
+    assert book.title == "Café"
+    assert book.chapters[0].paragraphs == ("Crème brûlée for everyone.",)
+
+
+def test_xhtml_with_an_xml_declaration(tmp_path: Path) -> None:
+    page = (
+        '<?xml version="1.0" encoding="iso-8859-1"?>\n<html xmlns="http://www.w3.org/1999/xhtml">'
+        "<head><title>Na\u00efve</title></head><body><p>A na\u00efve page.</p></body></html>"
+    )
+    book = read_html(write(tmp_path, "latin.xhtml", page.encode("iso-8859-1")))
+    assert book.title == "Naïve"
+    assert book.chapters[0].paragraphs == ("A naïve page.",)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"   \n",
+        b"<html><head><title>Nothing</title></head><body></body></html>",
+        b"<html><body><nav><a href='/'>Home</a></nav><script>var x = 1;</script></body></html>",
+    ],
+)
+def test_empty_pages_are_refused(tmp_path: Path, content: bytes) -> None:
+    with pytest.raises(InputError) as info:
+        read_html(write(tmp_path, "empty.html", content))
+    assert "empty.html" in str(info.value)
+
+
+def test_entity_declarations_are_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    page = f'<!DOCTYPE html [<!ENTITY x SYSTEM "file://{secret}">]><html><body><p>&x;</p></body></html>'
+    with pytest.raises(InputError) as info:
+        read_html(write(tmp_path, "xxe.html", page))
+    assert "entities" in str(info.value) and "TOP-SECRET" not in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot be read"):
+        read_html(tmp_path / "absent.html")
