@@ -6,10 +6,19 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import InputError
 from pipeline.readers import _sniff, read_book
-from pipeline.readers.text import parse_heading, pretty_stem, read_markdown, read_text
+from pipeline.readers.text import (
+    parse_heading,
+    parse_markdown,
+    parse_plain_text,
+    pretty_stem,
+    read_markdown,
+    read_text,
+)
 from tests.conftest import corpus_file
 
 # --- the corpus
@@ -340,3 +349,58 @@ def test_sniffing_unknown_suffixes(tmp_path: Path) -> None:
     text = tmp_path / "notes.log"
     text.write_text("A story that mentions <html> tags in passing.")
     assert [_sniff(p) for p in (epub, html, text)] == ["epub", "html", "text"]
+
+
+LINES = st.sampled_from(
+    [
+        "",
+        "",
+        "CHAPTER II.",
+        "The Pool of Tears",
+        "Contents",
+        "PART ONE",
+        "第一章 风起",
+        "一",
+        "序章",
+        "* * *",
+        "-----",
+        "It was a _dark_ night[1].",
+        "　　他说：“你好！”",
+        "THE END",
+        "# Heading",
+        "I.",
+        "Prologue",
+        "*** START OF THE PROJECT GUTENBERG EBOOK X ***",
+        "*** END OF THE PROJECT GUTENBERG EBOOK X ***",
+        "Title: X",
+        "plain words here and there",
+        "⑴",
+        "...",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(st.one_of(LINES, st.text(max_size=40)), max_size=40))
+def test_readers_never_crash_and_give_clean_paragraphs(lines: list[str]) -> None:
+    text = "\n".join(lines)
+    for parse in (parse_plain_text, parse_markdown):
+        book = parse(text, default_title="Fuzz")
+        assert [c.index for c in book.chapters] == list(range(1, len(book.chapters) + 1))
+        for chapter in book.chapters:
+            assert chapter.title and chapter.paragraphs
+            for paragraph in chapter.paragraphs:
+                assert paragraph == paragraph.strip() and "\n" not in paragraph
+                assert any(c.isalnum() for c in paragraph)
+
+
+def test_chinese_file_without_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dense.txt"
+    path.write_text(
+        "第一章 风起\n　　天色暗了。\n　　他走了。\n第二章 云涌\n　　雨下了。\n", encoding="utf-8"
+    )
+    book = read_text(path)
+    assert [(c.title, c.paragraphs) for c in book.chapters] == [
+        ("第一章 风起", ("天色暗了。", "他走了。")),
+        ("第二章 云涌", ("雨下了。",)),
+    ]

@@ -254,6 +254,23 @@ def _blocks(lines: Iterable[str]) -> list[list[str]]:
     return blocks
 
 
+def _split_at_headings(blocks: list[list[str]]) -> list[list[str]]:
+    """Chinese files often have no blank lines at all: start a new block at a heading inside a block. Only
+    unmistakable headings count (第…章 lines, or a label alone like "CHAPTER II."), not a wrapped line that
+    happens to begin with "Chapter 3. Then ..."."""
+    result: list[list[str]] = []
+    for block in blocks:
+        current: list[str] = []
+        for line in block:
+            heading = parse_heading(line) if current else None
+            if heading and not heading.bare and (heading.key[0] == "cn" or not heading.title):
+                result.append(current)
+                current = []
+            current.append(line)
+        result.append(current)
+    return result
+
+
 _CONTENTS = re.compile(r"^(?:table of )?contents[.:]?$|^目\s*[录錄]$", re.I)
 
 
@@ -396,7 +413,7 @@ def parse_plain_text(text: str, *, default_title: str, source: Path | None = Non
     parsed = _Parsed()
     lines = _strip_gutenberg(text.split("\n"), parsed)
     lines = _take_chinese_meta(lines, parsed)
-    blocks = _skip_contents(_blocks(lines), parsed)
+    blocks = _skip_contents(_split_at_headings(_blocks(lines)), parsed)
 
     bare_count = sum(1 for b in blocks if (h := parse_heading(b[0])) and h.bare and len(b) == 1)
     sections: list[tuple[_Heading | None, list[list[str]]]] = [(None, [])]
