@@ -19,7 +19,8 @@ import re
 import subprocess
 import tempfile
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -253,6 +254,29 @@ def _load_part(chapter: Chapter, index: int, part: Path, fmt: str, rate: int) ->
     return pcm
 
 
+def _decoded_parts(
+    chapter: Chapter, parts: Sequence[Path], fmt: str, rate: int
+) -> Generator[bytes, None, None]:
+    """Each part's PCM in order, the next one decoding in a helper thread meanwhile.
+
+    The decoder is an ffmpeg subprocess, so decoding part i+1 overlaps encoding part i on another core
+    (measured on 2 cores: 30 minutes of parts went from ~143x to 160-210x real time). At most two parts
+    are held in memory.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-part") as pool:
+        try:
+            ahead = pool.submit(_load_part, chapter, 0, parts[0], fmt, rate) if parts else None
+            for i in range(len(parts)):
+                assert ahead is not None
+                pcm = ahead.result()
+                following = i + 1
+                if following < len(parts):
+                    ahead = pool.submit(_load_part, chapter, following, parts[following], fmt, rate)
+                yield pcm
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _tag_mp3(path: Path, book: Book, chapter: Chapter, title: str, track: str, settings: Settings) -> None:
     tags = ID3()
     utf16 = Encoding.UTF16  # ID3v2.3 knows only Latin-1 and UTF-16; v2.3 is what most players read best
@@ -314,11 +338,13 @@ def assemble_chapter(
     codec = ["-c:a", "libmp3lame", "-b:a", settings.bitrate, "-id3v2_version", "0", "-write_xing", "1",
              "-map_metadata", "-1", "-f", "mp3"]  # fmt: skip
     try:
-        with _encoder(tmp, rate, codec, f"chapter {chapter.index} to {tmp}") as enc:
+        with (
+            _encoder(tmp, rate, codec, f"chapter {chapter.index} to {tmp}") as enc,
+            contextlib.closing(_decoded_parts(chapter, parts, settings.part_format, rate)) as decoded,
+        ):
             pad(enc, settings.chapter_pad_ms)
             last = len(segments) - 1
-            for i, (segment, part) in enumerate(zip(segments, parts, strict=True)):
-                pcm = _load_part(chapter, i, part, settings.part_format, rate)
+            for i, (segment, pcm) in enumerate(zip(segments, decoded, strict=True)):
                 start = enc.frames
                 enc.write(pcm)
                 durations.append(enc.frames - start)
