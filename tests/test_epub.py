@@ -356,6 +356,48 @@ def test_landmarks_and_epub_types_mark_front_matter(tmp_path: Path) -> None:
     ]
 
 
+def test_plain_gutenberg_markers_cut_header_and_licence(tmp_path: Path) -> None:
+    """Older Gutenberg EPUBs mark their boilerplate only with the START/END lines."""
+    path = simple_epub(
+        tmp_path / "pg.epub",
+        {
+            "Chapter 1": "<p>The Project Gutenberg eBook of Test, free to use.</p>"
+            "<p>*** START OF THE PROJECT GUTENBERG EBOOK TEST ***</p><p>Once upon a time.</p>",
+            "Chapter 2": "<p>They lived happily.</p><p>*** END OF THE PROJECT GUTENBERG EBOOK TEST ***</p>"
+            "<p>Section 1. General Terms of Use of Project Gutenberg-tm electronic works.</p>",
+        },
+        language="eng",
+    )
+    book = read_epub(path)
+    assert [c.paragraphs for c in book.chapters] == [("Once upon a time.",), ("They lived happily.",)]
+    assert book.skipped == (
+        "Project Gutenberg notice in Chapter 1 (licence)",
+        "Project Gutenberg notice in Chapter 2 (licence)",
+    )
+    assert book.language == "en"  # "eng" is mapped to its two-letter tag
+    kept = read_epub(path, include_matter=True)
+    assert kept.chapters[1].paragraphs[-1].startswith("Section 1. General Terms")
+
+
+def test_xhtml_named_entities_without_a_loaded_dtd(tmp_path: Path) -> None:
+    """XHTML 1.1 books use &nbsp; and friends, defined in a DTD we never load; sloppy ones omit the DTD."""
+    path = simple_epub(tmp_path / "ent.epub", {"One": "<p>x</p>", "Two": "<p>y</p>"})
+    with_dtd = (
+        '<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.1//EN" '
+        '"http://www.w3.org/TR/xhtml11/DTD/xhtml11.dtd">\n<html xmlns="http://www.w3.org/1999/xhtml">'
+        "<body><h1>One</h1><p>Caf&eacute;&nbsp;au&nbsp;lait &amp; cr&egrave;me.</p></body></html>"
+    )
+    without = (
+        '<html xmlns="http://www.w3.org/1999/xhtml"><body><h1>Two</h1>'
+        "<p>Wait&mdash;what&hellip;<br>no XML here</p></body></html>"
+    )
+    rewrite(path, "OEBPS/c0.xhtml", with_dtd)
+    rewrite(path, "OEBPS/c1.xhtml", without)
+    book = read_epub(path)
+    assert book.chapters[0].paragraphs == ("Café au lait & crème.",)
+    assert book.chapters[1].paragraphs == ("Wait—what… no XML here",)
+
+
 def test_titles_are_kept_as_data(tmp_path: Path) -> None:
     path = simple_epub(tmp_path / "t.epub", {"../../etc/passwd": "<p>One.</p>", "CON": "<p>Two.</p>"})
     assert [c.title for c in read_epub(path).chapters] == ["../../etc/passwd", "CON"]
@@ -505,6 +547,15 @@ def test_zip_bomb_compression_ratio(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("OEBPS/padding.xhtml", bytes(10 * 1024 * 1024))
     expect_input_error(path, "zip bomb", "expands")
+
+
+def test_too_many_members_is_refused_before_listing_them(tmp_path: Path) -> None:
+    path = simple_epub(tmp_path / "many.epub", {"One": "<p>Text.</p>"})
+    data = bytearray(path.read_bytes())
+    eocd = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", data, eocd + 8, 60000, 60000)  # entries on this disk, entries in total
+    path.write_bytes(bytes(data))
+    expect_input_error(path, "60000 files")
 
 
 def test_total_uncompressed_size_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -85,16 +86,48 @@ _TITLE_PAGE_MAX_CHARS = 500
 # -- the archive -----------------------------------------------------------------------------------
 
 
+def _check_directory_size(path: Path, label: str) -> None:
+    """Refuse an archive that claims more members than any book has *before* zipfile builds an object per
+    member: the end-of-central-directory record (and its ZIP64 twin) states the count up front."""
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        tail_start = max(0, size - 65536 - 22)  # the record sits within the last 64 KB comment + 22 bytes
+        handle.seek(tail_start)
+        tail = handle.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return  # not a zip: zipfile will say so
+        entries, directory = struct.unpack_from("<HI", tail, at + 10)
+        locator = at - 20
+        if (
+            (entries == 0xFFFF or directory == 0xFFFFFFFF)
+            and locator >= 0
+            and tail[locator:].startswith(b"PK\x06\x07")
+        ):
+            (record,) = struct.unpack_from("<Q", tail, locator + 8)
+            handle.seek(record)
+            zip64 = handle.read(56)
+            if zip64.startswith(b"PK\x06\x06") and len(zip64) >= 48:
+                entries, directory = struct.unpack_from("<QQ", zip64, 32)
+    if entries > MAX_MEMBERS or directory > MAX_MEMBERS * 1024:
+        raise InputError(
+            f"{label}: the archive's directory lists {entries} files in {directory} bytes "
+            f"(limit {MAX_MEMBERS} files); refusing it"
+        )
+
+
 class _SafeZip:
     """A zip archive checked for bombs and climbing names before anything is read, with every read capped."""
 
     def __init__(self, path: Path) -> None:
         self.label = path.name
         try:
+            _check_directory_size(path, self.label)
             self._zip = zipfile.ZipFile(path)
         except FileNotFoundError:
             raise InputError(f"{path}: file not found") from None
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error) as exc:
             raise InputError(f"{self.label}: not an EPUB (not a readable zip archive: {exc})") from None
         self._read_total = 0
         self._names: dict[str, str] = {}
@@ -228,8 +261,14 @@ def _text(el: etree._Element | None) -> str:
     return normalize_paragraph("".join(el.itertext())) if el is not None else ""
 
 
+# Three-letter ISO 639-2 codes some EPUBs declare, for the languages we are most likely to meet.
+_TWO_LETTER = {"eng": "en", "zho": "zh", "chi": "zh", "deu": "de", "ger": "de", "fra": "fr", "fre": "fr"}
+_TWO_LETTER |= {"spa": "es", "ita": "it", "jpn": "ja", "kor": "ko", "rus": "ru", "por": "pt", "nld": "nl"}
+
+
 def _primary_language(value: str) -> str | None:
     tag = value.strip().replace("_", "-").split("-")[0].lower()
+    tag = _TWO_LETTER.get(tag, tag)
     return tag if re.fullmatch(r"[a-z]{2,3}", tag) else None
 
 
@@ -473,8 +512,9 @@ def _kind_from_marks(blocks: list[Block]) -> str | None:
     chars = sum(len(b.text) for b in blocks)
     if not chars:
         return None
+    # Only wholly-Gutenberg stretches are named after it; mixed ones lose their Gutenberg lines later.
     pg = [b for b in blocks if b.marks & {_PG_HEADER, _PG_FOOTER}]
-    if sum(len(b.text) for b in pg) * 2 > chars:
+    if len(pg) == len(blocks):
         return "licence" if any(_PG_FOOTER in b.marks for b in pg) else "Project Gutenberg header"
     counts: dict[str, int] = {}
     for block in blocks:
@@ -596,7 +636,7 @@ def _classify(
     if kind:
         return kind
     # A front entry named like the book, with a few lines under it ("by Lewis Carroll"), is the title page.
-    if cand.title and book_title and _key(cand.title) == _key(book_title) and not is_last:
+    if cand.title and _key(cand.title) and _key(cand.title) == _key(book_title or "") and not is_last:
         body = _strip_title_headings(cand.blocks, cand.title)
         if sum(len(b.text) for b in body) < _TITLE_PAGE_MAX_CHARS:
             return "title page"
