@@ -454,7 +454,7 @@ def _chapter_entries(entries: list[_TocEntry]) -> list[_TocEntry]:
 class _Doc:
     item: _Item
     content: Extracted
-    body_names: set[str]  # class and id tokens of <body>, plus the manifest id and file name
+    body_names: set[str]  # class and id tokens of <body>
 
 
 @dataclass
@@ -477,35 +477,22 @@ def _plain(text: str) -> str:
 
 def _mark_gutenberg(docs: list[_Doc]) -> None:
     """Older Gutenberg EPUBs have no pg-header/pg-footer markup, only the START/END lines: mark what lies
-    before the first and after the second as boilerplate."""
-    flat = [(d, i) for d, doc in enumerate(docs) for i in range(len(doc.content.blocks))]
-    start = next(
-        (n for n, (d, i) in enumerate(flat) if _PG_START.match(docs[d].content.blocks[i].text)), None
-    )
-    end = next(
-        (
-            n
-            for n, (d, i) in enumerate(flat)
-            if n > (start or -1) and _PG_END.match(docs[d].content.blocks[i].text)
-        ),
-        None,
-    )
-    if start is None and end is None:
+    up to the first and from the second as boilerplate."""
+    flat = [(doc, i) for doc in docs for i in range(len(doc.content.blocks))]
+    texts = [doc.content.blocks[i].text for doc, i in flat]
+    start = next((n for n, text in enumerate(texts) if _PG_START.match(text)), -1)
+    end = next((n for n in range(start + 1, len(texts)) if _PG_END.match(texts[n])), len(texts))
+    if start < 0 and end == len(texts):
         return
-    new_blocks = [list(doc.content.blocks) for doc in docs]
-    for n, (d, i) in enumerate(flat):
-        mark = (
-            _PG_HEADER
-            if start is not None and n <= start
-            else _PG_FOOTER
-            if end is not None and n >= end
-            else ""
-        )
-        if mark:
-            block = new_blocks[d][i]
-            new_blocks[d][i] = replace(block, marks=block.marks | {mark})
-    for doc, blocks in zip(docs, new_blocks, strict=True):
-        doc.content = replace(doc.content, blocks=tuple(blocks))
+    new_blocks = {id(doc): list(doc.content.blocks) for doc in docs}
+    for n, (doc, i) in enumerate(flat):
+        if n <= start or n >= end:
+            block = new_blocks[id(doc)][i]
+            new_blocks[id(doc)][i] = replace(
+                block, marks=block.marks | {_PG_HEADER if n <= start else _PG_FOOTER}
+            )
+    for doc in docs:
+        doc.content = replace(doc.content, blocks=tuple(new_blocks[id(doc)]))
 
 
 def _kind_from_marks(blocks: list[Block]) -> str | None:
