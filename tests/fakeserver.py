@@ -158,7 +158,6 @@ class _Answer:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0  # extra seconds before answering (a slow fault)
-    audio: bool = False
 
 
 _DROP = _Answer(0)
@@ -261,16 +260,21 @@ class _Handler(BaseHTTPRequestHandler):
         slot = owner._arrive(
             Recorded(arrived, path, body, None, None, text, method, dict(self.headers.items()))
         )
-        answer, fault = _DROP, None
+        settled = False
         try:
             answer, fault = owner._decide(method, path, self.headers.get("Authorization"), raw, body)
+            if answer is not _DROP:
+                owner._stopping.wait(owner.latency + answer.delay)
+            # Recorded before the first byte goes out, so a client that has its answer also sees it here.
+            owner._settle(slot, None if answer is _DROP else answer.status, fault)
+            settled = True
             if answer is _DROP:
                 self.close_connection = True
-                return
-            owner._stopping.wait(owner.latency + answer.delay)
-            self._write(answer)
+            else:
+                self._write(answer)
         finally:
-            owner._settle(slot, None if answer is _DROP else answer.status, fault, answer.audio)
+            if not settled:  # a bug in the fake itself: keep the record and the in-flight count honest
+                owner._settle(slot, None, "error")
 
     def _write(self, answer: _Answer) -> None:
         try:
@@ -395,7 +399,7 @@ class FakeSpeechServer:
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             return len(self._requests) - 1
 
-    def _settle(self, slot: int, status: int | None, fault: str | None, audio: bool) -> None:
+    def _settle(self, slot: int, status: int | None, fault: str | None) -> None:
         with self._lock:
             self._in_flight -= 1
             if slot < len(self._requests):  # clear() may have emptied the list meanwhile
@@ -454,7 +458,7 @@ class FakeSpeechServer:
         audio = audio_for(body["input"], self.ms_per_char, float(body.get("speed", 1.0)), fmt)
         content_type = {"mp3": "audio/mpeg", "wav": "audio/wav", "pcm": "audio/pcm"}[fmt]
         delay = fault.seconds if fault is not None else 0.0
-        return _Answer(200, audio, content_type, delay=delay, audio=True), fault.kind if fault else None
+        return _Answer(200, audio, content_type, delay=delay), fault.kind if fault else None
 
     @staticmethod
     def _faulty(fault: Fault) -> _Answer:

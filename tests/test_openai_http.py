@@ -506,17 +506,30 @@ def test_unreachable_server_names_the_host(free_port: int) -> None:
     assert len(sleep.calls) == 2
 
 
-def test_concurrent_requests_share_one_bounded_pool(server: FakeSpeechServer) -> None:
-    server.latency = 0.2
-    client, _ = live(server, concurrency=4)
-
+def gather_live(client: OpenAISpeech, texts: list[str]) -> list[Any]:
     async def go() -> list[Any]:
         try:
-            return await asyncio.gather(*(client.synthesize(f"line {i}", SPEC) for i in range(12)))
+            return await asyncio.gather(*(client.synthesize(text, SPEC) for text in texts))
         finally:
             await client.aclose()
 
-    results = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_concurrency_bounds_requests_in_flight(server: FakeSpeechServer) -> None:
+    server.latency = 0.2
+    client, _ = live(server, concurrency=4)
+    results = gather_live(client, [f"line {i}" for i in range(12)])
     assert all(r.attempts == 1 for r in results)
     assert sorted(server.served_inputs()) == sorted(f"line {i}" for i in range(12))
-    assert server.max_in_flight <= 4  # httpx.Limits(max_connections=concurrency) holds the rest back
+    assert server.max_in_flight <= 4
+
+
+def test_concurrency_above_one_shard_is_fully_used(server: FakeSpeechServer) -> None:
+    # 12 connections are split over two httpx clients (6 + 6); choosing the shard with the most free
+    # connections must still put all 12 requests in flight together, and never more than 12.
+    server.latency = 1.0  # long enough that 12 requests sent at once overlap
+    client, _ = live(server, concurrency=12)
+    gather_live(client, [f"part {i}" for i in range(24)])
+    assert len(server.served_inputs()) == 24
+    assert server.max_in_flight == 12

@@ -46,6 +46,7 @@ _HINTS = {
     404: "check base_url (it must end where /audio/speech is served, often /v1) and the model name",
 }
 _QUOTA_HINT = "add credit to the account or use another key"
+SHARD_CONNECTIONS = 8  # connections per httpx client; see OpenAISpeech._open
 _MAX_MESSAGE = 300  # characters of a server message worth quoting on one line
 
 
@@ -217,30 +218,55 @@ class OpenAISpeech:
         self._sleep = sleep
         self._transport = transport
         self._on_retry = on_retry
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []  # the shards; see _open
+        self._capacity: list[int] = []
+        self._busy: list[int] = []
+        self._slots: asyncio.Semaphore | None = None
 
     def identity(self) -> str:
         return "openai:" + self._where
 
-    def _http(self) -> httpx.AsyncClient:
+    def _open(self) -> None:
         # Created on first use so constructing a synthesizer (e.g. for --dry-run) opens nothing.
-        if self._client is None:
-            headers = {"User-Agent": "audiobook-pipeline"}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
-            self._client = httpx.AsyncClient(
+        #
+        # httpcore's pool rescans all its connections, quadratically, on every request and release
+        # (encode/httpcore#1035, encode/httpx#3215). Measured here: 64 connections in one client cost ~10 ms
+        # of CPU per request, and synthesis efficiency fell to 0.1. So the connections are split over
+        # clients of at most SHARD_CONNECTIONS each, and each request goes to the shard with the most free
+        # connections. A semaphore of ``concurrency`` per attempt (never held across a backoff) keeps the
+        # total exact, so no request ever waits inside a pool.
+        headers = {"User-Agent": "audiobook-pipeline"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        shards = 1 if self._transport is not None else -(-self._concurrency // SHARD_CONNECTIONS)
+        self._capacity = [len(range(i, self._concurrency, shards)) for i in range(shards)]
+        self._busy = [0] * shards
+        self._clients = [
+            httpx.AsyncClient(
                 timeout=httpx.Timeout(self._timeout, connect=self._connect_timeout),
-                limits=httpx.Limits(
-                    max_connections=self._concurrency, max_keepalive_connections=self._concurrency
-                ),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
                 headers=headers,
                 transport=self._transport,
             )
-        return self._client
+            for size in self._capacity
+        ]
+        self._slots = asyncio.Semaphore(self._concurrency)
+
+    async def _post(self, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        if not self._clients:
+            self._open()
+        assert self._slots is not None
+        async with self._slots:
+            shard = max(range(len(self._clients)), key=lambda i: self._capacity[i] - self._busy[i])
+            self._busy[shard] += 1
+            try:
+                return await self._clients[shard].post(self._endpoint, json=payload, headers=headers)
+            finally:
+                self._busy[shard] -= 1
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
+        clients, self._clients = self._clients, []
+        for client in clients:
             await client.aclose()
 
     async def synthesize(self, text: str, spec: VoiceSpec) -> SpeechResult:
@@ -281,7 +307,7 @@ class OpenAISpeech:
     # One request: audio, or the right SynthesisError subclass with a scrubbed one-line message.
     async def _attempt(self, payload: dict[str, Any], headers: dict[str, str], fmt: str | None) -> bytes:
         try:
-            response = await self._http().post(self._endpoint, json=payload, headers=headers)
+            response = await self._post(payload, headers)
         except httpx.ConnectTimeout:
             raise self._retryable(
                 f"the server at {self._host} could not be reached within {self._connect_timeout:g} s "
