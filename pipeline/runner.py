@@ -390,12 +390,16 @@ class Runner:
             assembler = asyncio.create_task(self._assembler(assembly))
             workers = [asyncio.create_task(self._worker(jobs, waiting, assembly)) for _ in range(self.concurrency)]
             stop_waiter = asyncio.create_task(self._stop_event.wait())
-            await asyncio.wait([stop_waiter, asyncio.gather(*workers)], return_when=asyncio.FIRST_COMPLETED)
-            if self.stop_reason:
+            all_done = asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.wait([stop_waiter, all_done], return_when=asyncio.FIRST_COMPLETED)
+            if self._stop_event.is_set():
+                # Interrupted, or the server refuses everything: requests in flight (and their retries) stop.
                 for w in workers:
                     w.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
             stop_waiter.cancel()
+            for outcome in await all_done:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
             assembly.put_nowait(None)
             await assembler
         finally:
@@ -449,6 +453,7 @@ class Runner:
         if exc.status in GLOBAL_FATAL_STATUSES or "quota" in message.lower():
             if not self._abort_all:
                 self._abort_all = message
+                self._stop_event.set()
                 log.error("stopping: %s", message)
         elif not book.error:
             book.error = message
@@ -466,13 +471,14 @@ class Runner:
         self._consecutive_failures += 1
         if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES and not self._abort_all:
             self._abort_all = f"{self._consecutive_failures} segments in a row failed after retries; last: {exc}"
+            self._stop_event.set()
             log.error("stopping: the server keeps failing")
 
     async def _assembler(self, queue: asyncio.Queue[tuple[_BookState, _ChapterState] | None]) -> None:
         while (item := await queue.get()) is not None:
             state, cs = item
-            if self._stop_event.is_set():
-                continue  # stopping: the parts are cached, the next run assembles this chapter
+            if self.stop_reason:
+                continue  # interrupted: the parts are cached, the next run assembles this chapter
             cp = cs.plan
             parts = [self.cache.path(k, state.plan.settings.part_format) for k in cp.keys]
             try:

@@ -1,0 +1,283 @@
+"""The whole program against the fake OpenAI speech server: real HTTP, real MP3, real files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mutagen.id3 import ID3
+
+from pipeline.cache import PartCache
+from pipeline.chunker import chunk_book
+from pipeline.cli import main
+from pipeline.config import load_settings
+from pipeline.media import decode
+from pipeline.readers import read_book
+from pipeline.runner import plan_book
+from tests.conftest import corpus_file
+from tests.fakeserver import Fault, FakeSpeechServer
+from tests.helpers import REPO, no_backoff, read_report, run_cli, write_book  # noqa: F401 (fixture)
+
+KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    with FakeSpeechServer(api_key=KEY, ms_per_char=4.0) as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        yield srv
+
+
+def convert(book: Path, out: Path, *extra: str) -> int:
+    return main(["--quiet", "convert", str(book), "-o", str(out), "--timeout", "2", *extra])
+
+
+def expected_ms(segments, settings, ms_per_char: float) -> float:
+    """What a chapter's length must be: the server's audio for each segment plus our pauses and padding."""
+    pauses = {"sentence": settings.sentence_pause_ms, "paragraph": settings.paragraph_pause_ms,
+              "title": settings.title_pause_ms, "end": 0}  # fmt: skip
+    speech = sum(max(2, round(len(s.text) * ms_per_char / 24)) * 24 for s in segments)
+    return speech + sum(pauses[s.pause_after.value] for s in segments) + 2 * settings.chapter_pad_ms
+
+
+def test_corpus_book_with_faults_is_complete_in_order_and_paid_once(
+    server: FakeSpeechServer, tmp_path: Path, no_backoff: list[float]
+) -> None:
+    book_path = corpus_file("alice-pg11.txt")
+    settings = load_settings()
+    book = read_book(book_path)
+    segments = chunk_book(book, settings.max_chars, announce_titles=True)
+    # A relay's whole repertoire of bad days, spread over the run.
+    server.inject(Fault.rate_limit(retry_after=3), Fault.status(500), Fault.drop(), Fault.status(502),
+                  Fault.json_200(), Fault.status(503), Fault.empty_200(), Fault.garbage_200())  # fmt: skip
+    server.inject_for(lambda body: body["input"].startswith("Alice was beginning"), Fault.slow(3.0), times=1)
+
+    assert convert(book_path, tmp_path / "out", "--concurrency", "8") == 0
+
+    report = read_report(tmp_path / "out")
+    assert report["status"] == "done"
+    assert [c["title"] for c in report["chapters"]] == [c.title for c in book.chapters]
+    assert len(report["chapters"]) == 12
+    # Every distinct segment was paid for exactly once, and nothing else was.
+    served = Counter(server.served_inputs())
+    wanted = {s.text for chapter in segments for s in chapter}
+    assert set(served) == wanted
+    assert max(served.values()) == 1
+    # Every character of every chapter is in its segments, in order (titles are spoken in addition).
+    for chapter, segs in zip(book.chapters, segments, strict=True):
+        body = [s.text for s in segs if s.pause_after.value != "title"]
+        assert "".join(body).replace(" ", "") == chapter.text.replace(" ", "").replace("\n", "")
+    assert 3.0 in no_backoff  # the Retry-After header was obeyed
+    assert report["retries"] == 9  # eight injected faults and one answer slower than the timeout
+    assert report["requests"] == len(wanted) + 9
+    files = sorted((tmp_path / "out").glob("*.mp3"))
+    assert [f.name for f in files] == [c["file"] for c in report["chapters"]]
+    assert files[0].name.startswith("01 ") and files[-1].name.startswith("12 ")
+    for f, segs in zip(files, segments, strict=True):
+        got = len(decode(f.read_bytes()))
+        want = expected_ms(segs, settings, server.ms_per_char)
+        assert abs(got - want) < 0.01 * want + 150, f.name
+    tags = ID3(files[1])
+    assert tags["TRCK"].text[0] == "2/12"
+    assert tags["TALB"].text[0] == book.title
+    assert "Pool of Tears" in tags["TIT2"].text[0]
+    assert (tmp_path / "out" / report["playlist"]).read_text(encoding="utf-8").count(".mp3") == 12
+
+
+def test_second_identical_run_sends_nothing_and_rewrites_nothing(server: FakeSpeechServer, tmp_path: Path) -> None:
+    book = write_book(tmp_path / "book.txt")
+    assert convert(book, tmp_path / "out") == 0
+    first = server.requests
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp3")}
+    assert convert(book, tmp_path / "out") == 0
+    assert server.requests == first
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp3")} == stamps
+    assert [c["status"] for c in read_report(tmp_path / "out")["chapters"]] == ["unchanged"] * 3
+    # A fresh output folder still costs nothing: the parts are in the shared cache.
+    assert convert(book, tmp_path / "elsewhere") == 0
+    assert server.requests == first
+    assert len(list((tmp_path / "elsewhere").glob("*.mp3"))) == 3
+
+
+def test_dry_run_sends_nothing_and_shows_the_plan(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=2)
+    assert main(["plan", str(book), "-o", str(tmp_path / "out"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert server.requests == []
+    assert not (tmp_path / "out").exists()
+    assert [c["title"] for c in plan["chapters"]] == ["Chapter 1. The Stone", "Chapter 2. The Lantern"]
+    assert plan["requests_needed"] == plan["segments"] > 0
+    assert plan["estimated_cost_usd"] > 0
+    assert convert(book, tmp_path / "out") == 0
+    assert main(["convert", str(book), "-o", str(tmp_path / "out"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "To send:  0 requests" in text and "current" in text
+
+
+def test_a_segment_that_keeps_failing_names_itself_and_leaves_no_hole(
+    server: FakeSpeechServer, tmp_path: Path, no_backoff: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    book = write_book(tmp_path / "book.txt")
+    doomed = "Sentence 41 "
+    server.inject_for(lambda body: body["input"].startswith(doomed), Fault.status(500))
+    out = tmp_path / "out"
+    assert convert(book, out, "--max-retries", "2") == 1
+    err = capsys.readouterr().err
+    assert "chapter 2" in err and "segment" in err and "500" in err
+    report = read_report(out)
+    assert report["status"] == "failed"
+    assert [c["status"] for c in report["chapters"]] == ["done", "failed", "done"]
+    assert report["failures"][0]["chapter"] == 2 and report["failures"][0]["text"].startswith("Sentence 41")
+    assert sorted(p.name[:2] for p in out.glob("*.mp3")) == ["01", "03"]  # no chapter with a hole in it
+    assert not list(out.glob("*.m3u")) and not list(out.glob("*.part"))
+    assert sum(1 for r in server.requests if r.input and r.input.startswith(doomed)) == 3
+    # The server recovers; the rerun pays only for the missing segment.
+    served_before = len(server.served_inputs())
+    server.clear()
+    assert convert(book, out) == 0
+    assert [r.input[:12] for r in server.requests] == [doomed]
+    assert len(server.served_inputs()) == 1 and served_before > 1
+    assert len(list(out.glob("*.mp3"))) == 3 and len(list(out.glob("*.m3u"))) == 1
+
+
+def test_fatal_errors_stop_early_with_the_servers_message(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=4, paragraphs=10)
+    server.inject_for(lambda body: True, Fault.quota())
+    assert convert(book, tmp_path / "out", "--concurrency", "4") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "quota" in err[-1].lower() and "Traceback" not in "\n".join(err)
+    assert len(server.requests) <= 4  # only what was already in flight, not one per segment
+
+
+def test_wrong_key_is_one_line_exit_1_and_the_key_never_leaks(
+    server: FakeSpeechServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = "sk-wrong-SECRET-9876543210zyxwvutsrqponmlk"
+    monkeypatch.setenv("OPENAI_API_KEY", wrong)
+    book = write_book(tmp_path / "book.txt")
+    assert main(["convert", str(book), "-o", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "401" in captured.err or "key" in captured.err.lower()
+    assert len(server.requests) <= load_settings().concurrency
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    assert convert(book, tmp_path / "out", "--subtitles", "srt") == 0
+    captured2 = capsys.readouterr()
+    everything = captured.out + captured.err + captured2.out + captured2.err
+    for root in (tmp_path, Path(os.environ["XDG_CACHE_HOME"])):
+        for p in root.rglob("*"):
+            if p.is_file():
+                data = p.read_bytes()
+                assert KEY.encode() not in data and wrong.encode() not in data, p
+    assert KEY not in everything and wrong not in everything
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["convert", "{book}", "-o", "{out}"], {}, "OPENAI_API_KEY"),
+        (["convert", "{missing}", "-o", "{out}"], {"OPENAI_API_KEY": "k"}, "no such file"),
+        (["convert", "{empty}", "-o", "{out}"], {"OPENAI_API_KEY": "k"}, "no text"),
+        (["convert", "{book}", "--speed", "9"], {"OPENAI_API_KEY": "k"}, "speed"),
+        (["convert", "{book}", "--config", "{missing}"], {}, "config file not found"),
+        (["convert"], {}, "required"),
+        (["convert", "{book}", "--concurrency", "lots"], {}, "invalid int"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(
+    tmp_path: Path, args: list[str], env: dict[str, str], needle: str
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=1)
+    (tmp_path / "empty.txt").write_text("  \n\n \ufeff", encoding="utf-8")
+    names = {"book": book, "missing": tmp_path / "nope.txt", "empty": tmp_path / "empty.txt", "out": tmp_path / "o"}
+    proc = run_cli(*[a.format(**names) for a in args], env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("audiobook: error:"), proc.stderr
+    assert needle.lower() in lines[0].lower()
+
+
+def test_unreachable_server_is_a_clear_failure(tmp_path: Path) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=1, paragraphs=2)
+    env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # discard port: refused
+    proc = run_cli("convert", str(book), "-o", str(tmp_path / "o"), "--max-retries", "0", env=env)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "127.0.0.1:9" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_killed_run_resumes_without_paying_twice(tmp_path: Path) -> None:
+    """SIGKILL a real conversion mid-way; the rerun finishes the same book and pays only for the rest."""
+    book = write_book(tmp_path / "book.txt", chapters=4, paragraphs=30, sentences=2)
+    cache = tmp_path / "cache"
+    with FakeSpeechServer(api_key=KEY, latency=0.05, ms_per_char=4.0) as srv:
+        env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.url, "AUDIOBOOK_CACHE_DIR": str(cache)}
+        full = [sys.executable, "-m", "pipeline", "convert", str(book), "-o", str(tmp_path / "out"),
+                "--concurrency", "4"]  # fmt: skip
+        child_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))},
+                     **env, "PYTHONPATH": str(REPO)}  # fmt: skip
+        child = subprocess.Popen(full, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(srv.served_inputs()) < 40 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert child.returncode == -signal.SIGKILL
+        settings = load_settings(env=env)
+        plan = plan_book(read_book(book), settings, tmp_path / "out", PartCache(cache))
+        texts = {s.text: k for c in plan.chapters for s, k in zip(c.segments, c.keys, strict=True)}
+        cached = {t for t, k in texts.items() if PartCache(cache).get(k)}
+        assert 20 <= len(cached) < len(texts)  # answers in flight when killed were never stored
+        srv.clear()
+
+        proc = run_cli(*full[3:], env=env)
+        assert proc.returncode == 0, proc.stderr
+        second = [r.input for r in srv.requests]
+        assert not cached & set(second)  # no finished segment was requested again
+        assert set(second) == set(texts) - cached
+        report = read_report(tmp_path / "out")
+        assert report["status"] == "done" and len(list((tmp_path / "out").glob("*.mp3"))) == 4
+
+    # The same output as a run that was never interrupted.
+    proc = run_cli(*full[3:5], "-o", str(tmp_path / "ref"), env={**env, "OPENAI_BASE_URL": srv.url})
+    assert proc.returncode == 0, proc.stderr  # all cached: the stopped server is never contacted
+    for a, b in zip(sorted((tmp_path / "out").glob("*.mp3")), sorted((tmp_path / "ref").glob("*.mp3")),
+                    strict=True):  # fmt: skip
+        assert a.name == b.name
+        assert abs(len(decode(a.read_bytes())) - len(decode(b.read_bytes()))) <= 30
+
+
+def test_local_backend_and_local_server(tmp_path: Path) -> None:
+    """The offline engine directly, and the same engine behind `audiobook serve` reached via OPENAI_BASE_URL."""
+    sample = REPO / "samples" / "the-lantern-keeper.md"
+    proc = run_cli("convert", str(sample), "-o", str(tmp_path / "direct"), "--backend", "local")
+    assert proc.returncode == 0, proc.stderr
+    report = read_report(tmp_path / "direct")
+    durations = {c["title"]: c["duration_s"] for c in report["chapters"]}
+    chars = {c["title"]: c["characters"] for c in report["chapters"]}
+    assert len(durations) == 4 and all(d > 5 for d in durations.values())
+    # Longer chapters are longer speech, in English and in Chinese alike.
+    assert durations["A Light Made of Voices"] > durations["Epilogue"] * 2
+    assert chars["灯塔守护人"] < chars["Epilogue"] * 2 and durations["灯塔守护人"] > 10
+
+    from pipeline.server import make_server
+
+    with make_server("127.0.0.1", 0, api_key="local-key").start() as srv:
+        env = {"OPENAI_BASE_URL": srv.url, "OPENAI_API_KEY": "local-key", "AUDIOBOOK_CACHE_DIR": str(tmp_path / "c")}
+        proc = run_cli("convert", str(sample), "-o", str(tmp_path / "served"), "--concurrency", "4", env=env)
+        assert proc.returncode == 0, proc.stderr
+    served = read_report(tmp_path / "served")
+    assert served["status"] == "done" and served["requests"] == served["plan"]["segments"]
+    for c in served["chapters"]:
+        assert abs(c["duration_s"] - durations[c["title"]]) < 0.15 * durations[c["title"]]
