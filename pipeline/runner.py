@@ -309,6 +309,7 @@ class Runner:
         self.stop_reason: str | None = None  # set on Ctrl-C / SIGTERM
         self._abort_all: str | None = None  # set when the server refuses everything
         self._consecutive_failures = 0
+        self._workers: list[asyncio.Task[None]] = []
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -342,9 +343,15 @@ class Runner:
 
     def _on_signal(self, sig: signal.Signals, task: asyncio.Task[Any] | None) -> None:
         if self.stop_reason is None:
+            # Requests in flight are already paid for: let them land in the cache, start no new ones.
             self.stop_reason = signal.Signals(sig).name
-            log.warning("%s received: stopping; finished parts are kept", self.stop_reason)
+            log.warning("%s received: finishing the requests in flight, then stopping (again to abort them)",
+                        self.stop_reason)  # fmt: skip
             self._stop_event.set()
+        else:
+            log.warning("%s received again: abandoning the requests in flight", signal.Signals(sig).name)
+            for w in self._workers:
+                w.cancel()
 
     async def _run_books(self, plans: Sequence[BookPlan]) -> list[BookReport]:
         self._stop_event = asyncio.Event()
@@ -389,11 +396,12 @@ class Runner:
             self.progress.start(total_chars, done_chars, jobs.qsize())
             assembler = asyncio.create_task(self._assembler(assembly))
             workers = [asyncio.create_task(self._worker(jobs, waiting, assembly)) for _ in range(self.concurrency)]
+            self._workers = workers
             stop_waiter = asyncio.create_task(self._stop_event.wait())
             all_done = asyncio.gather(*workers, return_exceptions=True)
             await asyncio.wait([stop_waiter, all_done], return_when=asyncio.FIRST_COMPLETED)
-            if self._stop_event.is_set():
-                # Interrupted, or the server refuses everything: requests in flight (and their retries) stop.
+            if self._abort_all:
+                # The server refuses everything: requests in flight and their retries would fail the same way.
                 for w in workers:
                     w.cancel()
             stop_waiter.cancel()
@@ -487,29 +495,17 @@ class Runner:
                     state.plan.out_dir, state.plan.settings, total_chapters=len(state.plan.chapters),
                 )  # fmt: skip
             except AudioError as exc:
-                bad = await asyncio.to_thread(self._evict_undecodable, cp, state.plan.settings.part_format)
-                note = f"; {bad} damaged part(s) dropped from the cache, run again to fetch them" if bad else ""
+                note = ""
+                if isinstance(exc, audio.PartDecodeError):
+                    # A damaged part must not be a cache hit forever: drop it so the next run asks again.
+                    exc.part.unlink(missing_ok=True)
+                    note = "; the damaged part was dropped from the cache, run again to fetch it"
                 cs.outcome = _outcome(cp, "failed", None, f"{exc}{note}")
                 log.error("chapter %d (%s) not written: %s%s", cp.chapter.index, cp.chapter.title, exc, note)
                 continue
             cs.audio = result
             cs.outcome = _outcome(cp, "done", result.duration_ms / 1000)
             self.progress.note(f"wrote {result.path.name} ({_clock(result.duration_ms / 1000)})")
-
-    def _evict_undecodable(self, cp: ChapterPlan, fmt: str) -> int:
-        from pipeline.media import decode
-
-        bad = 0
-        for key in dict.fromkeys(cp.keys):
-            path = self.cache.get(key, fmt)
-            if path is None:
-                continue
-            try:
-                decode(path.read_bytes(), fmt)
-            except AudioError:
-                self.cache.evict(key, fmt)
-                bad += 1
-        return bad
 
     def _finish(self, state: _BookState) -> BookReport:
         plan = state.plan

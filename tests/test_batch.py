@@ -1,0 +1,214 @@
+"""Batch jobs and the make target, unattended, against the fake speech server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from pipeline.cli import main
+from tests.fakeserver import Fault, FakeSpeechServer
+from tests.helpers import REPO, no_backoff, run_cli, write_book  # noqa: F401 (fixture)
+
+KEY = "sk-batch-test-key-0123456789abcdef"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    with FakeSpeechServer(api_key=KEY, ms_per_char=2.0) as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        yield srv
+
+
+def library(root: Path, count: int = 3, **kw: int) -> Path:
+    books = root / "books"
+    books.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        write_book(books / f"book{i}.txt", seed=i + 1, **{"chapters": 2, "paragraphs": 3, **kw})
+    return books
+
+
+def job_file(root: Path, body: str = "", top: str = "") -> Path:
+    path = root / "jobs.toml"
+    path.write_text(f'output = "out"\n{top}[[book]]\npath = "books/*"\n{body}', encoding="utf-8")
+    return path
+
+
+def summary(root: Path) -> dict[str, dict]:
+    data = json.loads((root / "out" / "batch-summary.json").read_text(encoding="utf-8"))
+    return {Path(b["source"]).name: b for b in data["books"]}
+
+
+def test_one_bad_book_does_not_stop_the_others_and_reruns_are_free(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    books = library(tmp_path, count=3)
+    (books / "broken.epub").write_bytes(b"PK\x03\x04 this is no zip")
+    # The server refuses one book's text outright (a 400 is not worth retrying).
+    server.inject_for(lambda body: "Sentence 200001 " in body["input"], Fault.bad_request("Input rejected."))
+    jobs = job_file(tmp_path)
+
+    assert main(["batch", str(jobs)]) == 1
+    err = capsys.readouterr().err
+    assert "broken.epub" in err and "book1.txt" in err and "2 of 4 books not done" in err
+    s = summary(tmp_path)
+    assert s["book0.txt"]["status"] == "done" and s["book2.txt"]["status"] == "done"
+    assert s["book1.txt"]["status"] == "failed" and "Input rejected" in s["book1.txt"]["error"]
+    assert s["broken.epub"]["status"] == "failed" and "zip" in s["broken.epub"]["error"]
+    assert s["book0.txt"]["requests"] > 0 and s["book0.txt"]["duration_s"] > 0
+    assert len(list((tmp_path / "out" / "book0").glob("*.mp3"))) == 2
+    assert not list((tmp_path / "out" / "book1").glob("*.m3u"))  # the failed book does not look finished
+
+    # The server changes its mind; only the failed book's missing parts are requested.
+    server.clear()
+    (books / "broken.epub").unlink()
+    assert main(["batch", str(jobs)]) == 0
+    inputs = [r.input or "" for r in server.requests]
+    assert inputs and all("Sentence 2000" in t or t.startswith("Chapter") for t in inputs)
+    s = summary(tmp_path)
+    assert [b["status"] for b in s.values()] == ["unchanged", "done", "unchanged"]
+
+    # An immediate rerun sends nothing at all.
+    server.clear()
+    assert main(["batch", str(jobs)]) == 0
+    assert server.requests == []
+    assert all(b["status"] == "unchanged" for b in summary(tmp_path).values())
+
+    # One edited paragraph costs one request.
+    text = (books / "book2.txt").read_text(encoding="utf-8")
+    (books / "book2.txt").write_text(text.replace("Sentence 300004 ", "Sentence 300004 (revised) "), "utf-8")
+    assert main(["batch", str(jobs)]) == 0
+    assert len(server.requests) == 1 and "(revised)" in (server.requests[0].input or "")
+    s = summary(tmp_path)
+    assert s["book2.txt"]["status"] == "done" and s["book0.txt"]["status"] == "unchanged"
+
+
+def test_dry_run_and_budget(server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    library(tmp_path, count=3)
+    jobs = job_file(tmp_path)
+    assert main(["batch", str(jobs), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert server.requests == [] and out.count("Total:") == 3 and "would send" in out
+    planned = summary(tmp_path)
+    cost = sum(b["estimated_cost_usd"] for b in planned.values())
+    assert cost > 0 and all(b["status"] == "planned" for b in planned.values())
+
+    # A budget that covers about two books: the third is refused before a single request and named.
+    budget = sum(planned[f"book{i}.txt"]["estimated_cost_usd"] for i in (0, 1, 2)) - 0.5 * planned["book2.txt"][
+        "estimated_cost_usd"
+    ]
+    assert main(["batch", str(jobs), "--max-cost", f"{budget:.6f}"]) == 1
+    err = capsys.readouterr().err
+    s = summary(tmp_path)
+    assert [b["status"] for b in s.values()] == ["done", "done", "over budget"]
+    assert "book2.txt" in err and "budget" in err
+    assert not (tmp_path / "out" / "book2").exists()
+    assert not any("Sentence 3000" in (r.input or "") for r in server.requests)
+
+
+def test_many_short_articles_share_one_busy_pool(server: FakeSpeechServer, tmp_path: Path) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    for i in range(20):
+        write_book(books / f"article{i:02}.txt", chapters=1, paragraphs=1, sentences=1, seed=i + 1)
+    jobs = job_file(tmp_path, "[defaults]\nannounce_titles = false\n", top="concurrency = 8\n")
+    server.latency = 0.3  # long enough that every worker is busy at once
+    assert main(["batch", str(jobs)]) == 0
+    assert len(server.served_inputs()) == 20
+    # Twenty one-request books, eight workers: the pool never waited for one book before starting the next.
+    assert server.max_in_flight == 8
+
+
+def test_second_invocation_is_refused_and_a_stale_lock_is_not(tmp_path: Path) -> None:
+    library(tmp_path, count=1)
+    jobs = job_file(tmp_path, "[defaults]\nbackend = \"local\"\n")
+    with FileLock(str(jobs) + ".lock"):
+        proc = run_cli("batch", str(jobs))
+    assert proc.returncode == 75
+    assert proc.stderr.strip().splitlines() == [
+        f"audiobook: error: another run of {jobs} is in progress (lock {jobs}.lock); try again later"
+    ]
+    assert not (tmp_path / "out").exists()
+    # A lock file left behind by a killed run holds no lock: the next run goes ahead.
+    (tmp_path / "jobs.toml.lock").write_text("12345")
+    proc = run_cli("batch", str(jobs), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_sigterm_mid_batch_keeps_parts_and_the_next_run_resumes(tmp_path: Path) -> None:
+    library(tmp_path, count=3, chapters=2, paragraphs=20, sentences=2)
+    jobs = job_file(tmp_path)
+    cache = tmp_path / "cache"
+    with FakeSpeechServer(api_key=KEY, latency=0.05, ms_per_char=2.0) as srv:
+        env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.url, "AUDIOBOOK_CACHE_DIR": str(cache),
+               "AUDIOBOOK_CONCURRENCY": "4"}  # fmt: skip
+        child_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))},
+                     **env, "PYTHONPATH": str(REPO)}  # fmt: skip
+        child = subprocess.Popen([sys.executable, "-m", "pipeline", "batch", str(jobs)], env=child_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while len(srv.served_inputs()) < 30 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGTERM)
+        _out, err = child.communicate(timeout=60)
+        assert child.returncode == 130, err
+        assert "SIGTERM" in err and "Traceback" not in err
+        first = srv.served_inputs()
+        assert 30 <= len(first) < 3 * 2 * 21
+        s = summary(tmp_path)
+        assert "interrupted" in {b["status"] for b in s.values()}
+        assert not list((tmp_path / "out").rglob("*.part"))
+        assert not list((tmp_path / "out").rglob("*.m3u"))  # nothing looks finished
+
+        srv.clear()
+        proc = run_cli("batch", str(jobs), env=env)
+        assert proc.returncode == 0, proc.stderr
+        second = srv.served_inputs()
+        # Requests in flight at SIGTERM were allowed to land: nothing answered before the stop is paid again.
+        assert not set(first) & set(second)
+        assert all(b["status"] == "done" for b in summary(tmp_path).values())
+        assert len(list((tmp_path / "out").rglob("*.m3u"))) == 3
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_target_builds_only_what_is_out_of_date(tmp_path: Path) -> None:
+    books = library(tmp_path, count=2, chapters=1, paragraphs=2)
+    stamp = tmp_path / "stamp"
+    stamp.touch()
+    config = tmp_path / "local.toml"
+    config.write_text('backend = "local"\n', encoding="utf-8")
+    out = tmp_path / "audio"
+
+    def make() -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "AUDIOBOOK_CACHE_DIR": str(tmp_path / "cache")}
+        return subprocess.run(
+            ["make", "-C", str(REPO), "-j2", "audiobooks", f"BOOKS={books}", f"OUT={out}", f"CONFIG={config}",
+             f"STAMP={stamp}", f"PY={sys.executable}"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+
+    proc = make()
+    assert proc.returncode == 0, proc.stderr
+    reports = {p: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
+    assert len(reports) == 2
+    assert "Nothing to be done" in make().stdout or "up to date" in make().stdout
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/report.json")} == reports
+
+    time.sleep(0.01)
+    (books / "book1.txt").write_text((books / "book1.txt").read_text() + "\nA new last line.\n", "utf-8")
+    os.utime(books / "book1.txt", None)
+    proc = make()
+    assert proc.returncode == 0, proc.stderr
+    assert "book1.txt" in proc.stdout and "book0.txt" not in proc.stdout
+    after = {p: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
+    assert after[out / "book0" / "report.json"] == reports[out / "book0" / "report.json"]
+    assert after[out / "book1" / "report.json"] != reports[out / "book1" / "report.json"]
