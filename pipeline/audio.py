@@ -48,9 +48,7 @@ _RESERVED = frozenset(
     + [f"{dev}{n}" for dev in ("COM", "LPT") for n in [*"123456789", "¹", "²", "³"]]
 )
 # Windows forbids these in names; map the common ones to look-alikes a reader still understands.
-_REPLACE = str.maketrans(
-    {":": " - ", "/": "-", "\\": "-", "|": "-", '"': "'", "<": "", ">": "", "?": "", "*": ""}
-)
+_REPLACE = str.maketrans({":": " - ", "/": "-", "\\": "-", "|": "-", '"': "'", "<": "", ">": "", "?": "", "*": ""})
 # Bidirectional overrides can make "evil\u202egpm.exe" display as "evilexe.mp3": never keep them.
 _BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -150,9 +148,7 @@ class _PcmEncoder:
                "-ar", str(rate), "-ac", "1", "-i", "pipe:0", "-ar", str(rate), "-ac", "1", *codec_args,
                "-y", str(out)]  # fmt: skip
         try:
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr
-            )
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
         except OSError as exc:
             self._stderr.close()
             raise AudioError(f"cannot start ffmpeg for {what}: {exc}") from exc
@@ -254,9 +250,7 @@ def _load_part(chapter: Chapter, index: int, part: Path, fmt: str, rate: int) ->
     return pcm
 
 
-def _decoded_parts(
-    chapter: Chapter, parts: Sequence[Path], fmt: str, rate: int
-) -> Generator[bytes, None, None]:
+def _decoded_parts(chapter: Chapter, parts: Sequence[Path], fmt: str, rate: int) -> Generator[bytes, None, None]:
     """Each part's PCM in order, the next one decoding in a helper thread meanwhile.
 
     The decoder is an ffmpeg subprocess, so decoding part i+1 overlaps encoding part i on another core
@@ -441,9 +435,7 @@ def _ffmeta_escape(value: str) -> str:
     return re.sub(r"([=;#\\])", r"\\\1", value)
 
 
-def ffmetadata(
-    book: Book, titles: Sequence[str], bounds: Sequence[tuple[int, int]], rate: int, genre: str
-) -> str:
+def ffmetadata(book: Book, titles: Sequence[str], bounds: Sequence[tuple[int, int]], rate: int, genre: str) -> str:
     """An ``;FFMETADATA1`` file: book tags and one [CHAPTER] per chapter, marks in samples (exact)."""
     lines = [";FFMETADATA1", f"title={_ffmeta_escape(book.title)}", f"album={_ffmeta_escape(book.title)}"]
     if book.author:

@@ -176,9 +176,12 @@ def run_batch(args: argparse.Namespace) -> int:
             cost = plan.estimated_cost
             if max_cost is not None and spent + cost > max_cost + 1e-9:
                 summaries[bj.source] = _summary(
-                    bj, plan, "over budget",
-                    error=f"estimated ${cost:.2f} would pass the budget of ${max_cost:.2f} (${spent:.2f} already planned)",
-                )  # fmt: skip
+                    bj,
+                    plan,
+                    "over budget",
+                    error=f"estimated ${cost:.2f} would pass the budget of ${max_cost:.2f} "
+                    f"(${spent:.2f} already planned)",
+                )
                 continue
             spent += cost
             todo.append((bj, plan))
@@ -189,10 +192,11 @@ def run_batch(args: argparse.Namespace) -> int:
             for _, plan in todo:
                 synth_for(plan.settings)  # a missing key fails here, before any request
                 prepare_output(plan.out_dir)
-            runner = Runner(synth_for, PartCache(base.resolved_cache_dir), concurrency=concurrency,
-                            progress=_progress(args))  # fmt: skip
+            runner = Runner(
+                synth_for, PartCache(base.resolved_cache_dir), concurrency=concurrency, progress=_progress(args)
+            )
             reports = runner.run([p for _, p in todo])
-            for (bj, plan), report in zip(todo, reports, strict=True):
+            for (bj, _plan), report in zip(todo, reports, strict=True):
                 summaries[bj.source] = BookSummary(
                     source=str(bj.source),
                     output=str(bj.out_dir),
@@ -228,10 +232,14 @@ def run_batch(args: argparse.Namespace) -> int:
             raise Interrupted(f"batch interrupted by {interrupted}; finished parts are cached, run again to resume")
         failed = [s for s in ordered if s.status not in ("done", "unchanged", "planned")]
         if failed:
-            names = "; ".join(f"{Path(s.source).name}: {s.status}" + (f" ({s.error})" if s.error else "")
-                              for s in failed[:3])  # fmt: skip
+            names = "; ".join(
+                f"{Path(s.source).name}: {s.status}" + (f" ({s.error})" if s.error else "") for s in failed[:3]
+            )
             more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
-            print(f"audiobook: error: {len(failed)} of {len(ordered)} books not done: {names}{more}", file=sys.stderr)
+            print(
+                f"audiobook: error: {len(failed)} of {len(ordered)} books not done: {names}{more}",
+                file=sys.stderr,
+            )
             return 1
         return 0
     finally:
@@ -252,8 +260,9 @@ def _summary(bj: BookJob, plan: Any, status: str, error: str | None = None) -> B
     )
 
 
-def _write_summary(path: Path, job: JobFile, books: list[BookSummary], *, dry_run: bool,
-                   max_cost: float | None) -> None:  # fmt: skip
+def _write_summary(
+    path: Path, job: JobFile, books: list[BookSummary], *, dry_run: bool, max_cost: float | None
+) -> None:
     data = {
         "job": str(job.path),
         "dry_run": dry_run,

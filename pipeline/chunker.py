@@ -201,8 +201,6 @@ def chunk_chapter(chapter: Chapter, max_chars: int, *, announce_title: bool = Fa
     )
 
 
-def chunk_book(
-    book: Book, max_chars: int, *, announce_titles: bool = False
-) -> tuple[tuple[Segment, ...], ...]:
+def chunk_book(book: Book, max_chars: int, *, announce_titles: bool = False) -> tuple[tuple[Segment, ...], ...]:
     """One tuple of segments per chapter, in the book's order."""
     return tuple(chunk_chapter(c, max_chars, announce_title=announce_titles) for c in book.chapters)

@@ -25,7 +25,11 @@ class _Parser(argparse.ArgumentParser):
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("speech settings (override the config file and the environment)")
     g.add_argument("--config", type=Path, help="TOML settings file (see configs/)")
-    g.add_argument("--backend", choices=["openai", "local"], help="openai: any OpenAI-compatible API; local: offline voice")
+    g.add_argument(
+        "--backend",
+        choices=["openai", "local"],
+        help="openai: any OpenAI-compatible API; local: offline voice",
+    )
     g.add_argument("--base-url", help="API base URL, e.g. https://api.openai.com/v1 (env: OPENAI_BASE_URL)")
     g.add_argument("--model", help="speech model (default gpt-4o-mini-tts)")
     g.add_argument("--voice", help="voice name (default alloy)")
@@ -43,10 +47,15 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--subtitles", choices=["srt", "vtt"], help="write subtitles next to each chapter")
     g.add_argument("--m4b", action="store_true", default=None, help="also build one M4B with chapter markers")
-    g.add_argument("--no-titles", dest="announce_titles", action="store_false", default=None,
-                   help="do not speak chapter titles")  # fmt: skip
-    g.add_argument("--include-matter", action="store_true", default=None,
-                   help="also read front and back matter (title page, contents, licence)")  # fmt: skip
+    g.add_argument(
+        "--no-titles", dest="announce_titles", action="store_false", default=None, help="do not speak chapter titles"
+    )
+    g.add_argument(
+        "--include-matter",
+        action="store_true",
+        default=None,
+        help="also read front and back matter (title page, contents, licence)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,9 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("backend", "base_url", "model", "voice", "instructions", "speed", "language", "max_chars",
-             "concurrency", "max_retries", "timeout", "cache_dir", "subtitles", "m4b", "announce_titles",
-             "include_matter")  # fmt: skip
+    names = (
+        "backend",
+        "base_url",
+        "model",
+        "voice",
+        "instructions",
+        "speed",
+        "language",
+        "max_chars",
+        "concurrency",
+        "max_retries",
+        "timeout",
+        "cache_dir",
+        "subtitles",
+        "m4b",
+        "announce_titles",
+        "include_matter",
+    )
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
@@ -144,8 +168,17 @@ def synth_factory() -> Any:
     made: dict[tuple[Any, ...], Any] = {}
 
     def synth_for(s: Any) -> Any:
-        key = (s.backend, s.base_url, s.api_key_env, s.timeout, s.connect_timeout, s.max_retries, s.concurrency,
-               s.sample_rate, s.bitrate)  # fmt: skip
+        key = (
+            s.backend,
+            s.base_url,
+            s.api_key_env,
+            s.timeout,
+            s.connect_timeout,
+            s.max_retries,
+            s.concurrency,
+            s.sample_rate,
+            s.bitrate,
+        )
         if key not in made:
             made[key] = make_synthesizer(s, on_retry=note_retry)
         return made[key]
@@ -177,7 +210,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     key = args.api_key or os.environ.get("AUDIOBOOK_SERVER_KEY") or None
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
-    serve(args.host, args.port, key, ready=lambda url: print(f"serving OpenAI-compatible speech at {url}", flush=True))
+    serve(
+        args.host,
+        args.port,
+        key,
+        ready=lambda url: print(f"serving OpenAI-compatible speech at {url}", flush=True),
+    )
     return 0
 
 

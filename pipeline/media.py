@@ -82,9 +82,28 @@ def encode_pcm(
     codec = {"mp3": ["-c:a", "libmp3lame", "-b:a", bitrate], "wav": ["-c:a", "pcm_s16le"]}
     if fmt not in codec:
         raise AudioError(f"cannot encode to {fmt!r}; supported: {', '.join(codec)}")
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(in_rate),
-           "-ac", str(channels), "-i", "pipe:0", "-ar", str(out_rate), "-ac", "1", *codec[fmt],
-           "-f", fmt, "pipe:1"]  # fmt: skip
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "s16le",
+        "-ar",
+        str(in_rate),
+        "-ac",
+        str(channels),
+        "-i",
+        "pipe:0",
+        "-ar",
+        str(out_rate),
+        "-ac",
+        "1",
+        *codec[fmt],
+        "-f",
+        fmt,
+        "pipe:1",
+    ]
     proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
     if proc.returncode != 0 or not proc.stdout:
         raise AudioError(f"ffmpeg could not encode {fmt}: {proc.stderr.decode(errors='replace').strip()[:200]}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 
@@ -40,7 +40,7 @@ class Book:
         return sum(c.characters for c in self.chapters)
 
 
-class Pause(str, Enum):
+class Pause(StrEnum):
     """The silence that follows a segment; its length in ms comes from settings."""
 
     SENTENCE = "sentence"  # between segments of one paragraph

@@ -29,8 +29,15 @@ class Progress:
         if not self.enabled:
             return
         if self.tty:
-            self._bar = tqdm(total=total_chars, initial=done_chars, unit="char", unit_scale=True,
-                             file=sys.stderr, dynamic_ncols=True, desc="speaking")  # fmt: skip
+            self._bar = tqdm(
+                total=total_chars,
+                initial=done_chars,
+                unit="char",
+                unit_scale=True,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                desc="speaking",
+            )
             self._bar.set_postfix_str(f"0/{requests} requests")
         else:
             log.info("%d requests to make, %d of %d characters already cached", requests, done_chars, total_chars)
@@ -50,8 +57,7 @@ class Progress:
             rate = (self._answered / (now - self._started)) if now > self._started else 0.0
             left = self._requests - self._answered
             eta = f", about {left / rate:.0f}s left" if rate > 0 and left else ""
-            log.info("%d/%d requests, %d/%d characters%s", self._answered, self._requests, self._done,
-                     self._total, eta)  # fmt: skip
+            log.info("%d/%d requests, %d/%d characters%s", self._answered, self._requests, self._done, self._total, eta)
 
     def note(self, message: str) -> None:
         if not self.enabled:

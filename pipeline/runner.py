@@ -10,6 +10,7 @@ with a missing part is never written: the run ends with exit 1 and names what is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -144,8 +145,16 @@ def _chapter_fingerprint(plan_keys: Sequence[str], book: Book, chapter: Chapter,
         "author": book.author,
         "language": book.language,
         "cover": hashlib.sha256(book.cover).hexdigest() if book.cover else None,
-        "audio": [s.sample_rate, s.bitrate, s.sentence_pause_ms, s.paragraph_pause_ms, s.title_pause_ms,
-                  s.chapter_pad_ms, s.genre, s.subtitles],  # fmt: skip
+        "audio": [
+            s.sample_rate,
+            s.bitrate,
+            s.sentence_pause_ms,
+            s.paragraph_pause_ms,
+            s.title_pause_ms,
+            s.chapter_pad_ms,
+            s.genre,
+            s.subtitles,
+        ],
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -326,27 +335,24 @@ class Runner:
 
     async def _main(self, plans: Sequence[BookPlan]) -> list[BookReport]:
         loop = asyncio.get_running_loop()
-        main_task = asyncio.current_task()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig, main_task)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / not supported
-                pass
+            # Not possible outside the main thread (or on Windows): Ctrl-C then raises KeyboardInterrupt.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             return await self._run_books(plans)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    pass
 
-    def _on_signal(self, sig: signal.Signals, task: asyncio.Task[Any] | None) -> None:
+    def _on_signal(self, sig: signal.Signals) -> None:
         if self.stop_reason is None:
             # Requests in flight are already paid for: let them land in the cache, start no new ones.
             self.stop_reason = signal.Signals(sig).name
-            log.warning("%s received: finishing the requests in flight, then stopping (again to abort them)",
-                        self.stop_reason)  # fmt: skip
+            log.warning(
+                "%s received: finishing the requests in flight, then stopping (again to abort them)", self.stop_reason
+            )
             self._stop_event.set()
         else:
             log.warning("%s received again: abandoning the requests in flight", signal.Signals(sig).name)
@@ -375,8 +381,9 @@ class Runner:
                     state.chapters.append(cs)
                     if cp.up_to_date:
                         cs.outcome = _outcome(cp, "unchanged", _previous_duration(plan.out_dir, cp.filename))
-                        cs.audio = ChapterAudio(cp.chapter, plan.out_dir / cp.filename,
-                                                int((cs.outcome.duration_s or 0) * 1000))  # fmt: skip
+                        cs.audio = ChapterAudio(
+                            cp.chapter, plan.out_dir / cp.filename, int((cs.outcome.duration_s or 0) * 1000)
+                        )
                         continue
                     for seg, key in zip(cp.segments, cp.keys, strict=True):
                         total_chars += len(seg.text)
@@ -388,8 +395,9 @@ class Runner:
                         waiting.setdefault(key, []).append((state, cs))
                         if key not in queued:
                             queued.add(key)
-                            jobs.put_nowait(_Job(state, key, seg.text, plan.settings.voice_spec,
-                                                 plan.settings.part_format))  # fmt: skip
+                            jobs.put_nowait(
+                                _Job(state, key, seg.text, plan.settings.voice_spec, plan.settings.part_format)
+                            )
                     if not cs.missing:
                         assembly.put_nowait((state, cs))
             # A key shared by two books is queued by each; the second finds it cached and skips the request.
@@ -399,7 +407,8 @@ class Runner:
             self._workers = workers
             stop_waiter = asyncio.create_task(self._stop_event.wait())
             all_done = asyncio.gather(*workers, return_exceptions=True)
-            await asyncio.wait([stop_waiter, all_done], return_when=asyncio.FIRST_COMPLETED)
+            pending: list[asyncio.Future[Any]] = [stop_waiter, all_done]
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if self._abort_all:
                 # The server refuses everything: requests in flight and their retries would fail the same way.
                 for w in workers:
@@ -472,8 +481,9 @@ class Runner:
     ) -> None:
         for _state, cs in waiting.get(job.key, []):
             seg_index = cs.plan.keys.index(job.key)
-            failure = SegmentFailure(cs.plan.chapter.index, cs.plan.chapter.title, seg_index,
-                                     _preview(job.text), str(exc))  # fmt: skip
+            failure = SegmentFailure(
+                cs.plan.chapter.index, cs.plan.chapter.title, seg_index, _preview(job.text), str(exc)
+            )
             cs.failed.append(failure)
             log.error("chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error)
         self._consecutive_failures += 1
@@ -491,9 +501,15 @@ class Runner:
             parts = [self.cache.path(k, state.plan.settings.part_format) for k in cp.keys]
             try:
                 result = await asyncio.to_thread(
-                    audio.assemble_chapter, state.plan.book, cp.chapter, cp.segments, parts,
-                    state.plan.out_dir, state.plan.settings, total_chapters=len(state.plan.chapters),
-                )  # fmt: skip
+                    audio.assemble_chapter,
+                    state.plan.book,
+                    cp.chapter,
+                    cp.segments,
+                    parts,
+                    state.plan.out_dir,
+                    state.plan.settings,
+                    total_chapters=len(state.plan.chapters),
+                )
             except AudioError as exc:
                 note = ""
                 if isinstance(exc, audio.PartDecodeError):

@@ -117,9 +117,7 @@ class SpeechServer(ThreadingHTTPServer):
 
     def start(self) -> SpeechServer:
         self._started = True
-        self._thread = threading.Thread(
-            target=self.serve_forever, name=f"speech-server:{self.port}", daemon=True
-        )
+        self._thread = threading.Thread(target=self.serve_forever, name=f"speech-server:{self.port}", daemon=True)
         self._thread.start()
         return self
 
@@ -256,9 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "response_format",
                 "unsupported_value",
             )
-        spec = VoiceSpec(
-            model, voice, instructions or None, speed, fmt if "response_format" in request else None
-        )
+        spec = VoiceSpec(model, voice, instructions or None, speed, fmt if "response_format" in request else None)
         try:
             result = self.server.run(self.server.synth.synthesize(text, spec))
         except FatalAPIError as exc:  # the request itself is wrong (unknown voice...): the client's error
@@ -378,9 +374,7 @@ def serve(
     """Serve until Ctrl-C, then return normally. ``ready`` receives the base URL once the port is bound."""
     server = make_server(host, port, api_key, synth)
     if not _is_loopback(server.host) and api_key is None:
-        sys.stderr.write(
-            f"warning: serving on {server.host} without an API key: anyone who can reach it may use it\n"
-        )
+        sys.stderr.write(f"warning: serving on {server.host} without an API key: anyone who can reach it may use it\n")
     try:
         if ready is not None:
             ready(server.url)

@@ -107,9 +107,7 @@ _COMMON_HAN = frozenset(
     "家学學对對可她里裏后後小么麼心多天而能好都然没沒日于於起还還发發成事只作当當想看文无無开開手十用主行方又如前"
     "所本见見经經头頭面公同三已老从從动動两兩长長知民样樣现現分将將外但身些与與高意进進把法此实實回二理美点點月明"
 )
-_WESTERN = frozenset(
-    "ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝßàáâãäåæçèéêëìíîïñòóôõöøùúûüýÿœŒšŠžŽŸ‘’“”„–—…•€™«»°§¡¿·\u00a0"
-)
+_WESTERN = frozenset("ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝßàáâãäåæçèéêëìíîïñòóôõöøùúûüýÿœŒšŠžŽŸ‘’“”„–—…•€™«»°§¡¿·\u00a0")
 _BAD_CONTROLS = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
 
 
@@ -143,9 +141,7 @@ def _decode(data: bytes, source: str) -> str:
         except UnicodeDecodeError:
             pass
     if b"\x00" in data:
-        raise InputError(
-            f"{source}: contains NUL bytes, so it is binary, not text; give a text or e-book file"
-        )
+        raise InputError(f"{source}: contains NUL bytes, so it is binary, not text; give a text or e-book file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import pytest
+
+from pipeline.tts import openai_http
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("AUDIOBOOK_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -28,3 +31,15 @@ def corpus_file(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"corpus file {name} not found at {CORPUS} (../shared/corpus is absent outside CI)")
     return path
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every OpenAISpeech built during the test records its backoff waits instead of sleeping."""
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(openai_http, "OpenAISpeech", functools.partial(openai_http.OpenAISpeech, sleep=fake_sleep))
+    return waits

@@ -163,9 +163,7 @@ class _Answer:
 _DROP = _Answer(0)
 
 
-def _error(
-    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
-) -> _Answer:
+def _error(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> _Answer:
     payload = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return _Answer(status, json.dumps(payload).encode())
 
@@ -185,9 +183,7 @@ def _tone() -> tuple[bytes, bytes]:
     proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
     mp3 = proc.stdout
     if proc.returncode != 0 or not mp3 or len(mp3) % FRAME_BYTES or mp3[0] != 0xFF:
-        raise RuntimeError(
-            f"fake server could not encode its tone: {proc.stderr.decode(errors='replace')[:300]}"
-        )
+        raise RuntimeError(f"fake server could not encode its tone: {proc.stderr.decode(errors='replace')[:300]}")
     return pcm, mp3
 
 
@@ -257,9 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             pass
         text = body.get("input") if body is not None and isinstance(body.get("input"), str) else None
-        slot = owner._arrive(
-            Recorded(arrived, path, body, None, None, text, method, dict(self.headers.items()))
-        )
+        slot = owner._arrive(Recorded(arrived, path, body, None, None, text, method, dict(self.headers.items())))
         settled = False
         try:
             answer, fault = owner._decide(method, path, self.headers.get("Authorization"), raw, body)
@@ -369,9 +363,7 @@ class FakeSpeechServer:
         with self._lock:
             self._queue.extend(faults)
 
-    def inject_for(
-        self, predicate: Callable[[dict[str, Any]], bool], fault: Fault, times: int | None = None
-    ) -> None:
+    def inject_for(self, predicate: Callable[[dict[str, Any]], bool], fault: Fault, times: int | None = None) -> None:
         """Every speech request whose JSON body matches ``predicate`` gets ``fault`` (``times`` times, or
         always when None). Queued faults from ``inject`` come first."""
         with self._lock:
@@ -489,18 +481,14 @@ class FakeSpeechServer:
         elif kind == "garbage_200":
             answer = _Answer(200, b"<html><body>Service temporarily unavailable</body></html>", "audio/mpeg")
         elif fault.code == 502:
-            page = (
-                f"<html><head><title>502 Bad Gateway</title></head><body>{fault.message or ''}</body></html>"
-            )
+            page = f"<html><head><title>502 Bad Gateway</title></head><body>{fault.message or ''}</body></html>"
             answer = _Answer(502, page.encode(), "text/html")
         else:
             message = fault.message or {
                 500: "The server had an error while processing your request. Sorry about that!",
                 503: "The engine is currently overloaded, please try again later.",
             }.get(fault.code, f"Error {fault.code}")
-            answer = _error(
-                fault.code, message, "server_error" if fault.code >= 500 else "invalid_request_error"
-            )
+            answer = _error(fault.code, message, "server_error" if fault.code >= 500 else "invalid_request_error")
         return _Answer(answer.status, answer.body, answer.content_type, tuple(headers))
 
 
@@ -514,9 +502,7 @@ def _validate(raw: bytes, body: dict[str, Any] | None) -> _Answer | None:
         return bad("We could not parse the JSON body of your request: expected a JSON object.")
     for name, value in body.items():
         if value is None:
-            return bad(
-                f"Invalid type for '{name}': expected a value, but got null instead.", name, "invalid_type"
-            )
+            return bad(f"Invalid type for '{name}': expected a value, but got null instead.", name, "invalid_type")
         if name not in FIELDS:
             return bad(f"Unrecognized request argument supplied: {name}", name)
     for name in ("model", "voice", "input"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -10,16 +9,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from pipeline.tts import openai_http
-
 REPO = Path(__file__).resolve().parent.parent
 
-_WORDS = (
-    "river stone lantern harbour morning quiet window garden letter candle orchard meadow bridge "
-    "shadow evening kettle compass paper thunder feather ladder silver market winter summer"
-).split()
+_WORDS = [
+    "river",
+    "stone",
+    "lantern",
+    "harbour",
+    "morning",
+    "quiet",
+    "window",
+    "garden",
+    "letter",
+    "candle",
+    "orchard",
+    "meadow",
+    "bridge",
+    "shadow",
+    "evening",
+    "kettle",
+    "compass",
+    "paper",
+    "thunder",
+    "feather",
+    "ladder",
+    "silver",
+    "market",
+    "winter",
+    "summer",
+]
 
 
 def write_book(path: Path, chapters: int = 3, paragraphs: int = 6, sentences: int = 5, seed: int = 0) -> Path:
@@ -39,26 +57,21 @@ def write_book(path: Path, chapters: int = 3, paragraphs: int = 6, sentences: in
     return path
 
 
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every OpenAISpeech built during the test records its backoff waits instead of sleeping."""
-    waits: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    monkeypatch.setattr(openai_http, "OpenAISpeech", functools.partial(openai_http.OpenAISpeech, sleep=fake_sleep))
-    return waits
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real program in a child process, as a user or cron runs it."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))}
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def read_report(out: Path) -> dict[str, Any]:

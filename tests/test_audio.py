@@ -47,9 +47,7 @@ def tiny_png() -> bytes:
 
     raw = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
     ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 def frames(audio_bytes: bytes, fmt: str = "mp3") -> int:
@@ -223,9 +221,7 @@ def test_pauses_are_where_the_segments_say(tmp_path: Path) -> None:
     edge = 40  # ms kept clear of each boundary: MP3 smears transients a little
     assert loudness(0, starts[0] - edge) < 50  # lead-in pad
     for i in range(len(starts)):
-        assert (
-            loudness(starts[i] + edge, ends[i] - 80) > 3000
-        )  # the tone (the last ~50 ms is encoder padding)
+        assert loudness(starts[i] + edge, ends[i] - 80) > 3000  # the tone (the last ~50 ms is encoder padding)
         gap_end = starts[i + 1] if i + 1 < len(starts) else len(pcm) * 1000 / RATE
         assert loudness(ends[i] + edge, gap_end - edge) < 50  # the pause after it
 
@@ -266,9 +262,7 @@ def test_wav_parts_at_another_rate_are_resampled(tmp_path: Path) -> None:
     parts = make_parts(tmp_path / "parts", [500, 500], fmt="wav", rate=22_050)
     book = make_book(1)
     s = Settings(response_format="wav", chapter_pad_ms=0, sentence_pause_ms=250)
-    result = assemble_chapter(
-        book, book.chapters[0], segments_for(1, [Pause.SENTENCE] * 2), parts, tmp_path, s
-    )
+    result = assemble_chapter(book, book.chapters[0], segments_for(1, [Pause.SENTENCE] * 2), parts, tmp_path, s)
     # WAV has no encoder padding: 500 + 250 + 500 ms exactly, give or take resampling rounding.
     assert result.segment_durations_ms == (500, 500)
     assert abs(frames(result.path.read_bytes()) - RATE * 1250 // 1000) <= 2
@@ -297,12 +291,8 @@ def test_undecodable_part_names_it_and_writes_nothing(tmp_path: Path, damage: st
 def test_reassembly_replaces_the_old_file(tmp_path: Path) -> None:
     book = make_book(1)
     seg = segments_for(1, [Pause.END])
-    first = assemble_chapter(
-        book, book.chapters[0], seg, make_parts(tmp_path / "a", [300]), tmp_path, SETTINGS
-    )
-    second = assemble_chapter(
-        book, book.chapters[0], seg, make_parts(tmp_path / "b", [900]), tmp_path, SETTINGS
-    )
+    first = assemble_chapter(book, book.chapters[0], seg, make_parts(tmp_path / "a", [300]), tmp_path, SETTINGS)
+    second = assemble_chapter(book, book.chapters[0], seg, make_parts(tmp_path / "b", [900]), tmp_path, SETTINGS)
     assert first.path == second.path and second.duration_ms > first.duration_ms + 500
     assert [p.name for p in tmp_path.glob("*.mp3*")] == [second.path.name]
 
@@ -367,17 +357,13 @@ def test_subtitles_follow_the_audio(tmp_path: Path, fmt: str) -> None:
 @pytest.fixture(scope="module")
 def three_chapters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Book, list[ChapterAudio], Path]:
     tmp = tmp_path_factory.mktemp("book")
-    book = make_book(
-        3, title="A Book: Of Tests", author="Ann Author", cover=tiny_png(), cover_mime="image/png"
-    )
+    book = make_book(3, title="A Book: Of Tests", author="Ann Author", cover=tiny_png(), cover_mime="image/png")
     out = tmp / "out"
     audios = []
     for chapter, lengths in zip(book.chapters, ([800, 600], [1500], [400, 400, 700]), strict=True):
         parts = make_parts(tmp / f"parts{chapter.index}", lengths)
         pauses = [Pause.SENTENCE] * (len(lengths) - 1) + [Pause.END]
-        audios.append(
-            assemble_chapter(book, chapter, segments_for(chapter.index, pauses), parts, out, SETTINGS)
-        )
+        audios.append(assemble_chapter(book, chapter, segments_for(chapter.index, pauses), parts, out, SETTINGS))
     return book, audios, out
 
 
@@ -415,9 +401,7 @@ def test_m4b_chapters_match_real_durations(three_chapters: tuple[Book, list[Chap
     assert bytes(m4b.tags["covr"][0]) == book.cover
 
 
-def test_m4b_without_cover_and_failure(
-    three_chapters: tuple[Book, list[ChapterAudio], Path], tmp_path: Path
-) -> None:
+def test_m4b_without_cover_and_failure(three_chapters: tuple[Book, list[ChapterAudio], Path], tmp_path: Path) -> None:
     book, audios, _ = three_chapters
     plain = Book(book.title, book.chapters, author=None)
     path = build_m4b(tmp_path, plain, audios[:1], SETTINGS)

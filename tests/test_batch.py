@@ -15,8 +15,8 @@ import pytest
 from filelock import FileLock
 
 from pipeline.cli import main
-from tests.fakeserver import Fault, FakeSpeechServer
-from tests.helpers import REPO, no_backoff, run_cli, write_book  # noqa: F401 (fixture)
+from tests.fakeserver import FakeSpeechServer, Fault
+from tests.helpers import REPO, run_cli, write_book
 
 KEY = "sk-batch-test-key-0123456789abcdef"
 
@@ -103,9 +103,10 @@ def test_dry_run_and_budget(server: FakeSpeechServer, tmp_path: Path, capsys: py
     assert cost > 0 and all(b["status"] == "planned" for b in planned.values())
 
     # A budget that covers about two books: the third is refused before a single request and named.
-    budget = sum(planned[f"book{i}.txt"]["estimated_cost_usd"] for i in (0, 1, 2)) - 0.5 * planned["book2.txt"][
-        "estimated_cost_usd"
-    ]
+    budget = (
+        sum(planned[f"book{i}.txt"]["estimated_cost_usd"] for i in (0, 1, 2))
+        - 0.5 * planned["book2.txt"]["estimated_cost_usd"]
+    )
     assert main(["batch", str(jobs), "--max-cost", f"{budget:.6f}"]) == 1
     err = capsys.readouterr().err
     s = summary(tmp_path)
@@ -130,7 +131,7 @@ def test_many_short_articles_share_one_busy_pool(server: FakeSpeechServer, tmp_p
 
 def test_second_invocation_is_refused_and_a_stale_lock_is_not(tmp_path: Path) -> None:
     library(tmp_path, count=1)
-    jobs = job_file(tmp_path, "[defaults]\nbackend = \"local\"\n")
+    jobs = job_file(tmp_path, '[defaults]\nbackend = "local"\n')
     with FileLock(str(jobs) + ".lock"):
         proc = run_cli("batch", str(jobs))
     assert proc.returncode == 75
@@ -149,12 +150,24 @@ def test_sigterm_mid_batch_keeps_parts_and_the_next_run_resumes(tmp_path: Path) 
     jobs = job_file(tmp_path)
     cache = tmp_path / "cache"
     with FakeSpeechServer(api_key=KEY, latency=0.05, ms_per_char=2.0) as srv:
-        env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.url, "AUDIOBOOK_CACHE_DIR": str(cache),
-               "AUDIOBOOK_CONCURRENCY": "4"}  # fmt: skip
-        child_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))},
-                     **env, "PYTHONPATH": str(REPO)}  # fmt: skip
-        child = subprocess.Popen([sys.executable, "-m", "pipeline", "batch", str(jobs)], env=child_env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        env = {
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": srv.url,
+            "AUDIOBOOK_CACHE_DIR": str(cache),
+            "AUDIOBOOK_CONCURRENCY": "4",
+        }
+        child_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))},
+            **env,
+            "PYTHONPATH": str(REPO),
+        }
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "batch", str(jobs)],
+            env=child_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 60
         while len(srv.served_inputs()) < 30 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -191,10 +204,23 @@ def test_make_target_builds_only_what_is_out_of_date(tmp_path: Path) -> None:
     def make() -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PYTHONPATH": str(REPO), "AUDIOBOOK_CACHE_DIR": str(tmp_path / "cache")}
         return subprocess.run(
-            ["make", "-C", str(REPO), "-j2", "audiobooks", f"BOOKS={books}", f"OUT={out}", f"CONFIG={config}",
-             f"STAMP={stamp}", f"PY={sys.executable}"],
-            capture_output=True, text=True, env=env, timeout=300,
-        )  # fmt: skip
+            [
+                "make",
+                "-C",
+                str(REPO),
+                "-j2",
+                "audiobooks",
+                f"BOOKS={books}",
+                f"OUT={out}",
+                f"CONFIG={config}",
+                f"STAMP={stamp}",
+                f"PY={sys.executable}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
 
     proc = make()
     assert proc.returncode == 0, proc.stderr

@@ -23,9 +23,7 @@ def piece_spans(text: str, pieces: list[str]) -> list[tuple[int, int]]:
         assert piece == piece.strip(), f"piece not stripped: {piece!r}"
         while pos < len(text) and text[pos].isspace():
             pos += 1
-        assert text.startswith(piece, pos), (
-            f"piece {piece!r} is not the next text at {pos}: {text[pos : pos + 40]!r}"
-        )
+        assert text.startswith(piece, pos), f"piece {piece!r} is not the next text at {pos}: {text[pos : pos + 40]!r}"
         spans.append((pos, pos + len(piece)))
         pos += len(piece)
     assert text[pos:].strip() == "", f"text lost at the end: {text[pos:]!r}"
@@ -92,9 +90,7 @@ LATIN_PUNCT = st.sampled_from(
 )
 SPACES = st.sampled_from([" ", " ", " ", "  ", "\n", "\t", "\u3000", "\u00a0"])
 
-CJK_CHARS = st.sampled_from(
-    list("我你他她们说的了是在不有人这个上来到时大地为子中道出也得就要下以会可去过看")
-)
+CJK_CHARS = st.sampled_from(list("我你他她们说的了是在不有人这个上来到时大地为子中道出也得就要下以会可去过看"))
 CJK_PUNCT = st.sampled_from(
     ["", "", "", "。", "！", "？", "，", "、", "；", "：", "……", "——", "”", "」", "“", "「", "！”"]
 )
@@ -129,9 +125,7 @@ def test_chunk_text_contract(text: str, max_chars: int) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    text=st.one_of(latin_text(), cjk_text(), mixed_text()), max_chars=st.integers(min_value=20, max_value=40)
-)
+@given(text=st.one_of(latin_text(), cjk_text(), mixed_text()), max_chars=st.integers(min_value=20, max_value=40))
 def test_chunk_text_contract_small_limits(text: str, max_chars: int) -> None:
     assert_contract(text, chunk_text(text, max_chars), max_chars)
 
@@ -143,9 +137,7 @@ def test_split_sentences_keeps_everything_in_order(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    text=st.one_of(latin_text(), cjk_text(), mixed_text()), max_chars=st.integers(min_value=20, max_value=300)
-)
+@given(text=st.one_of(latin_text(), cjk_text(), mixed_text()), max_chars=st.integers(min_value=20, max_value=300))
 def test_pieces_end_at_sentence_ends_when_every_sentence_fits(text: str, max_chars: int) -> None:
     sentences = split_sentences(text)
     if not sentences or max(len(s) for s in sentences) > max_chars:
@@ -218,9 +210,7 @@ def test_packs_whole_sentences_greedily() -> None:
 
 
 def test_long_sentence_splits_at_clause_marks_first() -> None:
-    text = (
-        "Alice looked at the jury-box, and saw that, in her haste, she had put the Lizard in head downwards."
-    )
+    text = "Alice looked at the jury-box, and saw that, in her haste, she had put the Lizard in head downwards."
     pieces = chunk_text(text, 60)
     assert pieces[0] == "Alice looked at the jury-box, and saw that, in her haste,"
     assert_contract(text, pieces, 60)

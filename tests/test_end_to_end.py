@@ -22,8 +22,8 @@ from pipeline.media import decode
 from pipeline.readers import read_book
 from pipeline.runner import plan_book
 from tests.conftest import corpus_file
-from tests.fakeserver import Fault, FakeSpeechServer
-from tests.helpers import REPO, no_backoff, read_report, run_cli, write_book  # noqa: F401 (fixture)
+from tests.fakeserver import FakeSpeechServer, Fault
+from tests.helpers import REPO, read_report, run_cli, write_book
 
 KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -42,8 +42,12 @@ def convert(book: Path, out: Path, *extra: str) -> int:
 
 def expected_ms(segments, settings, ms_per_char: float) -> float:
     """What a chapter's length must be: the server's audio for each segment plus our pauses and padding."""
-    pauses = {"sentence": settings.sentence_pause_ms, "paragraph": settings.paragraph_pause_ms,
-              "title": settings.title_pause_ms, "end": 0}  # fmt: skip
+    pauses = {
+        "sentence": settings.sentence_pause_ms,
+        "paragraph": settings.paragraph_pause_ms,
+        "title": settings.title_pause_ms,
+        "end": 0,
+    }
     speech = sum(max(2, round(len(s.text) * ms_per_char / 24)) * 24 for s in segments)
     return speech + sum(pauses[s.pause_after.value] for s in segments) + 2 * settings.chapter_pad_ms
 
@@ -56,8 +60,16 @@ def test_corpus_book_with_faults_is_complete_in_order_and_paid_once(
     book = read_book(book_path)
     segments = chunk_book(book, settings.max_chars, announce_titles=True)
     # A relay's whole repertoire of bad days, spread over the run.
-    server.inject(Fault.rate_limit(retry_after=3), Fault.status(500), Fault.drop(), Fault.status(502),
-                  Fault.json_200(), Fault.status(503), Fault.empty_200(), Fault.garbage_200())  # fmt: skip
+    server.inject(
+        Fault.rate_limit(retry_after=3),
+        Fault.status(500),
+        Fault.drop(),
+        Fault.status(502),
+        Fault.json_200(),
+        Fault.status(503),
+        Fault.empty_200(),
+        Fault.garbage_200(),
+    )
     server.inject_for(lambda body: body["input"].startswith("Alice was beginning"), Fault.slow(3.0), times=1)
 
     assert convert(book_path, tmp_path / "out", "--concurrency", "8") == 0
@@ -162,7 +174,10 @@ def test_fatal_errors_stop_early_with_the_servers_message(
 
 
 def test_wrong_key_is_one_line_exit_1_and_the_key_never_leaks(
-    server: FakeSpeechServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    server: FakeSpeechServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     wrong = "sk-wrong-SECRET-9876543210zyxwvutsrqponmlk"
     monkeypatch.setenv("OPENAI_API_KEY", wrong)
@@ -200,7 +215,12 @@ def test_bad_input_is_one_clear_line_and_exit_2(
 ) -> None:
     book = write_book(tmp_path / "book.txt", chapters=1)
     (tmp_path / "empty.txt").write_text("  \n\n \ufeff", encoding="utf-8")
-    names = {"book": book, "missing": tmp_path / "nope.txt", "empty": tmp_path / "empty.txt", "out": tmp_path / "o"}
+    names = {
+        "book": book,
+        "missing": tmp_path / "nope.txt",
+        "empty": tmp_path / "empty.txt",
+        "out": tmp_path / "o",
+    }
     proc = run_cli(*[a.format(**names) for a in args], env=env)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -223,10 +243,22 @@ def test_killed_run_resumes_without_paying_twice(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     with FakeSpeechServer(api_key=KEY, latency=0.05, ms_per_char=4.0) as srv:
         env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.url, "AUDIOBOOK_CACHE_DIR": str(cache)}
-        full = [sys.executable, "-m", "pipeline", "convert", str(book), "-o", str(tmp_path / "out"),
-                "--concurrency", "4"]  # fmt: skip
-        child_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))},
-                     **env, "PYTHONPATH": str(REPO)}  # fmt: skip
+        full = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "convert",
+            str(book),
+            "-o",
+            str(tmp_path / "out"),
+            "--concurrency",
+            "4",
+        ]
+        child_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))},
+            **env,
+            "PYTHONPATH": str(REPO),
+        }
         child = subprocess.Popen(full, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while len(srv.served_inputs()) < 40 and time.monotonic() < deadline and child.poll() is None:
@@ -252,8 +284,7 @@ def test_killed_run_resumes_without_paying_twice(tmp_path: Path) -> None:
     # The same output as a run that was never interrupted.
     proc = run_cli(*full[3:5], "-o", str(tmp_path / "ref"), env={**env, "OPENAI_BASE_URL": srv.url})
     assert proc.returncode == 0, proc.stderr  # all cached: the stopped server is never contacted
-    for a, b in zip(sorted((tmp_path / "out").glob("*.mp3")), sorted((tmp_path / "ref").glob("*.mp3")),
-                    strict=True):  # fmt: skip
+    for a, b in zip(sorted((tmp_path / "out").glob("*.mp3")), sorted((tmp_path / "ref").glob("*.mp3")), strict=True):
         assert a.name == b.name
         assert abs(len(decode(a.read_bytes())) - len(decode(b.read_bytes()))) <= 30
 
@@ -274,7 +305,11 @@ def test_local_backend_and_local_server(tmp_path: Path) -> None:
     from pipeline.server import make_server
 
     with make_server("127.0.0.1", 0, api_key="local-key").start() as srv:
-        env = {"OPENAI_BASE_URL": srv.url, "OPENAI_API_KEY": "local-key", "AUDIOBOOK_CACHE_DIR": str(tmp_path / "c")}
+        env = {
+            "OPENAI_BASE_URL": srv.url,
+            "OPENAI_API_KEY": "local-key",
+            "AUDIOBOOK_CACHE_DIR": str(tmp_path / "c"),
+        }
         proc = run_cli("convert", str(sample), "-o", str(tmp_path / "served"), "--concurrency", "4", env=env)
         assert proc.returncode == 0, proc.stderr
     served = read_report(tmp_path / "served")

@@ -72,9 +72,7 @@ def opf(
 </package>"""
 
 
-def write_zip(
-    path: Path, files: dict[str, str | bytes], *, container: str | None = "OEBPS/content.opf"
-) -> Path:
+def write_zip(path: Path, files: dict[str, str | bytes], *, container: str | None = "OEBPS/content.opf") -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
         if container:
@@ -126,9 +124,7 @@ def test_alice_has_its_twelve_chapters_and_no_front_or_back_matter() -> None:
     assert book.title == "Alice's Adventures in Wonderland"
     assert book.author == "Lewis Carroll"
     assert book.language == "en"
-    assert (
-        book.cover is not None and book.cover.startswith(b"\xff\xd8\xff") and book.cover_mime == "image/jpeg"
-    )
+    assert book.cover is not None and book.cover.startswith(b"\xff\xd8\xff") and book.cover_mime == "image/jpeg"
     assert "Contents (table of contents)" in book.skipped
     assert "Alice’s Adventures in Wonderland (title page)" in book.skipped
     assert "THE FULL PROJECT GUTENBERG LICENSE (licence)" in book.skipped
@@ -322,12 +318,8 @@ def test_epub_without_any_toc_makes_one_chapter_per_document(tmp_path: Path) -> 
 
 def test_landmarks_and_epub_types_mark_front_matter(tmp_path: Path) -> None:
     files: dict[str, str | bytes] = {
-        "OEBPS/title.xhtml": xhtml(
-            '<section epub:type="titlepage"><h1>Test Book</h1><p>A novel.</p></section>'
-        ),
-        "OEBPS/rights.xhtml": xhtml(
-            '<section epub:type="copyright-page"><p>Copyright 2020 Ann.</p></section>'
-        ),
+        "OEBPS/title.xhtml": xhtml('<section epub:type="titlepage"><h1>Test Book</h1><p>A novel.</p></section>'),
+        "OEBPS/rights.xhtml": xhtml('<section epub:type="copyright-page"><p>Copyright 2020 Ann.</p></section>'),
         "OEBPS/one.xhtml": xhtml("<h1>One</h1><p>The story.</p>"),
         "OEBPS/colophon.xhtml": xhtml("<h1>About this edition</h1><p>Set in Garamond.</p>"),
         "OEBPS/nav.xhtml": nav(
@@ -504,9 +496,7 @@ def test_xxe_in_a_content_document_never_reaches_the_text(tmp_path: Path, secret
 
 def test_billion_laughs(tmp_path: Path) -> None:
     path = simple_epub(tmp_path / "lol.epub", {"One": "<p>Text.</p>"})
-    entities = '<!ENTITY lol0 "lol">' + "".join(
-        f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10}">' for n in range(1, 10)
-    )
+    entities = '<!ENTITY lol0 "lol">' + "".join(f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10}">' for n in range(1, 10))
     hostile = (
         f'<?xml version="1.0"?>\n<!DOCTYPE html [{entities}]>\n'
         '<html xmlns="http://www.w3.org/1999/xhtml"><body><p>&lol9;</p></body></html>'

@@ -75,9 +75,7 @@ def test_concurrent_calls_give_the_same_audio_as_sequential_ones() -> None:
     concurrent = [seconds(decode(audio)) for audio in asyncio.run(together())]
     assert concurrent == pytest.approx(sequential, abs=0.06)
     ordered = sorted(sequential)
-    assert (
-        min(b - a for a, b in zip(ordered, ordered[1:], strict=False)) > 0.2
-    )  # distinct enough to tell apart
+    assert min(b - a for a, b in zip(ordered, ordered[1:], strict=False)) > 0.2  # distinct enough to tell apart
 
 
 def test_wav_when_asked() -> None:

@@ -79,9 +79,7 @@ def test_a_null_field_is_400_naming_it(http: httpx.Client, field: str) -> None:
         ({"temperature": 0.3}, "temperature"),
     ],
 )
-def test_invalid_bodies_are_400_naming_the_param(
-    http: httpx.Client, body: dict[str, Any], param: str
-) -> None:
+def test_invalid_bodies_are_400_naming_the_param(http: httpx.Client, body: dict[str, Any], param: str) -> None:
     response = speak(http, **body)
     assert response.status_code == 400 and error_of(response)["param"] == param
 
@@ -178,10 +176,7 @@ def test_bad_request_fault_names_its_param(srv: FakeSpeechServer, http: httpx.Cl
     srv.inject(Fault.bad_request("Voice 'x' is not available.", param="voice"))
     response = speak(http)
     assert response.status_code == 400
-    assert (
-        error_of(response)["message"] == "Voice 'x' is not available."
-        and error_of(response)["param"] == "voice"
-    )
+    assert error_of(response)["message"] == "Voice 'x' is not available." and error_of(response)["param"] == "voice"
 
 
 def test_200_faults_are_not_audio(srv: FakeSpeechServer, http: httpx.Client) -> None:
@@ -206,16 +201,12 @@ def test_drop_closes_without_an_answer(srv: FakeSpeechServer, http: httpx.Client
 def test_slow_answers_after_the_client_gave_up(srv: FakeSpeechServer, http: httpx.Client) -> None:
     srv.inject(Fault.slow(5.0))
     with pytest.raises(httpx.ReadTimeout):
-        http.post(
-            "/audio/speech", json={"model": "m", "voice": "v", "input": "late"}, headers=AUTH, timeout=0.2
-        )
+        http.post("/audio/speech", json={"model": "m", "voice": "v", "input": "late"}, headers=AUTH, timeout=0.2)
     assert speak(http, input="on time").status_code == 200
     assert srv.served_inputs() == ["on time"]
 
 
-def test_inject_for_matches_bodies_a_limited_number_of_times(
-    srv: FakeSpeechServer, http: httpx.Client
-) -> None:
+def test_inject_for_matches_bodies_a_limited_number_of_times(srv: FakeSpeechServer, http: httpx.Client) -> None:
     srv.inject_for(lambda body: "cursed" in body["input"], Fault.status(500), times=2)
     srv.inject_for(lambda body: body["input"].startswith("poor"), Fault.quota())
     statuses = [speak(http, input=text).status_code for text in ("cursed a", "fine", "cursed b", "cursed c")]

@@ -85,9 +85,7 @@ def sequence(*responses: httpx.Response) -> Handler:
 
 
 def openai_error(status: int, message: str, code: str | None = None, **headers: str) -> httpx.Response:
-    body = {
-        "error": {"message": message, "type": code or "invalid_request_error", "param": None, "code": code}
-    }
+    body = {"error": {"message": message, "type": code or "invalid_request_error", "param": None, "code": code}}
     return httpx.Response(status, json=body, headers=headers)
 
 
@@ -213,9 +211,7 @@ def test_retry_wait_honours_a_reasonable_retry_after(header: str, expected: floa
     assert retry_wait(0, parse_retry_after({"retry-after": header}, now=NOW), rand=0.0) == expected
 
 
-@pytest.mark.parametrize(
-    ("retries_done", "base"), [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]
-)
+@pytest.mark.parametrize(("retries_done", "base"), [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)])
 def test_backoff_doubles_up_to_the_cap_with_up_to_a_quarter_jitter(retries_done: int, base: float) -> None:
     assert backoff_delay(retries_done, 0.0) == base
     assert backoff_delay(retries_done, 0.5) == base * 0.875
@@ -282,9 +278,7 @@ def test_server_message_reads_every_error_shape(
         ),
     ],
 )
-def test_non_retryable_failures_raise_at_once_with_the_server_message(
-    response: httpx.Response, quoted: str
-) -> None:
+def test_non_retryable_failures_raise_at_once_with_the_server_message(response: httpx.Response, quoted: str) -> None:
     client, seen, sleep = mock_client(lambda r: response)
     with pytest.raises(FatalAPIError) as caught:
         synth(client)
@@ -311,9 +305,7 @@ def test_x_should_retry_overrides_the_status() -> None:
     client, seen, _ = mock_client(sequence(openai_error(400, "try again", **{"x-should-retry": "true"})))
     assert synth(client).attempts == 2
 
-    client, seen, sleep = mock_client(
-        lambda r: openai_error(503, "gone for good", **{"x-should-retry": "false"})
-    )
+    client, seen, sleep = mock_client(lambda r: openai_error(503, "gone for good", **{"x-should-retry": "false"}))
     with pytest.raises(SynthesisError, match="gone for good") as caught:
         synth(client)
     assert not isinstance(caught.value, RetryableError) and len(seen) == 1 and sleep.calls == []
@@ -499,9 +491,7 @@ def test_live_bad_request_is_fatal_with_the_param(server: FakeSpeechServer) -> N
 def test_unreachable_server_names_the_host(free_port: int) -> None:
     sleep = RecordingSleep()
     client = OpenAISpeech(f"http://127.0.0.1:{free_port}/v1", KEY, max_retries=2, sleep=sleep)
-    with pytest.raises(
-        RetryableError, match=rf"after 3 attempts.*server at 127\.0\.0\.1:{free_port} could not"
-    ):
+    with pytest.raises(RetryableError, match=rf"after 3 attempts.*server at 127\.0\.0\.1:{free_port} could not"):
         synth(client)
     assert len(sleep.calls) == 2
 

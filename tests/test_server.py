@@ -80,9 +80,7 @@ def seconds(data: bytes) -> float:
 
 
 def test_sdk_receives_real_mp3(client: openai.OpenAI) -> None:
-    response = client.audio.speech.with_raw_response.create(
-        model="gpt-4o-mini-tts", voice="alloy", input=SENTENCE
-    )
+    response = client.audio.speech.with_raw_response.create(model="gpt-4o-mini-tts", voice="alloy", input=SENTENCE)
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/mpeg"
     data = response.parse().read()  # HttpxBinaryResponseContent, as .create() returns it
@@ -149,9 +147,7 @@ def test_bad_speed_is_400_with_openai_error_shape(client: openai.OpenAI) -> None
     with pytest.raises(openai.BadRequestError, match="less than the minimum of 0.25"):
         client.audio.speech.create(model="tts-1", voice="alloy", input="hi", speed=0.1)
     # The connection survives an error: the same client keeps working.
-    assert looks_like_mp3(
-        client.audio.speech.create(model="tts-1", voice="alloy", input="Still here.").content
-    )
+    assert looks_like_mp3(client.audio.speech.create(model="tts-1", voice="alloy", input="Still here.").content)
 
 
 @pytest.mark.parametrize(
@@ -193,9 +189,7 @@ def test_input_of_exactly_the_limit_is_accepted(fake: tuple[SpeechServer, Record
 def test_bad_json_is_400(fake: tuple[SpeechServer, RecordingSynth]) -> None:
     server, synth = fake
     for body in (b"{not json", b"[1, 2]", b"\xff\xfe"):
-        status, _, answer = raw(
-            server, "POST", "/v1/audio/speech", body, **{"Content-Type": "application/json"}
-        )
+        status, _, answer = raw(server, "POST", "/v1/audio/speech", body, **{"Content-Type": "application/json"})
         assert status == 400
         assert set(answer["error"]) == {"message", "type", "param", "code"}
     assert synth.calls == []

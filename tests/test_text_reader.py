@@ -42,9 +42,7 @@ def test_alice_plain_text() -> None:
         assert all(p == p.strip() and "  " not in p and "\n" not in p for p in chapter.paragraphs)
     # Hard-wrapped lines were joined with a space into whole paragraphs.
     assert book.chapters[0].paragraphs[1].startswith("So she was considering in her own mind (as well as she")
-    assert (
-        "very remarkable in that; nor did Alice think it so very much out of the way" in book.chapters[0].text
-    )
+    assert "very remarkable in that; nor did Alice think it so very much out of the way" in book.chapters[0].text
 
 
 # --- plain text written here
@@ -177,9 +175,7 @@ def test_gutenberg_header_contents_and_headings(tmp_path: Path) -> None:
         "It was a dark and stormy night; the rain fell in torrents, except at occasional intervals.",
         "Meanwhile, far away.",
     )
-    assert book.chapters[3].paragraphs == (
-        "It was over. The end came quickly and nobody was sad about it at all.",
-    )
+    assert book.chapters[3].paragraphs == ("It was over. The end came quickly and nobody was sad about it at all.",)
     text = "".join(c.text for c in book.chapters)
     assert "Gutenberg" not in text and "Produced by" not in text and "\r" not in text
     assert len(book.skipped) == 4  # header, credits, licence, contents
@@ -396,9 +392,7 @@ def test_readers_never_crash_and_give_clean_paragraphs(lines: list[str]) -> None
 
 def test_chinese_file_without_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "dense.txt"
-    path.write_text(
-        "第一章 风起\n　　天色暗了。\n　　他走了。\n第二章 云涌\n　　雨下了。\n", encoding="utf-8"
-    )
+    path.write_text("第一章 风起\n　　天色暗了。\n　　他走了。\n第二章 云涌\n　　雨下了。\n", encoding="utf-8")
     book = read_text(path)
     assert [(c.title, c.paragraphs) for c in book.chapters] == [
         ("第一章 风起", ("天色暗了。", "他走了。")),

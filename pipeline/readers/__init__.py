@@ -82,9 +82,7 @@ def read_book(path: Path, *, include_matter: bool = False, language: str | None 
     chapters = tuple(c for c in book.chapters if any(p.strip() for p in c.paragraphs))
     if not any(ch.isalnum() for c in chapters for p in c.paragraphs for ch in p):
         raise InputError(f"{path}: holds no text to read aloud; check that it is the right file")
-    chapters = tuple(
-        c if c.index == i else dataclasses.replace(c, index=i) for i, c in enumerate(chapters, start=1)
-    )
+    chapters = tuple(c if c.index == i else dataclasses.replace(c, index=i) for i, c in enumerate(chapters, start=1))
     if language:
         lang: str | None = language
     elif book.language:

@@ -100,11 +100,7 @@ def _check_directory_size(path: Path, label: str) -> None:
             return  # not a zip: zipfile will say so
         entries, directory = struct.unpack_from("<HI", tail, at + 10)
         locator = at - 20
-        if (
-            (entries == 0xFFFF or directory == 0xFFFFFFFF)
-            and locator >= 0
-            and tail[locator:].startswith(b"PK\x06\x07")
-        ):
+        if (entries == 0xFFFF or directory == 0xFFFFFFFF) and locator >= 0 and tail[locator:].startswith(b"PK\x06\x07"):
             (record,) = struct.unpack_from("<Q", tail, locator + 8)
             handle.seek(record)
             zip64 = handle.read(56)
@@ -140,17 +136,13 @@ class _SafeZip:
     def _validate(self) -> None:
         infos = self._zip.infolist()
         if len(infos) > MAX_MEMBERS:
-            raise InputError(
-                f"{self.label}: {len(infos)} files in the archive (limit {MAX_MEMBERS}); refusing it"
-            )
+            raise InputError(f"{self.label}: {len(infos)} files in the archive (limit {MAX_MEMBERS}); refusing it")
         declared = 0
         for info in infos:
             name = info.filename
             parts = name.replace("\\", "/").split("/")
             if name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name) or "\0" in name:
-                raise InputError(
-                    f"{self.label}: archive member {name!r} points outside the book; refusing it"
-                )
+                raise InputError(f"{self.label}: archive member {name!r} points outside the book; refusing it")
             if info.flag_bits & 0x1:
                 raise InputError(f"{self.label}: archive member {name!r} is password-protected")
             if info.file_size > MAX_MEMBER_BYTES:
@@ -296,9 +288,7 @@ def _check_drm(zf: _SafeZip) -> None:
         uri = unquote(ref.get("URI", ""))
         # Font obfuscation is allowed by the spec and harmless: we never read fonts. Anything else is DRM.
         if not uri.lower().endswith(_FONT_EXTENSIONS):
-            raise InputError(
-                f"{zf.label}: the book is DRM-protected ({uri!r} is encrypted); use a DRM-free copy"
-            )
+            raise InputError(f"{zf.label}: the book is DRM-protected ({uri!r} is encrypted); use a DRM-free copy")
 
 
 def _parse_package(zf: _SafeZip, opf_path: str) -> _Package:
@@ -488,9 +478,7 @@ def _mark_gutenberg(docs: list[_Doc]) -> None:
     for n, (doc, i) in enumerate(flat):
         if n <= start or n >= end:
             block = new_blocks[id(doc)][i]
-            new_blocks[id(doc)][i] = replace(
-                block, marks=block.marks | {_PG_HEADER if n <= start else _PG_FOOTER}
-            )
+            new_blocks[id(doc)][i] = replace(block, marks=block.marks | {_PG_HEADER if n <= start else _PG_FOOTER})
     for doc in docs:
         doc.content = replace(doc.content, blocks=tuple(new_blocks[id(doc)]))
 
@@ -523,9 +511,7 @@ def _doc_title(doc: _Doc) -> str | None:
     return title or None
 
 
-def _uncovered_kind(
-    doc: _Doc, structural: dict[tuple[str, str | None], str], nav_path: str | None
-) -> str | None:
+def _uncovered_kind(doc: _Doc, structural: dict[tuple[str, str | None], str], nav_path: str | None) -> str | None:
     """Whether a spine document the TOC does not mention is front/back matter of its own."""
     item = doc.item
     if item.path == nav_path:

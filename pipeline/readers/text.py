@@ -231,11 +231,7 @@ _SEPARATOR = re.compile(r"^[\s*\-_=~#·•※+.◇◆○●☆★]*$")
 
 def _is_separator(line: str) -> bool:
     stripped = line.strip()
-    return (
-        bool(stripped)
-        and _SEPARATOR.match(stripped) is not None
-        and sum(not c.isspace() for c in stripped) >= 3
-    )
+    return bool(stripped) and _SEPARATOR.match(stripped) is not None and sum(not c.isspace() for c in stripped) >= 3
 
 
 def _blocks(lines: Iterable[str]) -> list[list[str]]:
@@ -444,10 +440,7 @@ def parse_plain_text(text: str, *, default_title: str, source: Path | None = Non
     for heading, section_blocks in sections:
         paragraphs = [p for block in section_blocks for p in block_paragraphs(block)]
         if heading is None:
-            if len(sections) == 1:
-                title = book_title
-            else:
-                title = _opening_title(first_heading, "开篇" if cjk else "Opening")
+            title = book_title if len(sections) == 1 else _opening_title(first_heading, "开篇" if cjk else "Opening")
         else:
             title = heading.text
         # An empty heading followed by another (PART ONE, then CHAPTER 1) is a part divider: nothing to read.
@@ -541,12 +534,7 @@ def _markdown_items(text: str) -> list[_MdHeading | list[str]]:
             fence = match.group(1)
             continue
         stripped = _QUOTE.sub("", line)
-        if (
-            current
-            and len(current) == 1
-            and (setext := _SETEXT.match(stripped))
-            and not _LIST_ITEM.match(current[0])
-        ):
+        if current and len(current) == 1 and (setext := _SETEXT.match(stripped)) and not _LIST_ITEM.match(current[0]):
             items.append(_MdHeading(1 if setext.group(1)[0] == "=" else 2, current[0].strip()))
             current = []
             continue
@@ -563,9 +551,7 @@ def _markdown_items(text: str) -> list[_MdHeading | list[str]]:
             flush()  # each list item is a paragraph of its own
             stripped = _LIST_ITEM.sub("", stripped)
         if stripped.strip().startswith("|"):
-            stripped = ", ".join(
-                cell.strip() for cell in stripped.strip().strip("|").split("|") if cell.strip()
-            )
+            stripped = ", ".join(cell.strip() for cell in stripped.strip().strip("|").split("|") if cell.strip())
             flush()
             current.append(stripped)
             flush()

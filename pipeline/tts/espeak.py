@@ -169,9 +169,7 @@ class _Engine:
                 languages.append((priority, code.decode().lower()))
                 address += len(code) + 2
             if entry.identifier:
-                found.append(
-                    _Voice(entry.identifier.decode(), (entry.name or b"").decode(), tuple(languages))
-                )
+                found.append(_Voice(entry.identifier.decode(), (entry.name or b"").decode(), tuple(languages)))
             i += 1
         return tuple(found)
 
@@ -184,14 +182,10 @@ class _Engine:
             self._lib.espeak_SetParameter(_PARAM_RATE, rate_wpm, 0)
             self._chunks = []
             try:
-                status = self._lib.espeak_Synth(
-                    data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-                )
+                status = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
                 self._lib.espeak_Synchronize()
                 if status != _EE_OK:
-                    raise FatalAPIError(
-                        f"eSpeak NG failed on a text of {len(text)} characters (error {status})"
-                    )
+                    raise FatalAPIError(f"eSpeak NG failed on a text of {len(text)} characters (error {status})")
                 return b"".join(self._chunks)
             finally:
                 self._chunks = []
@@ -219,9 +213,7 @@ def _lookup(name: str, voices: tuple[_Voice, ...]) -> _Voice | None:
     for voice in voices:
         if key in (voice.short, voice.identifier.lower(), voice.name.lower()):
             return voice
-    speakers = [
-        (p, len(v.identifier), v.identifier, v) for v in voices for p, code in v.languages if code == key
-    ]
+    speakers = [(p, len(v.identifier), v.identifier, v) for v in voices for p, code in v.languages if code == key]
     return min(speakers, key=lambda s: s[:3])[3] if speakers else None
 
 
@@ -251,9 +243,7 @@ def _reads_as_cjk(text: str) -> bool:
 
 def list_voices() -> list[VoiceInfo]:
     """Every voice name the offline engine accepts, sorted: the eSpeak voices and the OpenAI names."""
-    infos = {
-        v.short: VoiceInfo(v.short, v.languages[0][1] if v.languages else "", v.name) for v in engine().voices
-    }
+    infos = {v.short: VoiceInfo(v.short, v.languages[0][1] if v.languages else "", v.name) for v in engine().voices}
     for alias in OPENAI_VOICES:
         infos[alias] = VoiceInfo(
             alias,
@@ -286,9 +276,7 @@ class EspeakSynth:
         if default_language:
             self._hint = _language_voice(default_language, self._engine.voices)
             if self._hint is None:
-                log.warning(
-                    "the offline voice has no voice for language %r; choosing by script", default_language
-                )
+                log.warning("the offline voice has no voice for language %r; choosing by script", default_language)
 
     def identity(self) -> str:
         # A language hint changes which voice reads non-CJK text, so it is part of the identity.

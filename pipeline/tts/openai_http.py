@@ -372,9 +372,7 @@ class OpenAISpeech:
             raise self._fatal(f"{detail} ({hint})" if hint else detail, status)
         if 300 <= status < 400:
             where_to = response.headers.get("location", "?")
-            raise self._fatal(
-                f"{detail}; redirected to {where_to}: set base_url to the final address", status
-            )
+            raise self._fatal(f"{detail}; redirected to {where_to}: set base_url to the final address", status)
         # Anything else (413, 415, a 5xx the server marked final...) fails this segment, not the run.
         raise SynthesisError(self._scrub(detail), status=status)
 
