@@ -178,6 +178,7 @@ def synth_factory() -> Any:
             s.concurrency,
             s.sample_rate,
             s.bitrate,
+            s.language if s.backend == "local" else None,  # the offline voice follows the book's language
         )
         if key not in made:
             made[key] = make_synthesizer(s, on_retry=note_retry)

@@ -169,6 +169,8 @@ def read_report(out_dir: Path) -> dict[str, Any] | None:
 
 def plan_book(book: Book, settings: Settings, out_dir: Path, cache: PartCache) -> BookPlan:
     """Chunk the book and look everything up; sends nothing."""
+    if settings.backend == "local" and settings.language is None and book.language:
+        settings = settings.replace(language=book.language)  # the offline voice follows the book's language
     identity = identity_for(settings)
     spec = settings.voice_spec
     previous = read_report(out_dir) or {}
@@ -251,7 +253,11 @@ class BookReport:
             f = self.failures[0]
             more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
             return f"chapter {f.chapter} ({f.chapter_title}) segment {f.segment} failed: {f.error}{more}"
-        return f"{sum(1 for c in self.chapters if c.status != 'done')} chapter(s) not finished"
+        broken = [c for c in self.chapters if c.status not in ("done", "unchanged")]
+        first = broken[0] if broken else None
+        if first is not None and first.error:
+            return f"chapter {first.index} ({first.title}) not written: {first.error}"
+        return f"{len(broken)} chapter(s) not finished"
 
 
 # ------------------------------------------------------------------------------------- mutable run state

@@ -316,3 +316,32 @@ def test_local_backend_and_local_server(tmp_path: Path) -> None:
     assert served["status"] == "done" and served["requests"] == served["plan"]["segments"]
     for c in served["chapters"]:
         assert abs(c["duration_s"] - durations[c["title"]]) < 0.15 * durations[c["title"]]
+
+
+def test_a_damaged_cached_part_fails_its_chapter_once_then_is_fetched_again(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=2)
+    assert convert(book, tmp_path / "first") == 0
+    plan = plan_book(
+        read_book(book),
+        load_settings(),
+        tmp_path / "second",
+        PartCache(Path(os.environ["XDG_CACHE_HOME"]) / "audiobook-pipeline"),
+    )
+    victim = plan.chapters[1].keys[2]
+    part = PartCache(Path(os.environ["XDG_CACHE_HOME"]) / "audiobook-pipeline").get(victim)
+    assert part is not None
+    part.write_bytes(b"\xff\xfb" + b"\x00" * 50)  # looks like MP3 at a glance, does not decode
+    server.clear()
+
+    assert convert(book, tmp_path / "second") == 1
+    err = capsys.readouterr().err
+    assert "chapter 2" in err.lower() and "run the same command again" in err
+    report = read_report(tmp_path / "second")
+    assert [c["status"] for c in report["chapters"]] == ["done", "failed"]
+    assert not part.exists() and server.requests == []  # dropped from the cache, nothing paid yet
+
+    assert convert(book, tmp_path / "second") == 0
+    assert [r.input for r in server.requests] == [plan.chapters[1].segments[2].text]
+    assert len(list((tmp_path / "second").glob("*.mp3"))) == 2

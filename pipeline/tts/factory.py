@@ -25,9 +25,9 @@ def endpoint(base_url: str) -> str:
 def identity_for(settings: Settings) -> str:
     """The synthesizer identity that goes into cache keys, known without building the synthesizer."""
     if settings.backend == "local":
-        from pipeline.tts.espeak import ENGINE_IDENTITY
+        from pipeline.tts.espeak import EspeakSynth
 
-        return ENGINE_IDENTITY
+        return EspeakSynth(default_language=settings.language).identity()
     return "openai:" + endpoint(settings.base_url)
 
 
@@ -44,8 +44,10 @@ def make_synthesizer(
     if settings.backend == "local":
         from pipeline.tts.espeak import EspeakSynth
 
-        # The engine picks its voice from each segment's script, so the text (in the cache key) decides it.
-        return EspeakSynth(sample_rate=settings.sample_rate, bitrate=settings.bitrate)
+        # The voice follows each segment's script, and the book's language for Latin-script text.
+        return EspeakSynth(
+            sample_rate=settings.sample_rate, bitrate=settings.bitrate, default_language=settings.language
+        )
     key = settings.api_key(env)
     if key is None and not is_local_endpoint(settings.base_url):
         raise UsageError(
