@@ -154,7 +154,11 @@ def run_batch(args: argparse.Namespace) -> int:
         summaries: dict[Path, BookSummary] = {}
         plans: list[tuple[BookJob, BookPlan]] = []
         for pattern in job.missing:
-            summaries[Path(pattern)] = BookSummary(pattern, "", "failed", error="no file matches this path")
+            if glob.has_magic(pattern):  # an empty folder on a quiet night is not a failure
+                log.warning("%s: no book matches this pattern", pattern)
+                summaries[Path(pattern)] = BookSummary(pattern, "", "no match")
+            else:
+                summaries[Path(pattern)] = BookSummary(pattern, "", "failed", error="no such file")
         for bj in job.books:
             try:
                 settings = load_settings(job.base_config, overrides=bj.overrides)
@@ -216,7 +220,8 @@ def run_batch(args: argparse.Namespace) -> int:
 
         ordered = [summaries[k] for k in [Path(p) for p in job.missing] + [b.source for b in job.books]]
         summary_path = args.summary or job.output / "batch-summary.json"
-        _write_summary(summary_path, job, ordered, dry_run=args.dry_run, max_cost=max_cost)
+        if not args.dry_run or args.summary:  # a dry run writes nothing unless asked to
+            _write_summary(summary_path, job, ordered, dry_run=args.dry_run, max_cost=max_cost)
         if args.json:
             print(json.dumps([asdict(s) for s in ordered], ensure_ascii=False, indent=2))
         else:
@@ -230,11 +235,9 @@ def run_batch(args: argparse.Namespace) -> int:
             from pipeline.errors import Interrupted
 
             raise Interrupted(f"batch interrupted by {interrupted}; finished parts are cached, run again to resume")
-        failed = [s for s in ordered if s.status not in ("done", "unchanged", "planned")]
+        failed = [s for s in ordered if s.status not in ("done", "unchanged", "planned", "no match")]
         if failed:
-            names = "; ".join(
-                f"{Path(s.source).name}: {s.status}" + (f" ({s.error})" if s.error else "") for s in failed[:3]
-            )
+            names = "; ".join(f"{_name(s)}: {s.status}" + (f" ({s.error})" if s.error else "") for s in failed[:3])
             more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
             print(
                 f"audiobook: error: {len(failed)} of {len(ordered)} books not done: {names}{more}",
@@ -271,7 +274,7 @@ def _write_summary(
         "totals": {
             "books": len(books),
             "done": sum(b.status in ("done", "unchanged") for b in books),
-            "failed": sum(b.status not in ("done", "unchanged", "planned") for b in books),
+            "failed": sum(b.status not in ("done", "unchanged", "planned", "no match") for b in books),
             "requests": sum(b.requests for b in books),
             "characters_to_send": sum(b.characters_to_send for b in books),
             "estimated_cost_usd": round(sum(b.estimated_cost_usd for b in books), 4),
@@ -284,6 +287,10 @@ def _write_summary(
     os.replace(tmp, path)
 
 
+def _name(b: BookSummary) -> str:
+    return Path(b.source).name if b.output else b.source  # a path that matched nothing is shown whole
+
+
 def format_summary(books: list[BookSummary], summary_path: Path, *, dry_run: bool) -> str:
     lines = []
     for b in books:
@@ -294,8 +301,7 @@ def format_summary(books: list[BookSummary], summary_path: Path, *, dry_run: boo
             extra += f", {b.characters_to_send:,} chars to send, ~${b.estimated_cost_usd:.2f}"
         elif b.requests or b.cache_hits:
             extra += f", {b.requests} requests, {b.retries} retries, {b.cache_hits} cached"
-        name = Path(b.source).name if b.output else b.source  # a pattern that matched nothing: show it whole
-        line = f"{b.status:<12} {name}  ({extra})"
+        line = f"{b.status:<12} {_name(b)}  ({extra})"
         if b.error:
             line += f"\n             {b.error}"
         lines.append(line)

@@ -53,13 +53,16 @@ def test_one_bad_book_does_not_stop_the_others_and_reruns_are_free(
 ) -> None:
     books = library(tmp_path, count=3)
     (books / "broken.epub").write_bytes(b"PK\x03\x04 this is no zip")
+    (books / "notes.log").write_text("not a book: the glob skips it")
     # The server refuses one book's text outright (a 400 is not worth retrying).
     server.inject_for(lambda body: "Sentence 200001 " in body["input"], Fault.bad_request("Input rejected."))
-    jobs = job_file(tmp_path)
+    jobs = job_file(tmp_path, '[[book]]\npath = "more/*.txt"\n[[book]]\npath = "gone.txt"\n')
 
     assert main(["batch", str(jobs)]) == 1
     err = capsys.readouterr().err
-    assert "broken.epub" in err and "book1.txt" in err and "2 of 4 books not done" in err
+    assert "more/*.txt: no book matches" in err  # an empty glob is a warning, a missing file a failure
+    assert "gone.txt: failed (no such file)" in err
+    assert "broken.epub" in err and "book1.txt" in err and "3 of 6 books not done" in err
     s = summary(tmp_path)
     assert s["book0.txt"]["status"] == "done" and s["book2.txt"]["status"] == "done"
     assert s["book1.txt"]["status"] == "failed" and "Input rejected" in s["book1.txt"]["error"]
@@ -71,6 +74,7 @@ def test_one_bad_book_does_not_stop_the_others_and_reruns_are_free(
     # The server changes its mind; only the failed book's missing parts are requested.
     server.clear()
     (books / "broken.epub").unlink()
+    jobs = job_file(tmp_path)
     assert main(["batch", str(jobs)]) == 0
     inputs = [r.input or "" for r in server.requests]
     assert inputs and all("Sentence 2000" in t or t.startswith("Chapter") for t in inputs)
@@ -98,7 +102,9 @@ def test_dry_run_and_budget(server: FakeSpeechServer, tmp_path: Path, capsys: py
     assert main(["batch", str(jobs), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert server.requests == [] and out.count("Total:") == 3 and "would send" in out
-    planned = summary(tmp_path)
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    assert main(["batch", str(jobs), "--dry-run", "--json"]) == 0
+    planned = {Path(b["source"]).name: b for b in json.loads(capsys.readouterr().out)}
     cost = sum(b["estimated_cost_usd"] for b in planned.values())
     assert cost > 0 and all(b["status"] == "planned" for b in planned.values())
 
