@@ -1,0 +1,598 @@
+"""`make bench`: measure the pipeline's synthesis pool, batch pool, chunker, assembler and offline voice.
+
+Every figure is measured on this machine, never assumed. The speech server is ``tests.fakeserver`` in its own
+process (so its work does not share the client's GIL), answering real MP3 after a fixed latency over real
+HTTP. Results print as a table and go to ``bench-output/bench.json``.
+
+    .venv/bin/python bench/run.py [--quick] [--latency 0.2] [--json-out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python bench/run.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+from pipeline import audio  # noqa: E402
+from pipeline.cache import PartCache  # noqa: E402
+from pipeline.chunker import chunk_book  # noqa: E402
+from pipeline.cli import synth_factory  # noqa: E402
+from pipeline.config import Settings, load_settings  # noqa: E402
+from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment, VoiceSpec  # noqa: E402
+from pipeline.progress import Progress  # noqa: E402
+from pipeline.readers import read_book  # noqa: E402
+from pipeline.runner import BookPlan, BookReport, Runner, plan_book  # noqa: E402
+
+API_KEY = "bench-key"
+KEY_ENV = "AUDIOBOOK_BENCH_API_KEY"  # the variable Settings.api_key_env names for the fake server's key
+MS_PER_CHAR = 50.0  # audio per character the fake server answers: ~13 characters a second, as real speech
+SEGMENT_CHARS = 300  # a typical segment (max_chars is 500): ~15 s of audio, ~240 kB of MP3 per answer
+CORPUS_BOOK = REPO.parent / "shared" / "corpus" / "alice-pg11.txt"
+SAMPLE_BOOK = REPO / "samples" / "the-lantern-keeper.md"
+FALLBACK_CHARS = 150_000
+OUT_JSON = REPO / "bench-output" / "bench.json"
+PROSE = (
+    "the keeper climbed the narrow stair each evening and wound the brass clock while gulls turned over the "
+    "grey water and the lamp threw its long pale arm across the rocks where ships had broken long ago"
+)
+WORDS = PROSE.split()
+
+
+@dataclass(frozen=True)
+class Config:
+    quick: bool
+    latency: float
+    rounds: int  # rounds of `concurrency` requests per synthesis measurement
+    min_requests: int
+    concurrencies: tuple[int, ...]
+    batch_articles: int
+    batch_concurrency: int
+    chunk_runs: int
+    assembly_minutes: tuple[float, float]  # a short and a long chapter: the difference gives memory per hour
+    espeak_segments: int
+
+    @classmethod
+    def make(cls, quick: bool, latency: float) -> Config:
+        if quick:
+            return cls(quick, latency, 5, 10, (1, 4, 16), 20, 8, 2, (3.0, 10.0), 2)
+        return cls(quick, latency, 10, 20, (1, 4, 16), 20, 8, 5, (10.0, 30.0), 4)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _text(tag: str, n: int, chars: int = SEGMENT_CHARS) -> str:
+    """A distinct English paragraph of about ``chars`` characters: a few sentences, one segment."""
+    words = [f"Passage {tag} {n}."]
+    i = n
+    while sum(len(w) + 1 for w in words) < chars - 20:
+        sentence = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(9))
+        words.append(sentence[0].upper() + sentence[1:] + ".")
+        i += 7
+    return " ".join(words)
+
+
+def _settings(url: str, cache_dir: Path, concurrency: int) -> Settings:
+    # env={}: the user's AUDIOBOOK_* variables or config must not change what is measured.
+    return load_settings(
+        env={},
+        overrides={
+            "base_url": url,
+            "api_key_env": KEY_ENV,
+            "concurrency": concurrency,
+            "cache_dir": cache_dir,
+            "announce_titles": False,
+        },
+    )
+
+
+class PhaseTimer(Progress):
+    """Times the synthesis phase of a run and nothing else.
+
+    ``Runner`` calls ``start()`` once the plan is queued, just before it starts the workers, and ``advance()``
+    after each part has been written to the cache. So [start, last advance] runs from before the first request
+    to the last part stored. Chapter assembly is not in it: with a one-chapter book the assembler gets its
+    chapter only after the last part, and in the batch the last article's assembly starts after it too (earlier
+    articles are assembled while requests are still in flight, as in a real batch, and that load is counted).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(enabled=False)
+        self.started: float | None = None
+        self.last: float | None = None
+        self.cpu_started = self.cpu_last = 0.0  # this process's CPU time (all threads) at the same moments
+        self.answers = 0
+
+    def start(self, total_chars: int, done_chars: int, requests: int) -> None:
+        super().start(total_chars, done_chars, requests)
+        self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
+
+    def advance(self, chars: int) -> None:
+        super().advance(chars)
+        self.last = time.perf_counter()
+        self.cpu_last = time.process_time()
+        self.answers += 1
+
+    @property
+    def seconds(self) -> float:
+        if self.started is None or self.last is None:
+            raise RuntimeError("the run made no progress: nothing was synthesized")
+        return self.last - self.started
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.cpu_last - self.cpu_started
+
+
+@dataclass
+class ServerHandle:
+    url: str
+    stats: dict[str, float] = field(default_factory=dict)  # filled in when the server has exited
+
+
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds (user + system) a live process has used, from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+@contextlib.contextmanager
+def fake_server(latency: float, ms_per_char: float = MS_PER_CHAR) -> Iterator[ServerHandle]:
+    """``tests.fakeserver`` in its own process; stopped with SIGTERM (killed if it lingers), whatever happens.
+    ``stats`` then holds its request count, the most requests it had in flight and the CPU it spent serving."""
+    cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency", str(latency),
+           "--api-key", API_KEY, "--ms-per-char", str(ms_per_char)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    handle: ServerHandle | None = None
+    cpu_start = cpu_end = None
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise RuntimeError(f"the fake server did not start: {proc.stderr.read() if proc.stderr else ''}")
+        handle = ServerHandle(url)
+        cpu_start = _cpu_of(proc.pid)
+        yield handle
+        cpu_end = _cpu_of(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        # Its last words: "fakeserver: N requests, M served, max K in flight".
+        found = re.search(r"(\d+) requests, (\d+) served, max (\d+) in flight", err or "")
+        if handle is not None and found:
+            handle.stats = dict(zip(("requests", "served", "max_in_flight"), map(int, found.groups()), strict=True))
+        if handle is not None and cpu_start is not None and cpu_end is not None:
+            handle.stats["cpu_s"] = cpu_end - cpu_start
+
+
+@contextlib.contextmanager
+def _assembly_skipped() -> Iterator[None]:
+    """Replace chapter assembly with a stub that writes nothing.
+
+    Only for the one-chapter synthesis runs, where the assembler receives the chapter after the last part is
+    stored, i.e. after the measured window: it cannot change the figure, but joining 40 minutes of audio
+    would add ~15 s to every run. Assembly has its own measurement below.
+    """
+
+    def stub(book: Book, chapter: Chapter, *args: Any, **kwargs: Any) -> ChapterAudio:
+        return ChapterAudio(chapter, Path(f"{chapter.index:02d}.mp3"), 0)
+
+    with mock.patch.object(audio, "assemble_chapter", stub):
+        yield
+
+
+def _run_pool(plans: Sequence[BookPlan], cache: PartCache, concurrency: int) -> tuple[PhaseTimer, list[BookReport]]:
+    timer = PhaseTimer()
+    runner = Runner(synth_factory(), cache, concurrency=concurrency, progress=timer)
+    reports = runner.run(plans)
+    for r in reports:
+        if r.status != "done" or r.retries:
+            raise RuntimeError(f"benchmark run not clean: status {r.status}, {r.retries} retries, {r.problem()}")
+    return timer, reports
+
+
+def _efficiency(
+    requests: int, latency: float, concurrency: int, timer: PhaseTimer, server: ServerHandle
+) -> dict[str, Any]:
+    ideal = requests * latency / concurrency
+    server_cpu = server.stats.get("cpu_s")
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "latency_s": latency,
+        "ideal_s": round(ideal, 4),
+        "measured_s": round(timer.seconds, 4),
+        "efficiency": round(ideal / timer.seconds, 4),
+        "max_in_flight": server.stats.get("max_in_flight"),
+        # CPU per request, to tell a slow pipeline from a busy machine: client = this process during the
+        # window; server = the fake server's whole life (it does nothing but serve these requests).
+        "client_cpu_ms_per_request": round(timer.cpu_seconds * 1000 / requests, 2),
+        "server_cpu_ms_per_request": round(server_cpu * 1000 / requests, 2) if server_cpu is not None else None,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+# ------------------------------------------------------------------------------------------ measurements
+
+
+def measure_synthesis(cfg: Config, concurrency: int) -> dict[str, Any]:
+    """One chapter of distinct segments through Runner + OpenAISpeech, fresh cache: every segment a request."""
+    count = max(cfg.min_requests, cfg.rounds * concurrency)
+    tag = uuid.uuid4().hex[:8]
+    book = Book("Bench", (Chapter(1, "Bench", tuple(_text(tag, i) for i in range(count))),), language="en")
+    with (
+        fake_server(cfg.latency) as srv,
+        tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp,
+        _assembly_skipped(),
+    ):
+        settings = _settings(srv.url, Path(tmp) / "cache", concurrency)
+        cache = PartCache(settings.resolved_cache_dir)
+        plan = plan_book(book, settings, Path(tmp) / "out", cache)
+        if plan.segments != count:
+            raise RuntimeError(f"expected {count} segments, the chunker made {plan.segments}")
+        timer, (report,) = _run_pool([plan], cache, concurrency)
+    return _efficiency(report.requests, cfg.latency, concurrency, timer, srv)
+
+
+def measure_bare_http(cfg: Config, concurrency: int) -> dict[str, Any]:
+    """The ceiling this machine allows right now: the same requests with a bare httpx client (no pipeline, no
+    cache, client built before the clock starts) against the same kind of server. The pipeline's figure is
+    judged against it: what the bare client also loses is the machine's (or the fake server's), not ours."""
+    import httpx
+
+    count = max(cfg.min_requests, cfg.rounds * concurrency)
+    tag = uuid.uuid4().hex[:8]
+    todo = [_text(tag, i) for i in reversed(range(count))]
+
+    async def run(url: str) -> float:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as client:
+
+            async def worker() -> None:
+                while todo:
+                    body = {"model": "gpt-4o-mini-tts", "voice": "alloy", "input": todo.pop()}
+                    response = await client.post(url + "/audio/speech", json=body)
+                    if response.status_code != 200 or not response.content:
+                        raise RuntimeError(f"bare request failed: HTTP {response.status_code}")
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return time.perf_counter() - t0
+
+    with fake_server(cfg.latency) as srv:
+        seconds = asyncio.run(run(srv.url))
+    ideal = count * cfg.latency / concurrency
+    return {
+        "requests": count,
+        "concurrency": concurrency,
+        "ideal_s": round(ideal, 4),
+        "measured_s": round(seconds, 4),
+        "efficiency": round(ideal / seconds, 4),
+        "max_in_flight": srv.stats.get("max_in_flight"),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def measure_batch(cfg: Config) -> dict[str, Any]:
+    """Short articles (1 or 2 segments) through one Runner.run: one shared pool, one shared synthesizer."""
+    tag = uuid.uuid4().hex[:8]
+    books = []
+    for a in range(cfg.batch_articles):
+        paragraphs = tuple(_text(f"{tag}-{a}", p, 200) for p in range(2 if a % 5 < 3 else 1))
+        books.append(Book(f"Article {a}", (Chapter(1, f"Article {a}", paragraphs),), language="en"))
+    with fake_server(cfg.latency) as srv, tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        settings = _settings(srv.url, Path(tmp) / "cache", cfg.batch_concurrency)
+        cache = PartCache(settings.resolved_cache_dir)
+        plans = [plan_book(b, settings, Path(tmp) / f"article-{i:02d}", cache) for i, b in enumerate(books)]
+        timer, reports = _run_pool(plans, cache, cfg.batch_concurrency)
+    result = _efficiency(sum(r.requests for r in reports), cfg.latency, cfg.batch_concurrency, timer, srv)
+    result["articles"] = len(books)
+    return result
+
+
+def _chunking_book() -> tuple[Book, str]:
+    if CORPUS_BOOK.is_file():
+        return read_book(CORPUS_BOOK), str(CORPUS_BOOK.relative_to(REPO.parent))
+    sample = read_book(SAMPLE_BOOK)
+    copies = math.ceil(FALLBACK_CHARS / max(1, sample.characters))
+    chapters = tuple(
+        Chapter(len(sample.chapters) * k + c.index, c.title, c.paragraphs)
+        for k in range(copies)
+        for c in sample.chapters
+    )
+    return Book(sample.title, chapters, language=sample.language), f"{SAMPLE_BOOK.name} x{copies} (corpus absent)"
+
+
+def measure_chunking(cfg: Config) -> dict[str, Any]:
+    """chunk_book on a whole book (already read): best of a few runs, in characters per second."""
+    book, source = _chunking_book()
+    best = math.inf
+    segments = 0
+    for _ in range(cfg.chunk_runs):
+        t0 = time.perf_counter()
+        chunked = chunk_book(book, 500, announce_titles=True)
+        best = min(best, time.perf_counter() - t0)
+        segments = sum(len(c) for c in chunked)
+    return {
+        "source": source,
+        "characters": book.characters,
+        "chapters": len(book.chapters),
+        "segments": segments,
+        "runs": cfg.chunk_runs,
+        "best_s": round(best, 4),
+        "chars_per_s": round(book.characters / best),
+    }
+
+
+def _assembly_segments(count: int) -> tuple[Segment, ...]:
+    # Paragraphs of three segments: the pauses are the usual mix of sentence and paragraph gaps.
+    return tuple(
+        Segment(1, i, _text("asm", i), Pause.PARAGRAPH if i % 3 == 2 else Pause.SENTENCE) for i in range(count)
+    )
+
+
+def _rss_kb() -> int | None:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    return int(found.group(1)) if found else None
+
+
+def assembly_child(parts_dir: Path, count: int, out_dir: Path) -> None:
+    """Runs in its own process (``--assembly-child``), so its peak memory is the assembly's alone."""
+    segments = _assembly_segments(count)
+    parts = [parts_dir / f"{i:04d}.mp3" for i in range(count)]
+    chapter = Chapter(1, "Bench chapter", tuple(s.text for s in segments))
+    book = Book("Bench", (chapter,), language="en")
+    settings = load_settings(env={})
+    # Linux: "5" resets the peak RSS (and ru_maxrss) to the current RSS, so the peak measured below is the
+    # assembly's, not the imports'. Elsewhere the peak since start is reported.
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    start_kb = _rss_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    result = audio.assemble_chapter(book, chapter, segments, parts, out_dir, settings, total_chapters=1)
+    seconds = time.perf_counter() - t0
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest ffmpeg child
+    print(json.dumps({"seconds": seconds, "audio_s": result.duration_ms / 1000, "baseline_kb": start_kb,
+                      "self_kb": own, "child_kb": children}))  # fmt: skip
+
+
+def _assemble_once(parts_dir: Path, count: int, out_dir: Path) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--assembly-child", str(parts_dir), str(count), str(out_dir)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"assembly child failed: {proc.stderr.strip()[-500:]}")
+    data: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return data
+
+
+def measure_assembly(cfg: Config) -> dict[str, Any]:
+    """assemble_chapter on MP3 parts of ~15 s (the fake server's audio), for a short and a long chapter."""
+    from tests.fakeserver import audio_for
+
+    part = audio_for(_text("asm", 0), MS_PER_CHAR)
+    part_s = len(_text("asm", 0)) * MS_PER_CHAR / 1000
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-assembly-") as tmp:
+        parts_dir = Path(tmp) / "parts"
+        parts_dir.mkdir()
+        longest = max(math.ceil(m * 60 / part_s) for m in cfg.assembly_minutes)
+        for i in range(longest):  # one file per part, as in the cache
+            (parts_dir / f"{i:04d}.mp3").write_bytes(part)
+        for minutes in cfg.assembly_minutes:
+            count = math.ceil(minutes * 60 / part_s)
+            raw = _assemble_once(parts_dir, count, Path(tmp) / f"out-{minutes:g}")
+            peak_mb = (raw["self_kb"] + raw["child_kb"]) / 1024
+            runs.append(
+                {
+                    "parts": count,
+                    "audio_s": round(raw["audio_s"], 1),
+                    "seconds": round(raw["seconds"], 3),
+                    "x_realtime": round(raw["audio_s"] / raw["seconds"], 1),
+                    "python_baseline_mb": round(raw["baseline_kb"] / 1024, 1),
+                    "python_peak_mb": round(raw["self_kb"] / 1024, 1),
+                    "largest_ffmpeg_mb": round(raw["child_kb"] / 1024, 1),
+                    "peak_mb": round(peak_mb, 1),  # upper bound: python peak + largest child at once
+                }
+            )
+    short, long = runs[0], runs[-1]
+    hours = (long["audio_s"] - short["audio_s"]) / 3600
+    per_hour = (long["peak_mb"] - short["peak_mb"]) / hours if hours > 0 else None
+    return {"runs": runs, "peak_growth_mb_per_audio_hour": round(per_hour, 1) if per_hour is not None else None}
+
+
+ESPEAK_TEXTS = {
+    "en": (
+        "The lighthouse keeper climbed the narrow stair each evening, wound the brass clock, and watched the "
+        "lamp throw its long pale arm across the water.",
+        "Nobody in the village remembered a night when the light had failed, though many remembered the storm "
+        "that tore the roof from the boathouse.",
+        "She kept a ledger of every ship that passed, in a careful hand, with the hour and the weather beside it.",
+        "When the fog came in from the sea, she rang the bell every half minute until morning.",
+    ),
+    "zh": (
+        "灯塔看守人每天傍晚爬上狭窄的楼梯，给铜钟上好发条，看着灯光在水面上投下长长的苍白光臂。",
+        "村里没有人记得灯光熄灭过的夜晚，但很多人记得那场掀翻船屋屋顶的暴风雨。",
+        "她用工整的字迹记下每一艘经过的船，旁边写着时间和天气。",
+        "雾从海上涌来的时候，她整夜每隔半分钟敲一次钟，直到天亮。",
+    ),
+}
+
+
+def measure_espeak(cfg: Config) -> dict[str, Any]:
+    """EspeakSynth.synthesize (eSpeak NG + MP3 encoding), one segment at a time, after one untimed warm-up."""
+    from mutagen.mp3 import MP3
+
+    from pipeline.tts.espeak import EspeakSynth
+
+    synth = EspeakSynth()
+    spec = VoiceSpec("offline", "alloy")
+    out: dict[str, Any] = {}
+
+    async def speak(texts: Sequence[str]) -> tuple[float, float]:
+        await synth.synthesize("Warm up.", spec)
+        audio_s = 0.0
+        t0 = time.perf_counter()
+        for text in texts:
+            result = await synth.synthesize(text, spec)
+            info = MP3(io.BytesIO(result.audio)).info
+            if info is None:
+                raise RuntimeError("the offline voice returned audio mutagen cannot read")
+            audio_s += info.length
+        return audio_s, time.perf_counter() - t0
+
+    for language, texts in ESPEAK_TEXTS.items():
+        chosen = texts[: cfg.espeak_segments]
+        audio_s, seconds = asyncio.run(speak(chosen))
+        out[language] = {
+            "segments": len(chosen),
+            "characters": sum(len(t) for t in chosen),
+            "audio_s": round(audio_s, 2),
+            "seconds": round(seconds, 3),
+            "x_realtime": round(audio_s / seconds, 1),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def _pool_row(r: dict[str, Any]) -> str:
+    def num(value: float | None, spec: str) -> str:
+        return "?" if value is None else format(value, spec)
+
+    return (
+        f"   {r['concurrency']:>5} {r['requests']:>8} {r['ideal_s']:>8.2f} {r['measured_s']:>10.2f} "
+        f"{r['efficiency']:>10.3f} {num(r['max_in_flight'], 'd'):>9} {r['client_cpu_ms_per_request']:>17.1f} "
+        f"{num(r['server_cpu_ms_per_request'], '.1f'):>17} {r['load_average_1m']:>5.1f}"
+    )
+
+
+def _table(results: dict[str, Any], cfg: Config) -> str:
+    mode = "quick" if cfg.quick else "full"
+    lines = [f"Benchmark ({mode}; {os.cpu_count()} CPUs; Python {platform.python_version()})"]
+    lines += ["", f"1. Synthesis pool: one chapter, Runner + OpenAISpeech over HTTP, latency {cfg.latency:g} s"]
+    lines.append(
+        f"   {'conc.':>5} {'requests':>8} {'ideal s':>8} {'measured s':>10} {'efficiency':>10} {'in flight':>9} "
+        f"{'client CPU ms/req':>17} {'server CPU ms/req':>17} {'load':>5}"
+    )
+    for r in results["synthesis"]:
+        lines.append(_pool_row(r))
+    bare = results["bare_http"]
+    lines.append(
+        f"   ceiling now: bare httpx, same requests and server, concurrency {bare['concurrency']}: "
+        f"{bare['measured_s']:.2f} s, efficiency {bare['efficiency']:.3f} (load {bare['load_average_1m']:.1f})"
+    )
+    b = results["batch"]
+    lines += ["", f"2. Batch: {b['articles']} articles (1-2 segments each) through one Runner.run, one shared pool"]
+    lines.append(_pool_row(b))
+    c = results["chunking"]
+    lines += [
+        "",
+        f"3. Chunking: {c['source']}: {c['characters']:,} characters, {c['chapters']} chapters -> {c['segments']} "
+        f"segments; best of {c['runs']}: {c['best_s'] * 1000:.1f} ms = {c['chars_per_s']:,} characters/s",
+    ]
+    a = results["assembly"]
+    lines += ["", "4. Assembly (assemble_chapter, MP3 parts of ~15 s, in a subprocess)"]
+    lines.append(
+        f"   {'audio':>8} {'parts':>5} {'wall s':>7} {'x real time':>11} {'python MB':>9} {'(base)':>6} "
+        f"{'ffmpeg MB':>9} {'peak MB':>7}"
+    )
+    for r in a["runs"]:
+        lines.append(
+            f"   {r['audio_s'] / 60:>6.1f} m {r['parts']:>5} {r['seconds']:>7.2f} {r['x_realtime']:>11.1f} "
+            f"{r['python_peak_mb']:>9.1f} {r['python_baseline_mb']:>6.1f} {r['largest_ffmpeg_mb']:>9.1f} "
+            f"{r['peak_mb']:>7.1f}"
+        )
+    growth = a["peak_growth_mb_per_audio_hour"]
+    lines.append(
+        "   peak = python peak + largest ffmpeg child (an upper bound); growth of the peak per hour of audio: "
+        + (f"{growth:+.1f} MB" if growth is not None else "n/a")
+    )
+    lines += ["", "5. Offline voice (EspeakSynth, sequential, MP3 encoding included)"]
+    for language, e in results["espeak"].items():
+        lines.append(
+            f"   {language}: {e['segments']} segments, {e['characters']} chars -> {e['audio_s']:.1f} s of audio "
+            f"in {e['seconds']:.2f} s = {e['x_realtime']:.1f} x real time"
+        )
+    lines += ["", f"Total {results['elapsed_s']:.1f} s; figures in {OUT_JSON.relative_to(REPO)}"]
+    return "\n".join(lines)
+
+
+def _step(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    print(f"... {name}", file=sys.stderr, flush=True)
+    return fn(*args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests and shorter audio (~30 s)")
+    parser.add_argument("--latency", type=float, default=0.2, help="fake server latency per request, seconds")
+    parser.add_argument("--rounds", type=int, help="rounds of `concurrency` requests per synthesis run (10; quick 5)")
+    parser.add_argument("--json-out", type=Path, default=OUT_JSON)
+    parser.add_argument("--assembly-child", nargs=3, metavar=("PARTS", "COUNT", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.assembly_child:
+        parts, count, out = args.assembly_child
+        assembly_child(Path(parts), int(count), Path(out))
+        return 0
+
+    cfg = Config.make(args.quick, args.latency)
+    if args.rounds:
+        cfg = dataclasses.replace(cfg, rounds=args.rounds)
+    os.environ[KEY_ENV] = API_KEY
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {"config": asdict(cfg), "machine": {"cpus": os.cpu_count(), "python": sys.version}}
+    results["synthesis"] = [
+        _step(f"synthesis at concurrency {c}", measure_synthesis, cfg, c) for c in cfg.concurrencies
+    ]
+    top = max(cfg.concurrencies)
+    results["bare_http"] = _step(f"bare httpx at concurrency {top}", measure_bare_http, cfg, top)
+    results["batch"] = _step("batch", measure_batch, cfg)
+    results["chunking"] = _step("chunking", measure_chunking, cfg)
+    results["assembly"] = _step("assembly", measure_assembly, cfg)
+    results["espeak"] = _step("offline voice", measure_espeak, cfg)
+    results["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(_table(results, cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
