@@ -19,10 +19,10 @@ import math
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -362,34 +362,84 @@ def _assembly_segments(count: int) -> tuple[Segment, ...]:
     )
 
 
-def _rss_kb() -> int | None:
+def _status_kb(pid: int | str, field_name: str) -> int | None:
+    """A ``Vm*`` figure (kB) from /proc/<pid>/status; None when unavailable (no /proc, process gone)."""
     try:
-        status = Path("/proc/self/status").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    found = re.search(rf"^{field_name}:\s+(\d+) kB", status, re.M)
     return int(found.group(1)) if found else None
 
 
+class TreeMemory:
+    """Samples the RSS of this process plus every child it starts, to find the tree's peak.
+
+    ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` cannot be used for ffmpeg: Linux folds the parent's peak RSS at
+    the moment of exec into the child's, so it reports Python's size, not ffmpeg's. Instead ``Popen`` is
+    wrapped to note each child's pid and a thread reads /proc every ``interval`` seconds. Python's own peak is
+    exact (VmHWM); the children's and the sum are sampled, so a spike shorter than ``interval`` can be missed.
+    """
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.pids: list[int] = []
+        self.peak_total_kb = 0  # python + live children, at the worst sample
+        self.peak_child_kb = 0  # the largest any one child got (its VmHWM)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            total = _status_kb("self", "VmRSS") or 0
+            for pid in list(self.pids):
+                total += _status_kb(pid, "VmRSS") or 0
+                self.peak_child_kb = max(self.peak_child_kb, _status_kb(pid, "VmHWM") or 0)
+            self.peak_total_kb = max(self.peak_total_kb, total)
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[TreeMemory]:
+        original = subprocess.Popen.__init__
+        pids = self.pids
+
+        def noting(popen: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+            original(popen, *args, **kwargs)
+            pids.append(popen.pid)
+
+        with mock.patch.object(subprocess.Popen, "__init__", noting):
+            self._thread.start()
+            try:
+                yield self
+            finally:
+                self._stop.set()
+                self._thread.join()
+
+
 def assembly_child(parts_dir: Path, count: int, out_dir: Path) -> None:
-    """Runs in its own process (``--assembly-child``), so its peak memory is the assembly's alone."""
+    """Runs in its own process (``--assembly-child``), so its memory is the assembly's alone."""
     segments = _assembly_segments(count)
     parts = [parts_dir / f"{i:04d}.mp3" for i in range(count)]
     chapter = Chapter(1, "Bench chapter", tuple(s.text for s in segments))
     book = Book("Bench", (chapter,), language="en")
     settings = load_settings(env={})
-    # Linux: "5" resets the peak RSS (and ru_maxrss) to the current RSS, so the peak measured below is the
-    # assembly's, not the imports'. Elsewhere the peak since start is reported.
+    # "5" resets this process's peak RSS to its current RSS (Linux), so VmHWM afterwards is the assembly's peak.
     with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
-    start_kb = _rss_kb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    result = audio.assemble_chapter(book, chapter, segments, parts, out_dir, settings, total_chapters=1)
-    seconds = time.perf_counter() - t0
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest ffmpeg child
-    print(json.dumps({"seconds": seconds, "audio_s": result.duration_ms / 1000, "baseline_kb": start_kb,
-                      "self_kb": own, "child_kb": children}))  # fmt: skip
+    start_kb = _status_kb("self", "VmRSS")
+    with TreeMemory().watching() as tree:
+        t0 = time.perf_counter()
+        result = audio.assemble_chapter(book, chapter, segments, parts, out_dir, settings, total_chapters=1)
+        seconds = time.perf_counter() - t0
+    data = {
+        "seconds": seconds,
+        "audio_s": result.duration_ms / 1000,
+        "baseline_kb": start_kb,
+        "self_kb": _status_kb("self", "VmHWM"),
+        "child_kb": tree.peak_child_kb or None,
+        "total_kb": tree.peak_total_kb or None,
+        "children": len(tree.pids),
+    }
+    print(json.dumps(data))
 
 
 def _assemble_once(parts_dir: Path, count: int, out_dir: Path) -> dict[str, Any]:
@@ -398,6 +448,8 @@ def _assemble_once(parts_dir: Path, count: int, out_dir: Path) -> dict[str, Any]
     if proc.returncode != 0:
         raise RuntimeError(f"assembly child failed: {proc.stderr.strip()[-500:]}")
     data: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if data["self_kb"] is None or data["total_kb"] is None:
+        raise RuntimeError("memory figures need Linux's /proc; run the benchmark on Linux")
     return data
 
 
@@ -417,17 +469,17 @@ def measure_assembly(cfg: Config) -> dict[str, Any]:
         for minutes in cfg.assembly_minutes:
             count = math.ceil(minutes * 60 / part_s)
             raw = _assemble_once(parts_dir, count, Path(tmp) / f"out-{minutes:g}")
-            peak_mb = (raw["self_kb"] + raw["child_kb"]) / 1024
             runs.append(
                 {
                     "parts": count,
                     "audio_s": round(raw["audio_s"], 1),
                     "seconds": round(raw["seconds"], 3),
                     "x_realtime": round(raw["audio_s"] / raw["seconds"], 1),
-                    "python_baseline_mb": round(raw["baseline_kb"] / 1024, 1),
+                    "python_start_mb": round(raw["baseline_kb"] / 1024, 1),
                     "python_peak_mb": round(raw["self_kb"] / 1024, 1),
-                    "largest_ffmpeg_mb": round(raw["child_kb"] / 1024, 1),
-                    "peak_mb": round(peak_mb, 1),  # upper bound: python peak + largest child at once
+                    "largest_ffmpeg_mb": round((raw["child_kb"] or 0) / 1024, 1),
+                    "ffmpeg_processes": raw["children"],
+                    "peak_mb": round(raw["total_kb"] / 1024, 1),  # python + its ffmpeg children, sampled
                 }
             )
     short, long = runs[0], runs[-1]
@@ -528,20 +580,20 @@ def _table(results: dict[str, Any], cfg: Config) -> str:
         f"segments; best of {c['runs']}: {c['best_s'] * 1000:.1f} ms = {c['chars_per_s']:,} characters/s",
     ]
     a = results["assembly"]
-    lines += ["", "4. Assembly (assemble_chapter, MP3 parts of ~15 s, in a subprocess)"]
+    lines += ["", "4. Assembly (assemble_chapter, MP3 parts of ~15 s, in a subprocess; memory from /proc)"]
     lines.append(
-        f"   {'audio':>8} {'parts':>5} {'wall s':>7} {'x real time':>11} {'python MB':>9} {'(base)':>6} "
-        f"{'ffmpeg MB':>9} {'peak MB':>7}"
+        f"   {'audio':>8} {'parts':>5} {'wall s':>7} {'x real time':>11} {'python MB':>9} {'(start)':>7} "
+        f"{'one ffmpeg MB':>13} {'tree peak MB':>12}"
     )
     for r in a["runs"]:
         lines.append(
             f"   {r['audio_s'] / 60:>6.1f} m {r['parts']:>5} {r['seconds']:>7.2f} {r['x_realtime']:>11.1f} "
-            f"{r['python_peak_mb']:>9.1f} {r['python_baseline_mb']:>6.1f} {r['largest_ffmpeg_mb']:>9.1f} "
-            f"{r['peak_mb']:>7.1f}"
+            f"{r['python_peak_mb']:>9.1f} {r['python_start_mb']:>7.1f} {r['largest_ffmpeg_mb']:>13.1f} "
+            f"{r['peak_mb']:>12.1f}"
         )
     growth = a["peak_growth_mb_per_audio_hour"]
     lines.append(
-        "   peak = python peak + largest ffmpeg child (an upper bound); growth of the peak per hour of audio: "
+        "   tree peak = python + its ffmpeg processes at once; its growth per hour of audio: "
         + (f"{growth:+.1f} MB" if growth is not None else "n/a")
     )
     lines += ["", "5. Offline voice (EspeakSynth, sequential, MP3 encoding included)"]
