@@ -298,3 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Interrupted.exit_code
     except BrokenPipeError:
         return 1
+    except OSError as exc:  # a disk that filled up or vanished mid-run: still one line, work already done is kept
+        if verbose:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"audiobook: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1

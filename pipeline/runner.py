@@ -373,6 +373,7 @@ class Runner:
         jobs: asyncio.Queue[_Job] = asyncio.Queue()
         assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None] = asyncio.Queue()
         total_chars = done_chars = 0
+        queued: set[str] = set()  # each distinct part is requested once, whichever books share it
         try:
             for plan in plans:
                 _clean_partial_files(plan.out_dir)
@@ -381,7 +382,6 @@ class Runner:
                     synths.append(synth)
                 state = _BookState(plan, synth, [])
                 states.append(state)
-                queued: set[str] = set()
                 for cp in plan.chapters:
                     cs = _ChapterState(cp, set())
                     state.chapters.append(cs)
@@ -406,7 +406,6 @@ class Runner:
                             )
                     if not cs.missing:
                         assembly.put_nowait((state, cs))
-            # A key shared by two books is queued by each; the second finds it cached and skips the request.
             self.progress.start(total_chars, done_chars, jobs.qsize())
             assembler = asyncio.create_task(self._assembler(assembly))
             workers = [asyncio.create_task(self._worker(jobs, waiting, assembly)) for _ in range(self.concurrency)]
@@ -462,7 +461,11 @@ class Runner:
                 book.characters_sent += len(job.text)
                 self._consecutive_failures = 0
                 # Written before anything else: from here on this part is never paid for again.
-                await asyncio.to_thread(self.cache.put, job.key, result.audio, job.fmt)
+                try:
+                    await asyncio.to_thread(self.cache.put, job.key, result.audio, job.fmt)
+                except OSError as exc:  # a full or read-only disk: every further request would be wasted
+                    self._abort(f"cannot store audio in the cache {self.cache.root}: {exc.strerror or exc}")
+                    continue
             else:
                 book.cache_hits += 1
             self.progress.advance(len(job.text) * len(waiting.get(job.key, ())))
@@ -474,10 +477,7 @@ class Runner:
     def _fatal(self, book: _BookState, exc: FatalAPIError) -> None:
         message = str(exc)
         if exc.status in GLOBAL_FATAL_STATUSES or "quota" in message.lower():
-            if not self._abort_all:
-                self._abort_all = message
-                self._stop_event.set()
-                log.error("stopping: %s", message)
+            self._abort(message)
         elif not book.error:
             book.error = message
             log.error("%s: stopping this book: %s", book.plan.book.title, message)
@@ -493,10 +493,15 @@ class Runner:
             cs.failed.append(failure)
             log.error("chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error)
         self._consecutive_failures += 1
-        if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES and not self._abort_all:
-            self._abort_all = f"{self._consecutive_failures} segments in a row failed after retries; last: {exc}"
+        if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            self._abort(f"{self._consecutive_failures} segments in a row failed after retries; last: {exc}")
+
+    def _abort(self, message: str) -> None:
+        """Stop the whole run: whatever is left would fail the same way."""
+        if not self._abort_all:
+            self._abort_all = message
             self._stop_event.set()
-            log.error("stopping: the server keeps failing")
+            log.error("stopping: %s", message)
 
     async def _assembler(self, queue: asyncio.Queue[tuple[_BookState, _ChapterState] | None]) -> None:
         while (item := await queue.get()) is not None:
@@ -516,6 +521,10 @@ class Runner:
                     state.plan.settings,
                     total_chapters=len(state.plan.chapters),
                 )
+            except OSError as exc:  # the output folder is full or was removed under us
+                cs.outcome = _outcome(cp, "failed", None, f"cannot write {cp.filename}: {exc.strerror or exc}")
+                log.error("chapter %d (%s) not written: %s", cp.chapter.index, cp.chapter.title, cs.outcome.error)
+                continue
             except AudioError as exc:
                 note = ""
                 if isinstance(exc, audio.PartDecodeError):
@@ -596,8 +605,11 @@ def prepare_output(out_dir: Path) -> None:
         raise UsageError(f"output path {out_dir} exists and is not a folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".audiobook-write-test.part"
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as exc:
-        raise UsageError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
+        raise UsageError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}") from None
 
 
 def _clean_partial_files(out_dir: Path) -> None:
