@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import io
 import json
@@ -19,6 +20,7 @@ import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -147,6 +149,18 @@ class PhaseTimer(Progress):
         return self.cpu_last - self.cpu_started
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so the `finally` blocks stop the server and remove the temporary folders."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+def _die_with_parent() -> None:
+    """In a child before exec (Linux): get SIGTERM when the benchmark dies, even by SIGKILL, so no fake server
+    outlives it. Elsewhere a no-op; the `finally` blocks still stop the children on a normal exit."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 @dataclass
 class ServerHandle:
     url: str
@@ -168,7 +182,9 @@ def fake_server(latency: float, ms_per_char: float = MS_PER_CHAR) -> Iterator[Se
     ``stats`` then holds its request count, the most requests it had in flight and the CPU it spent serving."""
     cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency", str(latency),
            "--api-key", API_KEY, "--ms-per-char", str(ms_per_char)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
+    )
     handle: ServerHandle | None = None
     cpu_start = cpu_end = None
     try:
@@ -215,6 +231,9 @@ def _run_pool(plans: Sequence[BookPlan], cache: PartCache, concurrency: int) -> 
     timer = PhaseTimer()
     runner = Runner(synth_factory(), cache, concurrency=concurrency, progress=timer)
     reports = runner.run(plans)
+    _exit_on_sigterm()  # the runner's own handler is gone now; put ours back
+    if runner.stop_reason:
+        sys.exit(f"benchmark interrupted by {runner.stop_reason}")
     for r in reports:
         if r.status != "done" or r.retries:
             raise RuntimeError(f"benchmark run not clean: status {r.status}, {r.retries} retries, {r.problem()}")
@@ -444,7 +463,9 @@ def assembly_child(parts_dir: Path, count: int, out_dir: Path) -> None:
 
 def _assemble_once(parts_dir: Path, count: int, out_dir: Path) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--assembly-child", str(parts_dir), str(count), str(out_dir)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False, preexec_fn=_die_with_parent
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"assembly child failed: {proc.stderr.strip()[-500:]}")
     data: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -628,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rounds:
         cfg = dataclasses.replace(cfg, rounds=args.rounds)
     os.environ[KEY_ENV] = API_KEY
+    _exit_on_sigterm()
     t0 = time.perf_counter()
     results: dict[str, Any] = {"config": asdict(cfg), "machine": {"cpus": os.cpu_count(), "python": sys.version}}
     results["synthesis"] = [
