@@ -365,8 +365,10 @@ def test_chapter_titles_are_spoken_by_default_and_not_with_no_titles(
 
 # --------------------------------------------------------------------------------------------- Chinese, HTML
 
-# Hard-wrapped at a fixed width (lines break mid-sentence), with a stray space and a full-width space inside
-# sentences, a full-width indent, a footnote marker, and chapter lines of two kinds.
+# Hard-wrapped at a fixed width (lines break mid-sentence, one even before a full-width colon), with a stray
+# space before a comma, full-width indents, a full-width space in chapter lines, a footnote marker, and chapter
+# lines of two kinds (第N章, 第N回). Most lines end mid-sentence, so each block is one paragraph (a block whose
+# lines mostly end a sentence is read as one paragraph per line, a separate heuristic not exercised here).
 NOVEL = """第一章　山中的灯
 
 　　他走进山里，看见一盏很旧的灯挂在树上。风吹
