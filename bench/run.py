@@ -576,7 +576,7 @@ def _pool_row(r: dict[str, Any]) -> str:
     )
 
 
-def _table(results: dict[str, Any], cfg: Config) -> str:
+def _table(results: dict[str, Any], cfg: Config, json_out: Path) -> str:
     mode = "quick" if cfg.quick else "full"
     lines = [f"Benchmark ({mode}; {os.cpu_count()} CPUs; Python {platform.python_version()})"]
     lines += ["", f"1. Synthesis pool: one chapter, Runner + OpenAISpeech over HTTP, latency {cfg.latency:g} s"]
@@ -623,7 +623,7 @@ def _table(results: dict[str, Any], cfg: Config) -> str:
             f"   {language}: {e['segments']} segments, {e['characters']} chars -> {e['audio_s']:.1f} s of audio "
             f"in {e['seconds']:.2f} s = {e['x_realtime']:.1f} x real time"
         )
-    lines += ["", f"Total {results['elapsed_s']:.1f} s; figures in {OUT_JSON.relative_to(REPO)}"]
+    lines += ["", f"Total {results['elapsed_s']:.1f} s; figures in {json_out}"]
     return "\n".join(lines)
 
 
@@ -664,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(_table(results, cfg))
+    print(_table(results, cfg, args.json_out))
     return 0
 
 
