@@ -348,6 +348,42 @@ def test_landmarks_and_epub_types_mark_front_matter(tmp_path: Path) -> None:
     ]
 
 
+def test_a_short_chapter_named_like_the_book_is_not_a_title_page(tmp_path: Path) -> None:
+    """Only an entry before the story starts can be the title page; a later short chapter that shares the
+    book's name is real text."""
+    prose = "<p>The corridor was longer than she remembered, and colder.</p>" * 4
+    path = simple_epub(
+        tmp_path / "door.epub",
+        {
+            "The Second Door": "<p>by Ann Author</p>",
+            "The First Door": prose,
+            "The Second Door ": "<p>It opened inward. Nobody had oiled it in years.</p>",
+            "The Third Door": prose,
+        },
+        title="The Second Door",
+    )
+    book = read_epub(path)
+    assert [c.title for c in book.chapters] == ["The First Door", "The Second Door", "The Third Door"]
+    assert book.chapters[1].paragraphs == ("It opened inward. Nobody had oiled it in years.",)
+    assert book.skipped == ("The Second Door (title page)",)
+
+
+def test_a_front_entry_named_like_the_book_needs_title_page_evidence(tmp_path: Path) -> None:
+    """A short opening story that shares the book's name, with no author line under it, is kept."""
+    path = simple_epub(
+        tmp_path / "stories.epub",
+        {
+            "Lanterns": "<p>The lanterns were lit at dusk, one by one, by a boy nobody knew.</p>",
+            "Harbour": "<p>The boats came in late.</p>",
+            "Snow": "<p>It snowed for a week.</p>",
+        },
+        title="Lanterns",
+    )
+    book = read_epub(path)
+    assert [c.title for c in book.chapters] == ["Lanterns", "Harbour", "Snow"]
+    assert book.skipped == ()
+
+
 def test_plain_gutenberg_markers_cut_header_and_licence(tmp_path: Path) -> None:
     """Older Gutenberg EPUBs mark their boilerplate only with the START/END lines."""
     path = simple_epub(

@@ -81,6 +81,7 @@ _PG_START = re.compile(r"^\W*\*{3}\s*start of (the|this) project gutenberg", re.
 _PG_END = re.compile(r"^\W*(\*{3}\s*)?end of (the |this )?project gutenberg", re.IGNORECASE)
 _PG_HEADER, _PG_FOOTER = "gutenberg-header", "gutenberg-footer"
 _TITLE_PAGE_MAX_CHARS = 500
+_BY_LINE = re.compile(r"^(by|written by|von|par|di|por)\s+\S", re.IGNORECASE)
 
 
 # -- the archive -----------------------------------------------------------------------------------
@@ -594,8 +595,13 @@ def _classify(
     structural: dict[tuple[str, str | None], str],
     nav_path: str | None,
     book_title: str | None,
+    authors: list[str],
+    *,
+    front: bool,
     is_last: bool,
 ) -> str | None:
+    """The kind of front/back matter ``cand`` is, or None for a chapter. ``front``: no chapter with text has
+    been kept before it."""
     if cand.forced_kind:
         return cand.forced_kind
     path = docs[cand.doc].item.path
@@ -608,12 +614,23 @@ def _classify(
     kind = _kind_from_marks(cand.blocks) or _kind_from_title(cand.title)
     if kind:
         return kind
-    # A front entry named like the book, with a few lines under it ("by Lewis Carroll"), is the title page.
-    if cand.title and _key(cand.title) and _key(cand.title) == _key(book_title or "") and not is_last:
-        body = _strip_title_headings(cand.blocks, cand.title)
-        if sum(len(b.text) for b in body) < _TITLE_PAGE_MAX_CHARS:
-            return "title page"
+    # An entry named like the book before the story starts, with only its author under it ("by Lewis
+    # Carroll"), is the title page. Later, or without that evidence, it is a chapter that shares the name.
+    title = cand.title or ""
+    if front and not is_last and _key(title) and _key(title) == _key(book_title or ""):
+        return "title page" if _names_the_author(_strip_title_headings(cand.blocks, title), authors) else None
     return None
+
+
+def _names_the_author(body: list[Block], authors: list[str]) -> bool:
+    """Whether the few lines under a title are a title page's: nothing at all, a "by ..." line, or the
+    author's name."""
+    if sum(len(b.text) for b in body) >= _TITLE_PAGE_MAX_CHARS:
+        return False
+    if not body or any(_BY_LINE.match(b.text) for b in body):
+        return True
+    text = _key(" ".join(b.text for b in body))
+    return any(_key(author) and _key(author) in text for author in authors)
 
 
 def _load_docs(zf: _SafeZip, spine: list[_Item]) -> list[_Doc]:
@@ -686,10 +703,20 @@ def read_epub(path: Path, *, include_matter: bool = False) -> Book:
     chapters: list[Chapter] = []
     skipped: list[str] = []
     notices: list[str] = []  # Gutenberg lines cut from a kept chapter; reported unless the licence already is
+    story_started = False  # a chapter with text has been kept: no title page after it
     for n, cand in enumerate(candidates):
         doc = docs[cand.doc]
         found = cand.title or next((b.text for b in cand.blocks if b.heading), None) or _doc_title(doc)
-        matter = _classify(cand, docs, structural, nav_path, pkg.title, n == len(candidates) - 1)
+        matter = _classify(
+            cand,
+            docs,
+            structural,
+            nav_path,
+            pkg.title,
+            pkg.authors,
+            front=not story_started,
+            is_last=n == len(candidates) - 1,
+        )
         if matter and not include_matter:
             skipped.append(f"{found or matter.capitalize()} ({matter})")
             continue
@@ -707,6 +734,7 @@ def read_epub(path: Path, *, include_matter: bool = False) -> Book:
                 skipped.append(f"{title} (no text)")
             continue
         chapters.append(Chapter(len(chapters) + 1, title, tuple(b.text for b in blocks)))
+        story_started = story_started or matter is None
 
     if not any(s.endswith(("(licence)", "(Project Gutenberg header)")) for s in skipped):
         skipped.extend(notices)
