@@ -398,3 +398,25 @@ def test_chinese_file_without_blank_lines(tmp_path: Path) -> None:
         ("第一章 风起", ("天色暗了。", "他走了。")),
         ("第二章 云涌", ("雨下了。",)),
     ]
+
+
+def test_chinese_hard_wrapped_lines_that_mostly_end_sentences_are_joined_mid_sentence(tmp_path: Path) -> None:
+    """Most lines end a sentence, so each is a paragraph, but a line that stops mid-sentence continues on
+    the next one."""
+    path = tmp_path / "wrapped.txt"
+    lines = [
+        "第一章 山中",
+        "",
+        "他走进山里，看见一盏",
+        "灯。他说：“你好！”然后走了。",
+        "她问：“你是谁？”没有人回答。",
+        "天亮了。",
+    ]
+    path.write_bytes("\n".join(lines).encode("gb18030"))
+    book = read_book(path)
+    assert [(c.title, c.paragraphs) for c in book.chapters] == [
+        (
+            "第一章 山中",
+            ("他走进山里，看见一盏灯。他说：“你好！”然后走了。", "她问：“你是谁？”没有人回答。", "天亮了。"),
+        ),
+    ]

@@ -335,7 +335,7 @@ _FOOTNOTE = re.compile(  # with the space before it, so "word [1]." becomes "wor
     "\\s*(?:[\u2460-\u249b\u24eb-\u24f4\u2776-\u2793]"  # ① ⑴ ⒈ ⓫ ❶ ➀ and their runs
     r"|\[\d{1,3}\]|［[0-9０-９]{1,3}］|〔[0-9０-９]{1,3}〕|【[0-9０-９]{1,3}】|\[(?:注|註)\s*\d{1,3}\])"
 )
-_TERMINATED = re.compile(r"[。！？…”」』)）]\s*$")
+_TERMINATED = re.compile(r"[。！？!?…”’」』)）]\s*$")  # a line that ends a sentence, closing quote included
 
 
 def clean_inline(text: str, *, markdown: bool = False) -> str:
@@ -356,14 +356,15 @@ def _speakable(text: str) -> bool:
 
 def _paragraph_lines(block: list[str]) -> list[list[str]]:
     """Split a block into paragraphs. Blank lines already did most of the work; Chinese files also mark
-    paragraphs with an indented first line, or put one paragraph per line with no blank lines at all."""
+    paragraphs with an indented first line, or put one paragraph per line with no blank lines at all. In
+    that last layout a line that stops mid-sentence is hard-wrapped: the next line continues it."""
     if not is_cjk("".join(block)):
         return [block]
     per_line = len(block) >= 3 and sum(bool(_TERMINATED.search(line)) for line in block) >= 0.6 * len(block)
     groups: list[list[str]] = []
     for line in block:
         indented = line.startswith(("\u3000", "  ", "\t"))
-        if not groups or per_line or indented:
+        if not groups or indented or (per_line and _TERMINATED.search(groups[-1][-1])):
             groups.append([line])
         else:
             groups[-1].append(line)
