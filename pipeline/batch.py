@@ -196,6 +196,7 @@ def run_batch(args: argparse.Namespace) -> int:
             for _, plan in todo:
                 synth_for(plan.settings)  # a missing key fails here, before any request
                 prepare_output(plan.out_dir)
+            PartCache(base.resolved_cache_dir).check_writable()
             runner = Runner(
                 synth_for, PartCache(base.resolved_cache_dir), concurrency=concurrency, progress=_progress(args)
             )
@@ -230,7 +231,8 @@ def run_batch(args: argparse.Namespace) -> int:
 
                 for _, plan in todo:
                     print(format_plan(plan.summary()) + "\n")
-            print(format_summary(ordered, summary_path, dry_run=args.dry_run))
+            written = None if args.dry_run and not args.summary else summary_path
+            print(format_summary(ordered, written, dry_run=args.dry_run))
         if interrupted:
             from pipeline.errors import Interrupted
 
@@ -291,10 +293,10 @@ def _name(b: BookSummary) -> str:
     return Path(b.source).name if b.output else b.source  # a path that matched nothing is shown whole
 
 
-def format_summary(books: list[BookSummary], summary_path: Path, *, dry_run: bool) -> str:
+def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_run: bool) -> str:
     lines = []
     for b in books:
-        extra = f"{b.chapters} chapters"
+        extra = f"{b.chapters} chapter{'' if b.chapters == 1 else 's'}"
         if b.duration_s:
             extra += f", {b.duration_s / 60:.1f} min"
         if b.status in ("planned", "over budget") or dry_run:
@@ -310,6 +312,6 @@ def format_summary(books: list[BookSummary], summary_path: Path, *, dry_run: boo
     verb = "would send" if dry_run else "sent"
     lines.append(
         f"{done}/{len(books)} books done; {verb} {sum(b.characters_to_send for b in books):,} characters "
-        f"(~${total_cost:.2f}); summary: {summary_path}"
+        f"(~${total_cost:.2f})" + (f"; summary: {summary_path}" if summary_path else "")
     )
     return "\n".join(lines)

@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from pipeline.errors import UsageError
 from pipeline.models import VoiceSpec
 
 KEY_VERSION = 1  # bump when the meaning of a cached part changes
@@ -38,6 +39,18 @@ def part_key(identity: str, spec: VoiceSpec, text: str) -> str:
 class PartCache:
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def check_writable(self) -> None:
+        """Fail before the first paid request, not after it, when parts could not be kept."""
+        try:
+            folder = self.root / "parts"
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe.", suffix=".tmp"):
+                pass
+        except OSError as exc:
+            raise UsageError(
+                f"cache folder {self.root} is not writable ({exc.strerror or exc}); set --cache-dir or XDG_CACHE_HOME"
+            ) from None
 
     def path(self, key: str, fmt: str = "mp3") -> Path:
         return self.root / "parts" / key[:2] / f"{key}.{fmt}"

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs, tracebacks on errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    # The same two flags after the command (`audiobook convert book.txt -q`); SUPPRESS keeps the top-level value.
+    common = _Parser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     for name, help_text in (("convert", "convert one book to audio"), ("plan", "show what convert would do")):
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         p.add_argument("book", type=Path, help="a .txt, .md, .html or .epub file")
         p.add_argument("-o", "--output", type=Path, help="output folder (default: ./<book file name>)")
         if name == "convert":
@@ -75,20 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
         _add_settings_flags(p)
         _add_output_flags(p)
 
-    p = sub.add_parser("voices", help="list the offline engine's voices")
+    p = sub.add_parser("voices", help="list the offline engine's voices", parents=[common])
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("serve", help="serve the offline voice as an OpenAI-compatible speech API")
+    p = sub.add_parser("serve", help="serve the offline voice as an OpenAI-compatible speech API", parents=[common])
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require this bearer key (default: $AUDIOBOOK_SERVER_KEY, else none)")
 
-    p = sub.add_parser("batch", help="convert every book a job file lists, incrementally")
+    p = sub.add_parser("batch", help="convert every book a job file lists, incrementally", parents=[common])
     p.add_argument("jobs", type=Path, help="job file (TOML), see configs/batch.example.toml")
     p.add_argument("--dry-run", action="store_true", help="show every book's plan and the totals; send nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--max-cost", type=float, help="refuse work that would cost more than this (USD, estimated)")
-    p.add_argument("--summary", type=Path, help="where to write the JSON summary (default: next to the job file)")
+    p.add_argument(
+        "--summary", type=Path, help="where to write the JSON summary (default: <output>/batch-summary.json)"
+    )
     return parser
 
 
@@ -146,6 +153,7 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
         return 0
     synth_for = synth_factory()
     synth_for(settings)  # fail on a missing key before touching the output folder
+    cache.check_writable()
     prepare_output(out_dir)
     runner = Runner(synth_for, cache, concurrency=settings.concurrency, progress=_progress(args))
     (report,) = runner.run([plan])
@@ -240,15 +248,15 @@ def format_plan(summary: dict[str, Any]) -> str:
         f"{'#':>3}  {'chapter':<44} {'segments':>8} {'chars':>8} {'cached':>7}",
     ]
     for c in summary["chapters"]:
-        title = c["title"] if len(c["title"]) <= 44 else c["title"][:43] + "…"
         cached = "current" if c["up_to_date"] else f"{c['cached_segments']}"
-        lines.append(f"{c['index']:>3}  {title:<44} {c['segments']:>8} {c['characters']:>8,} {cached:>7}")
+        lines.append(f"{c['index']:>3}  {_fit(c['title'], 44)} {c['segments']:>8} {c['characters']:>8,} {cached:>7}")
     if summary["skipped"]:
         lines += ["", "Skipped (not read aloud; --include-matter reads them):"]
         lines += [f"  - {s}" for s in summary["skipped"]]
     lines += [
         "",
-        f"Total:    {len(summary['chapters'])} chapters, {summary['segments']} segments, "
+        f"Total:    {len(summary['chapters'])} chapter{'' if len(summary['chapters']) == 1 else 's'}, "
+        f"{summary['segments']} segments, "
         f"{summary['characters']:,} characters; {summary['cached_segments']} segments cached",
         f"To send:  {summary['requests_needed']} requests, {summary['characters_to_send']:,} characters, "
         f"estimated cost ${summary['estimated_cost_usd']:.2f}",
@@ -256,11 +264,25 @@ def format_plan(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _columns(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _fit(text: str, width: int) -> str:
+    """Pad or cut to a terminal width; CJK characters take two columns."""
+    if _columns(text) > width:
+        while _columns(text) > width - 1:
+            text = text[:-1]
+        text += "…"
+    return text + " " * (width - _columns(text))
+
+
 def format_report(report: Any, out_dir: Path) -> str:
     from pipeline.runner import _clock
 
     done = [c for c in report.chapters if c.status in ("done", "unchanged")]
     lines = [f"{c.file}  {_clock(c.duration_s or 0)}" for c in done]
+    lines += [name for name in (report.playlist, report.m4b) if name]
     lines.append(
         f"{len(done)}/{len(report.chapters)} chapters, {_clock(report.duration_s)} of audio in {out_dir}/ — "
         f"{report.requests} requests, {report.retries} retries, {report.cache_hits} cached parts; "

@@ -235,6 +235,7 @@ class BookReport:
     finished: str
     playlist: str | None = None
     m4b: str | None = None
+    m4b_fingerprint: str | None = None
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -538,6 +539,18 @@ class Runner:
             cs.outcome = _outcome(cp, "done", result.duration_ms / 1000)
             self.progress.note(f"wrote {result.path.name} ({_clock(result.duration_ms / 1000)})")
 
+    def _m4b(self, plan: BookPlan, audios: Sequence[ChapterAudio], fingerprint: str) -> str:
+        """Build the M4B unless the one an earlier run built from the same chapters is still there."""
+        name = audio.book_stem(plan.book) + ".m4b"
+        previous = read_report(plan.out_dir) or {}
+        current = previous.get("m4b") == name and previous.get("m4b_fingerprint") == fingerprint
+        if current and (plan.out_dir / name).is_file():
+            return name
+        self.progress.note(f"building {name} …")
+        built = audio.build_m4b(plan.out_dir, plan.book, audios, plan.settings)
+        self.progress.note(f"wrote {built.name}")
+        return built.name
+
     def _finish(self, state: _BookState) -> BookReport:
         plan = state.plan
         chapters: list[ChapterOutcome] = []
@@ -555,17 +568,21 @@ class Runner:
         status = "done" if complete else ("interrupted" if self.stop_reason else "failed")
         if status != "done" and error is None and self.stop_reason:
             error = f"interrupted by {self.stop_reason}"
-        playlist = m4b = None
+        playlist = m4b = m4b_fingerprint = None
         audios = [cs.audio for cs in state.chapters if cs.audio is not None]
         if complete:
             # Only a complete book gets a playlist and an M4B: a partial one must not look finished.
             try:
                 playlist = audio.write_playlist(plan.out_dir, plan.book, audios).name
                 if plan.settings.m4b:
-                    m4b = audio.build_m4b(plan.out_dir, plan.book, audios, plan.settings).name
+                    m4b_fingerprint = _m4b_fingerprint(plan, chapters)
+                    m4b = self._m4b(plan, audios, m4b_fingerprint)
             except AudioError as exc:
                 status, error = "failed", str(exc)
-            _remove_stale_outputs(plan.out_dir, {c.file for c in chapters})
+            keep = {c.file for c in chapters} | {playlist, m4b}
+            if plan.settings.subtitles:
+                keep |= {str(Path(c.file).with_suffix("." + plan.settings.subtitles)) for c in chapters}
+            _remove_stale_outputs(plan.out_dir, keep, {c.file for c in chapters})
         summary = plan.summary()
         now = time.time()
         report = BookReport(
@@ -585,6 +602,7 @@ class Runner:
             finished=_iso(now),
             playlist=playlist,
             m4b=m4b,
+            m4b_fingerprint=m4b_fingerprint,
             error=error,
         )
         write_report(plan.out_dir, report)
@@ -619,15 +637,28 @@ def _clean_partial_files(out_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def _remove_stale_outputs(out_dir: Path, current: set[str]) -> None:
-    """Chapter files an earlier run of this book wrote that this run did not (the book changed)."""
+def _m4b_fingerprint(plan: BookPlan, chapters: Sequence[ChapterOutcome]) -> str:
+    data = [[c.file, c.fingerprint] for c in chapters] + [plan.settings.genre, plan.settings.sample_rate]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()  # chapter fingerprints cover tags and cover
+
+
+def _remove_stale_outputs(out_dir: Path, keep: set[str | None], current_chapters: set[str]) -> None:
+    """Delete what an earlier run of this book wrote that no longer matches it: chapters that are gone (the book
+    changed), subtitles in a format no longer asked for, an old playlist or M4B. Only names this program wrote
+    (listed in the previous report, or a current chapter's subtitle siblings) are ever touched."""
     previous = read_report(out_dir) or {}
-    for c in previous.get("chapters", []):
-        name = c.get("file") if isinstance(c, dict) else None
-        if isinstance(name, str) and name not in current and "/" not in name and not name.startswith("."):
-            for p in (out_dir / name, *(out_dir / name).parent.glob(Path(name).stem + ".*")):
-                if p.suffix in (".mp3", ".srt", ".vtt"):
-                    p.unlink(missing_ok=True)
+    names: set[Any] = set(current_chapters)
+    names |= {c.get("file") for c in previous.get("chapters", []) if isinstance(c, dict)}
+    names |= {previous.get("playlist"), previous.get("m4b")}
+    candidates: set[str] = set()
+    for name in names:
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+            continue
+        candidates.add(name)
+        if name.endswith(".mp3"):
+            candidates |= {name[:-4] + ".srt", name[:-4] + ".vtt"}
+    for name in candidates - {k for k in keep if k}:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _previous_duration(out_dir: Path, filename: str) -> float | None:

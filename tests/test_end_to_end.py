@@ -345,3 +345,29 @@ def test_a_damaged_cached_part_fails_its_chapter_once_then_is_fetched_again(
     assert convert(book, tmp_path / "second") == 0
     assert [r.input for r in server.requests] == [plan.chapters[1].segments[2].text]
     assert len(list((tmp_path / "second").glob("*.mp3"))) == 2
+
+
+def test_outputs_follow_the_settings_and_an_unchanged_m4b_is_not_rebuilt(
+    server: FakeSpeechServer, tmp_path: Path
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=2, paragraphs=2)
+    out = tmp_path / "out"
+    assert convert(book, out, "--m4b", "--subtitles", "srt") == 0
+    (m4b,) = out.glob("*.m4b")
+    built = m4b.stat().st_mtime_ns
+    assert len(list(out.glob("*.srt"))) == 2
+    assert convert(book, out, "--m4b", "--subtitles", "srt") == 0
+    assert m4b.stat().st_mtime_ns == built  # same chapters: the M4B is current
+    # Other settings: what no longer matches the audio goes, nothing else does.
+    (out / "notes.txt").write_text("mine")
+    assert convert(book, out, "--subtitles", "vtt", "-q") == 0
+    assert not m4b.exists() and not list(out.glob("*.srt"))
+    assert len(list(out.glob("*.vtt"))) == 2 and (out / "notes.txt").exists()
+    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".m3u", ".mp3", ".mp3", ".txt", ".vtt", ".vtt"]
+
+
+def test_an_unwritable_cache_fails_before_any_request(server: FakeSpeechServer, tmp_path: Path) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=1)
+    (tmp_path / "afile").write_text("not a folder")
+    assert convert(book, tmp_path / "out", "--cache-dir", str(tmp_path / "afile")) == 2
+    assert server.requests == []

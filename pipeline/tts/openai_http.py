@@ -241,12 +241,14 @@ class OpenAISpeech:
         shards = 1 if self._transport is not None else -(-self._concurrency // SHARD_CONNECTIONS)
         self._capacity = [len(range(i, self._concurrency, shards)) for i in range(shards)]
         self._busy = [0] * shards
+        ssl_context = httpx.create_ssl_context()  # loading the CA bundle takes ~40 ms: once, not per shard
         self._clients = [
             httpx.AsyncClient(
                 timeout=httpx.Timeout(self._timeout, connect=self._connect_timeout),
                 limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
                 headers=headers,
                 transport=self._transport,
+                verify=ssl_context,
             )
             for size in self._capacity
         ]
