@@ -171,3 +171,56 @@ def test_entity_declarations_are_refused(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot be read"):
         read_html(tmp_path / "absent.html")
+
+
+LANTERNS = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Lanterns | Example Site</title></head><body>
+<header><nav><a href="/">Home</a></nav></header>
+<main><article>
+<h1>How Lanterns Work</h1>
+<p>A lantern is a small fire kept safe from the wind, with glass or paper to let its light through.</p>
+<h2>The Flame</h2>
+<p>Oil climbs the wick by capillary action and burns at its tip, where it meets the air.</p>
+<p>A taller wick gives a brighter flame but smokes and blackens the glass.</p>
+<h2>The Glass</h2>
+<p>The glass shields the flame from draughts while letting the heat escape through the top.</p>
+<h2>The Handle</h2>
+<p>A wire handle stays cool enough to hold because it sits away from the chimney.</p>
+</article></main></body></html>
+"""
+
+
+def test_an_opening_h1_is_the_title_when_the_page_title_is_something_else(tmp_path: Path) -> None:
+    book = read_html(write(tmp_path, "lanterns.html", LANTERNS))
+    assert book.title == "How Lanterns Work"
+    assert [c.title for c in book.chapters] == ["How Lanterns Work", "The Flame", "The Glass", "The Handle"]
+    assert book.chapters[0].paragraphs == (
+        "A lantern is a small fire kept safe from the wind, with glass or paper to let its light through.",
+    )
+    assert all("How Lanterns Work" not in c.text for c in book.chapters)
+
+
+@pytest.mark.parametrize(
+    ("page_title", "site", "expected"),
+    [
+        ("Lanterns | Example Site", "", "Lanterns"),
+        ("Lanterns - Example Site", "Example Site", "Lanterns"),
+        ("Lanterns – example.com", "", "Lanterns"),
+        # Without evidence that the part after a dash is the site, it is part of the title.
+        ("Chapter One - The Lantern", "", "Chapter One - The Lantern"),
+        ("Spider-Man", "", "Spider-Man"),
+        ("Cats | A Field Guide to the Birds of Town", "", "Cats | A Field Guide to the Birds of Town"),
+    ],
+)
+def test_a_site_suffix_is_dropped_from_a_fallback_page_title(
+    tmp_path: Path, page_title: str, site: str, expected: str
+) -> None:
+    meta = f'<meta property="og:site_name" content="{site}">' if site else ""
+    page = (
+        f"<html><head><title>{page_title}</title>{meta}</head><body>"
+        "<p>A lantern is a small fire kept safe from the wind, with glass or paper to let its light through.</p>"
+        "</body></html>"
+    )
+    book = read_html(write(tmp_path, "page.html", page))
+    assert book.title == expected
+    assert [c.title for c in book.chapters] == [expected]

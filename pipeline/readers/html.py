@@ -150,9 +150,37 @@ def _key(text: str) -> str:
     return "".join(c for c in text.casefold() if c.isalnum())
 
 
-def _title(root: etree._Element, fallback: str) -> str:
+_SITE_SEPARATOR = re.compile(r"\s+(\||-|–|—|::|·|•)\s+")
+_DOMAIN = re.compile(r"(?:[a-z0-9-]+\.)+[a-z]{2,6}")
+_SITE_MAX_WORDS = 5
+
+
+def _without_site_suffix(page: str, site: str | None) -> str:
+    """A page title without its site: "Lanterns | Example Site" -> "Lanterns". Only when the last part is
+    clearly the site: the page names its site so, or the part is a domain, or it is short and set off by "|"
+    (a dash may be the title's own: "Chapter One - The Lantern")."""
+    parts = _SITE_SEPARATOR.split(page)
+    if len(parts) < 3:
+        return page
+    head, separator, suffix = "".join(parts[:-2]), parts[-2], parts[-1]
+    if not any(c.isalnum() for c in head):
+        return page
+    named = bool(site and _key(site) and _key(site) == _key(suffix))
+    short_pipe = separator == "|" and len(suffix.split()) <= _SITE_MAX_WORDS
+    return head if named or short_pipe or _DOMAIN.fullmatch(suffix) else page
+
+
+def _opening_h1(blocks: list[Block]) -> str | None:
+    """The article's own heading: an h1 that opens the text and is its only one."""
+    if blocks and blocks[0].heading == 1 and sum(b.heading == 1 for b in blocks) == 1:
+        return blocks[0].text
+    return None
+
+
+def _title(root: etree._Element, blocks: list[Block], fallback: str) -> str:
     """og:title is the article's own name; <title> often carries " | Site"; the first h1 is the article's
-    heading. Prefer og:title, then the h1 when <title> contains it, then <title>, then the h1."""
+    heading. Prefer og:title, then the h1 when <title> contains it, then a single h1 opening the article,
+    then <title> without its site suffix, then the h1."""
     og = _meta(root, prop="og:title")
     if og:
         return og
@@ -160,7 +188,12 @@ def _title(root: etree._Element, fallback: str) -> str:
     h1 = _first_text(root, "h1")
     if page and h1 and _key(h1) and _key(h1) in _key(page):
         return h1
-    return page or h1 or fallback
+    opening = _opening_h1(blocks)
+    if opening:
+        return opening
+    if page:
+        return _without_site_suffix(page, _meta(root, prop="og:site_name") or _meta(root, name="application-name"))
+    return h1 or fallback
 
 
 def _language(root: etree._Element) -> str | None:
@@ -221,8 +254,8 @@ def read_html(path: Path) -> Book:
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     root = parse_html(_decode(data, where), where)
-    title = _title(root, path.stem)
     blocks = _main_blocks(root, where)
+    title = _title(root, blocks, path.stem)
     chapters = [
         Chapter(n, chapter_title, tuple(b.text for b in chapter_blocks))
         for n, (chapter_title, chapter_blocks) in enumerate(_split(blocks, title), start=1)
