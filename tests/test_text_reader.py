@@ -347,6 +347,52 @@ def test_sniffing_unknown_suffixes(tmp_path: Path) -> None:
     assert [_sniff(p) for p in (epub, html, text)] == ["epub", "html", "text"]
 
 
+PDF_BYTES = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\nBT /F1 12 Tf (Hello) Tj ET\n%%EOF\n"
+
+
+def expect_unsupported(path: Path, fmt: str) -> str:
+    with pytest.raises(InputError) as info:
+        read_book(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: {fmt} is not supported"), message
+    assert "convert it to EPUB, HTML or text" in message
+    assert "(supported: .txt .md .html .epub)" in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("book.pdf", "PDF"), ("book.docx", "DOCX"), ("book.doc", "DOC"), ("book.ODT", "ODT"), ("book.azw3", "AZW3")],
+)
+def test_unsupported_formats_are_named_by_suffix(tmp_path: Path, name: str, fmt: str) -> None:
+    path = tmp_path / name
+    # A .docx is a zip like an EPUB: it must not be reported as a broken EPUB.
+    path.write_bytes(b"PK\x03\x04" + b"\x00" * 30 if fmt == "DOCX" else b"Some words that look like text.\n")
+    expect_unsupported(path, fmt)
+
+
+@pytest.mark.parametrize("name", ["report.txt", "report.epub", "report"])
+def test_a_pdf_is_refused_whatever_its_name(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(PDF_BYTES)
+    message = expect_unsupported(path, "PDF")
+    assert "the file is a PDF" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "fmt"),
+    [
+        (b"{\\rtf1\\ansi Hello}", "RTF"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64, "DOC"),
+        (b"\x00" * 60 + b"BOOKMOBI" + b"\x00" * 16, "MOBI"),
+    ],
+)
+def test_other_unsupported_formats_are_known_by_their_bytes(tmp_path: Path, content: bytes, fmt: str) -> None:
+    path = tmp_path / "book.txt"
+    path.write_bytes(content)
+    assert f"the file is a {fmt} despite its name" in expect_unsupported(path, fmt)
+
+
 LINES = st.sampled_from(
     [
         "",

@@ -14,14 +14,63 @@ MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
 EPUB_SUFFIXES = frozenset({".epub"})
 HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
 
+# Formats people try that we cannot read: refused by name rather than misread (a .docx is a zip, as an EPUB
+# is; a PDF's bytes would be read aloud as text).
+UNSUPPORTED_SUFFIXES = {
+    ".pdf": "PDF",
+    ".doc": "DOC",
+    ".docx": "DOCX",
+    ".odt": "ODT",
+    ".rtf": "RTF",
+    ".mobi": "MOBI",
+    ".azw": "AZW",
+    ".azw3": "AZW3",
+    ".djvu": "DjVu",
+    ".pages": "Pages",
+}
+_SUPPORTED = "supported: .txt .md .html .epub"
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(2048)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from exc
+
+
+def _signature(head: bytes) -> str | None:
+    """The unsupported format the first bytes give away, whatever the file is called."""
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    if start.startswith(b"%PDF-"):
+        return "PDF"
+    if start.startswith(b"{\\rtf"):
+        return "RTF"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):  # OLE2: .doc and other old Office files
+        return "DOC"
+    if head[60:68] == b"BOOKMOBI":
+        return "MOBI"
+    if head.startswith(b"AT&TFORM"):
+        return "DjVu"
+    return None
+
+
+def _refuse_unsupported(path: Path) -> None:
+    """Raise InputError naming the format when ``path`` is one we cannot read, by its suffix or its bytes."""
+    suffix = path.suffix.lower()
+    fmt = UNSUPPORTED_SUFFIXES.get(suffix)
+    note = ""
+    if fmt is None:
+        fmt = _signature(_head(path))
+        if fmt is None:
+            return
+        note = f" (the file is a {fmt} despite its name)" if suffix else f" (the file is a {fmt})"
+    raise InputError(f"{path}: {fmt} is not supported{note}; convert it to EPUB, HTML or text first ({_SUPPORTED})")
+
 
 def _sniff(path: Path) -> str:
     """The format of a file whose suffix says nothing: zip magic is an EPUB, an HTML tag is HTML."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(2048)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from exc
+    head = _head(path)
     if head.startswith(b"PK\x03\x04"):
         return "epub"
     for encoding in ("utf-8", "utf-16"):
@@ -70,9 +119,11 @@ def _read(path: Path, include_matter: bool) -> Book:
 def read_book(path: Path, *, include_matter: bool = False, language: str | None = None) -> Book:
     """Read any supported book. Chapters with nothing in them are dropped and the rest renumbered; the
     language is ``language`` when given, else the book's own, else a guess from its text.
-    Raises InputError (one line, naming the file) when the book is missing, unreadable or empty."""
+    Raises InputError (one line, naming the file) when the book is missing, unreadable, empty or in a format
+    we cannot read (PDF, Word, MOBI ...)."""
     path = Path(path)
     _check_file(path)
+    _refuse_unsupported(path)
     try:
         book = _read(path, include_matter)
     except PermissionError as exc:
