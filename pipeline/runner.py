@@ -19,6 +19,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -326,6 +327,7 @@ class Runner:
         self._abort_all: str | None = None  # set when the server refuses everything
         self._consecutive_failures = 0
         self._workers: list[asyncio.Task[None]] = []
+        self._stores: set[asyncio.Task[None]] = set()  # parts on their way to the cache
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -342,6 +344,9 @@ class Runner:
 
     async def _main(self, plans: Sequence[BookPlan]) -> list[BookReport]:
         loop = asyncio.get_running_loop()
+        # Parts are stored in threads (write + fsync); the default pool of cores + 4 threads would make stores
+        # queue behind each other's fsync, so there is a thread per worker, plus one for assembly.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=self.concurrency + 2))
         for sig in (signal.SIGINT, signal.SIGTERM):
             # Not possible outside the main thread (or on Windows): Ctrl-C then raises KeyboardInterrupt.
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -420,7 +425,7 @@ class Runner:
                 for w in workers:
                     w.cancel()
             stop_waiter.cancel()
-            for outcome in await all_done:
+            for outcome in [*await all_done, *await asyncio.gather(*self._stores, return_exceptions=True)]:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                     raise outcome
             assembly.put_nowait(None)
@@ -461,19 +466,41 @@ class Runner:
                 book.synthesized += 1
                 book.characters_sent += len(job.text)
                 self._consecutive_failures = 0
-                # Written before anything else: from here on this part is never paid for again.
-                try:
-                    await asyncio.to_thread(self.cache.put, job.key, result.audio, job.fmt)
-                except OSError as exc:  # a full or read-only disk: every further request would be wasted
-                    self._abort(f"cannot store audio in the cache {self.cache.root}: {exc.strerror or exc}")
-                    continue
+                # Stored (write, fsync, rename) while this worker already sends its next request; the part
+                # counts as done only once it is on disk, so an interruption never loses a stored part.
+                store = asyncio.create_task(self._store(job, result.audio, waiting, assembly))
+                self._stores.add(store)
+                store.add_done_callback(self._stores.discard)
             else:
                 book.cache_hits += 1
-            self.progress.advance(len(job.text) * len(waiting.get(job.key, ())))
-            for state, cs in waiting.pop(job.key, []):
-                cs.missing.discard(job.key)
-                if not cs.missing and not cs.failed and cs.outcome is None:
-                    assembly.put_nowait((state, cs))
+                self._arrived(job, waiting, assembly)
+
+    async def _store(
+        self,
+        job: _Job,
+        data: bytes,
+        waiting: dict[str, list[tuple[_BookState, _ChapterState]]],
+        assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None],
+    ) -> None:
+        try:
+            await asyncio.to_thread(self.cache.put, job.key, data, job.fmt)
+        except OSError as exc:  # a full or read-only disk: every further request would be wasted
+            self._abort(f"cannot store audio in the cache {self.cache.root}: {exc.strerror or exc}")
+            return
+        self._arrived(job, waiting, assembly)
+
+    def _arrived(
+        self,
+        job: _Job,
+        waiting: dict[str, list[tuple[_BookState, _ChapterState]]],
+        assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None],
+    ) -> None:
+        """A part is in the cache: every chapter that waited for it may now be complete."""
+        self.progress.advance(len(job.text) * len(waiting.get(job.key, ())))
+        for state, cs in waiting.pop(job.key, []):
+            cs.missing.discard(job.key)
+            if not cs.missing and not cs.failed and cs.outcome is None:
+                assembly.put_nowait((state, cs))
 
     def _fatal(self, book: _BookState, exc: FatalAPIError) -> None:
         message = str(exc)
