@@ -1,0 +1,84 @@
+"""Settings precedence and validation: defaults < file < environment < flags, keys only from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, load_settings
+from pipeline.errors import UsageError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "settings.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_each_layer_overrides_the_one_below(tmp_path: Path) -> None:
+    config = write(
+        tmp_path, '[api]\nbase_url = "https://relay.example/v1"\nconcurrency = 3\n[speech]\nvoice = "nova"\n'
+    )
+    assert load_settings(env={}) == Settings()
+    from_file = load_settings(config, env={})
+    assert (from_file.base_url, from_file.concurrency, from_file.voice) == ("https://relay.example/v1", 3, "nova")
+    env = {"OPENAI_BASE_URL": "http://127.0.0.1:9000/v1", "AUDIOBOOK_VOICE": "echo", "AUDIOBOOK_M4B": "yes"}
+    from_env = load_settings(config, env=env)
+    assert (from_env.base_url, from_env.voice, from_env.concurrency, from_env.m4b) == (
+        "http://127.0.0.1:9000/v1",
+        "echo",
+        3,
+        True,
+    )
+    flags = load_settings(config, env=env, overrides={"voice": "onyx", "speed": None, "concurrency": 12})
+    assert (flags.voice, flags.speed, flags.concurrency, flags.base_url) == ("onyx", None, 12, from_env.base_url)
+
+
+def test_config_named_by_the_environment_and_the_shipped_configs_load(tmp_path: Path) -> None:
+    config = write(tmp_path, 'model = "tts-1"\n')
+    assert load_settings(env={"AUDIOBOOK_CONFIG": str(config)}).model == "tts-1"
+    relay = load_settings(REPO / "configs" / "whatai.toml", env={})
+    assert relay.base_url == "https://api.whatai.cc/v1" and relay.api_key_env == "WHATAI_API_KEY"
+    assert relay.max_chars == 500 and relay.model == "gpt-4o-mini-tts"
+    assert load_settings(REPO / "configs" / "local.toml", env={}).backend == "local"
+    assert load_settings(REPO / "configs" / "default.toml", env={}) == Settings()
+
+
+def test_the_key_comes_from_the_variable_the_config_names(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, 'api_key_env = "RELAY_KEY"\n'), env={})
+    assert settings.api_key({"RELAY_KEY": " secret ", "OPENAI_API_KEY": "other"}) == "secret"
+    assert settings.api_key({"OPENAI_API_KEY": "other"}) is None
+    assert "secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('api_key = "sk-abc"\n', "not read from files"),
+        ('[api]\nOPENAI_API_KEY = "sk-abc"\n', "not read from files"),
+        ('voise = "nova"\n', "unknown setting 'voise'"),
+        ("concurrency = 0\n", "concurrency must be between 1 and 64"),
+        ('concurrency = "many"\n', "not a valid int"),
+        ("max_chars = 10000\n", "4096"),
+        ("speed = 5.0\n", "speed must be between 0.25 and 4.0"),
+        ('base_url = "api.openai.com"\n', "http(s) URL"),
+        ('backend = "piper"\n', "backend must be one of"),
+        ('subtitles = "ass"\n', "subtitles must be one of"),
+        ("m4b = 3\n", "not a valid bool"),
+        ("this is = not toml\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_a_usage_error_naming_the_problem(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(UsageError, match=None) as err:
+        load_settings(write(tmp_path, text), env={})
+    assert needle in str(err.value)
+
+
+def test_bad_environment_values_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="speed"):
+        load_settings(env={"AUDIOBOOK_SPEED": "fast"})
+    with pytest.raises(UsageError, match="config file not found"):
+        load_settings(env={"AUDIOBOOK_CONFIG": "/nonexistent/settings.toml"})

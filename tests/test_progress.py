@@ -1,0 +1,36 @@
+"""Progress: a bar on a terminal, plain timestamped-friendly log lines for cron and pipes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pipeline.progress import Progress
+
+
+def test_without_a_terminal_progress_is_log_lines(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.INFO, logger="audiobook")
+    progress = Progress(tty=False, interval=3600)
+    progress.start(total_chars=1000, done_chars=100, requests=3)
+    for _ in range(3):
+        progress.advance(300)
+    progress.note("wrote 01 Opening.mp3")
+    progress.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "3 requests to make, 100 of 1000 characters already cached"
+    assert lines[1] == "3/3 requests, 1000/1000 characters"  # the interval holds back all but the last
+    assert lines[2] == "wrote 01 Opening.mp3"
+    assert "\r" not in capsys.readouterr().err  # no bar redraws in a log file
+
+
+def test_on_a_terminal_progress_is_a_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = Progress(tty=True)
+    progress.start(total_chars=1000, done_chars=0, requests=2)
+    progress.advance(500)
+    progress.advance(500)
+    progress.close()
+    err = capsys.readouterr().err
+    assert "speaking" in err and "2/2 requests" in err and "1.00k/1.00k" in err
