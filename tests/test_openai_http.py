@@ -326,7 +326,6 @@ def test_retry_after_ms_is_used_as_the_wait() -> None:
         (httpx.Response(200, content=b"", headers={"content-type": "audio/mpeg"}), "empty body"),
         (httpx.Response(200, content=b"<html>login</html>", headers={"content-type": "audio/mpeg"}),
          "not mp3 audio"),
-        (httpx.Response(200, content=MP3, headers={"content-type": "text/html"}), "not mp3 audio"),
     ],
 )  # fmt: skip
 def test_a_200_that_is_not_audio_is_a_failed_attempt(response: httpx.Response, quoted: str) -> None:
@@ -337,6 +336,13 @@ def test_a_200_that_is_not_audio_is_a_failed_attempt(response: httpx.Response, q
     with pytest.raises(RetryableError, match="after 1 attempt;") as caught:
         synth(client)
     assert quoted in str(caught.value)
+
+
+@pytest.mark.parametrize("label", ["text/html", "application/octet-stream", "audio/mp3", ""])
+def test_audio_under_a_wrong_label_is_still_audio(label: str) -> None:
+    client, seen, _ = mock_client(lambda r: httpx.Response(200, content=MP3, headers={"content-type": label}))
+    result = synth(client)
+    assert result.audio == MP3 and result.attempts == 1 and len(seen) == 1
 
 
 def test_a_wav_answer_is_sniffed_as_wav() -> None:

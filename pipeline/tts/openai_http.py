@@ -346,7 +346,8 @@ class OpenAISpeech:
                 raise self._retryable(
                     f"{self._where} answered 200 with JSON instead of audio: {message or 'no message'}"
                 )
-            if not _sniff_ok(fmt, body) or content_type.startswith("text/"):
+            # The bytes decide, not the label: relays mislabel audio (octet-stream, text/plain, text/html).
+            if not _sniff_ok(fmt, body):
                 raise self._retryable(
                     f"{self._where} answered 200 with {len(body)} bytes that are not {fmt or 'mp3'} audio "
                     f"(content-type {content_type or 'missing'}, starts with {body[:16]!r})"
