@@ -32,7 +32,7 @@ from pipeline.errors import AudioError
 from pipeline.media import decode, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("audiobook")  # one logger: the CLI formats it for terminals and cron
 
 M4B_BITRATE = "64k"  # AAC-LC mono speech is transparent well below MP3's 128k
 _SAMPLE_BYTES = 2  # signed 16-bit mono PCM throughout

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline.tts import openai_http
+from tests.fakeserver import FakeSpeechServer
+from tests.helpers import FAKE_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("AUDIOBOOK_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -43,3 +46,12 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
     monkeypatch.setattr(openai_http, "OpenAISpeech", functools.partial(openai_http.OpenAISpeech, sleep=fake_sleep))
     return waits
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSpeechServer]:
+    """The fake speech server, with OPENAI_API_KEY and OPENAI_BASE_URL pointing the program at it."""
+    with FakeSpeechServer(api_key=FAKE_KEY, ms_per_char=4.0) as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        yield srv

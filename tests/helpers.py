@@ -57,18 +57,24 @@ def write_book(path: Path, chapters: int = 3, paragraphs: int = 6, sentences: in
     return path
 
 
+FAKE_KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"  # what the fake speech server expects
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process: this one's, minus the user's API and program settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))}
+    return {**env, **(extra or {}), "PYTHONPATH": str(REPO)}
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The real program in a child process, as a user or cron runs it."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))}
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         capture_output=True,
         text=True,
-        env=full_env,
+        env=child_env(env),
         timeout=timeout,
         cwd=cwd,
     )

@@ -16,17 +16,9 @@ from filelock import FileLock
 
 from pipeline.cli import main
 from tests.fakeserver import FakeSpeechServer, Fault
+from tests.helpers import FAKE_KEY as KEY
 from tests.helpers import REPO, run_cli, write_book
-
-KEY = "sk-batch-test-key-0123456789abcdef"
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch):
-    with FakeSpeechServer(api_key=KEY, ms_per_char=2.0) as srv:
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
-        yield srv
+from tests.helpers import child_env as make_child_env
 
 
 def library(root: Path, count: int = 3, **kw: int) -> Path:
@@ -162,11 +154,7 @@ def test_sigterm_mid_batch_keeps_parts_and_the_next_run_resumes(tmp_path: Path) 
             "AUDIOBOOK_CACHE_DIR": str(cache),
             "AUDIOBOOK_CONCURRENCY": "4",
         }
-        child_env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))},
-            **env,
-            "PYTHONPATH": str(REPO),
-        }
+        child_env = make_child_env(env)
         child = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "batch", str(jobs)],
             env=child_env,

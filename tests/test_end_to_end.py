@@ -23,17 +23,9 @@ from pipeline.readers import read_book
 from pipeline.runner import plan_book
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer, Fault
+from tests.helpers import FAKE_KEY as KEY
 from tests.helpers import REPO, read_report, run_cli, write_book
-
-KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch):
-    with FakeSpeechServer(api_key=KEY, ms_per_char=4.0) as srv:
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
-        yield srv
+from tests.helpers import child_env as make_child_env
 
 
 def convert(book: Path, out: Path, *extra: str) -> int:
@@ -254,11 +246,7 @@ def test_killed_run_resumes_without_paying_twice(tmp_path: Path) -> None:
             "--concurrency",
             "4",
         ]
-        child_env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AUDIOBOOK_"))},
-            **env,
-            "PYTHONPATH": str(REPO),
-        }
+        child_env = make_child_env(env)
         child = subprocess.Popen(full, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while len(srv.served_inputs()) < 40 and time.monotonic() < deadline and child.poll() is None:

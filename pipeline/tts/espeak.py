@@ -31,7 +31,7 @@ from pipeline.media import BITRATE, SAMPLE_RATE, encode_pcm
 from pipeline.models import SpeechResult, VoiceSpec
 from pipeline.text import CJK_CHAR, is_cjk
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("audiobook")  # one logger: the CLI formats it for terminals and cron
 
 # Voice names of the OpenAI speech API: each means "the default voice for this text" here.
 OPENAI_VOICES = (

@@ -32,7 +32,7 @@ from pipeline.errors import FatalAPIError, RetryableError, SynthesisError, Usage
 from pipeline.media import looks_like_mp3
 from pipeline.models import SpeechResult, VoiceSpec
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("audiobook")  # one logger: the CLI formats it for terminals and cron
 
 INITIAL_RETRY_DELAY = 0.5  # seconds before the first retry when the server names no delay
 MAX_RETRY_DELAY = 8.0
