@@ -57,6 +57,23 @@ def write_book(path: Path, chapters: int = 3, paragraphs: int = 6, sentences: in
     return path
 
 
+# The table of contents of the corpus EPUB (alice-pg11.epub): what its chapters must be called.
+ALICE_TOC = [
+    "CHAPTER I. Down the Rabbit-Hole",
+    "CHAPTER II. The Pool of Tears",
+    "CHAPTER III. A Caucus-Race and a Long Tale",
+    "CHAPTER IV. The Rabbit Sends in a Little Bill",
+    "CHAPTER V. Advice from a Caterpillar",
+    "CHAPTER VI. Pig and Pepper",
+    "CHAPTER VII. A Mad Tea-Party",
+    "CHAPTER VIII. The Queen’s Croquet-Ground",
+    "CHAPTER IX. The Mock Turtle’s Story",
+    "CHAPTER X. The Lobster Quadrille",
+    "CHAPTER XI. Who Stole the Tarts?",
+    "CHAPTER XII. Alice’s Evidence",
+]
+
+
 FAKE_KEY = "sk-test-0123456789abcdefghijklmnopqrstuvwxyz"  # what the fake speech server expects
 
 

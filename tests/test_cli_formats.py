@@ -24,7 +24,7 @@ from pipeline.cli import main
 from pipeline.media import decode
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer
-from tests.helpers import read_report, run_cli
+from tests.helpers import ALICE_TOC, read_report, run_cli
 
 KEY = "sk-formats-test-key-0123456789"
 MS_PER_CHAR = 2.0  # short audio: a 100-character segment is 0.2 s, so assembly and the M4B stay fast
@@ -223,22 +223,6 @@ def test_epub_dry_run_lists_chapters_titles_sizes_and_what_it_skips(
     skipped_lines = text.split("Skipped", 1)[1]
     assert "Contents" in skipped_lines and "Licence" in skipped_lines
     assert f"{len(CHAPTERS)} chapters" in text
-
-
-ALICE_TOC = [
-    "CHAPTER I. Down the Rabbit-Hole",
-    "CHAPTER II. The Pool of Tears",
-    "CHAPTER III. A Caucus-Race and a Long Tale",
-    "CHAPTER IV. The Rabbit Sends in a Little Bill",
-    "CHAPTER V. Advice from a Caterpillar",
-    "CHAPTER VI. Pig and Pepper",
-    "CHAPTER VII. A Mad Tea-Party",
-    "CHAPTER VIII. The Queen’s Croquet-Ground",
-    "CHAPTER IX. The Mock Turtle’s Story",
-    "CHAPTER X. The Lobster Quadrille",
-    "CHAPTER XI. Who Stole the Tarts?",
-    "CHAPTER XII. Alice’s Evidence",
-]
 
 
 def test_corpus_epub_dry_run_has_its_twelve_toc_chapters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from pipeline.errors import InputError
 from pipeline.readers import epub as epub_module
 from pipeline.readers.epub import read_epub
 from tests.conftest import corpus_file
+from tests.helpers import ALICE_TOC
 
 CONTAINER = """<?xml version="1.0"?>
 <container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">
@@ -101,25 +102,10 @@ def simple_epub(path: Path, chapters: dict[str, str], **opf_args: str) -> Path:
 
 # -- the corpus book -------------------------------------------------------------------------------
 
-ALICE_CHAPTERS = [
-    "CHAPTER I. Down the Rabbit-Hole",
-    "CHAPTER II. The Pool of Tears",
-    "CHAPTER III. A Caucus-Race and a Long Tale",
-    "CHAPTER IV. The Rabbit Sends in a Little Bill",
-    "CHAPTER V. Advice from a Caterpillar",
-    "CHAPTER VI. Pig and Pepper",
-    "CHAPTER VII. A Mad Tea-Party",
-    "CHAPTER VIII. The Queen’s Croquet-Ground",
-    "CHAPTER IX. The Mock Turtle’s Story",
-    "CHAPTER X. The Lobster Quadrille",
-    "CHAPTER XI. Who Stole the Tarts?",
-    "CHAPTER XII. Alice’s Evidence",
-]
-
 
 def test_alice_has_its_twelve_chapters_and_no_front_or_back_matter() -> None:
     book = read_epub(corpus_file("alice-pg11.epub"))
-    assert [c.title for c in book.chapters] == ALICE_CHAPTERS
+    assert [c.title for c in book.chapters] == ALICE_TOC
     assert [c.index for c in book.chapters] == list(range(1, 13))
     assert book.title == "Alice's Adventures in Wonderland"
     assert book.author == "Lewis Carroll"
@@ -143,7 +129,7 @@ def test_alice_include_matter_keeps_contents_and_licence() -> None:
     titles = [c.title for c in book.chapters]
     assert "Contents" in titles
     assert titles[-1] == "THE FULL PROJECT GUTENBERG LICENSE"
-    assert titles[titles.index(ALICE_CHAPTERS[0]) : titles.index(ALICE_CHAPTERS[-1]) + 1] == ALICE_CHAPTERS
+    assert titles[titles.index(ALICE_TOC[0]) : titles.index(ALICE_TOC[-1]) + 1] == ALICE_TOC
     assert "Project Gutenberg" in book.chapters[-1].text
 
 
