@@ -120,7 +120,7 @@ def test_many_short_articles_share_one_busy_pool(server: FakeSpeechServer, tmp_p
     for i in range(20):
         write_book(books / f"article{i:02}.txt", chapters=1, paragraphs=1, sentences=1, seed=i + 1)
     jobs = job_file(tmp_path, "[defaults]\nannounce_titles = false\n", top="concurrency = 8\n")
-    server.latency = 0.3  # long enough that every worker is busy at once
+    server.latency = 0.5  # long enough that every worker is busy at once, even on a loaded machine
     assert main(["batch", str(jobs)]) == 0
     assert len(server.served_inputs()) == 20
     # Twenty one-request books, eight workers: the pool never waited for one book before starting the next.
