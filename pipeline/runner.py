@@ -57,6 +57,7 @@ class ChapterPlan:
     fingerprint: str  # everything the chapter file depends on; equal fingerprint means the file is current
     filename: str
     up_to_date: bool  # the file from an earlier run exists with this fingerprint: nothing to do
+    previous_duration_s: float | None = None  # that file's length, from the earlier run's report
 
     @property
     def characters(self) -> int:
@@ -176,7 +177,7 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, cache: PartCache) -
     spec = settings.voice_spec
     previous = read_report(out_dir) or {}
     done_before = {
-        c.get("file"): c.get("fingerprint")
+        c.get("file"): (c.get("fingerprint"), c.get("duration_s"))
         for c in previous.get("chapters", [])
         if isinstance(c, dict) and c.get("status") in ("done", "unchanged")
     }
@@ -187,9 +188,11 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, cache: PartCache) -
         keys = tuple(part_key(identity, spec, seg.text) for seg in segments)
         fingerprint = _chapter_fingerprint(keys, book, chapter, total, settings)
         filename = audio.chapter_filename(chapter.index, total, chapter.title)
-        up_to_date = done_before.get(filename) == fingerprint and (out_dir / filename).is_file()
+        before, duration = done_before.get(filename, (None, None))
+        up_to_date = before == fingerprint and (out_dir / filename).is_file()
         cached = tuple(cache.get(k, settings.part_format) is not None for k in keys)
-        chapters.append(ChapterPlan(chapter, segments, keys, cached, fingerprint, filename, up_to_date))
+        duration = float(duration) if up_to_date and isinstance(duration, (int, float)) else None
+        chapters.append(ChapterPlan(chapter, segments, keys, cached, fingerprint, filename, up_to_date, duration))
     return BookPlan(book, settings, out_dir, identity, tuple(chapters))
 
 
@@ -392,7 +395,7 @@ class Runner:
                     cs = _ChapterState(cp, set())
                     state.chapters.append(cs)
                     if cp.up_to_date:
-                        cs.outcome = _outcome(cp, "unchanged", _previous_duration(plan.out_dir, cp.filename))
+                        cs.outcome = _outcome(cp, "unchanged", cp.previous_duration_s)
                         cs.audio = ChapterAudio(
                             cp.chapter, plan.out_dir / cp.filename, int((cs.outcome.duration_s or 0) * 1000)
                         )
@@ -686,14 +689,6 @@ def _remove_stale_outputs(out_dir: Path, keep: set[str | None], current_chapters
             candidates |= {name[:-4] + ".srt", name[:-4] + ".vtt"}
     for name in candidates - {k for k in keep if k}:
         (out_dir / name).unlink(missing_ok=True)
-
-
-def _previous_duration(out_dir: Path, filename: str) -> float | None:
-    for c in (read_report(out_dir) or {}).get("chapters", []):
-        if isinstance(c, dict) and c.get("file") == filename:
-            value = c.get("duration_s")
-            return float(value) if isinstance(value, (int, float)) else None
-    return None
 
 
 def _outcome(cp: ChapterPlan, status: str, duration: float | None, error: str | None = None) -> ChapterOutcome:

@@ -100,11 +100,13 @@ def test_second_identical_run_sends_nothing_and_rewrites_nothing(server: FakeSpe
     book = write_book(tmp_path / "book.txt")
     assert convert(book, tmp_path / "out") == 0
     first = server.requests
+    durations = [c["duration_s"] for c in read_report(tmp_path / "out")["chapters"]]
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp3")}
     assert convert(book, tmp_path / "out") == 0
     assert server.requests == first
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp3")} == stamps
     assert [c["status"] for c in read_report(tmp_path / "out")["chapters"]] == ["unchanged"] * 3
+    assert [c["duration_s"] for c in read_report(tmp_path / "out")["chapters"]] == durations
     # A fresh output folder still costs nothing: the parts are in the shared cache.
     assert convert(book, tmp_path / "elsewhere") == 0
     assert server.requests == first
