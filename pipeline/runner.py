@@ -2,9 +2,9 @@
 
 One bounded pool serves every segment of every book in the run (a batch shares it too), so concurrency never
 drains at a chapter's or a book's end. Identical segments are requested once. Every finished part goes to the
-cache before anything else happens, so an interrupted run loses at most the requests in flight. A chapter is
-assembled as soon as its last part arrives, one chapter at a time (memory is bounded by one chapter). A chapter
-with a missing part is never written: the run ends with exit 1 and names what is missing.
+cache before it counts as done, so an interrupted run loses at most the requests in flight. A chapter is
+assembled as soon as its last part arrives, one chapter at a time. A chapter with a missing part is never
+written: the run ends with exit 1 and names what is missing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ class BookPlan:
     def characters(self) -> int:
         return sum(c.characters for c in self.chapters)
 
+    @cached_property
     def needed(self) -> dict[str, str]:
         """Cache key -> text of every part this run must request (deduplicated)."""
         out: dict[str, str] = {}
@@ -93,7 +95,7 @@ class BookPlan:
 
     @property
     def characters_to_send(self) -> int:
-        return sum(len(t) for t in self.needed().values())
+        return sum(len(t) for t in self.needed.values())
 
     @property
     def estimated_cost(self) -> float:
@@ -102,7 +104,6 @@ class BookPlan:
     def summary(self) -> dict[str, Any]:
         """The plan as data: what --dry-run --json prints and the report starts from."""
         s = self.settings
-        needed = self.needed()
         return {
             "book": {
                 "title": self.book.title,
@@ -132,9 +133,9 @@ class BookPlan:
             "segments": self.segments,
             "characters": self.characters,
             "cached_segments": sum(sum(c.cached) for c in self.chapters),
-            "requests_needed": len(needed),
-            "characters_to_send": sum(len(t) for t in needed.values()),
-            "estimated_cost_usd": round(self.settings.estimated_cost(sum(len(t) for t in needed.values())), 4),
+            "requests_needed": len(self.needed),
+            "characters_to_send": self.characters_to_send,
+            "estimated_cost_usd": round(self.estimated_cost, 4),
         }
 
 
@@ -243,10 +244,7 @@ class BookReport:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["chapters"] = [asdict(c) for c in self.chapters]
-        data["failures"] = [asdict(f) for f in self.failures]
-        return data
+        return asdict(self)
 
     def problem(self) -> str | None:
         """One line on what was not done, or None when everything was."""
@@ -293,11 +291,23 @@ class _BookState:
 
 @dataclass(frozen=True)
 class _Job:
+    """One distinct part to request; ``book`` is the first book that needs it (its settings say how)."""
+
     book: _BookState
     key: str
     text: str
-    spec: VoiceSpec
-    fmt: str
+
+    @property
+    def spec(self) -> VoiceSpec:
+        return self.book.plan.settings.voice_spec
+
+    @property
+    def fmt(self) -> str:
+        return self.book.plan.settings.part_format
+
+
+_Waiting = dict[str, list[tuple[_BookState, _ChapterState]]]  # cache key -> the chapters that need that part
+_AssemblyQueue = asyncio.Queue[tuple[_BookState, _ChapterState] | None]
 
 
 # The book whose request is under way in this task; retry callbacks use it to count retries.
@@ -329,8 +339,11 @@ class Runner:
         self.stop_reason: str | None = None  # set on Ctrl-C / SIGTERM
         self._abort_all: str | None = None  # set when the server refuses everything
         self._consecutive_failures = 0
+        self._stop_event = asyncio.Event()  # set on a signal or an abort: workers take no new job
         self._workers: list[asyncio.Task[None]] = []
         self._stores: set[asyncio.Task[None]] = set()  # parts on their way to the cache
+        self._waiting: _Waiting = {}
+        self._assembly: _AssemblyQueue = asyncio.Queue()
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -375,12 +388,10 @@ class Runner:
                 w.cancel()
 
     async def _run_books(self, plans: Sequence[BookPlan]) -> list[BookReport]:
-        self._stop_event = asyncio.Event()
         synths: list[Synthesizer] = []
         states: list[_BookState] = []
-        waiting: dict[str, list[tuple[_BookState, _ChapterState]]] = {}
+        waiting, assembly = self._waiting, self._assembly
         jobs: asyncio.Queue[_Job] = asyncio.Queue()
-        assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None] = asyncio.Queue()
         total_chars = done_chars = 0
         queued: set[str] = set()  # each distinct part is requested once, whichever books share it
         try:
@@ -401,23 +412,25 @@ class Runner:
                         )
                         continue
                     for seg, key in zip(cp.segments, cp.keys, strict=True):
-                        total_chars += len(seg.text)
+                        # Looked up again, not taken from the plan: in a batch the plan may be minutes old.
                         if self.cache.get(key, plan.settings.part_format) is not None:
                             state.cache_hits += 1
+                            total_chars += len(seg.text)
                             done_chars += len(seg.text)
                             continue
+                        if key in cs.missing:
+                            continue  # the same sentence twice in one chapter: one part serves both
+                        total_chars += len(seg.text)
                         cs.missing.add(key)
                         waiting.setdefault(key, []).append((state, cs))
                         if key not in queued:
                             queued.add(key)
-                            jobs.put_nowait(
-                                _Job(state, key, seg.text, plan.settings.voice_spec, plan.settings.part_format)
-                            )
+                            jobs.put_nowait(_Job(state, key, seg.text))
                     if not cs.missing:
                         assembly.put_nowait((state, cs))
             self.progress.start(total_chars, done_chars, jobs.qsize())
-            assembler = asyncio.create_task(self._assembler(assembly))
-            workers = [asyncio.create_task(self._worker(jobs, waiting, assembly)) for _ in range(self.concurrency)]
+            assembler = asyncio.create_task(self._assembler())
+            workers = [asyncio.create_task(self._worker(jobs)) for _ in range(self.concurrency)]
             self._workers = workers
             stop_waiter = asyncio.create_task(self._stop_event.wait())
             all_done = asyncio.gather(*workers, return_exceptions=True)
@@ -439,12 +452,7 @@ class Runner:
                 await synth.aclose()
         return [self._finish(state) for state in states]
 
-    async def _worker(
-        self,
-        jobs: asyncio.Queue[_Job],
-        waiting: dict[str, list[tuple[_BookState, _ChapterState]]],
-        assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None],
-    ) -> None:
+    async def _worker(self, jobs: asyncio.Queue[_Job]) -> None:
         while not self._stop_event.is_set():
             try:
                 job = jobs.get_nowait()
@@ -463,7 +471,7 @@ class Runner:
                     continue
                 except SynthesisError as exc:
                     book.requests += 1
-                    self._failed(job, exc, waiting)
+                    self._failed(job, exc)
                     continue
                 book.requests += 1  # earlier attempts were counted by note_retry as they happened
                 book.synthesized += 1
@@ -471,39 +479,28 @@ class Runner:
                 self._consecutive_failures = 0
                 # Stored (write, fsync, rename) while this worker already sends its next request; the part
                 # counts as done only once it is on disk, so an interruption never loses a stored part.
-                store = asyncio.create_task(self._store(job, result.audio, waiting, assembly))
+                store = asyncio.create_task(self._store(job, result.audio))
                 self._stores.add(store)
                 store.add_done_callback(self._stores.discard)
             else:
                 book.cache_hits += 1
-                self._arrived(job, waiting, assembly)
+                self._arrived(job)
 
-    async def _store(
-        self,
-        job: _Job,
-        data: bytes,
-        waiting: dict[str, list[tuple[_BookState, _ChapterState]]],
-        assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None],
-    ) -> None:
+    async def _store(self, job: _Job, data: bytes) -> None:
         try:
             await asyncio.to_thread(self.cache.put, job.key, data, job.fmt)
         except OSError as exc:  # a full or read-only disk: every further request would be wasted
             self._abort(f"cannot store audio in the cache {self.cache.root}: {exc.strerror or exc}")
             return
-        self._arrived(job, waiting, assembly)
+        self._arrived(job)
 
-    def _arrived(
-        self,
-        job: _Job,
-        waiting: dict[str, list[tuple[_BookState, _ChapterState]]],
-        assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None],
-    ) -> None:
+    def _arrived(self, job: _Job) -> None:
         """A part is in the cache: every chapter that waited for it may now be complete."""
-        self.progress.advance(len(job.text) * len(waiting.get(job.key, ())))
-        for state, cs in waiting.pop(job.key, []):
+        self.progress.advance(len(job.text) * len(self._waiting.get(job.key, ())))
+        for state, cs in self._waiting.pop(job.key, []):
             cs.missing.discard(job.key)
             if not cs.missing and not cs.failed and cs.outcome is None:
-                assembly.put_nowait((state, cs))
+                self._assembly.put_nowait((state, cs))
 
     def _fatal(self, book: _BookState, exc: FatalAPIError) -> None:
         message = str(exc)
@@ -513,10 +510,8 @@ class Runner:
             book.error = message
             log.error("%s: stopping this book: %s", book.plan.book.title, message)
 
-    def _failed(
-        self, job: _Job, exc: SynthesisError, waiting: dict[str, list[tuple[_BookState, _ChapterState]]]
-    ) -> None:
-        for _state, cs in waiting.get(job.key, []):
+    def _failed(self, job: _Job, exc: SynthesisError) -> None:
+        for _state, cs in self._waiting.get(job.key, []):
             seg_index = cs.plan.keys.index(job.key)
             failure = SegmentFailure(
                 cs.plan.chapter.index, cs.plan.chapter.title, seg_index, _preview(job.text), str(exc)
@@ -534,8 +529,8 @@ class Runner:
             self._stop_event.set()
             log.error("stopping: %s", message)
 
-    async def _assembler(self, queue: asyncio.Queue[tuple[_BookState, _ChapterState] | None]) -> None:
-        while (item := await queue.get()) is not None:
+    async def _assembler(self) -> None:
+        while (item := await self._assembly.get()) is not None:
             state, cs = item
             if self.stop_reason:
                 continue  # interrupted: the parts are cached, the next run assembles this chapter

@@ -361,3 +361,25 @@ def test_an_unwritable_cache_fails_before_any_request(server: FakeSpeechServer, 
     (tmp_path / "afile").write_text("not a folder")
     assert convert(book, tmp_path / "out", "--cache-dir", str(tmp_path / "afile")) == 2
     assert server.requests == []
+
+
+def test_a_sentence_repeated_in_a_chapter_is_paid_once_and_the_chapter_built_once(
+    server: FakeSpeechServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import audio
+
+    built: list[str] = []
+    real = audio.assemble_chapter
+
+    def counting(*args: object, **kwargs: object) -> object:
+        built.append(args[1].title)  # type: ignore[attr-defined]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audio, "assemble_chapter", counting)
+    book = tmp_path / "refrain.txt"
+    book.write_text("Chapter 1: Refrain\n\nOh dear!\n\nThe rabbit ran.\n\nOh dear!\n", encoding="utf-8")
+    assert convert(book, tmp_path / "out", "--no-titles") == 0
+    assert sorted(r.input for r in server.requests) == ["Oh dear!", "The rabbit ran."]
+    assert built == ["Chapter 1. Refrain"]
+    report = read_report(tmp_path / "out")
+    assert report["chapters"][0]["segments"] == 3 and report["status"] == "done"
