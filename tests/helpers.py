@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,27 @@ def run_cli(
 
 def read_report(out: Path) -> dict[str, Any]:
     return json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+
+def tiny_png() -> bytes:
+    """A valid 2x2 red PNG, built by hand (no image library), that ffmpeg and players accept as cover art."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
+    header = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def claim_huge_size(path: Path, member: str) -> None:
+    """Make the zip's central directory declare ~4 GB uncompressed for ``member`` (a zip bomb by its header)."""
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    pos = 0
+    while (entry := data.find(b"PK\x01\x02", pos)) != -1:
+        name_len = struct.unpack_from("<H", data, entry + 28)[0]
+        if data[entry + 46 : entry + 46 + name_len] == name:
+            struct.pack_into("<I", data, entry + 24, 0xFFFFFFFE)  # uncompressed size
+        pos = entry + 4
+    path.write_bytes(bytes(data))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import struct
-import zlib
 from array import array
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from pipeline.config import Settings
 from pipeline.errors import AudioError
 from pipeline.media import decode, encode_pcm
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
+from tests.helpers import tiny_png
 
 RATE = 24_000
 # Small distinct pauses so each one is identifiable in the timings.
@@ -37,17 +36,6 @@ SETTINGS = Settings(sentence_pause_ms=150, paragraph_pause_ms=400, title_pause_m
 def sine_pcm(ms: int, rate: int = RATE, freq: float = 440.0) -> bytes:
     n = rate * ms // 1000
     return array("h", (int(8000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n))).tobytes()
-
-
-def tiny_png() -> bytes:
-    """A valid 2x2 red PNG, built by hand so the test needs no image library."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    raw = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
-    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 def frames(audio_bytes: bytes, fmt: str = "mp3") -> int:

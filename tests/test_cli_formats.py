@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from pipeline.cli import main
 from pipeline.media import decode
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer
-from tests.helpers import ALICE_TOC, read_report, run_cli
+from tests.helpers import ALICE_TOC, claim_huge_size, read_report, run_cli, tiny_png
 
 KEY = "sk-formats-test-key-0123456789"
 MS_PER_CHAR = 2.0  # short audio: a 100-character segment is 0.2 s, so assembly and the M4B stay fast
@@ -50,17 +48,6 @@ CONTAINER = (
     '<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles>'
     "</container>"
 )
-
-
-def tiny_png() -> bytes:
-    """A valid 2x2 red PNG, so ffmpeg and players accept it as cover art."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
-    header = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 COVER = tiny_png()
@@ -498,15 +485,7 @@ def xxe(path: Path) -> str:
 def zip_bomb(path: Path) -> str:
     """A member whose central directory claims almost 4 GB: refused before anything is inflated."""
     book_epub(path)
-    data = bytearray(path.read_bytes())
-    name = b"OEBPS/c1.xhtml"
-    pos = 0
-    while (entry := data.find(b"PK\x01\x02", pos)) != -1:
-        name_len = struct.unpack_from("<H", data, entry + 28)[0]
-        if data[entry + 46 : entry + 46 + name_len] == name:
-            struct.pack_into("<I", data, entry + 24, 0xFFFFFFFE)  # uncompressed size
-        pos = entry + 4
-    path.write_bytes(bytes(data))
+    claim_huge_size(path, "OEBPS/c1.xhtml")
     return "zip bomb"
 
 

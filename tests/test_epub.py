@@ -14,7 +14,7 @@ from pipeline.errors import InputError
 from pipeline.readers import epub as epub_module
 from pipeline.readers.epub import read_epub
 from tests.conftest import corpus_file
-from tests.helpers import ALICE_TOC
+from tests.helpers import ALICE_TOC, claim_huge_size
 
 CONTAINER = """<?xml version="1.0"?>
 <container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">
@@ -540,16 +540,7 @@ def rewrite(path: Path, member: str, data: str | bytes) -> None:
 def test_zip_bomb_declared_size(tmp_path: Path) -> None:
     """A small member whose central directory claims 4 GB: refused before a byte is inflated."""
     path = simple_epub(tmp_path / "liar.epub", {"One": "<p>Text.</p>"})
-    data = bytearray(path.read_bytes())
-    # Patch every central-directory record of the chapter file to declare 0xFFFFFFFE bytes uncompressed.
-    name = b"OEBPS/c0.xhtml"
-    pos = 0
-    while (entry := data.find(b"PK\x01\x02", pos)) != -1:
-        name_len = struct.unpack_from("<H", data, entry + 28)[0]
-        if data[entry + 46 : entry + 46 + name_len] == name:
-            struct.pack_into("<I", data, entry + 24, 0xFFFFFFFE)
-        pos = entry + 4
-    path.write_bytes(bytes(data))
+    claim_huge_size(path, "OEBPS/c0.xhtml")
     expect_input_error(path, "zip bomb", "c0.xhtml")
 
 
