@@ -380,10 +380,11 @@ def block_paragraphs(block: list[str]) -> list[str]:
     return paragraphs
 
 
-def _chapters(pairs: list[tuple[str, list[str]]]) -> tuple[Chapter, ...]:
-    """Numbered chapters from (title, paragraphs) pairs, leaving out those with nothing to read."""
-    kept = [(title, paragraphs) for title, paragraphs in pairs if paragraphs]
-    return tuple(Chapter(index=i, title=t, paragraphs=tuple(p)) for i, (t, p) in enumerate(kept, start=1))
+def _book(title: str, pairs: list[tuple[str, list[str]]], parsed: _Parsed, source: Path | None) -> Book:
+    """The book from (title, paragraphs) pairs, numbered, leaving out chapters with nothing to read."""
+    kept = [(name, paragraphs) for name, paragraphs in pairs if paragraphs]
+    chapters = tuple(Chapter(index=i, title=t, paragraphs=tuple(p)) for i, (t, p) in enumerate(kept, start=1))
+    return Book(title=title, chapters=chapters, author=parsed.author, source=source, skipped=tuple(parsed.skipped))
 
 
 # --- plain text
@@ -451,13 +452,7 @@ def parse_plain_text(text: str, *, default_title: str, source: Path | None = Non
     if chapters and chapters[-1][1] and _THE_END.match(chapters[-1][1][-1]):
         parsed.skipped.append(f"end marker {chapters[-1][1][-1]!r}")
         chapters[-1][1].pop()
-    return Book(
-        title=book_title,
-        chapters=_chapters(chapters),
-        author=parsed.author,
-        source=source,
-        skipped=tuple(parsed.skipped),
-    )
+    return _book(book_title, chapters, parsed, source)
 
 
 def read_text(path: Path) -> Book:
@@ -604,13 +599,7 @@ def parse_markdown(text: str, *, default_title: str, source: Path | None = None)
     if not chapters[0][0]:
         opening = "Opening" if len(chapters) > 1 else book_title
         chapters[0] = (opening, chapters[0][1])
-    return Book(
-        title=book_title,
-        chapters=_chapters(chapters),
-        author=parsed.author,
-        source=source,
-        skipped=tuple(parsed.skipped),
-    )
+    return _book(book_title, chapters, parsed, source)
 
 
 def read_markdown(path: Path) -> Book:
