@@ -40,12 +40,12 @@ if str(REPO) not in sys.path:  # run as `python bench/run.py` from anywhere
 from pipeline import audio  # noqa: E402
 from pipeline.cache import PartCache  # noqa: E402
 from pipeline.chunker import chunk_book  # noqa: E402
-from pipeline.cli import synth_factory  # noqa: E402
 from pipeline.config import Settings, load_settings  # noqa: E402
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment, VoiceSpec  # noqa: E402
 from pipeline.progress import Progress  # noqa: E402
 from pipeline.readers import read_book  # noqa: E402
-from pipeline.runner import BookPlan, BookReport, Runner, plan_book  # noqa: E402
+from pipeline.runner import BookPlan, BookReport, Runner, note_retry, plan_book  # noqa: E402
+from pipeline.tts.factory import synth_factory  # noqa: E402
 
 API_KEY = "bench-key"
 KEY_ENV = "AUDIOBOOK_BENCH_API_KEY"  # the variable Settings.api_key_env names for the fake server's key
@@ -229,7 +229,7 @@ def _assembly_skipped() -> Iterator[None]:
 
 def _run_pool(plans: Sequence[BookPlan], cache: PartCache, concurrency: int) -> tuple[PhaseTimer, list[BookReport]]:
     timer = PhaseTimer()
-    runner = Runner(synth_factory(), cache, concurrency=concurrency, progress=timer)
+    runner = Runner(synth_factory(on_retry=note_retry), cache, concurrency=concurrency, progress=timer)
     reports = runner.run(plans)
     _exit_on_sigterm()  # the runner's own handler is gone now; put ours back
     if runner.stop_reason:

@@ -136,10 +136,11 @@ def load_jobs(path: Path) -> JobFile:
 
 def run_batch(args: argparse.Namespace) -> int:
     from pipeline.cache import PartCache
-    from pipeline.cli import _progress, synth_factory
+    from pipeline.cli import progress_for
     from pipeline.config import load_settings
     from pipeline.readers import read_book
-    from pipeline.runner import BookPlan, Runner, plan_book, prepare_output
+    from pipeline.runner import BookPlan, Runner, note_retry, plan_book, prepare_output
+    from pipeline.tts.factory import synth_factory
 
     job = load_jobs(args.jobs)
     lock = FileLock(str(args.jobs) + ".lock")
@@ -192,13 +193,13 @@ def run_batch(args: argparse.Namespace) -> int:
             summaries[bj.source] = _summary(bj, plan, "planned" if args.dry_run else "not started")
 
         if not args.dry_run and todo:
-            synth_for = synth_factory()
+            synth_for = synth_factory(on_retry=note_retry)
             for _, plan in todo:
                 synth_for(plan.settings)  # a missing key fails here, before any request
                 prepare_output(plan.out_dir)
             PartCache(base.resolved_cache_dir).check_writable()
             runner = Runner(
-                synth_for, PartCache(base.resolved_cache_dir), concurrency=concurrency, progress=_progress(args)
+                synth_for, PartCache(base.resolved_cache_dir), concurrency=concurrency, progress=progress_for(args)
             )
             reports = runner.run([p for _, p in todo])
             for (bj, _plan), report in zip(todo, reports, strict=True):

@@ -140,7 +140,8 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     from pipeline.cache import PartCache
     from pipeline.config import load_settings
     from pipeline.readers import read_book
-    from pipeline.runner import Runner, plan_book, prepare_output
+    from pipeline.runner import Runner, note_retry, plan_book, prepare_output
+    from pipeline.tts.factory import synth_factory
 
     settings = load_settings(args.config, overrides=_flag_overrides(args))
     book = read_book(args.book, include_matter=settings.include_matter, language=settings.language)
@@ -151,11 +152,11 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
         summary = plan.summary()
         print(json.dumps(summary, ensure_ascii=False, indent=2) if args.json else format_plan(summary))
         return 0
-    synth_for = synth_factory()
+    synth_for = synth_factory(on_retry=note_retry)
     synth_for(settings)  # fail on a missing key before touching the output folder
     cache.check_writable()
     prepare_output(out_dir)
-    runner = Runner(synth_for, cache, concurrency=settings.concurrency, progress=_progress(args))
+    runner = Runner(synth_for, cache, concurrency=settings.concurrency, progress=progress_for(args))
     (report,) = runner.run([plan])
     runner.check_interrupted()
     if args.json:
@@ -168,34 +169,7 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     return 0
 
 
-def synth_factory() -> Any:
-    """One synthesizer per distinct endpoint and voice backend, shared by every book that uses it."""
-    from pipeline.runner import note_retry
-    from pipeline.tts.factory import make_synthesizer
-
-    made: dict[tuple[Any, ...], Any] = {}
-
-    def synth_for(s: Any) -> Any:
-        key = (
-            s.backend,
-            s.base_url,
-            s.api_key_env,
-            s.timeout,
-            s.connect_timeout,
-            s.max_retries,
-            s.concurrency,
-            s.sample_rate,
-            s.bitrate,
-            s.language if s.backend == "local" else None,  # the offline voice follows the book's language
-        )
-        if key not in made:
-            made[key] = make_synthesizer(s, on_retry=note_retry)
-        return made[key]
-
-    return synth_for
-
-
-def _progress(args: argparse.Namespace) -> Any:
+def progress_for(args: argparse.Namespace) -> Any:
     from pipeline.progress import Progress
 
     return Progress(enabled=not args.quiet)

@@ -65,3 +65,28 @@ def make_synthesizer(
         concurrency=settings.concurrency,
         on_retry=on_retry,
     )
+
+
+def synth_factory(*, on_retry: Callable[[Any], None] | None = None) -> Callable[[Settings], Synthesizer]:
+    """``settings -> synthesizer``, building one per distinct endpoint or offline voice: every book of a run
+    that speaks through the same one shares it (and its connections)."""
+    made: dict[tuple[Any, ...], Synthesizer] = {}
+
+    def synth_for(s: Settings) -> Synthesizer:
+        key = (
+            s.backend,
+            s.base_url,
+            s.api_key_env,
+            s.timeout,
+            s.connect_timeout,
+            s.max_retries,
+            s.concurrency,
+            s.sample_rate,
+            s.bitrate,
+            s.language if s.backend == "local" else None,  # the offline voice follows the book's language
+        )
+        if key not in made:
+            made[key] = make_synthesizer(s, on_retry=on_retry)
+        return made[key]
+
+    return synth_for
