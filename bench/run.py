@@ -31,21 +31,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/run.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from pipeline import audio  # noqa: E402
-from pipeline.cache import PartCache  # noqa: E402
+from pipeline import app, audio  # noqa: E402
 from pipeline.chunker import chunk_book  # noqa: E402
-from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment, VoiceSpec  # noqa: E402
+from pipeline.config import RunOptions, Settings, load_settings  # noqa: E402
+from pipeline.models import Book, Chapter, Pause, Segment, VoiceSpec  # noqa: E402
+from pipeline.planning import BookPlan  # noqa: E402
 from pipeline.progress import Progress  # noqa: E402
 from pipeline.readers import read_book  # noqa: E402
-from pipeline.runner import BookPlan, BookReport, Runner, note_retry, plan_book  # noqa: E402
-from pipeline.tts.factory import synth_factory  # noqa: E402
+from pipeline.report import BookReport, BookStatus  # noqa: E402
+from pipeline.store import Stores  # noqa: E402
 
 API_KEY = "bench-key"
 KEY_ENV = "AUDIOBOOK_BENCH_API_KEY"  # the variable Settings.api_key_env names for the fake server's key
@@ -113,11 +112,11 @@ def _settings(url: str, cache_dir: Path, concurrency: int) -> Settings:
 class PhaseTimer(Progress):
     """Times the synthesis phase of a run and nothing else.
 
-    ``Runner`` calls ``start()`` once the plan is queued, just before it starts the workers, and ``advance()``
-    after each part has been written to the cache. So [start, last advance] runs from before the first request
-    to the last part stored. Chapter assembly is not in it: with a one-chapter book the assembler gets its
-    chapter only after the last part, and in the batch the last article's assembly starts after it too (earlier
-    articles are assembled while requests are still in flight, as in a real batch, and that load is counted).
+    The run calls ``start()`` once the plan is queued, just before the executor starts its workers, and
+    ``advance()`` after each part has been written to the store. So [start, last advance] runs from before the
+    first request to the last part stored. Chapter assembly is not in it: the one-chapter synthesis runs only
+    fill the store, and in the batch the last article's assembly starts after the last part (earlier articles
+    are assembled while requests are still in flight, as in a real batch, and that load is counted).
     """
 
     def __init__(self) -> None:
@@ -211,33 +210,21 @@ def fake_server(latency: float, ms_per_char: float = MS_PER_CHAR) -> Iterator[Se
             handle.stats["cpu_s"] = cpu_end - cpu_start
 
 
-@contextlib.contextmanager
-def _assembly_skipped() -> Iterator[None]:
-    """Replace chapter assembly with a stub that writes nothing.
-
-    Only for the one-chapter synthesis runs, where the assembler receives the chapter after the last part is
-    stored, i.e. after the measured window: it cannot change the figure, but joining 40 minutes of audio
-    would add ~15 s to every run. Assembly has its own measurement below.
-    """
-
-    def stub(book: Book, chapter: Chapter, *args: Any, **kwargs: Any) -> ChapterAudio:
-        return ChapterAudio(chapter, Path(f"{chapter.index:02d}.mp3"), 0)
-
-    with mock.patch.object(audio, "assemble_chapter", stub):
-        yield
-
-
-def _run_pool(plans: Sequence[BookPlan], cache: PartCache, concurrency: int) -> tuple[PhaseTimer, list[BookReport]]:
+def _run_pool(
+    plans: Sequence[BookPlan], stores: Stores, concurrency: int, *, assemble: bool
+) -> tuple[PhaseTimer, tuple[BookReport, ...]]:
+    """The plans through ``app.convert``, as the CLI runs them; ``assemble=False`` only fills the store."""
     timer = PhaseTimer()
-    runner = Runner(synth_factory(on_retry=note_retry), cache, concurrency=concurrency, progress=timer)
-    reports = runner.run(plans)
-    _exit_on_sigterm()  # the runner's own handler is gone now; put ours back
-    if runner.stop_reason:
-        sys.exit(f"benchmark interrupted by {runner.stop_reason}")
-    for r in reports:
-        if r.status != "done" or r.retries:
+    result = app.convert(plans, RunOptions(concurrency), stores=stores, progress=timer, assemble=assemble)
+    _exit_on_sigterm()  # the run's own handler is gone now; put ours back
+    if result.interrupted:
+        sys.exit(f"benchmark interrupted by {result.interrupted}")
+    for r in result.reports:
+        # Without assembly no chapter is written, so "clean" means every part made at the first attempt.
+        clean = r.status == BookStatus.DONE if assemble else (not r.failures and not r.error)
+        if not clean or r.retries or r.synthesized != r.plan["requests_needed"]:
             raise RuntimeError(f"benchmark run not clean: status {r.status}, {r.retries} retries, {r.problem()}")
-    return timer, reports
+    return timer, result.reports
 
 
 def _efficiency(
@@ -265,21 +252,18 @@ def _efficiency(
 
 
 def measure_synthesis(cfg: Config, concurrency: int) -> dict[str, Any]:
-    """One chapter of distinct segments through Runner + OpenAISpeech, fresh cache: every segment a request."""
+    """One chapter of distinct segments through the run + OpenAISpeech, fresh store: every segment a request.
+    Only the store is filled: assembling 40 minutes of audio would add ~15 s a run outside the measured window."""
     count = max(cfg.min_requests, cfg.rounds * concurrency)
     tag = uuid.uuid4().hex[:8]
     book = Book("Bench", (Chapter(1, "Bench", tuple(_text(tag, i) for i in range(count))),), language="en")
-    with (
-        fake_server(cfg.latency) as srv,
-        tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp,
-        _assembly_skipped(),
-    ):
+    with fake_server(cfg.latency) as srv, tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         settings = _settings(srv.url, Path(tmp) / "cache", concurrency)
-        cache = PartCache(settings.resolved_cache_dir)
-        plan = plan_book(book, settings, Path(tmp) / "out", cache)
+        stores = Stores()
+        plan = app.plan(book, settings, Path(tmp) / "out", stores)
         if plan.segments != count:
             raise RuntimeError(f"expected {count} segments, the chunker made {plan.segments}")
-        timer, (report,) = _run_pool([plan], cache, concurrency)
+        timer, (report,) = _run_pool([plan], stores, concurrency, assemble=False)
     return _efficiency(report.requests, cfg.latency, concurrency, timer, srv)
 
 
@@ -324,7 +308,7 @@ def measure_bare_http(cfg: Config, concurrency: int) -> dict[str, Any]:
 
 
 def measure_batch(cfg: Config) -> dict[str, Any]:
-    """Short articles (1 or 2 segments) through one Runner.run: one shared pool, one shared synthesizer."""
+    """Short articles (1 or 2 segments) through one run: one shared pool, one shared synthesizer."""
     tag = uuid.uuid4().hex[:8]
     books = []
     for a in range(cfg.batch_articles):
@@ -332,9 +316,9 @@ def measure_batch(cfg: Config) -> dict[str, Any]:
         books.append(Book(f"Article {a}", (Chapter(1, f"Article {a}", paragraphs),), language="en"))
     with fake_server(cfg.latency) as srv, tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         settings = _settings(srv.url, Path(tmp) / "cache", cfg.batch_concurrency)
-        cache = PartCache(settings.resolved_cache_dir)
-        plans = [plan_book(b, settings, Path(tmp) / f"article-{i:02d}", cache) for i, b in enumerate(books)]
-        timer, reports = _run_pool(plans, cache, cfg.batch_concurrency)
+        stores = Stores()
+        plans = [app.plan(b, settings, Path(tmp) / f"article-{i:02d}", stores) for i, b in enumerate(books)]
+        timer, reports = _run_pool(plans, stores, cfg.batch_concurrency, assemble=True)
     result = _efficiency(sum(r.requests for r in reports), cfg.latency, cfg.batch_concurrency, timer, srv)
     result["articles"] = len(books)
     return result
@@ -391,18 +375,28 @@ def _status_kb(pid: int | str, field_name: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _children() -> list[int]:
+    """This process's live children, from /proc (every thread's list: a child belongs to the thread that
+    started it, and ffmpeg decoders are started from a helper thread)."""
+    pids: list[int] = []
+    for listing in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            pids += [int(p) for p in listing.read_text().split()]
+    return pids
+
+
 class TreeMemory:
-    """Samples the RSS of this process plus every child it starts, to find the tree's peak.
+    """Samples the RSS of this process plus its live children, to find the tree's peak.
 
     ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` cannot be used for ffmpeg: Linux folds the parent's peak RSS at
-    the moment of exec into the child's, so it reports Python's size, not ffmpeg's. Instead ``Popen`` is
-    wrapped to note each child's pid and a thread reads /proc every ``interval`` seconds. Python's own peak is
-    exact (VmHWM); the children's and the sum are sampled, so a spike shorter than ``interval`` can be missed.
+    the moment of exec into the child's, so it reports Python's size, not ffmpeg's. Instead a thread lists the
+    children from /proc every ``interval`` seconds and reads their RSS. Python's own peak is exact (VmHWM); the
+    children's and the sum are sampled, so a spike shorter than ``interval`` can be missed.
     """
 
     def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval
-        self.pids: list[int] = []
+        self.pids: set[int] = set()  # every child seen
         self.peak_total_kb = 0  # python + live children, at the worst sample
         self.peak_child_kb = 0  # the largest any one child got (its VmHWM)
         self._stop = threading.Event()
@@ -411,36 +405,29 @@ class TreeMemory:
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
             total = _status_kb("self", "VmRSS") or 0
-            for pid in list(self.pids):
+            for pid in _children():
+                self.pids.add(pid)
                 total += _status_kb(pid, "VmRSS") or 0
                 self.peak_child_kb = max(self.peak_child_kb, _status_kb(pid, "VmHWM") or 0)
             self.peak_total_kb = max(self.peak_total_kb, total)
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[TreeMemory]:
-        original = subprocess.Popen.__init__
-        pids = self.pids
-
-        def noting(popen: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
-            original(popen, *args, **kwargs)
-            pids.append(popen.pid)
-
-        with mock.patch.object(subprocess.Popen, "__init__", noting):
-            self._thread.start()
-            try:
-                yield self
-            finally:
-                self._stop.set()
-                self._thread.join()
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()
 
 
 def assembly_child(parts_dir: Path, count: int, out_dir: Path) -> None:
     """Runs in its own process (``--assembly-child``), so its memory is the assembly's alone."""
     segments = _assembly_segments(count)
-    parts = [parts_dir / f"{i:04d}.mp3" for i in range(count)]
+    parts = [(parts_dir / f"{i:04d}.mp3").read_bytes for i in range(count)]
     chapter = Chapter(1, "Bench chapter", tuple(s.text for s in segments))
     book = Book("Bench", (chapter,), language="en")
-    settings = load_settings(env={})
+    settings = load_settings(env={}).book
     # "5" resets this process's peak RSS to its current RSS (Linux), so VmHWM afterwards is the assembly's peak.
     with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
@@ -579,7 +566,7 @@ def _pool_row(r: dict[str, Any]) -> str:
 def _table(results: dict[str, Any], cfg: Config, json_out: Path) -> str:
     mode = "quick" if cfg.quick else "full"
     lines = [f"Benchmark ({mode}; {os.cpu_count()} CPUs; Python {platform.python_version()})"]
-    lines += ["", f"1. Synthesis pool: one chapter, Runner + OpenAISpeech over HTTP, latency {cfg.latency:g} s"]
+    lines += ["", f"1. Synthesis pool: one chapter, app.convert + OpenAISpeech over HTTP, latency {cfg.latency:g} s"]
     lines.append(
         f"   {'conc.':>5} {'requests':>8} {'ideal s':>8} {'measured s':>10} {'efficiency':>10} {'in flight':>9} "
         f"{'client CPU ms/req':>17} {'server CPU ms/req':>17} {'load':>5}"
@@ -592,7 +579,7 @@ def _table(results: dict[str, Any], cfg: Config, json_out: Path) -> str:
         f"{bare['measured_s']:.2f} s, efficiency {bare['efficiency']:.3f} (load {bare['load_average_1m']:.1f})"
     )
     b = results["batch"]
-    lines += ["", f"2. Batch: {b['articles']} articles (1-2 segments each) through one Runner.run, one shared pool"]
+    lines += ["", f"2. Batch: {b['articles']} articles (1-2 segments each) through one app.convert, one shared pool"]
     lines.append(_pool_row(b))
     c = results["chunking"]
     lines += [

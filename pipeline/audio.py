@@ -19,7 +19,7 @@ import re
 import subprocess
 import tempfile
 import unicodedata
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +27,9 @@ from typing import IO
 
 from mutagen.id3 import APIC, ID3, TALB, TCON, TIT2, TLAN, TPE1, TPE2, TRCK, Encoding
 
-from pipeline.config import Settings
+from pipeline.config import BookOptions
 from pipeline.errors import AudioError
+from pipeline.files import atomic_write
 from pipeline.media import decode, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
 
@@ -123,19 +124,6 @@ def _remove(*paths: Path) -> None:
             path.unlink()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
 class _PcmEncoder:
     """One ffmpeg process that reads s16le mono PCM on stdin and writes ``out`` with ``codec_args``."""
 
@@ -197,14 +185,18 @@ def _encoder(out: Path, rate: int, codec_args: Sequence[str], what: str) -> Iter
 # --------------------------------------------------------------------------------------------- chapters
 
 
-class PartDecodeError(AudioError):
-    """A cached part is not decodable audio. The runner evicts ``part`` and synthesizes that segment again."""
+# A part's bytes, read when the assembler reaches it (so a chapter never holds all of them at once); None when
+# the part is gone from the store.
+PartSource = Callable[[], bytes | None]
 
-    def __init__(self, message: str, *, chapter: int, segment: int, part: Path):
+
+class PartDecodeError(AudioError):
+    """A stored part is not decodable audio. The runner evicts that segment's part so it is made again."""
+
+    def __init__(self, message: str, *, chapter: int, segment: int):
         super().__init__(message)
         self.chapter = chapter
         self.segment = segment
-        self.part = part
 
 
 @dataclass(frozen=True)
@@ -214,7 +206,7 @@ class Cue:
     text: str
 
 
-def _pause_ms(pause: Pause, settings: Settings) -> int:
+def _pause_ms(pause: Pause, settings: BookOptions) -> int:
     return {
         Pause.SENTENCE: settings.sentence_pause_ms,
         Pause.PARAGRAPH: settings.paragraph_pause_ms,
@@ -223,22 +215,20 @@ def _pause_ms(pause: Pause, settings: Settings) -> int:
     }[pause]
 
 
-def _load_part(chapter: Chapter, index: int, part: Path, fmt: str, rate: int) -> bytes:
-    """The part as s16le mono PCM at ``rate``; PartDecodeError names chapter, segment and file."""
+def _load_part(chapter: Chapter, index: int, part: PartSource, fmt: str, rate: int) -> bytes:
+    """The part as s16le mono PCM at ``rate``; PartDecodeError names chapter and segment."""
 
     def fail(reason: str) -> PartDecodeError:
         return PartDecodeError(
-            f"chapter {chapter.index} ({chapter.title!r}), segment {index}: part {part} is not usable audio "
+            f"chapter {chapter.index} ({chapter.title!r}), segment {index}: its part is not usable audio "
             f"({reason}); it must be synthesized again",
             chapter=chapter.index,
             segment=index,
-            part=part,
         )
 
-    try:
-        data = part.read_bytes()
-    except OSError as exc:
-        raise fail(exc.strerror or str(exc)) from exc
+    data = part()
+    if data is None:
+        raise fail("it is no longer in the cache")
     try:
         audio = decode(data, fmt)
     except AudioError as exc:
@@ -250,7 +240,7 @@ def _load_part(chapter: Chapter, index: int, part: Path, fmt: str, rate: int) ->
     return pcm
 
 
-def _decoded_parts(chapter: Chapter, parts: Sequence[Path], fmt: str, rate: int) -> Generator[bytes, None, None]:
+def _decoded_parts(chapter: Chapter, parts: Sequence[PartSource], fmt: str, rate: int) -> Generator[bytes, None, None]:
     """Each part's PCM in order, the next one decoding in a helper thread meanwhile.
 
     The decoder is an ffmpeg subprocess, so decoding part i+1 overlaps encoding part i on another core
@@ -271,7 +261,7 @@ def _decoded_parts(chapter: Chapter, parts: Sequence[Path], fmt: str, rate: int)
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _tag_mp3(path: Path, book: Book, chapter: Chapter, title: str, track: str, settings: Settings) -> None:
+def _tag_mp3(path: Path, book: Book, chapter: Chapter, title: str, track: str, settings: BookOptions) -> None:
     tags = ID3()
     utf16 = Encoding.UTF16  # ID3v2.3 knows only Latin-1 and UTF-16; v2.3 is what most players read best
     tags.add(TIT2(encoding=utf16, text=[title]))
@@ -297,9 +287,9 @@ def assemble_chapter(
     book: Book,
     chapter: Chapter,
     segments: Sequence[Segment],
-    parts: Sequence[Path],
+    parts: Sequence[PartSource],
     out_dir: Path,
-    settings: Settings,
+    settings: BookOptions,
     *,
     total_chapters: int | None = None,
 ) -> ChapterAudio:
@@ -347,7 +337,7 @@ def assemble_chapter(
             total_frames = enc.frames
         _tag_mp3(tmp, book, chapter, title, f"{chapter.index}/{total}", settings)
         if sub_final is not None:
-            _write_text_atomic(sub_final, format_subtitles(cues, settings.subtitles or "srt"))
+            atomic_write(sub_final, format_subtitles(cues, settings.subtitles or "srt"))
         os.replace(tmp, final)  # last, so an existing MP3 always means a complete chapter
     except BaseException:
         _remove(tmp)
@@ -423,7 +413,7 @@ def write_playlist(out_dir: Path, book: Book, chapters: Sequence[ChapterAudio]) 
         lines.append(f"#EXTINF:{round(ch.duration_ms / 1000)},{title}")
         lines.append(_rel(ch.path, out_dir))
     path = out_dir / f"{book_stem(book)}.m3u"
-    _write_text_atomic(path, "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -479,7 +469,7 @@ def _run_ffmpeg(args: Sequence[str], what: str) -> None:
         raise AudioError(f"ffmpeg failed {what}: {_last_line(proc.stderr)}")
 
 
-def build_m4b(out_dir: Path, book: Book, chapters: Sequence[ChapterAudio], settings: Settings) -> Path:
+def build_m4b(out_dir: Path, book: Book, chapters: Sequence[ChapterAudio], settings: BookOptions) -> Path:
     """``<book title>.m4b``: the chapter MP3s as one AAC audiobook with chapter markers, tags and cover.
 
     Pass 1 decodes each chapter file and streams its PCM into one AAC encoder, counting samples, so every

@@ -1,43 +1,36 @@
-"""Batch jobs: every book a job file lists, through one shared pool, incrementally and unattended.
+"""Batch job files, and the summary a batch run leaves. ``app.run_batch`` runs them.
 
 A job file is TOML:
 
     settings = "default.toml"     # optional base config, relative to the job file
     output = "audiobooks"         # root folder; each book goes to <output>/<book file stem>/
     max_cost = 20.0               # optional budget in USD (estimated); --max-cost overrides
+    concurrency = 8               # the run's own settings, shared by every book: set here, never per book
 
-    [defaults]                    # settings for every book (any key of configs/default.toml)
+    [defaults]                    # settings for every book (any per-book key of configs/default.toml)
     voice = "alloy"
 
     [[book]]
     path = "library/*.epub"       # a path or a glob, relative to the job file
-    voice = "nova"                # per-book overrides: any setting, plus output and format ("mp3" or "m4b")
-
-One run at a time per job file (a lock beside it; the OS releases it when a run dies, so a killed run never
-blocks the next). A book that fails does not stop the others. Every run writes a JSON summary.
+    voice = "nova"                # per-book overrides: any per-book setting, plus output and format
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
-import logging
-import os
-import sys
 import tomllib
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-from pipeline.errors import AudiobookError, LockHeld, UsageError
-
-log = logging.getLogger("audiobook")
+from pipeline.config import RUN_KEYS
+from pipeline.errors import UsageError
+from pipeline.files import atomic_write
 
 BOOK_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".epub", ".html", ".htm", ".xhtml"}
-_JOB_KEYS = {"settings", "output", "max_cost", "concurrency", "defaults", "book"}
+_JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book"} | RUN_KEYS
 _BOOK_KEYS = {"path", "output", "format"}
 
 
@@ -49,10 +42,36 @@ class BookJob:
 
 
 @dataclass(frozen=True)
+class JobFile:
+    path: Path
+    base_config: Path | None
+    output: Path
+    max_cost: float | None
+    run: dict[str, Any]  # run-level settings the job file sets (concurrency)
+    books: tuple[BookJob, ...]
+    missing: tuple[str, ...]  # patterns that matched nothing
+
+
+class BatchStatus(StrEnum):
+    DONE = "done"
+    UNCHANGED = "unchanged"  # every chapter was current: nothing sent, nothing written
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    OVER_BUDGET = "over budget"
+    NOT_STARTED = "not started"
+    PLANNED = "planned"  # a dry run
+    NO_MATCH = "no match"  # a glob that matched nothing: a quiet night, not a failure
+
+    @property
+    def ok(self) -> bool:
+        return self in (BatchStatus.DONE, BatchStatus.UNCHANGED, BatchStatus.PLANNED, BatchStatus.NO_MATCH)
+
+
+@dataclass(frozen=True)
 class BookSummary:
     source: str
     output: str
-    status: str  # "done", "unchanged", "failed", "over budget", "not started", "interrupted", "planned"
+    status: BatchStatus
     chapters: int = 0
     duration_s: float = 0.0
     requests: int = 0
@@ -61,17 +80,6 @@ class BookSummary:
     characters_to_send: int = 0
     estimated_cost_usd: float = 0.0
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class JobFile:
-    path: Path
-    base_config: Path | None
-    output: Path
-    max_cost: float | None
-    concurrency: int | None
-    books: tuple[BookJob, ...]
-    missing: tuple[str, ...]  # patterns that matched nothing
 
 
 def load_jobs(path: Path) -> JobFile:
@@ -93,6 +101,7 @@ def load_jobs(path: Path) -> JobFile:
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise UsageError(f"{path}: [defaults] must be a table")
+    _refuse_run_keys(path, "[defaults]", defaults)
     output = base / str(data.get("output", "audiobooks"))
     books: list[BookJob] = []
     missing: list[str] = []
@@ -100,6 +109,7 @@ def load_jobs(path: Path) -> JobFile:
     for i, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             raise UsageError(f"{path}: book #{i} needs a path")
+        _refuse_run_keys(path, f"book #{i} ({entry['path']})", entry)
         pattern = str(base / entry["path"])
         matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if glob.has_magic(pattern):
@@ -122,153 +132,28 @@ def load_jobs(path: Path) -> JobFile:
             books.append(BookJob(m, root if single else root / m.stem, overrides))
     settings_file = data.get("settings")
     max_cost = data.get("max_cost")
-    concurrency = data.get("concurrency")
     return JobFile(
         path=path,
         base_config=base / settings_file if settings_file else None,
         output=output,
         max_cost=float(max_cost) if max_cost is not None else None,
-        concurrency=int(concurrency) if concurrency is not None else None,
+        run={k: data[k] for k in RUN_KEYS if k in data},
         books=tuple(books),
         missing=tuple(missing),
     )
 
 
-def run_batch(args: argparse.Namespace) -> int:
-    from pipeline.cache import PartCache
-    from pipeline.cli import progress_for
-    from pipeline.config import load_settings
-    from pipeline.readers import read_book
-    from pipeline.runner import BookPlan, Runner, note_retry, plan_book, prepare_output
-    from pipeline.tts.factory import synth_factory
-
-    job = load_jobs(args.jobs)
-    lock = FileLock(str(args.jobs) + ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise LockHeld(f"another run of {args.jobs} is in progress (lock {args.jobs}.lock); try again later") from None
-    try:
-        base = load_settings(job.base_config)
-        concurrency = job.concurrency or base.concurrency
-        max_cost = args.max_cost if args.max_cost is not None else job.max_cost
-        summaries: dict[Path, BookSummary] = {}
-        plans: list[tuple[BookJob, BookPlan]] = []
-        for pattern in job.missing:
-            if glob.has_magic(pattern):  # an empty folder on a quiet night is not a failure
-                log.warning("%s: no book matches this pattern", pattern)
-                summaries[Path(pattern)] = BookSummary(pattern, "", "no match")
-            else:
-                summaries[Path(pattern)] = BookSummary(pattern, "", "failed", error="no such file")
-        for bj in job.books:
-            try:
-                settings = load_settings(job.base_config, overrides=bj.overrides)
-                book = read_book(bj.source, include_matter=settings.include_matter, language=settings.language)
-                plan = plan_book(book, settings, bj.out_dir, PartCache(settings.resolved_cache_dir))
-            except AudiobookError as exc:
-                summaries[bj.source] = BookSummary(str(bj.source), str(bj.out_dir), "failed", error=str(exc))
-                log.error("%s: %s", bj.source, exc)
-                continue
-            plans.append((bj, plan))
-
-        # Books with nothing to do are settled now, without a request or an assembly.
-        todo: list[tuple[BookJob, BookPlan]] = []
-        spent = 0.0
-        for bj, plan in plans:
-            if all(c.up_to_date for c in plan.chapters):
-                summaries[bj.source] = _summary(bj, plan, "unchanged")
-                continue
-            cost = plan.estimated_cost
-            if max_cost is not None and spent + cost > max_cost + 1e-9:
-                summaries[bj.source] = _summary(
-                    bj,
-                    plan,
-                    "over budget",
-                    error=f"estimated ${cost:.2f} would pass the budget of ${max_cost:.2f} "
-                    f"(${spent:.2f} already planned)",
-                )
-                continue
-            spent += cost
-            todo.append((bj, plan))
-            summaries[bj.source] = _summary(bj, plan, "planned" if args.dry_run else "not started")
-
-        if not args.dry_run and todo:
-            synth_for = synth_factory(on_retry=note_retry)
-            for _, plan in todo:
-                synth_for(plan.settings)  # a missing key fails here, before any request
-                prepare_output(plan.out_dir)
-            PartCache(base.resolved_cache_dir).check_writable()
-            runner = Runner(
-                synth_for, PartCache(base.resolved_cache_dir), concurrency=concurrency, progress=progress_for(args)
+def _refuse_run_keys(path: Path, where: str, table: dict[str, Any]) -> None:
+    """A run-level setting means one thing for the whole run; per book it could only be ignored or misread."""
+    for key in table:
+        if key.replace("-", "_") in RUN_KEYS:
+            raise UsageError(
+                f"{path}: {where} sets {key!r}, which applies to the whole run, not to one book; "
+                f"set it once at the top of the job file"
             )
-            reports = runner.run([p for _, p in todo])
-            for (bj, _plan), report in zip(todo, reports, strict=True):
-                summaries[bj.source] = BookSummary(
-                    source=str(bj.source),
-                    output=str(bj.out_dir),
-                    status=report.status,
-                    chapters=len(report.chapters),
-                    duration_s=report.duration_s,
-                    requests=report.requests,
-                    retries=report.retries,
-                    cache_hits=report.cache_hits,
-                    characters_to_send=report.characters_sent,
-                    estimated_cost_usd=report.estimated_cost_usd,
-                    error=report.problem(),
-                )
-            interrupted = runner.stop_reason
-        else:
-            interrupted = None
-
-        ordered = [summaries[k] for k in [Path(p) for p in job.missing] + [b.source for b in job.books]]
-        summary_path = args.summary or job.output / "batch-summary.json"
-        if not args.dry_run or args.summary:  # a dry run writes nothing unless asked to
-            _write_summary(summary_path, job, ordered, dry_run=args.dry_run, max_cost=max_cost)
-        if args.json:
-            print(json.dumps([asdict(s) for s in ordered], ensure_ascii=False, indent=2))
-        else:
-            if args.dry_run:
-                from pipeline.cli import format_plan
-
-                for _, plan in todo:
-                    print(format_plan(plan.summary()) + "\n")
-            written = None if args.dry_run and not args.summary else summary_path
-            print(format_summary(ordered, written, dry_run=args.dry_run))
-        if interrupted:
-            from pipeline.errors import Interrupted
-
-            raise Interrupted(f"batch interrupted by {interrupted}; finished parts are cached, run again to resume")
-        failed = [s for s in ordered if s.status not in ("done", "unchanged", "planned", "no match")]
-        if failed:
-            names = "; ".join(f"{_name(s)}: {s.status}" + (f" ({s.error})" if s.error else "") for s in failed[:3])
-            more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
-            print(
-                f"audiobook: error: {len(failed)} of {len(ordered)} books not done: {names}{more}",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    finally:
-        lock.release()
 
 
-def _summary(bj: BookJob, plan: Any, status: str, error: str | None = None) -> BookSummary:
-    chapters = plan.chapters
-    return BookSummary(
-        source=str(bj.source),
-        output=str(bj.out_dir),
-        status=status,
-        chapters=len(chapters),
-        cache_hits=sum(sum(c.cached) for c in chapters),
-        characters_to_send=0 if status == "unchanged" else plan.characters_to_send,
-        estimated_cost_usd=0.0 if status == "unchanged" else round(plan.estimated_cost, 4),
-        error=error,
-    )
-
-
-def _write_summary(
-    path: Path, job: JobFile, books: list[BookSummary], *, dry_run: bool, max_cost: float | None
-) -> None:
+def write_summary(path: Path, job: JobFile, books: list[BookSummary], *, dry_run: bool, max_cost: float | None) -> None:
     data = {
         "job": str(job.path),
         "dry_run": dry_run,
@@ -276,21 +161,18 @@ def _write_summary(
         "books": [asdict(b) for b in books],
         "totals": {
             "books": len(books),
-            "done": sum(b.status in ("done", "unchanged") for b in books),
-            "failed": sum(b.status not in ("done", "unchanged", "planned", "no match") for b in books),
+            "done": sum(b.status in (BatchStatus.DONE, BatchStatus.UNCHANGED) for b in books),
+            "failed": sum(not b.status.ok for b in books),
             "requests": sum(b.requests for b in books),
             "characters_to_send": sum(b.characters_to_send for b in books),
             "estimated_cost_usd": round(sum(b.estimated_cost_usd for b in books), 4),
             "duration_s": round(sum(b.duration_s for b in books), 3),
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
-def _name(b: BookSummary) -> str:
+def name_of(b: BookSummary) -> str:
     return Path(b.source).name if b.output else b.source  # a path that matched nothing is shown whole
 
 
@@ -300,19 +182,29 @@ def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_r
         extra = f"{b.chapters} chapter{'' if b.chapters == 1 else 's'}"
         if b.duration_s:
             extra += f", {b.duration_s / 60:.1f} min"
-        if b.status in ("planned", "over budget") or dry_run:
+        if b.status in (BatchStatus.PLANNED, BatchStatus.OVER_BUDGET) or dry_run:
             extra += f", {b.characters_to_send:,} chars to send, ~${b.estimated_cost_usd:.2f}"
         elif b.requests or b.cache_hits:
             extra += f", {b.requests} requests, {b.retries} retries, {b.cache_hits} cached"
-        line = f"{b.status:<12} {_name(b)}  ({extra})"
+        line = f"{b.status:<12} {name_of(b)}  ({extra})"
         if b.error:
             line += f"\n             {b.error}"
         lines.append(line)
     total_cost = sum(b.estimated_cost_usd for b in books)
-    done = sum(b.status in ("done", "unchanged") for b in books)
+    done = sum(b.status in (BatchStatus.DONE, BatchStatus.UNCHANGED) for b in books)
     verb = "would send" if dry_run else "sent"
     lines.append(
         f"{done}/{len(books)} books done; {verb} {sum(b.characters_to_send for b in books):,} characters "
         f"(~${total_cost:.2f})" + (f"; summary: {summary_path}" if summary_path else "")
     )
     return "\n".join(lines)
+
+
+def format_failures(books: list[BookSummary]) -> str | None:
+    """The one line that says which books were not done, or None when all were."""
+    failed = [s for s in books if not s.status.ok]
+    if not failed:
+        return None
+    names = "; ".join(f"{name_of(s)}: {s.status}" + (f" ({s.error})" if s.error else "") for s in failed[:3])
+    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return f"{len(failed)} of {len(books)} books not done: {names}{more}"

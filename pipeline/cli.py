@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import AudiobookError, Interrupted, RunFailed, UsageError
+from pipeline.tts import registry
 
 log = logging.getLogger("audiobook")
 
@@ -28,7 +29,7 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="TOML settings file (see configs/)")
     g.add_argument(
         "--backend",
-        choices=["openai", "local"],
+        choices=registry.names(),
         help="openai: any OpenAI-compatible API; local: offline voice",
     )
     g.add_argument("--base-url", help="API base URL, e.g. https://api.openai.com/v1 (env: OPENAI_BASE_URL)")
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_settings_flags(p)
         _add_output_flags(p)
 
-    p = sub.add_parser("voices", help="list the offline engine's voices", parents=[common])
+    p = sub.add_parser("voices", help="list the voices of a backend (the offline voice's by default)", parents=[common])
+    p.add_argument("--backend", choices=registry.names(), default="local", help="whose voices (default: local)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("serve", help="serve the offline voice as an OpenAI-compatible speech API", parents=[common])
@@ -137,50 +139,41 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
-    from pipeline.cache import PartCache
+    from pipeline import app
     from pipeline.config import load_settings
-    from pipeline.readers import read_book
-    from pipeline.runner import Runner, note_retry, plan_book, prepare_output
-    from pipeline.tts.factory import synth_factory
+    from pipeline.report import format_plan, format_report
 
     settings = load_settings(args.config, overrides=_flag_overrides(args))
-    book = read_book(args.book, include_matter=settings.include_matter, language=settings.language)
+    book = app.read(args.book, settings.book)
     out_dir = args.output or Path(args.book.stem)
-    cache = PartCache(settings.resolved_cache_dir)
-    plan = plan_book(book, settings, out_dir, cache)
+    plan = app.plan(book, settings, out_dir)
     if dry_run:
         summary = plan.summary()
         print(json.dumps(summary, ensure_ascii=False, indent=2) if args.json else format_plan(summary))
         return 0
-    synth_for = synth_factory(on_retry=note_retry)
-    synth_for(settings)  # fail on a missing key before touching the output folder
-    cache.check_writable()
-    prepare_output(out_dir)
-    runner = Runner(synth_for, cache, concurrency=settings.concurrency, progress=progress_for(args))
-    (report,) = runner.run([plan])
-    runner.check_interrupted()
-    if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
-    else:
-        print(format_report(report, out_dir))
+    result = app.convert([plan], settings.run, progress=_progress(args))
+    if result.interrupted:
+        raise Interrupted(f"interrupted by {result.interrupted}; finished parts are cached, run again to resume")
+    (report,) = result.reports
+    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else format_report(report, out_dir))
     problem = report.problem()
     if problem:
         raise RunFailed(f"{book.title}: {problem}; finished parts are cached, run the same command again")
     return 0
 
 
-def progress_for(args: argparse.Namespace) -> Any:
+def _progress(args: argparse.Namespace) -> Any:
     from pipeline.progress import Progress
 
     return Progress(enabled=not args.quiet)
 
 
 def cmd_voices(args: argparse.Namespace) -> int:
-    from pipeline.tts.espeak import list_voices
+    from pipeline.tts import registry
 
-    voices = list_voices()
+    voices = registry.get(args.backend).voices()
     if args.json:
-        print(json.dumps([v.__dict__ for v in voices], ensure_ascii=False, indent=2))
+        print(json.dumps([dataclasses.asdict(v) for v in voices], ensure_ascii=False, indent=2))
     else:
         for v in voices:
             print(f"{v.name:<12} {v.language:<8} {v.description}")
@@ -203,66 +196,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from pipeline.batch import run_batch
+    from pipeline import app
+    from pipeline.batch import format_failures, format_summary, load_jobs
+    from pipeline.report import format_plan
 
-    return run_batch(args)
-
-
-# ------------------------------------------------------------------------------------------------ output
-
-
-def format_plan(summary: dict[str, Any]) -> str:
-    b = summary["book"]
-    lines = [
-        f"Book:     {b['title']}" + (f" — {b['author']}" if b.get("author") else "") + f" [{b.get('language') or '?'}]",
-        f"Source:   {b['source']}",
-        f"Output:   {summary['output']}",
-        f"Speech:   {summary['backend']} {summary['endpoint']}, model {summary['model']}, voice {summary['voice']}",
-        "",
-        f"{'#':>3}  {'chapter':<44} {'segments':>8} {'chars':>8} {'cached':>7}",
-    ]
-    for c in summary["chapters"]:
-        cached = "current" if c["up_to_date"] else f"{c['cached_segments']}"
-        lines.append(f"{c['index']:>3}  {_fit(c['title'], 44)} {c['segments']:>8} {c['characters']:>8,} {cached:>7}")
-    if summary["skipped"]:
-        lines += ["", "Skipped (not read aloud; --include-matter reads them):"]
-        lines += [f"  - {s}" for s in summary["skipped"]]
-    lines += [
-        "",
-        f"Total:    {len(summary['chapters'])} chapter{'' if len(summary['chapters']) == 1 else 's'}, "
-        f"{summary['segments']} segments, "
-        f"{summary['characters']:,} characters; {summary['cached_segments']} segments cached",
-        f"To send:  {summary['requests_needed']} requests, {summary['characters_to_send']:,} characters, "
-        f"estimated cost ${summary['estimated_cost_usd']:.2f}",
-    ]
-    return "\n".join(lines)
-
-
-def _columns(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
-
-
-def _fit(text: str, width: int) -> str:
-    """Pad or cut to a terminal width; CJK characters take two columns."""
-    if _columns(text) > width:
-        while _columns(text) > width - 1:
-            text = text[:-1]
-        text += "…"
-    return text + " " * (width - _columns(text))
-
-
-def format_report(report: Any, out_dir: Path) -> str:
-    from pipeline.runner import _clock
-
-    done = [c for c in report.chapters if c.status in ("done", "unchanged")]
-    lines = [f"{c.file}  {_clock(c.duration_s or 0)}" for c in done]
-    lines += [name for name in (report.playlist, report.m4b) if name]
-    lines.append(
-        f"{len(done)}/{len(report.chapters)} chapters, {_clock(report.duration_s)} of audio in {out_dir}/ — "
-        f"{report.requests} requests, {report.retries} retries, {report.cache_hits} cached parts; "
-        f"report: {out_dir / 'report.json'}"
+    job = load_jobs(args.jobs)
+    result = app.run_batch(
+        job, dry_run=args.dry_run, max_cost=args.max_cost, summary_path=args.summary, progress=_progress(args)
     )
-    return "\n".join(lines)
+    books = list(result.books)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(b) for b in books], ensure_ascii=False, indent=2))
+    else:
+        if args.dry_run:
+            for plan in result.planned:
+                print(format_plan(plan.summary()) + "\n")
+        print(format_summary(books, result.summary_path, dry_run=args.dry_run))
+    if result.interrupted:
+        raise Interrupted(f"batch interrupted by {result.interrupted}; finished parts are cached, run again to resume")
+    failures = format_failures(books)
+    if failures:
+        print(f"audiobook: error: {failures}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------ main

@@ -1,37 +1,44 @@
 """Settings: defaults < config file (TOML) < environment < command-line flags.
 
-A config file is TOML whose keys are the field names of ``Settings``; they may sit at the top level or inside
-any table (``[api]``, ``[tts]``, ...), which only groups them for readers. API keys are never read from a file:
+A config file is TOML whose keys are the settings' names; they may sit at the top level or inside any table
+(``[api]``, ``[speech]``, ...), which only groups them for readers. API keys are never read from a file:
 ``api_key_env`` names the environment variable that holds the key.
+
+The keys are flat, but each belongs to one of three owners, by what it changes:
+
+- ``RunOptions``: the run as a whole (the pool every book shares). A job file sets them once, never per book.
+- ``BackendOptions`` (in ``models``, as part requests carry it): how to reach a voice (endpoint, key
+  variable, timeouts, retries). Books whose backend options are equal share one synthesizer.
+- ``BookOptions``: what one book sounds like and what is written for it (voice, model, format, pauses, ...).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.errors import UsageError
-from pipeline.models import VoiceSpec
+from pipeline.models import BackendOptions, VoiceSpec
+from pipeline.tts import registry
 
-BACKENDS = ("openai", "local")
 SUBTITLE_FORMATS = ("srt", "vtt")
-
-# Rough list prices in US dollars per million input characters, for the plan's estimate only.
-# gpt-4o-mini-tts is billed by tokens; OpenAI quotes about $0.015 a minute, ~900 characters of English.
-PRICE_PER_MILLION_CHARS = {"gpt-4o-mini-tts": 15.0, "tts-1": 15.0, "tts-1-hd": 30.0}
 
 
 @dataclass(frozen=True)
-class Settings:
-    backend: str = "openai"  # "openai": any OpenAI-compatible HTTP endpoint; "local": the offline engine
-    base_url: str = "https://api.openai.com/v1"
-    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key itself is never stored
+class RunOptions:
+    """One per run, whatever books it holds."""
+
+    concurrency: int = 8  # requests in flight at once, for every book of the run together
+
+
+@dataclass(frozen=True)
+class BookOptions:
     model: str = "gpt-4o-mini-tts"
     voice: str = "alloy"
     instructions: str | None = None
@@ -39,10 +46,7 @@ class Settings:
     response_format: str | None = None  # None: not sent, the server answers MP3
     language: str | None = None  # overrides the book's own language
     max_chars: int = 500
-    concurrency: int = 8
-    max_retries: int = 4
-    timeout: float = 120.0  # seconds to wait for one answer
-    connect_timeout: float = 10.0
+    # Where this book's finished parts are kept; the run opens one store per distinct folder.
     cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/audiobook-pipeline or ~/.cache/audiobook-pipeline
     sample_rate: int = 24_000
     bitrate: str = "128k"
@@ -55,7 +59,6 @@ class Settings:
     subtitles: str | None = None  # "srt" or "vtt"
     m4b: bool = False
     genre: str = "Audiobook"
-    price_per_million_chars: float | None = None  # None: PRICE_PER_MILLION_CHARS by model, else 15
 
     @property
     def voice_spec(self) -> VoiceSpec:
@@ -72,29 +75,44 @@ class Settings:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         return Path(base) / "audiobook-pipeline"
 
-    def estimated_cost(self, characters: int) -> float:
-        if self.backend == "local":
-            return 0.0
-        price = self.price_per_million_chars
-        if price is None:
-            price = PRICE_PER_MILLION_CHARS.get(self.model, 15.0)
-        return characters * price / 1_000_000
 
-    def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
-        value = (os.environ if env is None else env).get(self.api_key_env, "").strip()
-        return value or None
+@dataclass(frozen=True)
+class Settings:
+    run: RunOptions = RunOptions()
+    backend: BackendOptions = BackendOptions()
+    book: BookOptions = BookOptions()
 
     def replace(self, **changes: Any) -> Settings:
-        return load_settings(overrides={**dataclasses.asdict(self), **changes}, env={})
+        """A copy with some keys changed, by their config names (``voice=...``), validated again."""
+        parts: dict[str, Any] = {"run": self.run, "backend": self.backend, "book": self.book}
+        for key, value in changes.items():
+            if key not in KEYS:
+                raise UsageError(f"unknown setting {key!r}")
+            part, name = KEYS[key]
+            parts[part] = replace(parts[part], **{name: _coerce(key, value)})
+        settings = Settings(**parts)
+        _validate(settings)
+        return settings
 
 
-_FIELDS = {f.name: f for f in fields(Settings)}
+# Config key -> (owner, field name). Fields without a key are derived, never read from a file.
+_OWNERS: tuple[tuple[str, type[Any]], ...] = (("run", RunOptions), ("backend", BackendOptions), ("book", BookOptions))
+KEYS: dict[str, tuple[str, str]] = {
+    f.metadata.get("key", f.name): (owner, f.name)
+    for owner, cls in _OWNERS
+    for f in fields(cls)
+    if f.metadata.get("key", f.name) is not None
+}
+RUN_KEYS = frozenset(key for key, (owner, _) in KEYS.items() if owner == "run")
+_TYPES = {
+    f.metadata.get("key", f.name): str(f.type) for _, cls in _OWNERS for f in fields(cls) if f.metadata.get("key", 1)
+}
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token"}
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Turn a TOML, environment or flag value into the field's type; UsageError when it does not fit."""
-    kind = str(_FIELDS[name].type)
+    """Turn a TOML, environment or flag value into the key's type; UsageError when it does not fit."""
+    kind = _TYPES[name]
     if value is None or (isinstance(value, str) and value == "" and "None" in kind):
         return None
     try:
@@ -114,13 +132,16 @@ def _coerce(name: str, value: Any) -> Any:
         if kind.startswith("float"):
             if isinstance(value, bool):
                 raise ValueError(value)
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         if kind.startswith("Path"):
             return Path(str(value)).expanduser()
         if isinstance(value, (dict, list)):
             raise ValueError(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"setting {name!r}: {value!r} is not a valid {kind.split(' ')[0]}") from None
 
 
@@ -135,10 +156,10 @@ def _flatten(table: Mapping[str, Any], source: str) -> dict[str, Any]:
             )
         if isinstance(value, dict):
             out.update(_flatten(value, source))
-        elif name in _FIELDS:
+        elif name in KEYS:
             out[name] = value
         else:
-            raise UsageError(f"{source}: unknown setting {key!r} (known: {', '.join(sorted(_FIELDS))})")
+            raise UsageError(f"{source}: unknown setting {key!r} (known: {', '.join(sorted(KEYS))})")
     return out
 
 
@@ -156,11 +177,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    """OPENAI_BASE_URL as the official SDK reads it, and AUDIOBOOK_<FIELD> for every field."""
+    """OPENAI_BASE_URL as the official SDK reads it, and AUDIOBOOK_<KEY> for every key."""
     out: dict[str, Any] = {}
     if env.get("OPENAI_BASE_URL"):
         out["base_url"] = env["OPENAI_BASE_URL"]
-    for name in _FIELDS:
+    for name in KEYS:
         value = env.get("AUDIOBOOK_" + name.upper())
         if value is not None and value != "":
             out[name] = value
@@ -171,30 +192,30 @@ def _validate(s: Settings) -> None:
     def bad(msg: str) -> UsageError:
         return UsageError(f"invalid setting: {msg}")
 
-    if s.backend not in BACKENDS:
-        raise bad(f"backend must be one of {', '.join(BACKENDS)}, not {s.backend!r}")
-    parts = urlsplit(s.base_url)
+    api, book = s.backend, s.book
+    registry.get(api.name)  # an unknown backend is a UsageError naming the known ones
+    parts = urlsplit(api.base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise bad(f"base_url must be an http(s) URL such as https://api.openai.com/v1, not {s.base_url!r}")
-    if not s.model.strip() or not s.voice.strip():
+        raise bad(f"base_url must be an http(s) URL such as https://api.openai.com/v1, not {api.base_url!r}")
+    if not book.model.strip() or not book.voice.strip():
         raise bad("model and voice must not be empty")
-    if not 20 <= s.max_chars <= 4096:
-        raise bad(f"max_chars must be between 20 and 4096 (the API's limit), not {s.max_chars}")
-    if not 1 <= s.concurrency <= 64:
-        raise bad(f"concurrency must be between 1 and 64, not {s.concurrency}")
-    if not 0 <= s.max_retries <= 20:
-        raise bad(f"max_retries must be between 0 and 20, not {s.max_retries}")
-    if s.speed is not None and not 0.25 <= s.speed <= 4.0:
-        raise bad(f"speed must be between 0.25 and 4.0, not {s.speed}")
-    if s.timeout <= 0 or s.connect_timeout <= 0:
+    if not 20 <= book.max_chars <= 4096:
+        raise bad(f"max_chars must be between 20 and 4096 (the API's limit), not {book.max_chars}")
+    if not 1 <= s.run.concurrency <= 64:
+        raise bad(f"concurrency must be between 1 and 64, not {s.run.concurrency}")
+    if not 0 <= api.max_retries <= 20:
+        raise bad(f"max_retries must be between 0 and 20, not {api.max_retries}")
+    if book.speed is not None and not 0.25 <= book.speed <= 4.0:
+        raise bad(f"speed must be between 0.25 and 4.0, not {book.speed}")
+    if api.timeout <= 0 or api.connect_timeout <= 0:
         raise bad("timeouts must be positive")
-    if s.subtitles is not None and s.subtitles not in SUBTITLE_FORMATS:
-        raise bad(f"subtitles must be one of {', '.join(SUBTITLE_FORMATS)}, not {s.subtitles!r}")
-    if s.response_format not in (None, "mp3", "wav"):
-        raise bad(f"response_format must be mp3 or wav, not {s.response_format!r}")
-    if min(s.sentence_pause_ms, s.paragraph_pause_ms, s.title_pause_ms, s.chapter_pad_ms) < 0:
+    if book.subtitles is not None and book.subtitles not in SUBTITLE_FORMATS:
+        raise bad(f"subtitles must be one of {', '.join(SUBTITLE_FORMATS)}, not {book.subtitles!r}")
+    if book.response_format not in (None, "mp3", "wav"):
+        raise bad(f"response_format must be mp3 or wav, not {book.response_format!r}")
+    if min(book.sentence_pause_ms, book.paragraph_pause_ms, book.title_pause_ms, book.chapter_pad_ms) < 0:
         raise bad("pauses must not be negative")
-    if not s.api_key_env.strip():
+    if not api.api_key_env.strip():
         raise bad("api_key_env must name an environment variable")
 
 
@@ -213,9 +234,7 @@ def load_settings(
         merged.update(read_config_file(Path(config)))
     merged.update(settings_from_env(env))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    unknown = set(merged) - set(_FIELDS)
+    unknown = set(merged) - set(KEYS)
     if unknown:
         raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    settings = Settings(**{k: _coerce(k, v) for k, v in merged.items()})
-    _validate(settings)
-    return settings
+    return Settings().replace(**merged)

@@ -4,9 +4,12 @@ one line and exits with its ``exit_code``. Anything else is a bug and gets a tra
     AudiobookError                 exit 1
     ├── UsageError                 exit 2   bad flags, bad config, missing key
     ├── InputError                 exit 2   the book cannot be read: missing, unreadable, empty, hostile
-    ├── SynthesisError             exit 1   a speech request failed
+    ├── SynthesisError             exit 1   a speech request failed (``attempts`` says how many were made)
     │   ├── RetryableError                  worth another attempt: timeouts, 408/409/429/5xx, a 200 that is not audio
-    │   └── FatalAPIError                   retrying cannot fix it (400/401/403/404/422, no quota): stop the run
+    │   └── FatalAPIError                   retrying cannot fix it: stop instead of paying for the same error again
+    │       ├── AuthError                   401/403: every request with this key fails, so the whole run stops
+    │       ├── QuotaError                  429 insufficient_quota: no credit left, so the whole run stops
+    │       └── BadRequestError             400/404/422, an unknown voice: this book's settings are wrong, it stops
     ├── AudioError                 exit 1   decoding, joining, encoding or tagging failed
     ├── RunFailed                  exit 1   the run ended with segments or books not done (named in the message)
     ├── LockHeld                   exit 75  another run of the same job holds its lock
@@ -35,12 +38,14 @@ class InputError(AudiobookError):
 
 
 class SynthesisError(AudiobookError):
-    """A speech request failed. ``status`` is the HTTP status when there was one."""
+    """A speech request failed. ``status`` is the HTTP status when there was one; ``attempts`` the requests
+    made for this segment, retries included (each was sent, so each may be billed)."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None, attempts: int = 1):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.attempts = attempts
 
 
 class RetryableError(SynthesisError):
@@ -49,6 +54,25 @@ class RetryableError(SynthesisError):
 
 class FatalAPIError(SynthesisError):
     """A failure no retry can fix: every further request would be wasted money."""
+
+    # Whether every request of the run would fail alike (a bad key) or only this book's (a bad voice).
+    stops_run = False
+
+
+class AuthError(FatalAPIError):
+    """The key is missing, wrong or lacks access (401/403)."""
+
+    stops_run = True
+
+
+class QuotaError(FatalAPIError):
+    """The account has no credit left (429 ``insufficient_quota``)."""
+
+    stops_run = True
+
+
+class BadRequestError(FatalAPIError):
+    """The request itself is wrong for this server: model, voice, format, speed, base URL (400/404/422)."""
 
 
 class AudioError(AudiobookError):

@@ -1,7 +1,10 @@
-"""Frozen dataclasses that travel between stages: reader -> chunker -> synthesizer -> assembler."""
+"""Frozen dataclasses that travel between stages: reader -> chunker -> synthesizer -> assembler, and the
+unit of work the executors run."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -84,3 +87,78 @@ class ChapterAudio:
     path: Path
     duration_ms: int
     segment_durations_ms: tuple[int, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How to reach a voice (one of the three parts of ``config.Settings``; it lives here because every part
+    request carries it). Never holds the key itself, only the name of the variable that does."""
+
+    name: str = field(default="openai", metadata={"key": "backend"})  # see pipeline.tts.registry
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 120.0  # seconds to wait for one answer
+    connect_timeout: float = 10.0
+    max_retries: int = 4
+    price_per_million_chars: float | None = None  # None: the backend's own price list
+    # The language a backend that follows the book's language adapts to; set by the registry, not by users.
+    language: str | None = field(default=None, metadata={"key": None})
+
+    def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
+        value = (os.environ if env is None else env).get(self.api_key_env, "").strip()
+        return value or None
+
+
+# --- the unit of work: plain values, so any executor (local tasks, a distributed queue) can carry them
+
+
+@dataclass(frozen=True)
+class PartRequest:
+    """One distinct part to make: speak ``text`` with ``spec`` through the backend ``backend`` names, and keep
+    the answer in the store at ``store`` under ``key``. Carries no secret: a backend names the variable that
+    holds its key, and whoever runs the request reads it from its own environment."""
+
+    key: str
+    text: str
+    spec: VoiceSpec
+    backend: BackendOptions
+    store: str  # the store's location (a folder), see pipeline.store
+
+    @property
+    def fmt(self) -> str:
+        return self.spec.response_format or "mp3"
+
+
+class PartStatus(StrEnum):
+    STORED = "stored"  # synthesized now and kept
+    CACHED = "cached"  # already in the store: nothing was sent
+    FAILED = "failed"  # still failing after its retries; the next run tries again
+    REFUSED = "refused"  # the server said no retry can help (see ``error_kind``)
+
+
+class ErrorKind(StrEnum):
+    """Why a part was refused, and so what stops: the run (auth, quota, store), or only the book."""
+
+    AUTH = "auth"
+    QUOTA = "quota"
+    BAD_REQUEST = "bad request"
+    REFUSED = "refused"  # any other fatal answer
+    STORE = "store"  # the answer could not be kept (disk full, read-only): every later one would be lost too
+
+    @property
+    def stops_run(self) -> bool:
+        return self in (ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.STORE)
+
+
+@dataclass(frozen=True)
+class PartResult:
+    key: str
+    status: PartStatus
+    attempts: int = 0  # requests sent for it, retries included (0 when it was cached)
+    characters: int = 0  # characters sent and paid for
+    error: str | None = None  # one line, free of the key
+    error_kind: ErrorKind | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (PartStatus.STORED, PartStatus.CACHED)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import KEYS, RUN_KEYS, BookOptions, RunOptions, Settings, load_settings
 from pipeline.errors import UsageError
+from pipeline.models import BackendOptions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,33 +25,62 @@ def test_each_layer_overrides_the_one_below(tmp_path: Path) -> None:
     )
     assert load_settings(env={}) == Settings()
     from_file = load_settings(config, env={})
-    assert (from_file.base_url, from_file.concurrency, from_file.voice) == ("https://relay.example/v1", 3, "nova")
+    assert (from_file.backend.base_url, from_file.run.concurrency, from_file.book.voice) == (
+        "https://relay.example/v1",
+        3,
+        "nova",
+    )
     env = {"OPENAI_BASE_URL": "http://127.0.0.1:9000/v1", "AUDIOBOOK_VOICE": "echo", "AUDIOBOOK_M4B": "yes"}
     from_env = load_settings(config, env=env)
-    assert (from_env.base_url, from_env.voice, from_env.concurrency, from_env.m4b) == (
+    assert (from_env.backend.base_url, from_env.book.voice, from_env.run.concurrency, from_env.book.m4b) == (
         "http://127.0.0.1:9000/v1",
         "echo",
         3,
         True,
     )
     flags = load_settings(config, env=env, overrides={"voice": "onyx", "speed": None, "concurrency": 12})
-    assert (flags.voice, flags.speed, flags.concurrency, flags.base_url) == ("onyx", None, 12, from_env.base_url)
+    assert (flags.book.voice, flags.book.speed, flags.run.concurrency, flags.backend.base_url) == (
+        "onyx",
+        None,
+        12,
+        from_env.backend.base_url,
+    )
+
+
+def test_every_key_has_one_owner_run_backend_or_book() -> None:
+    settings = load_settings(
+        env={"AUDIOBOOK_BACKEND": "local", "AUDIOBOOK_CONCURRENCY": "5", "AUDIOBOOK_GENRE": "Talk"}
+    )
+    assert settings.run == RunOptions(concurrency=5)
+    assert settings.backend == BackendOptions(name="local")
+    assert settings.book == BookOptions(genre="Talk")
+    assert {"concurrency"} == RUN_KEYS
+    assert {"backend", "base_url", "api_key_env", "timeout", "max_retries"} <= {
+        k for k, (owner, _) in KEYS.items() if owner == "backend"
+    }
+    assert "language" in KEYS and KEYS["language"] == ("book", "language")  # the backend's own is derived
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_numbers_must_be_finite(value: str) -> None:
+    with pytest.raises(UsageError, match="not a valid float"):
+        load_settings(env={"AUDIOBOOK_TIMEOUT": value})
 
 
 def test_config_named_by_the_environment_and_the_shipped_configs_load(tmp_path: Path) -> None:
     config = write(tmp_path, 'model = "tts-1"\n')
-    assert load_settings(env={"AUDIOBOOK_CONFIG": str(config)}).model == "tts-1"
+    assert load_settings(env={"AUDIOBOOK_CONFIG": str(config)}).book.model == "tts-1"
     relay = load_settings(REPO / "configs" / "whatai.toml", env={})
-    assert relay.base_url == "https://api.whatai.cc/v1" and relay.api_key_env == "WHATAI_API_KEY"
-    assert relay.max_chars == 500 and relay.model == "gpt-4o-mini-tts"
-    assert load_settings(REPO / "configs" / "local.toml", env={}).backend == "local"
+    assert relay.backend.base_url == "https://api.whatai.cc/v1" and relay.backend.api_key_env == "WHATAI_API_KEY"
+    assert relay.book.max_chars == 500 and relay.book.model == "gpt-4o-mini-tts"
+    assert load_settings(REPO / "configs" / "local.toml", env={}).backend.name == "local"
     assert load_settings(REPO / "configs" / "default.toml", env={}) == Settings()
 
 
 def test_the_key_comes_from_the_variable_the_config_names(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, 'api_key_env = "RELAY_KEY"\n'), env={})
-    assert settings.api_key({"RELAY_KEY": " secret ", "OPENAI_API_KEY": "other"}) == "secret"
-    assert settings.api_key({"OPENAI_API_KEY": "other"}) is None
+    assert settings.backend.api_key({"RELAY_KEY": " secret ", "OPENAI_API_KEY": "other"}) == "secret"
+    assert settings.backend.api_key({"OPENAI_API_KEY": "other"}) is None
     assert "secret" not in repr(settings)
 
 

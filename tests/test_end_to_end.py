@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from mutagen.id3 import ID3
 
-from pipeline.cache import PartCache
 from pipeline.chunker import chunk_book
 from pipeline.cli import main
 from pipeline.config import load_settings
 from pipeline.media import decode
+from pipeline.planning import plan_book
 from pipeline.readers import read_book
-from pipeline.runner import plan_book
+from pipeline.store import FileStore
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer, Fault
 from tests.helpers import FAKE_KEY as KEY
@@ -35,13 +35,13 @@ def convert(book: Path, out: Path, *extra: str) -> int:
 def expected_ms(segments, settings, ms_per_char: float) -> float:
     """What a chapter's length must be: the server's audio for each segment plus our pauses and padding."""
     pauses = {
-        "sentence": settings.sentence_pause_ms,
-        "paragraph": settings.paragraph_pause_ms,
-        "title": settings.title_pause_ms,
+        "sentence": settings.book.sentence_pause_ms,
+        "paragraph": settings.book.paragraph_pause_ms,
+        "title": settings.book.title_pause_ms,
         "end": 0,
     }
     speech = sum(max(2, round(len(s.text) * ms_per_char / 24)) * 24 for s in segments)
-    return speech + sum(pauses[s.pause_after.value] for s in segments) + 2 * settings.chapter_pad_ms
+    return speech + sum(pauses[s.pause_after.value] for s in segments) + 2 * settings.book.chapter_pad_ms
 
 
 def test_corpus_book_with_faults_is_complete_in_order_and_paid_once(
@@ -50,7 +50,7 @@ def test_corpus_book_with_faults_is_complete_in_order_and_paid_once(
     book_path = corpus_file("alice-pg11.txt")
     settings = load_settings()
     book = read_book(book_path)
-    segments = chunk_book(book, settings.max_chars, announce_titles=True)
+    segments = chunk_book(book, settings.book.max_chars, announce_titles=True)
     # A relay's whole repertoire of bad days, spread over the run.
     server.inject(
         Fault.rate_limit(retry_after=3),
@@ -179,7 +179,7 @@ def test_wrong_key_is_one_line_exit_1_and_the_key_never_leaks(
     assert main(["convert", str(book), "-o", str(tmp_path / "out")]) == 1
     captured = capsys.readouterr()
     assert "401" in captured.err or "key" in captured.err.lower()
-    assert len(server.requests) <= load_settings().concurrency
+    assert len(server.requests) <= load_settings().run.concurrency
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     assert convert(book, tmp_path / "out", "--subtitles", "srt") == 0
     captured2 = capsys.readouterr()
@@ -257,9 +257,9 @@ def test_killed_run_resumes_without_paying_twice(tmp_path: Path) -> None:
         child.wait()
         assert child.returncode == -signal.SIGKILL
         settings = load_settings(env=env)
-        plan = plan_book(read_book(book), settings, tmp_path / "out", PartCache(cache))
+        plan = plan_book(read_book(book), settings, tmp_path / "out", FileStore(cache))
         texts = {s.text: k for c in plan.chapters for s, k in zip(c.segments, c.keys, strict=True)}
-        cached = {t for t, k in texts.items() if PartCache(cache).get(k)}
+        cached = {t for t, k in texts.items() if FileStore(cache).has(k)}
         assert 20 <= len(cached) < len(texts)  # answers in flight when killed were never stored
         srv.clear()
 
@@ -313,15 +313,11 @@ def test_a_damaged_cached_part_fails_its_chapter_once_then_is_fetched_again(
 ) -> None:
     book = write_book(tmp_path / "book.txt", chapters=2)
     assert convert(book, tmp_path / "first") == 0
-    plan = plan_book(
-        read_book(book),
-        load_settings(),
-        tmp_path / "second",
-        PartCache(Path(os.environ["XDG_CACHE_HOME"]) / "audiobook-pipeline"),
-    )
+    store = FileStore(Path(os.environ["XDG_CACHE_HOME"]) / "audiobook-pipeline")
+    plan = plan_book(read_book(book), load_settings(), tmp_path / "second", store)
     victim = plan.chapters[1].keys[2]
-    part = PartCache(Path(os.environ["XDG_CACHE_HOME"]) / "audiobook-pipeline").get(victim)
-    assert part is not None
+    part = store.path(victim)
+    assert part.is_file()
     part.write_bytes(b"\xff\xfb" + b"\x00" * 50)  # looks like MP3 at a glance, does not decode
     server.clear()
 

@@ -16,13 +16,20 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.errors import FatalAPIError, RetryableError, SynthesisError, UsageError
+from pipeline.errors import (
+    AuthError,
+    BadRequestError,
+    FatalAPIError,
+    QuotaError,
+    RetryableError,
+    SynthesisError,
+    UsageError,
+)
 from pipeline.media import looks_like_mp3
 from pipeline.models import VoiceSpec
 from pipeline.tts.openai_http import (
     MAX_RETRY_DELAY,
     OpenAISpeech,
-    RetryEvent,
     backoff_delay,
     parse_retry_after,
     retry_wait,
@@ -220,19 +227,22 @@ def test_backoff_doubles_up_to_the_cap_with_up_to_a_quarter_jitter(retries_done:
     assert backoff_delay(10_000, 0.0) == MAX_RETRY_DELAY
 
 
-def test_client_waits_follow_the_backoff_and_retry_events_report_them() -> None:
-    events: list[RetryEvent] = []
+def retry_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+
+
+def test_client_waits_follow_the_backoff_and_each_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     failing = openai_error(500, "boom", "server_error")
-    client, seen, sleep = mock_client(lambda r: failing, max_retries=5, on_retry=events.append)
-    with pytest.raises(RetryableError):
+    client, seen, sleep = mock_client(lambda r: failing, max_retries=5)
+    with caplog.at_level(logging.INFO, logger="audiobook"), pytest.raises(RetryableError) as caught:
         synth(client)
-    assert len(seen) == 6 and len(sleep.calls) == 5
+    assert len(seen) == 6 and len(sleep.calls) == 5 and caught.value.attempts == 6
     for n, waited in enumerate(sleep.calls):
         base = min(0.5 * 2**n, 8.0)
         assert 0.75 * base <= waited <= base
-    assert [e.attempt for e in events] == [1, 2, 3, 4, 5]
-    assert [e.wait for e in events] == sleep.calls
-    assert all("boom" in e.reason and "500" in e.reason for e in events)
+    logged = retry_logs(caplog)
+    assert [m.split()[1] for m in logged] == ["1", "2", "3", "4", "5"]  # "attempt N failed, retrying in ..."
+    assert all("boom" in m and "500" in m for m in logged)
 
 
 @pytest.mark.parametrize(
@@ -262,27 +272,32 @@ def test_server_message_reads_every_error_shape(
 
 
 @pytest.mark.parametrize(
-    ("response", "quoted"),
+    ("response", "quoted", "kind"),
     [
         (
             openai_error(400, "Invalid value for 'voice': 'bogus'.", "invalid_value"),
             "Invalid value for 'voice'",
+            BadRequestError,
         ),
-        (httpx.Response(401, json={"error": "bad key"}), "bad key"),
-        (httpx.Response(403, json={"message": "region not supported"}), "region not supported"),
-        (httpx.Response(404, text="no such route"), "no such route"),
-        (httpx.Response(422, json={"detail": [{"msg": "input too long"}]}), "input too long"),
+        (httpx.Response(401, json={"error": "bad key"}), "bad key", AuthError),
+        (httpx.Response(403, json={"message": "region not supported"}), "region not supported", AuthError),
+        (httpx.Response(404, text="no such route"), "no such route", BadRequestError),
+        (httpx.Response(422, json={"detail": [{"msg": "input too long"}]}), "input too long", BadRequestError),
         (
             openai_error(429, "You exceeded your current quota.", "insufficient_quota"),
             "exceeded your current quota",
+            QuotaError,
         ),
     ],
 )
-def test_non_retryable_failures_raise_at_once_with_the_server_message(response: httpx.Response, quoted: str) -> None:
+def test_non_retryable_failures_raise_at_once_typed_with_the_server_message(
+    response: httpx.Response, quoted: str, kind: type[FatalAPIError]
+) -> None:
     client, seen, sleep = mock_client(lambda r: response)
-    with pytest.raises(FatalAPIError) as caught:
+    with pytest.raises(kind) as caught:
         synth(client)
-    assert len(seen) == 1 and sleep.calls == []
+    assert len(seen) == 1 and sleep.calls == [] and caught.value.attempts == 1
+    assert caught.value.stops_run == (kind in (AuthError, QuotaError))
     assert quoted in str(caught.value)
     assert caught.value.status == response.status_code
     assert "\n" not in str(caught.value)
@@ -373,13 +388,11 @@ def test_fatal_after_a_retry_stops_there() -> None:
 def test_the_key_never_appears_in_messages_events_or_logs(
     response: httpx.Response, caplog: pytest.LogCaptureFixture
 ) -> None:
-    events: list[RetryEvent] = []
-    client, _, _ = mock_client(lambda r: response, max_retries=2, on_retry=events.append)
+    client, _, _ = mock_client(lambda r: response, max_retries=2)
     with caplog.at_level(logging.DEBUG), pytest.raises(SynthesisError) as caught:
         synth(client)
     assert KEY not in str(caught.value)
     assert "***" in str(caught.value)
-    assert all(KEY not in e.reason for e in events)
     assert all(KEY not in record.getMessage() for record in caplog.records)
 
 
@@ -453,14 +466,15 @@ def test_live_answer_slower_than_the_timeout_is_retried(server: FakeSpeechServer
     assert server.served_inputs() == ["Patience."]  # the late answer to the first request does not count
 
 
-def test_live_many_kinds_of_trouble_then_success(server: FakeSpeechServer) -> None:
+def test_live_many_kinds_of_trouble_then_success(server: FakeSpeechServer, caplog: pytest.LogCaptureFixture) -> None:
     server.inject(Fault.rate_limit(retry_after=1), Fault.json_200(), Fault.drop(), Fault.garbage_200(),
                   Fault.empty_200(), Fault.status(502))  # fmt: skip
-    events: list[RetryEvent] = []
-    client, sleep = live(server, max_retries=6, on_retry=events.append)
-    result = synth(client)
-    assert result.attempts == 7 and len(events) == 6 and sleep.calls[0] == 1.0
-    assert "quota exceeded" in events[1].reason  # the JSON-200 message is quoted
+    client, sleep = live(server, max_retries=6)
+    with caplog.at_level(logging.INFO, logger="audiobook"):
+        result = synth(client)
+    logged = retry_logs(caplog)
+    assert result.attempts == 7 and len(logged) == 6 and sleep.calls[0] == 1.0
+    assert "quota exceeded" in logged[1]  # the JSON-200 message is quoted
 
 
 def test_live_retries_exhausted_says_how_many_attempts(server: FakeSpeechServer) -> None:
@@ -473,7 +487,7 @@ def test_live_retries_exhausted_says_how_many_attempts(server: FakeSpeechServer)
 
 def test_live_wrong_key_stops_after_one_request(server: FakeSpeechServer) -> None:
     client, sleep = live(server, api_key="sk-wrong-key-000000")
-    with pytest.raises(FatalAPIError, match=r"HTTP 401.*Incorrect API key.*OPENAI_API_KEY") as caught:
+    with pytest.raises(AuthError, match=r"HTTP 401.*Incorrect API key.*OPENAI_API_KEY") as caught:
         synth(client)
     assert len(server.requests) == 1 and sleep.calls == []
     assert "sk-wrong-key-000000" not in str(caught.value)
@@ -482,14 +496,14 @@ def test_live_wrong_key_stops_after_one_request(server: FakeSpeechServer) -> Non
 def test_live_quota_stops_after_one_request(server: FakeSpeechServer) -> None:
     server.inject(Fault.quota())
     client, sleep = live(server)
-    with pytest.raises(FatalAPIError, match="exceeded your current quota"):
+    with pytest.raises(QuotaError, match="exceeded your current quota"):
         synth(client)
     assert len(server.requests) == 1 and sleep.calls == []
 
 
 def test_live_bad_request_is_fatal_with_the_param(server: FakeSpeechServer) -> None:
     client, _ = live(server)
-    with pytest.raises(FatalAPIError, match=r"Invalid 'speed': 9\.0.*\(param: speed\)"):
+    with pytest.raises(BadRequestError, match=r"Invalid 'speed': 9\.0.*\(param: speed\)"):
         synth(client, spec=VoiceSpec("tts-1", "alloy", speed=9.0))
     assert len(server.requests) == 1
 
@@ -512,20 +526,20 @@ def gather_live(client: OpenAISpeech, texts: list[str]) -> list[Any]:
     return asyncio.run(go())
 
 
-def test_concurrency_bounds_requests_in_flight(server: FakeSpeechServer) -> None:
+def test_connections_bound_requests_in_flight(server: FakeSpeechServer) -> None:
     server.latency = 0.2
-    client, _ = live(server, concurrency=4)
+    client, _ = live(server, connections=4)
     results = gather_live(client, [f"line {i}" for i in range(12)])
     assert all(r.attempts == 1 for r in results)
     assert sorted(server.served_inputs()) == sorted(f"line {i}" for i in range(12))
     assert server.max_in_flight <= 4
 
 
-def test_concurrency_above_one_shard_is_fully_used(server: FakeSpeechServer) -> None:
+def test_connections_above_one_shard_are_fully_used(server: FakeSpeechServer) -> None:
     # 12 connections are split over two httpx clients (6 + 6); choosing the shard with the most free
     # connections must still put all 12 requests in flight together, and never more than 12.
     server.latency = 1.0  # long enough that 12 requests sent at once overlap
-    client, _ = live(server, concurrency=12)
+    client, _ = live(server, connections=12)
     gather_live(client, [f"part {i}" for i in range(24)])
     assert len(server.served_inputs()) == 24
     assert server.max_in_flight == 12

@@ -21,23 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import logging
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipeline.errors import FatalAPIError
+from pipeline.errors import BadRequestError, FatalAPIError
 from pipeline.media import BITRATE, SAMPLE_RATE, encode_pcm
-from pipeline.models import SpeechResult, VoiceSpec
+from pipeline.models import BackendOptions, SpeechResult, VoiceSpec
 from pipeline.text import CJK_CHAR, is_cjk
+from pipeline.tts.base import OPENAI_VOICES, Backend, VoiceInfo
 
 log = logging.getLogger("audiobook")  # one logger: the CLI formats it for terminals and cron
 
-# Voice names of the OpenAI speech API: each means "the default voice for this text" here.
-OPENAI_VOICES = (
-    "alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage", "shimmer",
-    "verse",
-)  # fmt: skip
 AUTO_VOICES = frozenset((*OPENAI_VOICES, "auto", "default"))
 ENGLISH_VOICE = "en-us"
 CHINESE_VOICE = "cmn"
@@ -72,15 +70,6 @@ class _EspeakVoice(ctypes.Structure):
         ("score", ctypes.c_int),
         ("spare", ctypes.c_void_p),
     ]
-
-
-@dataclass(frozen=True)
-class VoiceInfo:
-    """A voice name a user can pass to the offline engine."""
-
-    name: str  # what to pass as the voice
-    language: str  # the language code eSpeak gives it first ("auto" for the OpenAI names)
-    description: str
 
 
 @dataclass(frozen=True)
@@ -293,7 +282,7 @@ class EspeakSynth:
         if voice.strip().lower() not in AUTO_VOICES:
             found = _lookup(voice, voices)
             if found is None:
-                raise FatalAPIError(
+                raise BadRequestError(
                     f"unknown voice {voice!r} for the offline engine: run `audiobook voices` for the list "
                     f"(OpenAI names such as alloy; eSpeak voices such as {ENGLISH_VOICE}, {CHINESE_VOICE})"
                 )
@@ -322,7 +311,7 @@ class EspeakSynth:
     async def synthesize(self, text: str, spec: VoiceSpec) -> SpeechResult:
         fmt = spec.response_format or "mp3"
         if fmt not in ("mp3", "wav"):
-            raise FatalAPIError(f"the offline voice answers mp3 or wav, not {fmt!r}: change response_format")
+            raise BadRequestError(f"the offline voice answers mp3 or wav, not {fmt!r}: change response_format")
         pcm = await asyncio.to_thread(self._pcm, text, spec)
         audio = await asyncio.to_thread(
             encode_pcm,
@@ -336,3 +325,24 @@ class EspeakSynth:
 
     async def aclose(self) -> None:
         """Nothing to release: the engine lives as long as the process."""
+
+
+def _build(options: BackendOptions, _connections: int, _env: Mapping[str, str]) -> EspeakSynth:
+    # Parts are always 24 kHz MP3, what the speech API answers too; the chapter encoder resamples if asked.
+    return EspeakSynth(default_language=options.language)
+
+
+def _identity(options: BackendOptions) -> str:
+    return EspeakSynth(default_language=options.language).identity()
+
+
+BACKEND = Backend(
+    name="local",
+    build=_build,
+    identity=_identity,
+    describe=_identity,
+    cost=lambda _options, _model, _characters: 0.0,
+    voices=list_voices,
+    # The voice of the OpenAI names follows the book's language for text that is not CJK.
+    adapt=lambda options, language: dataclasses.replace(options, language=language),
+)

@@ -8,9 +8,11 @@ What is retried, and how long to wait, follows ``openai-python`` (``_base_client
 - the wait is the server's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date) when it lies in
   (0, 60] seconds, else ``0.5 * 2**n`` seconds capped at 8, less up to 25 % jitter.
 
-Failures no retry can fix (400, 401, 403, 404, 422, and a 429 whose code is ``insufficient_quota``) raise
-``FatalAPIError`` at once with the server's own message, so a run stops instead of paying for a thousand
-identical errors. The API key goes in one header and nowhere else: every message is scrubbed of it.
+Failures no retry can fix raise a ``FatalAPIError`` at once with the server's own message, typed by what it
+stops: ``AuthError`` (401, 403) and ``QuotaError`` (a 429 whose code is ``insufficient_quota``) the whole run,
+``BadRequestError`` (400, 404, 422, a redirect) the book; so a run never pays for a thousand identical errors.
+Every error carries the number of attempts made. The API key goes in one header and nowhere else: every
+message is scrubbed of it.
 """
 
 from __future__ import annotations
@@ -22,15 +24,23 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from pipeline.errors import FatalAPIError, RetryableError, SynthesisError, UsageError
+from pipeline.errors import (
+    AuthError,
+    BadRequestError,
+    QuotaError,
+    RetryableError,
+    SynthesisError,
+    UsageError,
+)
 from pipeline.media import looks_like_mp3
-from pipeline.models import SpeechResult, VoiceSpec
+from pipeline.models import BackendOptions, SpeechResult, VoiceSpec
+from pipeline.tts.base import OPENAI_VOICES, Backend, VoiceInfo
 
 log = logging.getLogger("audiobook")  # one logger: the CLI formats it for terminals and cron
 
@@ -47,17 +57,8 @@ _HINTS = {
 }
 _QUOTA_HINT = "add credit to the account or use another key"
 SHARD_CONNECTIONS = 8  # connections per httpx client; see OpenAISpeech._open
+AUTH_STATUSES = frozenset({401, 403})
 _MAX_MESSAGE = 300  # characters of a server message worth quoting on one line
-
-
-@dataclass(frozen=True)
-class RetryEvent:
-    """One retry about to happen: ``attempt`` is the 1-based attempt that failed, ``wait`` the pause before
-    the next one in seconds, ``reason`` the failure (already free of the key)."""
-
-    attempt: int
-    wait: float
-    reason: str
 
 
 # --- pure policy functions -------------------------------------------------------------------------------
@@ -192,10 +193,9 @@ class OpenAISpeech:
         timeout: float = 120.0,
         connect_timeout: float = 10.0,
         max_retries: int = 4,
-        concurrency: int = 8,
+        connections: int = 8,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
-        on_retry: Callable[[RetryEvent], None] | None = None,
     ) -> None:
         try:
             url = httpx.URL(base_url.strip())
@@ -203,8 +203,8 @@ class OpenAISpeech:
             raise UsageError(f"base_url {base_url!r} is not a URL: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise UsageError(f"base_url {base_url!r} must start with http:// or https:// and name a host")
-        if max_retries < 0 or concurrency < 1:
-            raise UsageError("max_retries must be >= 0 and concurrency >= 1")
+        if max_retries < 0 or connections < 1:
+            raise UsageError("max_retries must be >= 0 and connections >= 1")
         path = url.path.rstrip("/")
         self._host = url.host + (f":{url.port}" if url.port is not None else "")
         self._where = self._host + path  # what messages and the identity name: no scheme, userinfo, key
@@ -214,14 +214,13 @@ class OpenAISpeech:
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._max_retries = max_retries
-        self._concurrency = concurrency
+        # The pool that calls us owns the limit on requests in flight; the connections follow from it.
+        self._connections = connections
         self._sleep = sleep
         self._transport = transport
-        self._on_retry = on_retry
         self._clients: list[httpx.AsyncClient] = []  # the shards; see _open
         self._capacity: list[int] = []
         self._busy: list[int] = []
-        self._slots: asyncio.Semaphore | None = None
 
     def identity(self) -> str:
         return "openai:" + self._where
@@ -233,13 +232,13 @@ class OpenAISpeech:
         # (encode/httpcore#1035, encode/httpx#3215). Measured here: 64 connections in one client cost ~10 ms
         # of CPU per request, and synthesis efficiency fell to 0.1. So the connections are split over
         # clients of at most SHARD_CONNECTIONS each, and each request goes to the shard with the most free
-        # connections. A semaphore of ``concurrency`` per attempt (never held across a backoff) keeps the
-        # total exact, so no request ever waits inside a pool.
+        # connections. The caller's pool never has more than ``connections`` requests in flight, so no
+        # request ever waits inside a shard.
         headers = {"User-Agent": "audiobook-pipeline"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        shards = 1 if self._transport is not None else -(-self._concurrency // SHARD_CONNECTIONS)
-        self._capacity = [len(range(i, self._concurrency, shards)) for i in range(shards)]
+        shards = 1 if self._transport is not None else -(-self._connections // SHARD_CONNECTIONS)
+        self._capacity = [len(range(i, self._connections, shards)) for i in range(shards)]
         self._busy = [0] * shards
         ssl_context = httpx.create_ssl_context()  # loading the CA bundle takes ~40 ms: once, not per shard
         self._clients = [
@@ -252,19 +251,16 @@ class OpenAISpeech:
             )
             for size in self._capacity
         ]
-        self._slots = asyncio.Semaphore(self._concurrency)
 
     async def _post(self, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         if not self._clients:
             self._open()
-        assert self._slots is not None
-        async with self._slots:
-            shard = max(range(len(self._clients)), key=lambda i: self._capacity[i] - self._busy[i])
-            self._busy[shard] += 1
-            try:
-                return await self._clients[shard].post(self._endpoint, json=payload, headers=headers)
-            finally:
-                self._busy[shard] -= 1
+        shard = max(range(len(self._clients)), key=lambda i: self._capacity[i] - self._busy[i])
+        self._busy[shard] += 1
+        try:
+            return await self._clients[shard].post(self._endpoint, json=payload, headers=headers)
+        finally:
+            self._busy[shard] -= 1
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, []
@@ -303,7 +299,11 @@ class OpenAISpeech:
                 f"speech request failed after {attempts} {plural}; last error: {exc}",
                 status=exc.status,
                 retry_after=exc.retry_after,
+                attempts=attempts,
             ) from exc
+        except SynthesisError as exc:
+            exc.attempts = attempts
+            raise
         return SpeechResult(audio=audio, attempts=attempts)
 
     # One request: audio, or the right SynthesisError subclass with a scrubbed one-line message.
@@ -326,7 +326,7 @@ class OpenAISpeech:
                 "check base_url and that the server is running"
             ) from None
         except httpx.UnsupportedProtocol as exc:
-            raise self._fatal(f"cannot talk to {self._where}: {exc}", None) from None
+            raise BadRequestError(self._scrub(f"cannot talk to {self._where}: {exc}")) from None
         except (httpx.TransportError, httpx.DecodingError) as exc:
             # RemoteProtocolError, ReadError, WriteError...: the connection dropped mid-request.
             raise self._retryable(
@@ -359,7 +359,7 @@ class OpenAISpeech:
         reason = f"HTTP {status}" + (f" {response.reason_phrase}" if response.reason_phrase else "")
         detail = f"{self._where} answered {reason}: {message or 'no message'}"
         if status == 429 and "insufficient_quota" in codes:
-            raise self._fatal(f"{detail} ({_QUOTA_HINT})", status)
+            raise QuotaError(self._scrub(f"{detail} ({_QUOTA_HINT})"), status=status)
 
         should_retry = response.headers.get("x-should-retry", "").strip().lower()
         if should_retry == "true":
@@ -372,10 +372,12 @@ class OpenAISpeech:
             raise self._retryable(detail, status=status, retry_after=retry_after)
         hint = _HINTS.get(status)
         if status in FATAL_STATUSES:
-            raise self._fatal(f"{detail} ({hint})" if hint else detail, status)
+            kind = AuthError if status in AUTH_STATUSES else BadRequestError
+            raise kind(self._scrub(f"{detail} ({hint})" if hint else detail), status=status)
         if 300 <= status < 400:
             where_to = response.headers.get("location", "?")
-            raise self._fatal(f"{detail}; redirected to {where_to}: set base_url to the final address", status)
+            message = f"{detail}; redirected to {where_to}: set base_url to the final address"
+            raise BadRequestError(self._scrub(message), status=status)
         # Anything else (413, 415, a 5xx the server marked final...) fails this segment, not the run.
         raise SynthesisError(self._scrub(detail), status=status)
 
@@ -391,9 +393,6 @@ class OpenAISpeech:
     ) -> RetryableError:
         return RetryableError(self._scrub(message), status=status, retry_after=retry_after)
 
-    def _fatal(self, message: str, status: int | None) -> FatalAPIError:
-        return FatalAPIError(self._scrub(message), status=status)
-
     # tenacity hooks --------------------------------------------------------------------------------------
 
     @staticmethod
@@ -405,7 +404,66 @@ class OpenAISpeech:
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
-        event = RetryEvent(attempt=state.attempt_number, wait=float(wait), reason=str(exc))
-        log.debug("attempt %d failed, retrying in %.2f s: %s", event.attempt, event.wait, event.reason)
-        if self._on_retry is not None:
-            self._on_retry(event)
+        log.info("attempt %d failed, retrying in %.1f s: %s", state.attempt_number, float(wait), exc)
+
+
+# --- the backend -----------------------------------------------------------------------------------------
+
+# Rough list prices in US dollars per million input characters, for the plan's estimate only.
+# gpt-4o-mini-tts is billed by tokens; OpenAI quotes about $0.015 a minute, ~900 characters of English.
+PRICE_PER_MILLION_CHARS = {"gpt-4o-mini-tts": 15.0, "tts-1": 15.0, "tts-1-hd": 30.0}
+DEFAULT_PRICE = 15.0
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
+
+
+def endpoint(base_url: str) -> str:
+    """Host and path of an endpoint, without scheme, credentials, query or trailing slash."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return host + parts.path.rstrip("/")
+
+
+def is_local_endpoint(base_url: str) -> bool:
+    return (urlsplit(base_url).hostname or "") in LOCAL_HOSTS
+
+
+def _build(options: BackendOptions, connections: int, env: Mapping[str, str]) -> OpenAISpeech:
+    key = options.api_key(env)
+    if key is None and not is_local_endpoint(options.base_url):  # a server on this machine may need none
+        raise UsageError(
+            f"no API key: set the environment variable {options.api_key_env} "
+            f"(or use --backend local for the offline voice)"
+        )
+    return OpenAISpeech(
+        options.base_url,
+        key or "",
+        timeout=options.timeout,
+        connect_timeout=options.connect_timeout,
+        max_retries=options.max_retries,
+        connections=connections,
+    )
+
+
+def _cost(options: BackendOptions, model: str, characters: int) -> float:
+    price = options.price_per_million_chars
+    if price is None:
+        price = PRICE_PER_MILLION_CHARS.get(model, DEFAULT_PRICE)
+    return characters * price / 1_000_000
+
+
+def _voices() -> list[VoiceInfo]:
+    return [
+        VoiceInfo(name, "auto", "OpenAI voice (relays and local servers may offer others)") for name in OPENAI_VOICES
+    ]
+
+
+BACKEND = Backend(
+    name="openai",
+    build=_build,
+    identity=lambda options: "openai:" + endpoint(options.base_url),
+    describe=lambda options: endpoint(options.base_url),
+    cost=_cost,
+    voices=_voices,
+)

@@ -1,0 +1,203 @@
+"""The library API every front end calls (the CLI, batch jobs, the benchmark): typed values in, typed results
+out. Nothing here parses arguments or prints; the front ends do that and format what comes back.
+
+    book  = read(path, settings.book)
+    plan  = plan(book, settings, out_dir)             # sends nothing, writes nothing
+    done  = convert([plan], settings.run)             # reports per book; .interrupted when a signal stopped it
+    batch = run_batch(load_jobs(path))                # every book of a job file, one run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from pipeline.batch import BatchStatus, BookJob, BookSummary, JobFile, write_summary
+from pipeline.config import BookOptions, RunOptions, Settings, load_settings
+from pipeline.engines.local import LocalExecutor
+from pipeline.errors import AudiobookError, LockHeld
+from pipeline.models import Book
+from pipeline.outputs import prepare_output
+from pipeline.planning import BookPlan, plan_book
+from pipeline.progress import Progress
+from pipeline.readers import read_book
+from pipeline.report import BookReport
+from pipeline.runner import Run
+from pipeline.store import Stores
+from pipeline.tts.registry import Synthesizers
+
+log = logging.getLogger("audiobook")
+
+
+def read(path: Path, options: BookOptions) -> Book:
+    return read_book(path, include_matter=options.include_matter, language=options.language)
+
+
+def plan(book: Book, settings: Settings, out_dir: Path, stores: Stores | None = None) -> BookPlan:
+    """What converting ``book`` into ``out_dir`` would take. ``stores`` lets plans of one run share stores."""
+    store = (stores or Stores()).at(settings.book.resolved_cache_dir)
+    return plan_book(book, settings, out_dir, store)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    reports: tuple[BookReport, ...]  # one per plan, in the same order
+    interrupted: str | None  # the signal that stopped the run, or None
+
+
+def convert(
+    plans: Sequence[BookPlan],
+    run: RunOptions,
+    *,
+    stores: Stores | None = None,
+    progress: Progress | None = None,
+    env: Mapping[str, str] | None = None,
+    assemble: bool = True,
+) -> RunResult:
+    """Make every part the plans lack, assemble every chapter, finish every complete book, write its report.
+
+    Checks before the first request what would make paid work useless: a missing key, an unwritable store or
+    output folder (UsageError). ``assemble=False`` only fills the stores."""
+    stores = stores or Stores()
+    synths = Synthesizers(run.concurrency, env)
+    for p in plans:
+        synths(p.backend)  # a missing key fails here, before any request
+    for location in dict.fromkeys(p.store for p in plans):
+        stores.at(location).check_writable()
+    for p in plans:
+        prepare_output(p.out_dir)
+
+    async def main() -> RunResult:
+        try:
+            async with LocalExecutor(synths, stores, run.concurrency) as executor:
+                reports = await Run(plans, executor, stores, progress=progress, assemble=assemble).execute()
+                return RunResult(tuple(reports), executor.interrupted)
+        finally:
+            await synths.aclose()
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------------- batch
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    books: tuple[BookSummary, ...]  # in the job file's order; patterns that matched nothing first
+    planned: tuple[BookPlan, ...]  # the plans of the books this run worked on (or would, in a dry run)
+    summary_path: Path | None  # where the summary was written, if it was
+    interrupted: str | None
+
+    @property
+    def failed(self) -> tuple[BookSummary, ...]:
+        return tuple(b for b in self.books if not b.status.ok)
+
+
+def run_batch(
+    job: JobFile,
+    *,
+    dry_run: bool = False,
+    max_cost: float | None = None,
+    summary_path: Path | None = None,
+    progress: Progress | None = None,
+    env: Mapping[str, str] | None = None,
+) -> BatchResult:
+    """Every book of a job file through one run, incrementally: unchanged books are settled without a request,
+    a book that fails does not stop the others, work past the budget is refused by name. One run at a time
+    per job file (LockHeld otherwise). A summary is written unless this is a dry run with no ``summary_path``."""
+    lock = FileLock(str(job.path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise LockHeld(f"another run of {job.path} is in progress (lock {job.path}.lock); try again later") from None
+    try:
+        return _run_batch(job, dry_run, job.max_cost if max_cost is None else max_cost, summary_path, progress, env)
+    finally:
+        lock.release()
+
+
+def _run_batch(
+    job: JobFile,
+    dry_run: bool,
+    max_cost: float | None,
+    summary_path: Path | None,
+    progress: Progress | None,
+    env: Mapping[str, str] | None,
+) -> BatchResult:
+    base = load_settings(job.base_config, env=env, overrides=job.run)
+    stores = Stores()
+    summaries: dict[Path, BookSummary] = {}
+    for pattern in job.missing:
+        if glob.has_magic(pattern):  # an empty folder on a quiet night is not a failure
+            log.warning("%s: no book matches this pattern", pattern)
+            summaries[Path(pattern)] = BookSummary(pattern, "", BatchStatus.NO_MATCH)
+        else:
+            summaries[Path(pattern)] = BookSummary(pattern, "", BatchStatus.FAILED, error="no such file")
+
+    todo: list[tuple[BookJob, BookPlan]] = []
+    spent = 0.0
+    for bj in job.books:
+        try:
+            settings = load_settings(job.base_config, env=env, overrides={**job.run, **bj.overrides})
+            book_plan = plan(read(bj.source, settings.book), settings, bj.out_dir, stores)
+        except AudiobookError as exc:
+            summaries[bj.source] = BookSummary(str(bj.source), str(bj.out_dir), BatchStatus.FAILED, error=str(exc))
+            log.error("%s: %s", bj.source, exc)
+            continue
+        if book_plan.complete:  # settled now, without a request or an assembly
+            summaries[bj.source] = _planned(bj, book_plan, BatchStatus.UNCHANGED)
+            continue
+        cost = book_plan.estimated_cost
+        if max_cost is not None and spent + cost > max_cost + 1e-9:
+            error = f"estimated ${cost:.2f} would pass the budget of ${max_cost:.2f} (${spent:.2f} already planned)"
+            summaries[bj.source] = _planned(bj, book_plan, BatchStatus.OVER_BUDGET, error)
+            continue
+        spent += cost
+        todo.append((bj, book_plan))
+        summaries[bj.source] = _planned(bj, book_plan, BatchStatus.PLANNED if dry_run else BatchStatus.NOT_STARTED)
+
+    interrupted = None
+    if not dry_run and todo:
+        result = convert([p for _, p in todo], base.run, stores=stores, progress=progress, env=env)
+        interrupted = result.interrupted
+        for (bj, _plan), report in zip(todo, result.reports, strict=True):
+            summaries[bj.source] = BookSummary(
+                source=str(bj.source),
+                output=str(bj.out_dir),
+                status=BatchStatus(report.status),
+                chapters=len(report.chapters),
+                duration_s=report.duration_s,
+                requests=report.requests,
+                retries=report.retries,
+                cache_hits=report.cache_hits,
+                characters_to_send=report.characters_sent,
+                estimated_cost_usd=report.estimated_cost_usd,
+                error=report.problem(),
+            )
+
+    books = [summaries[k] for k in [Path(p) for p in job.missing] + [b.source for b in job.books]]
+    written = None
+    if not dry_run or summary_path:  # a dry run writes nothing unless asked to
+        written = summary_path or job.output / "batch-summary.json"
+        write_summary(written, job, books, dry_run=dry_run, max_cost=max_cost)
+    return BatchResult(tuple(books), tuple(p for _, p in todo), written, interrupted)
+
+
+def _planned(bj: BookJob, book_plan: BookPlan, status: BatchStatus, error: str | None = None) -> BookSummary:
+    unchanged = status == BatchStatus.UNCHANGED
+    return BookSummary(
+        source=str(bj.source),
+        output=str(bj.out_dir),
+        status=status,
+        chapters=len(book_plan.chapters),
+        cache_hits=sum(sum(c.cached) for c in book_plan.chapters),
+        characters_to_send=0 if unchanged else book_plan.characters_to_send,
+        estimated_cost_usd=0.0 if unchanged else round(book_plan.estimated_cost, 4),
+        error=error,
+    )

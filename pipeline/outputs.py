@@ -1,0 +1,94 @@
+"""The output folder: made ready before a run, and tidied when a book is complete (playlist, M4B, and
+nothing left over from an earlier run that no longer matches the book)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import audio
+from pipeline.errors import UsageError
+from pipeline.models import ChapterAudio
+from pipeline.planning import BookPlan
+from pipeline.report import ChapterOutcome
+
+
+def prepare_output(out_dir: Path) -> None:
+    """Fail now, before a request is paid for, when the folder cannot be written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"output path {out_dir} exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".audiobook-write-test.part"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}") from None
+
+
+def clean_partial_files(out_dir: Path) -> None:
+    """A killed run may leave ``*.part`` files; they never count as output."""
+    if out_dir.is_dir():
+        for p in out_dir.glob("*.part"):
+            p.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a complete book gets besides its chapter files."""
+
+    playlist: str
+    m4b: str | None = None
+    m4b_fingerprint: str | None = None
+
+
+def finish_book(
+    plan: BookPlan,
+    audios: Sequence[ChapterAudio],
+    chapters: Sequence[ChapterOutcome],
+    note: Callable[[str], None],
+) -> Finished:
+    """Write the playlist, build the M4B when asked (unless the one from an earlier run is still current),
+    then remove what an earlier run wrote that no longer belongs. Only for a complete book: a partial one must
+    not look finished. ``note`` tells the user about the slow steps."""
+    playlist = audio.write_playlist(plan.out_dir, plan.book, audios).name
+    m4b = m4b_fingerprint = None
+    if plan.options.m4b:
+        m4b_fingerprint = _m4b_fingerprint(plan, chapters)
+        m4b = audio.book_stem(plan.book) + ".m4b"
+        previous = plan.previous
+        current = previous.m4b == m4b and previous.m4b_fingerprint == m4b_fingerprint
+        if not (current and (plan.out_dir / m4b).is_file()):
+            note(f"building {m4b} …")
+            built = audio.build_m4b(plan.out_dir, plan.book, audios, plan.options)
+            note(f"wrote {built.name}")
+    keep = {c.file for c in chapters} | {playlist, m4b}
+    if plan.options.subtitles:
+        keep |= {str(Path(c.file).with_suffix("." + plan.options.subtitles)) for c in chapters}
+    _remove_stale(plan, {k for k in keep if k}, {c.file for c in chapters})
+    return Finished(playlist, m4b, m4b_fingerprint)
+
+
+def _m4b_fingerprint(plan: BookPlan, chapters: Sequence[ChapterOutcome]) -> str:
+    data = [[c.file, c.fingerprint] for c in chapters] + [plan.options.genre, plan.options.sample_rate]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()  # chapter fingerprints cover tags and cover
+
+
+def _remove_stale(plan: BookPlan, keep: set[str], current_chapters: set[str]) -> None:
+    """Delete what an earlier run of this book wrote that no longer matches it: chapters that are gone (the book
+    changed), subtitles in a format no longer asked for, an old playlist or M4B. Only names this program wrote
+    (listed in the previous report, or a current chapter's subtitle siblings) are ever touched."""
+    previous = plan.previous
+    names = current_chapters | previous.files | {n for n in (previous.playlist, previous.m4b) if n}
+    candidates: set[str] = set()
+    for name in names:
+        if "/" in name or "\\" in name or name.startswith("."):
+            continue
+        candidates.add(name)
+        if name.endswith(".mp3"):
+            candidates |= {name[:-4] + ".srt", name[:-4] + ".vtt"}
+    for name in candidates - keep:
+        (plan.out_dir / name).unlink(missing_ok=True)

@@ -1,0 +1,171 @@
+"""What a book needs: its segments, their part keys, which parts are already kept, and which chapter files an
+earlier run left that are still current. Planning reads and looks up; it never sends or writes anything."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pipeline import audio
+from pipeline.chunker import chunk_chapter
+from pipeline.config import BookOptions, Settings
+from pipeline.models import BackendOptions, Book, Chapter, Segment
+from pipeline.report import PreviousRun, read_previous
+from pipeline.store import PartStore, part_key
+from pipeline.tts import registry
+
+
+@dataclass(frozen=True)
+class ChapterPlan:
+    chapter: Chapter
+    segments: tuple[Segment, ...]
+    keys: tuple[str, ...]  # part key of each segment
+    cached: tuple[bool, ...]  # whether each part was already in the store when planned
+    fingerprint: str  # everything the chapter file depends on; equal fingerprint means the file is current
+    filename: str
+    up_to_date: bool  # the file from an earlier run exists with this fingerprint: nothing to do
+    previous_duration_s: float | None = None  # that file's length, from the earlier run's report
+
+    @property
+    def characters(self) -> int:
+        return sum(len(s.text) for s in self.segments)
+
+
+@dataclass(frozen=True)
+class BookPlan:
+    book: Book
+    options: BookOptions
+    backend: BackendOptions  # as adapted to this book (the offline voice follows its language)
+    out_dir: Path
+    store: str  # the location of the store that holds this book's parts
+    identity: str  # the synthesizer identity in every part key
+    chapters: tuple[ChapterPlan, ...]
+    previous: PreviousRun  # what the last run's report said, read once
+
+    @property
+    def segments(self) -> int:
+        return sum(len(c.segments) for c in self.chapters)
+
+    @property
+    def characters(self) -> int:
+        return sum(c.characters for c in self.chapters)
+
+    @cached_property
+    def needed(self) -> dict[str, str]:
+        """Part key -> text of every part this run must request (deduplicated)."""
+        out: dict[str, str] = {}
+        for ch in self.chapters:
+            if ch.up_to_date:
+                continue
+            for seg, key, hit in zip(ch.segments, ch.keys, ch.cached, strict=True):
+                if not hit:
+                    out.setdefault(key, seg.text)
+        return out
+
+    @property
+    def characters_to_send(self) -> int:
+        return sum(len(t) for t in self.needed.values())
+
+    def cost(self, characters: int) -> float:
+        """Estimated US dollars for sending ``characters`` of this book."""
+        return registry.backend_for(self.backend).cost(self.backend, self.options.model, characters)
+
+    @property
+    def estimated_cost(self) -> float:
+        return self.cost(self.characters_to_send)
+
+    @property
+    def complete(self) -> bool:
+        """Every chapter file is current: the book needs neither a request nor an assembly."""
+        return all(c.up_to_date for c in self.chapters)
+
+    def summary(self) -> dict[str, Any]:
+        """The plan as data: what --dry-run --json prints and the report starts from."""
+        o = self.options
+        return {
+            "book": {
+                "title": self.book.title,
+                "author": self.book.author,
+                "language": self.book.language,
+                "source": str(self.book.source) if self.book.source else None,
+            },
+            "output": str(self.out_dir),
+            "backend": self.backend.name,
+            "endpoint": registry.backend_for(self.backend).describe(self.backend),
+            "model": o.model,
+            "voice": o.voice,
+            "max_chars": o.max_chars,
+            "chapters": [
+                {
+                    "index": c.chapter.index,
+                    "title": c.chapter.title,
+                    "file": c.filename,
+                    "segments": len(c.segments),
+                    "characters": c.characters,
+                    "cached_segments": sum(c.cached),
+                    "up_to_date": c.up_to_date,
+                }
+                for c in self.chapters
+            ],
+            "skipped": list(self.book.skipped),
+            "segments": self.segments,
+            "characters": self.characters,
+            "cached_segments": sum(sum(c.cached) for c in self.chapters),
+            "requests_needed": len(self.needed),
+            "characters_to_send": self.characters_to_send,
+            "estimated_cost_usd": round(self.estimated_cost, 4),
+        }
+
+
+def chapter_fingerprint(keys: Sequence[str], book: Book, chapter: Chapter, total: int, o: BookOptions) -> str:
+    data = {
+        "keys": list(keys),
+        "title": chapter.title,
+        "track": [chapter.index, total],
+        "album": book.title,
+        "author": book.author,
+        "language": book.language,
+        "cover": hashlib.sha256(book.cover).hexdigest() if book.cover else None,
+        "audio": [
+            o.sample_rate,
+            o.bitrate,
+            o.sentence_pause_ms,
+            o.paragraph_pause_ms,
+            o.title_pause_ms,
+            o.chapter_pad_ms,
+            o.genre,
+            o.subtitles,
+        ],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -> BookPlan:
+    """Chunk the book and look everything up; sends nothing. ``store`` is where its parts are kept."""
+    options = settings.book
+    backend = registry.backend_for(settings.backend)
+    adapted = backend.adapt(settings.backend, options.language or book.language)
+    identity = backend.identity(adapted)
+    spec, fmt = options.voice_spec, options.part_format
+    previous = read_previous(out_dir)
+    total = len(book.chapters)
+    chapters = []
+    for chapter in book.chapters:
+        segments = chunk_chapter(chapter, options.max_chars, announce_title=options.announce_titles)
+        keys = tuple(part_key(identity, spec, seg.text) for seg in segments)
+        fingerprint = chapter_fingerprint(keys, book, chapter, total, options)
+        filename = audio.chapter_filename(chapter.index, total, chapter.title)
+        before, duration = previous.current.get(filename, (None, None))
+        up_to_date = before == fingerprint and (out_dir / filename).is_file()
+        cached = tuple(store.has(k, fmt) for k in keys)
+        chapters.append(
+            ChapterPlan(
+                chapter, segments, keys, cached, fingerprint, filename, up_to_date, duration if up_to_date else None
+            )
+        )
+    return BookPlan(book, options, adapted, out_dir, store.location, identity, tuple(chapters), previous)

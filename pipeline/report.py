@@ -1,0 +1,206 @@
+"""The run report: what each book's run did, kept as ``report.json`` in its output folder, and read back by
+the next run (which chapters are current, what it wrote). Also how plans and reports read on a terminal.
+
+This module is the only reader and writer of ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pipeline.files import atomic_write
+
+REPORT_NAME = "report.json"
+
+
+class ChapterStatus(StrEnum):
+    DONE = "done"  # written by this run
+    UNCHANGED = "unchanged"  # written by an earlier run from the same parts and tags: left as it was
+    FAILED = "failed"
+    NOT_STARTED = "not started"
+
+    @property
+    def complete(self) -> bool:
+        return self in (ChapterStatus.DONE, ChapterStatus.UNCHANGED)
+
+
+class BookStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class SegmentFailure:
+    chapter: int
+    chapter_title: str
+    segment: int
+    text: str  # the first words, so a person can find it
+    error: str
+
+
+@dataclass(frozen=True)
+class ChapterOutcome:
+    index: int
+    title: str
+    file: str
+    status: ChapterStatus
+    segments: int
+    characters: int
+    duration_s: float | None
+    fingerprint: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BookReport:
+    status: BookStatus
+    plan: dict[str, Any]
+    chapters: tuple[ChapterOutcome, ...]
+    requests: int
+    retries: int
+    cache_hits: int
+    synthesized: int
+    characters_sent: int
+    failures: tuple[SegmentFailure, ...]
+    duration_s: float
+    elapsed_s: float
+    estimated_cost_usd: float
+    started: str
+    finished: str
+    playlist: str | None = None
+    m4b: str | None = None
+    m4b_fingerprint: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def problem(self) -> str | None:
+        """One line on what was not done, or None when everything was."""
+        if self.status == BookStatus.DONE:
+            return None
+        if self.error:
+            return self.error
+        if self.failures:
+            f = self.failures[0]
+            more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+            return f"chapter {f.chapter} ({f.chapter_title}) segment {f.segment} failed: {f.error}{more}"
+        broken = [c for c in self.chapters if not c.status.complete]
+        first = broken[0] if broken else None
+        if first is not None and first.error:
+            return f"chapter {first.index} ({first.title}) not written: {first.error}"
+        return f"{len(broken)} chapter(s) not finished"
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """What an earlier run's report says about the output folder."""
+
+    current: dict[str, tuple[str | None, float | None]]  # finished chapter file -> (fingerprint, duration s)
+    files: frozenset[str]  # every chapter file it listed, finished or not
+    playlist: str | None = None
+    m4b: str | None = None
+    m4b_fingerprint: str | None = None
+
+
+def read_previous(out_dir: Path) -> PreviousRun:
+    """The earlier run's report, or an empty one when there is none (or it cannot be read: then nothing is
+    taken as current, which costs an assembly, never a wrong file)."""
+    try:
+        data = json.loads((out_dir / REPORT_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        return PreviousRun({}, frozenset())
+    chapters = [c for c in data.get("chapters", []) if isinstance(c, dict)]
+
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) else None
+
+    def number(value: Any) -> float | None:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    return PreviousRun(
+        current={
+            c["file"]: (text(c.get("fingerprint")), number(c.get("duration_s")))
+            for c in chapters
+            if isinstance(c.get("file"), str) and c.get("status") in (ChapterStatus.DONE, ChapterStatus.UNCHANGED)
+        },
+        files=frozenset(c["file"] for c in chapters if isinstance(c.get("file"), str)),
+        playlist=text(data.get("playlist")),
+        m4b=text(data.get("m4b")),
+        m4b_fingerprint=text(data.get("m4b_fingerprint")),
+    )
+
+
+def write_report(out_dir: Path, report: BookReport) -> Path:
+    return atomic_write(out_dir / REPORT_NAME, json.dumps(report.to_json(), ensure_ascii=False, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------------------------- on a terminal
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _columns(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _fit(text: str, width: int) -> str:
+    """Pad or cut to a terminal width; CJK characters take two columns."""
+    if _columns(text) > width:
+        while _columns(text) > width - 1:
+            text = text[:-1]
+        text += "…"
+    return text + " " * (width - _columns(text))
+
+
+def format_plan(summary: dict[str, Any]) -> str:
+    """A plan (``BookPlan.summary()``) as a table for people."""
+    b = summary["book"]
+    lines = [
+        f"Book:     {b['title']}" + (f" — {b['author']}" if b.get("author") else "") + f" [{b.get('language') or '?'}]",
+        f"Source:   {b['source']}",
+        f"Output:   {summary['output']}",
+        f"Speech:   {summary['backend']} {summary['endpoint']}, model {summary['model']}, voice {summary['voice']}",
+        "",
+        f"{'#':>3}  {'chapter':<44} {'segments':>8} {'chars':>8} {'cached':>7}",
+    ]
+    for c in summary["chapters"]:
+        cached = "current" if c["up_to_date"] else f"{c['cached_segments']}"
+        lines.append(f"{c['index']:>3}  {_fit(c['title'], 44)} {c['segments']:>8} {c['characters']:>8,} {cached:>7}")
+    if summary["skipped"]:
+        lines += ["", "Skipped (not read aloud; --include-matter reads them):"]
+        lines += [f"  - {s}" for s in summary["skipped"]]
+    lines += [
+        "",
+        f"Total:    {len(summary['chapters'])} chapter{'' if len(summary['chapters']) == 1 else 's'}, "
+        f"{summary['segments']} segments, "
+        f"{summary['characters']:,} characters; {summary['cached_segments']} segments cached",
+        f"To send:  {summary['requests_needed']} requests, {summary['characters_to_send']:,} characters, "
+        f"estimated cost ${summary['estimated_cost_usd']:.2f}",
+    ]
+    return "\n".join(lines)
+
+
+def format_report(report: BookReport, out_dir: Path) -> str:
+    """What a finished run wrote, a line a file, and one line of totals."""
+    done = [c for c in report.chapters if c.status.complete]
+    lines = [f"{c.file}  {clock(c.duration_s or 0)}" for c in done]
+    lines += [name for name in (report.playlist, report.m4b) if name]
+    lines.append(
+        f"{len(done)}/{len(report.chapters)} chapters, {clock(report.duration_s)} of audio in {out_dir}/ — "
+        f"{report.requests} requests, {report.retries} retries, {report.cache_hits} cached parts; "
+        f"report: {out_dir / REPORT_NAME}"
+    )
+    return "\n".join(lines)

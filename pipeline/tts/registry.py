@@ -1,0 +1,56 @@
+"""The backends, by name. Each lives in its own module, which defines ``BACKEND``; it is imported only when
+asked for (the offline voice loads a C library, the HTTP client its TLS context).
+
+Adding a backend is one new module and one line in ``_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+
+from pipeline.errors import UsageError
+from pipeline.models import BackendOptions
+from pipeline.tts.base import Backend, Synthesizer
+
+_MODULES = {
+    "openai": "pipeline.tts.openai_http",  # any OpenAI-compatible /audio/speech endpoint
+    "local": "pipeline.tts.espeak",  # the embedded offline voice
+}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_MODULES)
+
+
+def get(name: str) -> Backend:
+    if name not in _MODULES:
+        raise UsageError(f"invalid setting: backend must be one of {', '.join(_MODULES)}, not {name!r}")
+    backend: Backend = importlib.import_module(_MODULES[name]).BACKEND
+    return backend
+
+
+def backend_for(options: BackendOptions) -> Backend:
+    return get(options.name)
+
+
+class Synthesizers:
+    """One synthesizer per distinct backend options, built on first use and shared by every book of a run
+    that speaks through it (and so its connections). ``connections`` is the run's limit on requests in
+    flight, which the pool owns: a synthesizer never needs more connections than that."""
+
+    def __init__(self, connections: int, env: Mapping[str, str] | None = None):
+        self.connections = connections
+        self._env = os.environ if env is None else env
+        self._made: dict[BackendOptions, Synthesizer] = {}
+
+    def __call__(self, options: BackendOptions) -> Synthesizer:
+        if options not in self._made:
+            self._made[options] = backend_for(options).build(options, self.connections, self._env)
+        return self._made[options]
+
+    async def aclose(self) -> None:
+        made, self._made = list(self._made.values()), {}
+        for synth in made:
+            await synth.aclose()
