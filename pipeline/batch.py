@@ -118,6 +118,8 @@ def load_jobs(path: Path) -> JobFile:
             missing.append(entry["path"])
             continue
         overrides = {k: v for k, v in {**defaults, **entry}.items() if k not in _BOOK_KEYS}
+        if isinstance(overrides.get("cache_dir"), str):  # like every path in a job file, relative to it
+            overrides["cache_dir"] = base / Path(overrides["cache_dir"]).expanduser()
         fmt = entry.get("format", defaults.get("format", "mp3"))
         if fmt not in ("mp3", "m4b"):
             raise UsageError(f"{path}: book #{i}: format must be mp3 or m4b, not {fmt!r}")

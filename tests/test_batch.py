@@ -232,3 +232,55 @@ def test_make_target_builds_only_what_is_out_of_date(tmp_path: Path) -> None:
     after = {p: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
     assert after[out / "book0" / "report.json"] == reports[out / "book0" / "report.json"]
     assert after[out / "book1" / "report.json"] != reports[out / "book1" / "report.json"]
+
+
+def test_a_batch_has_as_many_requests_in_flight_as_its_concurrency(server: FakeSpeechServer, tmp_path: Path) -> None:
+    # The run owns the limit: a book's backend settings (concurrency 8 by default) must not lower it.
+    server.latency = 0.3
+    library(tmp_path, count=2, paragraphs=10)
+    jobs = job_file(tmp_path, top="concurrency = 16\n")
+    assert main(["--quiet", "batch", str(jobs)]) == 0
+    assert len(server.requests) >= 40 and server.max_in_flight == 16
+
+
+def test_a_book_with_its_own_cache_dir_plans_and_runs_against_it(
+    server: FakeSpeechServer, tmp_path: Path, isolated_env: Path
+) -> None:
+    library(tmp_path, count=2)
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(
+        'output = "out"\n[[book]]\npath = "books/book0.txt"\ncache_dir = "own-cache"\n'
+        '[[book]]\npath = "books/book1.txt"\n',
+        encoding="utf-8",
+    )
+    assert main(["--quiet", "batch", str(jobs)]) == 0
+    first = len(server.requests)
+    own = list((tmp_path / "own-cache" / "parts").rglob("*.mp3"))
+    shared = list((isolated_env / "audiobook-pipeline" / "parts").rglob("*.mp3"))
+    assert own and shared and len(own) + len(shared) == first
+    assert not {p.name for p in own} & {p.name for p in shared}  # each book's parts in its own store
+
+    # Outputs gone, parts kept: the plan finds every part where the run put it, and nothing is paid again.
+    shutil.rmtree(tmp_path / "out")
+    server.clear()
+    assert main(["--quiet", "batch", str(jobs), "--dry-run", "--json"]) == 0
+    assert server.requests == []
+    assert main(["--quiet", "batch", str(jobs)]) == 0
+    assert server.requests == []
+    assert all(b["status"] == "done" and b["cache_hits"] > 0 for b in summary(tmp_path).values())
+
+
+@pytest.mark.parametrize("where", ["book", "defaults"])
+def test_a_run_level_setting_inside_a_book_entry_is_refused(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    library(tmp_path, count=1)
+    if where == "book":
+        jobs = job_file(tmp_path, "concurrency = 4\n")
+    else:
+        jobs = job_file(tmp_path, top="[defaults]\nconcurrency = 4\n")
+    assert main(["batch", str(jobs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'concurrency'" in err and "whole run" in err
+    assert ("book #1" if where == "book" else "[defaults]") in err
+    assert server.requests == []

@@ -1,0 +1,119 @@
+"""A run on its own: plans in, parts through the local executor with a fake synthesizer, chapters assembled,
+reports out. No HTTP here; the end-to-end tests cover the same through the CLI and a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pipeline.config import Settings, load_settings
+from pipeline.engines.local import LocalExecutor
+from pipeline.errors import AuthError, BadRequestError, RetryableError, SynthesisError
+from pipeline.models import Book, Chapter, SpeechResult, VoiceSpec
+from pipeline.planning import BookPlan, plan_book
+from pipeline.report import BookReport, BookStatus, ChapterStatus, read_previous
+from pipeline.runner import Run
+from pipeline.store import Stores
+from tests.fakeserver import audio_for
+
+
+class AudioSynth:
+    """Real MP3 for each text (the fake server's tone), or the error ``fail`` names for it."""
+
+    def __init__(self, fail: dict[str, SynthesisError] | None = None):
+        self.fail = fail or {}
+        self.calls: list[str] = []
+
+    def identity(self) -> str:
+        return "fake"
+
+    async def synthesize(self, text: str, spec: VoiceSpec) -> SpeechResult:
+        self.calls.append(text)
+        await asyncio.sleep(0)
+        for needle, error in self.fail.items():
+            if needle in text:
+                raise error
+        return SpeechResult(audio_for(text, 2.0), attempts=1)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(env={}, overrides={"cache_dir": tmp_path / "cache", "announce_titles": False})
+
+
+def book(title: str, *chapters: tuple[str, ...]) -> Book:
+    return Book(title, tuple(Chapter(i, f"Chapter {i}", paras) for i, paras in enumerate(chapters, 1)))
+
+
+def run(plans: list[BookPlan], stores: Stores, synth: AudioSynth, concurrency: int = 2) -> list[BookReport]:
+    async def go() -> list[BookReport]:
+        async with LocalExecutor(lambda _options: synth, stores, concurrency) as executor:
+            return await Run(plans, executor, stores).execute()
+
+    return asyncio.run(go())
+
+
+def plans_for(tmp_path: Path, stores: Stores, *books: Book) -> list[BookPlan]:
+    s = settings(tmp_path)
+    store = stores.at(s.book.resolved_cache_dir)
+    return [plan_book(b, s, tmp_path / f"out{i}", store) for i, b in enumerate(books)]
+
+
+def test_a_sentence_shared_by_books_and_chapters_is_requested_once(tmp_path: Path) -> None:
+    stores = Stores()
+    a = book("A", ("Shared line.", "Only in A."), ("Shared line.",))
+    b = book("B", ("Shared line.", "Only in B."))
+    synth = AudioSynth()
+    reports = run(plans_for(tmp_path, stores, a, b), stores, synth)
+    assert sorted(synth.calls) == ["Only in A.", "Only in B.", "Shared line."]
+    assert [r.status for r in reports] == [BookStatus.DONE, BookStatus.DONE]
+    assert reports[0].requests == 2 and reports[1].requests == 1  # the first book that needs a part pays
+    assert reports[1].cache_hits == 0 and reports[1].synthesized == 1
+    for i, r in enumerate(reports):
+        assert all(c.status == ChapterStatus.DONE for c in r.chapters)
+        assert read_previous(tmp_path / f"out{i}").current  # the report is written and read back
+
+
+def test_a_failing_part_fails_its_chapter_only_and_the_rerun_pays_for_it_alone(tmp_path: Path) -> None:
+    stores = Stores()
+    b = book("B", ("Fine one.", "Fine two."), ("Troubled line.", "Fine three."))
+    synth = AudioSynth({"Troubled": RetryableError("HTTP 503 after 5 attempts", attempts=5)})
+    (report,) = run(plans_for(tmp_path, stores, b), stores, synth)
+    assert report.status == BookStatus.FAILED
+    assert [c.status for c in report.chapters] == [ChapterStatus.DONE, ChapterStatus.FAILED]
+    assert report.requests == 3 + 5 and report.retries == 4  # attempts counted from the results
+    assert report.failures[0].chapter == 2 and "503" in (report.problem() or "")
+    assert not (tmp_path / "out0" / "02 Chapter 2.mp3").exists()  # never a chapter with a hole
+
+    synth = AudioSynth()
+    (report,) = run(plans_for(tmp_path, stores, b), stores, synth)
+    assert synth.calls == ["Troubled line."] and report.status == BookStatus.DONE
+    assert [c.status for c in report.chapters] == [ChapterStatus.UNCHANGED, ChapterStatus.DONE]
+
+
+def test_three_failures_in_a_row_stop_the_run(tmp_path: Path) -> None:
+    stores = Stores()
+    b = book("B", tuple(f"Line {i}." for i in range(20)))
+    synth = AudioSynth({"Line": RetryableError("HTTP 500", attempts=1)})
+    (report,) = run(plans_for(tmp_path, stores, b), stores, synth, concurrency=1)
+    assert len(synth.calls) == 3 and report.status == BookStatus.FAILED
+    assert "3 segments in a row failed" in (report.error or "")
+
+
+def test_a_bad_request_stops_its_book_and_a_bad_key_stops_the_run(tmp_path: Path) -> None:
+    stores = Stores()
+    a = book("A", tuple(f"Alpha {i}." for i in range(6)))
+    b = book("B", tuple(f"Beta {i}." for i in range(6)))
+    synth = AudioSynth({"Alpha 0": BadRequestError("unknown voice")})
+    ra, rb = run(plans_for(tmp_path, stores, a, b), stores, synth, concurrency=1)
+    assert ra.status == BookStatus.FAILED and ra.error == "unknown voice"
+    assert not any(c.startswith("Alpha") and c != "Alpha 0." for c in synth.calls)  # its other parts skipped
+    assert rb.status == BookStatus.DONE
+
+    stores = Stores()
+    synth = AudioSynth({"Alpha 2": AuthError("HTTP 401: bad key")})
+    ra, rb = run(plans_for(tmp_path / "2", stores, a, b), stores, synth, concurrency=1)
+    assert ra.error == rb.error == "HTTP 401: bad key" and len(synth.calls) == 3
+    assert not any(c.startswith("Beta") for c in synth.calls)
