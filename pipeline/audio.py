@@ -32,6 +32,7 @@ from pipeline.errors import AudioError
 from pipeline.files import atomic_write
 from pipeline.media import decode, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
+from pipeline.text import iso639_2
 
 log = logging.getLogger("audiobook")  # one logger: the CLI formats it for terminals and cron
 
@@ -317,7 +318,6 @@ def assemble_chapter(
         if n:
             enc.write(silence.setdefault(n, bytes(n * _SAMPLE_BYTES)))
 
-    durations: list[int] = []  # frames
     cues: list[Cue] = []
     codec = ["-c:a", "libmp3lame", "-b:a", settings.bitrate, "-id3v2_version", "0", "-write_xing", "1",
              "-map_metadata", "-1", "-f", "mp3"]  # fmt: skip
@@ -331,7 +331,6 @@ def assemble_chapter(
             for i, (segment, pcm) in enumerate(zip(segments, decoded, strict=True)):
                 start = enc.frames
                 enc.write(pcm)
-                durations.append(enc.frames - start)
                 cues.append(Cue(_ms(start, rate), _ms(enc.frames, rate), segment.text))
                 pad(enc, settings.chapter_pad_ms if i == last else _pause_ms(segment.pause_after, settings))
             total_frames = enc.frames
@@ -346,28 +345,10 @@ def assemble_chapter(
         chapter=chapter,
         path=final,
         duration_ms=_ms(total_frames, rate),
-        segment_durations_ms=tuple(_ms(d, rate) for d in durations),
     )
 
 
 # --------------------------------------------------------------------------------------------- text outputs
-
-_LANGUAGES = {  # ISO 639-1 -> ISO 639-2/T, which ID3's TLAN wants
-    "ar": "ara", "cs": "ces", "da": "dan", "de": "deu", "el": "ell", "en": "eng", "es": "spa", "fi": "fin",
-    "fr": "fra", "he": "heb", "hi": "hin", "hu": "hun", "id": "ind", "it": "ita", "ja": "jpn", "ko": "kor",
-    "la": "lat", "nl": "nld", "no": "nor", "pl": "pol", "pt": "por", "ro": "ron", "ru": "rus", "sv": "swe",
-    "th": "tha", "tr": "tur", "uk": "ukr", "vi": "vie", "zh": "zho", "yue": "yue", "cmn": "cmn",
-}  # fmt: skip
-
-
-def iso639_2(language: str | None) -> str | None:
-    """``"en-US"`` -> ``"eng"``; a three-letter code passes through; anything else is None (tag omitted)."""
-    if not language:
-        return None
-    primary = language.replace("_", "-").split("-")[0].lower()
-    if primary in _LANGUAGES:
-        return _LANGUAGES[primary]
-    return primary if len(primary) == 3 and primary.isalpha() else None
 
 
 def cover_mime(book: Book) -> str:

@@ -11,6 +11,7 @@ import unicodedata
 
 from pipeline.errors import UsageError
 from pipeline.models import Book, Chapter, Pause, Segment
+from pipeline.text import CJK_CHAR
 
 # A run of sentence-final marks, then any closing quotes or brackets that belong to the same sentence.
 _CLOSERS = "\"'”’»)]}」』》）〕】〉"
@@ -19,10 +20,6 @@ _CJK_ENDS = frozenset("。！？．")
 _NEXT_VISIBLE = re.compile(r"\s*(\S)")
 _WORD_BEFORE = re.compile(r"(\S+)$")
 _OPENERS = "\"'“‘«([{「『《（〔【〈"
-# Han, kana, Hangul and full-width forms: scripts where a sentence may follow without a space.
-_CJK = re.compile(
-    "[\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]"
-)
 
 # Lower-cased, without the final dot. "etc." is listed as the brief asks, though it can end a sentence too.
 # fmt: off
@@ -51,7 +48,7 @@ def _is_sentence_end(text: str, start: int, end: int) -> bool:
         return True
     following = text[end]
     if not following.isspace():
-        if _CJK.match(following):
+        if CJK_CHAR.match(following):
             # "想了想……然后" continues; "……”然后" and "OK.然后" end.
             return closed or not all(c == "…" for c in marks)
         return False  # 3.14, e.g, example.com, "Hi!"—dashes
@@ -122,7 +119,7 @@ def _cut_point(text: str, start: int, limit: int) -> int:
         if not clause and char in _CLAUSE_MARKS:
             after = text[i + 1] if i + 1 < len(text) else " "
             # "3,000" and "10:30" are not clauses; a Latin mark needs a space (or CJK) after it.
-            if char not in _LATIN_CLAUSE_MARKS or after.isspace() or _CJK.match(after):
+            if char not in _LATIN_CLAUSE_MARKS or after.isspace() or CJK_CHAR.match(after):
                 clause = i + 1
         if clause and space:
             break

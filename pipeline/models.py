@@ -86,7 +86,6 @@ class ChapterAudio:
     chapter: Chapter
     path: Path
     duration_ms: int
-    segment_durations_ms: tuple[int, ...] = field(default=())
 
 
 @dataclass(frozen=True)

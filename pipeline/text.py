@@ -1,7 +1,9 @@
-"""Text normalization shared by every reader: what a paragraph looks like once it is ready to be spoken."""
+"""Text facts every stage shares, each in one place: CJK ranges, what a paragraph looks like once it is ready
+to be spoken, language tags, decoding a file's bytes, and Project Gutenberg's boilerplate markers."""
 
 from __future__ import annotations
 
+import codecs
 import re
 import unicodedata
 
@@ -41,11 +43,6 @@ def normalize_paragraph(text: str) -> str:
     text = _SPACE_BEFORE_CJK_PUNCT.sub("", text)
     text = _SPACE_AFTER_CJK_OPEN.sub("", text)
     return glue_cjk_marks(text)
-
-
-def join_lines(lines: list[str]) -> str:
-    """Join the hard-wrapped lines of one paragraph, then normalize."""
-    return normalize_paragraph(" ".join(line.strip() for line in lines))
 
 
 # --- quote and dash glue in CJK text
@@ -92,6 +89,41 @@ def detect_language(text: str) -> str | None:
     return "en" if latin else None
 
 
+# Three-letter ISO 639-2 codes some books declare -> the two-letter tags used everywhere here.
+_TWO_LETTER = {"eng": "en", "zho": "zh", "chi": "zh", "deu": "de", "ger": "de", "fra": "fr", "fre": "fr"}
+_TWO_LETTER |= {"spa": "es", "ita": "it", "jpn": "ja", "kor": "ko", "rus": "ru", "por": "pt", "nld": "nl"}
+# ISO 639-1 -> ISO 639-2/T, which ID3's TLAN wants.
+_THREE_LETTER = {
+    "ar": "ara", "cs": "ces", "da": "dan", "de": "deu", "el": "ell", "en": "eng", "es": "spa", "fi": "fin",
+    "fr": "fra", "he": "heb", "hi": "hin", "hu": "hun", "id": "ind", "it": "ita", "ja": "jpn", "ko": "kor",
+    "la": "lat", "nl": "nld", "no": "nor", "pl": "pol", "pt": "por", "ro": "ron", "ru": "rus", "sv": "swe",
+    "th": "tha", "tr": "tur", "uk": "ukr", "vi": "vie", "zh": "zho", "yue": "yue", "cmn": "cmn",
+}  # fmt: skip
+_TAG = re.compile("[a-z]{2,3}")
+
+
+def primary_language(value: str | None) -> str | None:
+    """``"en-US"`` -> ``"en"``, ``"zho"`` -> ``"zh"``; None for anything that is not a language tag."""
+    tag = (value or "").strip().replace("_", "-").split("-")[0].lower()
+    tag = _TWO_LETTER.get(tag, tag)
+    return tag if _TAG.fullmatch(tag) else None
+
+
+def iso639_2(language: str | None) -> str | None:
+    """``"en-US"`` -> ``"eng"``; a three-letter code passes through; anything else is None."""
+    if not language:
+        return None
+    primary = language.replace("_", "-").split("-")[0].lower()
+    if primary in _THREE_LETTER:
+        return _THREE_LETTER[primary]
+    return primary if len(primary) == 3 and primary.isalpha() else None
+
+
+# --- Project Gutenberg: its header ends and its licence starts at these lines, in text and in EPUBs alike
+GUTENBERG_START = re.compile(r"^\W*\*{3}\s*start of (?:the|this) project gutenberg", re.IGNORECASE)
+GUTENBERG_END = re.compile(r"^\W*(?:\*{3}\s*)?end of (?:the |this )?project gutenberg", re.IGNORECASE)
+
+
 # --- decoding
 _BOMS: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\xfe\xff", "utf-32-be"),
@@ -109,12 +141,15 @@ _COMMON_HAN = frozenset(
 )
 _WESTERN = frozenset("ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝßàáâãäåæçèéêëìíîïñòóôõöøùúûüýÿœŒšŠžŽŸ‘’“”„–—…•€™«»°§¡¿·\u00a0")
 _BAD_CONTROLS = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+# Labels pages declare for encodings whose superset decodes them better.
+_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "gb_2312-80": "gb18030"}
 
 
-def decode_bytes(data: bytes, source: str) -> str:
-    """Bytes of a text file to str with LF line ends. Tries BOMs, UTF-8, GB18030 (Chinese files saved on
-    Windows), then charset-normalizer. Binary or undecodable data raises InputError naming ``source``."""
-    text = _decode(data, source)
+def decode_bytes(data: bytes, source: str, declared: str | None = None) -> str:
+    """Bytes of a text file to str with LF line ends. Tries BOMs, the encoding the document ``declared``
+    (HTML's charset), UTF-8, GB18030 (Chinese files saved on Windows), then charset-normalizer. Binary or
+    undecodable data raises InputError naming ``source``."""
+    text = _decode(data, source, declared)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -124,7 +159,7 @@ def decode_bytes(data: bytes, source: str) -> str:
     return text
 
 
-def _decode(data: bytes, source: str) -> str:
+def _decode(data: bytes, source: str, declared: str | None) -> str:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
@@ -134,6 +169,14 @@ def _decode(data: bytes, source: str) -> str:
                     f"{source}: starts with a {encoding} byte-order mark but is not valid "
                     f"{encoding} ({exc.reason} at byte {exc.start}); re-save it as UTF-8"
                 ) from exc
+    if declared:
+        label = _ALIASES.get(declared.lower(), declared.lower())
+        try:
+            codecs.lookup(label)
+        except LookupError:
+            pass  # an unknown label: guess as if none was given
+        else:
+            return data.decode(label, "replace")
     guessed = _utf16_without_bom(data)
     if guessed:
         try:

@@ -199,7 +199,6 @@ def test_assembled_duration_and_timing(tmp_path: Path) -> None:
     got = frames(result.path.read_bytes())
     assert abs(got - expected) <= 576
     assert abs(result.duration_ms - expected * 1000 / RATE) <= 1
-    assert result.segment_durations_ms == tuple(round(f * 1000 / RATE) for f in part_frames)
 
 
 def test_pauses_are_where_the_segments_say(tmp_path: Path) -> None:
@@ -270,7 +269,6 @@ def test_wav_parts_at_another_rate_are_resampled(tmp_path: Path) -> None:
         book, book.chapters[0], segments_for(1, [Pause.SENTENCE] * 2), sources(parts), tmp_path, s
     )
     # WAV has no encoder padding: 500 + 250 + 500 ms exactly, give or take resampling rounding.
-    assert result.segment_durations_ms == (500, 500)
     assert abs(frames(result.path.read_bytes()) - RATE * 1250 // 1000) <= 2
 
 

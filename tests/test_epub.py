@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.readers import epub as epub_module
-from pipeline.readers.epub import read_epub
+from pipeline.readers.epub import read_epub, safezip
 from tests.conftest import corpus_file
 from tests.helpers import ALICE_TOC, claim_huge_size
 
@@ -562,7 +561,7 @@ def test_too_many_members_is_refused_before_listing_them(tmp_path: Path) -> None
 
 
 def test_total_uncompressed_size_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(epub_module, "MAX_TOTAL_BYTES", 2000)
+    monkeypatch.setattr(safezip, "MAX_TOTAL_BYTES", 2000)
     path = simple_epub(tmp_path / "big.epub", {"One": "<p>Words and more words.</p>" * 100})
     expect_input_error(path, "in total")
 

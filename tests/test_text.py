@@ -7,7 +7,16 @@ import random
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.text import decode_bytes, detect_language, is_cjk, join_lines, normalize_paragraph
+from pipeline.text import (
+    GUTENBERG_END,
+    GUTENBERG_START,
+    decode_bytes,
+    detect_language,
+    is_cjk,
+    iso639_2,
+    normalize_paragraph,
+    primary_language,
+)
 
 CHINESE = "天色渐渐暗了下来，他站在山顶上，望着远方的城市。“你好！”她说。"
 ENGLISH = "Alice was beginning to get very tired of sitting by her sister on the bank."
@@ -34,13 +43,52 @@ def test_detect_language_samples_long_text() -> None:
     assert detect_language(ENGLISH * 5000) == "en"
 
 
-def test_join_lines_adds_no_space_inside_chinese() -> None:
+def test_hard_wrapped_lines_joined_gain_no_space_inside_chinese() -> None:
     lines = ["　　天色渐渐暗了下来，他站在 山顶上，望着远方的", "城市 。他说： ", "“你好！” ", "然后走了。"]
-    assert join_lines(lines) == "天色渐渐暗了下来，他站在山顶上，望着远方的城市。他说：“你好！”然后走了。"
+    joined = normalize_paragraph(" ".join(lines))
+    assert joined == "天色渐渐暗了下来，他站在山顶上，望着远方的城市。他说：“你好！”然后走了。"
 
 
-def test_join_lines_joins_english_with_a_space() -> None:
-    assert join_lines(["It was the best", "  of times,  it was"]) == "It was the best of times, it was"
+def test_hard_wrapped_english_lines_join_with_one_space() -> None:
+    assert (
+        normalize_paragraph(" ".join(["It was the best", "  of times,  it was"])) == "It was the best of times, it was"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tag", "primary", "three"),
+    [("en-US", "en", "eng"), ("zho", "zh", "zho"), ("zh_Hans", "zh", "zho"), ("fr", "fr", "fra"),
+     ("x", None, None), ("", None, None), ("english", None, None), ("tlh", "tlh", "tlh")],
+)  # fmt: skip
+def test_language_tags_in_one_place(tag: str, primary: str | None, three: str | None) -> None:
+    assert primary_language(tag) == primary
+    assert iso639_2(primary) == three
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["*** START OF THE PROJECT GUTENBERG EBOOK ALICE ***", "***START OF THIS PROJECT GUTENBERG EBOOK X"],
+)
+def test_gutenberg_start_marker(line: str) -> None:
+    assert GUTENBERG_START.match(line) and not GUTENBERG_END.match(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "*** END OF THE PROJECT GUTENBERG EBOOK ALICE ***",
+        "End of Project Gutenberg's Alice",
+        "End of the Project Gutenberg EBook",
+    ],
+)
+def test_gutenberg_end_marker(line: str) -> None:
+    assert GUTENBERG_END.match(line) and not GUTENBERG_START.match(line)
+
+
+def test_a_declared_encoding_is_used_and_an_unknown_one_ignored() -> None:
+    data = "灯塔".encode("gb18030")
+    assert decode_bytes(data, "page.html", declared="GB2312") == "灯塔"
+    assert decode_bytes("café".encode(), "page.html", declared="no-such-codec") == "café"
 
 
 def test_normalize_keeps_spaces_around_quotes_in_english() -> None:

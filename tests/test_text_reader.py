@@ -11,14 +11,9 @@ from hypothesis import strategies as st
 
 from pipeline.errors import InputError
 from pipeline.readers import _sniff, read_book
-from pipeline.readers.text import (
-    parse_heading,
-    parse_markdown,
-    parse_plain_text,
-    pretty_stem,
-    read_markdown,
-    read_text,
-)
+from pipeline.readers.common import pretty_stem
+from pipeline.readers.markdown import parse_markdown, read_markdown
+from pipeline.readers.text import parse_heading, parse_plain_text, read_text
 from tests.conftest import corpus_file
 
 # --- the corpus

@@ -111,9 +111,13 @@ def _read(path: Path, include_matter: bool) -> Book:
         from pipeline.readers.html import read_html
 
         return read_html(path)
-    from pipeline.readers.text import read_markdown, read_text
+    if kind == "markdown":
+        from pipeline.readers.markdown import read_markdown
 
-    return read_markdown(path) if kind == "markdown" else read_text(path)
+        return read_markdown(path)
+    from pipeline.readers.text import read_text
+
+    return read_text(path)
 
 
 def read_book(path: Path, *, include_matter: bool = False, language: str | None = None) -> Book:

@@ -5,7 +5,6 @@ chapters when there are several of one level."""
 
 from __future__ import annotations
 
-import codecs
 import copy
 import re
 from pathlib import Path
@@ -17,15 +16,12 @@ from readability.readability import Unparseable
 from pipeline.errors import InputError
 from pipeline.models import Book, Chapter
 from pipeline.readers.htmltext import Block, extract_blocks, parse_html
-from pipeline.text import normalize_paragraph
+from pipeline.text import decode_bytes, normalize_paragraph, primary_language
 
 MAX_HTML_BYTES = 50 * 1024 * 1024
 
-_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]+encoding\s*=\s*["']([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
-# Legacy Chinese labels all decode correctly as GB18030, their superset; browsers do the same.
-_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "gb_2312-80": "gb18030"}
 
 # Page furniture: tags that never hold the article; class/id words that mark banners, comments and the like.
 _FURNITURE_TAGS = (
@@ -80,32 +76,11 @@ _FURNITURE_WORDS = frozenset(
 _WORD_SPLIT = re.compile(r"[\s_-]+")
 
 
-def _decode(data: bytes, where: str) -> str:
-    """Bytes -> text: byte-order mark, then the declared charset, then UTF-8, then a statistical guess."""
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            return data[len(bom) :].decode(encoding, "replace")
+def _declared_charset(data: bytes) -> str | None:
+    """The encoding a page names for itself in its XML declaration or a <meta> charset, if any."""
     head = data[:4096]
     declared = _XML_ENCODING.search(head) or _META_CHARSET.search(head)
-    if declared:
-        label = declared.group(1).decode("ascii", "ignore").lower()
-        label = _ALIASES.get(label, label)
-        try:
-            codecs.lookup(label)
-        except LookupError:
-            pass
-        else:
-            return data.decode(label, "replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data).best()
-    if best is None:
-        raise InputError(f"{where}: cannot tell the text encoding; re-save the page as UTF-8")
-    return str(best)
+    return declared.group(1).decode("ascii", "ignore") if declared else None
 
 
 def _is_furniture(el: etree._Element) -> bool:
@@ -207,8 +182,7 @@ def _language(root: etree._Element) -> str | None:
             ),
             None,
         )
-    tag = (lang or "").strip().replace("_", "-").split("-")[0].lower()
-    return tag if re.fullmatch(r"[a-z]{2,3}", tag) else None
+    return primary_language(lang)
 
 
 def _main_blocks(root: etree._Element, where: str) -> list[Block]:
@@ -253,7 +227,7 @@ def read_html(path: Path) -> Book:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    root = parse_html(_decode(data, where), where)
+    root = parse_html(decode_bytes(data, where, _declared_charset(data)), where)
     blocks = _main_blocks(root, where)
     title = _title(root, blocks, path.stem)
     chapters = [

@@ -1,62 +1,27 @@
-"""Plain-text and Markdown books: decode, drop Gutenberg boilerplate and contents lists, find chapter
-headings, join hard-wrapped lines into paragraphs and strip the markup a listener should not hear."""
+"""Plain-text books: decode, drop Gutenberg boilerplate and contents lists, find chapter headings, join
+hard-wrapped lines into paragraphs and strip the markup a listener should not hear."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import InputError
-from pipeline.models import Book, Chapter
-from pipeline.text import decode_bytes, is_cjk, normalize_paragraph
+from pipeline.models import Book
+from pipeline.readers.common import Parsed, clean_inline, load_text, make_book, pretty_stem, speakable
+from pipeline.text import GUTENBERG_END, GUTENBERG_START, is_cjk
 
-# --- file and metadata
+# --- Project Gutenberg and metadata
 
-
-def load_text(path: Path) -> str:
-    """The decoded text of ``path`` with LF line ends; InputError when it cannot be read."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: no such file; check the path") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{path}: is a folder, not a book file; name the file itself") from exc
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from exc
-    return decode_bytes(data, str(path))
-
-
-def pretty_stem(path: Path) -> str:
-    """A title from a file name: "alice-pg11.txt" -> "Alice", "war_and_peace" -> "War And Peace"."""
-    words = [w for w in re.split(r"[\s_\-.]+", path.stem) if w and not re.fullmatch(r"pg\d+", w, re.I)]
-    if not words:
-        return path.stem or "Untitled"
-    if all(w.islower() or not w.isalpha() for w in words):
-        words = [w[:1].upper() + w[1:] for w in words]
-    return " ".join(words)
-
-
-_GUTENBERG_START = re.compile(r"^\s*\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG", re.I)
-_GUTENBERG_END = re.compile(
-    r"^\s*(?:\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG|End of (?:the )?Project Gutenberg'?s?\b)", re.I
-)
 _CREDITS = re.compile(r"^\s*(?:Produced by|E-?text prepared by|Transcribed (?:from|by)|Prepared by)\b", re.I)
 _META = re.compile(r"^\s*(Title|Author|Language)\s*:\s*(.+?)\s*$", re.I)
 _CN_META = re.compile(r"^\s*(书名|書名|作者)\s*[：:]\s*(.+?)\s*$")
 
 
-@dataclass
-class _Parsed:
-    title: str | None = None
-    author: str | None = None
-    skipped: list[str] = field(default_factory=list)
-
-
-def _strip_gutenberg(lines: list[str], parsed: _Parsed) -> list[str]:
+def _strip_gutenberg(lines: list[str], parsed: Parsed) -> list[str]:
     """Cut the Project Gutenberg header and licence, keeping Title:/Author: from the header."""
-    start = next((i for i, line in enumerate(lines) if _GUTENBERG_START.match(line)), None)
+    start = next((i for i, line in enumerate(lines) if GUTENBERG_START.match(line)), None)
     if start is not None:
         for line in lines[:start]:
             meta = _META.match(line)
@@ -73,14 +38,14 @@ def _strip_gutenberg(lines: list[str], parsed: _Parsed) -> list[str]:
                 parsed.skipped.append(f"transcriber credits ({stop - i} lines)")
                 lines = lines[:i] + lines[stop:]
                 break
-    end = next((i for i, line in enumerate(lines) if _GUTENBERG_END.match(line)), None)
+    end = next((i for i, line in enumerate(lines) if GUTENBERG_END.match(line)), None)
     if end is not None:
         parsed.skipped.append(f"Project Gutenberg licence and footer ({len(lines) - end} lines)")
         lines = lines[:end]
     return lines
 
 
-def _take_chinese_meta(lines: list[str], parsed: _Parsed) -> list[str]:
+def _take_chinese_meta(lines: list[str], parsed: Parsed) -> list[str]:
     """Chinese web novels often open with 书名：… and 作者：… lines."""
     seen = 0
     for i, line in enumerate(lines):
@@ -281,7 +246,7 @@ def _is_prose(block: Sequence[str]) -> bool:
     return len(block) >= 2 and sum(widths) / len(widths) >= 55
 
 
-def _skip_contents(blocks: list[list[str]], parsed: _Parsed) -> list[list[str]]:
+def _skip_contents(blocks: list[list[str]], parsed: Parsed) -> list[list[str]]:
     """Remove a contents list: a "Contents" line followed by short lines, ending where the first chapter it
     lists really begins (the first entry's heading repeats) or at the last heading before the first prose."""
     first_prose = next((i for i, b in enumerate(blocks) if _is_prose(b)), len(blocks))
@@ -327,31 +292,9 @@ def _skip_contents(blocks: list[list[str]], parsed: _Parsed) -> list[list[str]]:
     return blocks[:at] + ([blocks[at][:row]] if row else []) + blocks[end:]
 
 
-# --- paragraph text
+# --- paragraphs
 
-_EMPHASIS = re.compile(r"(?<![\w*])(\*{1,3}|_{1,3})(?=\S)(.+?)(?<=\S)\1(?![\w*])", re.S)
-_INNER_UNDERSCORE = re.compile(r"(?<=[^\W_])_+(?=[^\W_])")
-_FOOTNOTE = re.compile(  # with the space before it, so "word [1]." becomes "word."
-    "\\s*(?:[\u2460-\u249b\u24eb-\u24f4\u2776-\u2793]"  # ① ⑴ ⒈ ⓫ ❶ ➀ and their runs
-    r"|\[\d{1,3}\]|［[0-9０-９]{1,3}］|〔[0-9０-９]{1,3}〕|【[0-9０-９]{1,3}】|\[(?:注|註)\s*\d{1,3}\])"
-)
 _TERMINATED = re.compile(r"[。！？!?…”’」』)）]\s*$")  # a line that ends a sentence, closing quote included
-
-
-def clean_inline(text: str, *, markdown: bool = False) -> str:
-    """Remove emphasis markers and footnote marks, then normalize."""
-    text = _EMPHASIS.sub(r"\2", text)
-    text = _EMPHASIS.sub(r"\2", text)  # nested: _*word*_
-    if markdown:
-        text = _INNER_UNDERSCORE.sub(" ", text)  # snake_case reads as two words
-    # Underscores are italics in Gutenberg texts, also inside words ("_Un_important"); never spoken.
-    text = text.replace("_", "")
-    text = _FOOTNOTE.sub("", text)
-    return normalize_paragraph(text)
-
-
-def _speakable(text: str) -> bool:
-    return any(c.isalnum() for c in text)
 
 
 def _paragraph_lines(block: list[str]) -> list[list[str]]:
@@ -375,16 +318,9 @@ def block_paragraphs(block: list[str]) -> list[str]:
     paragraphs = []
     for lines in _paragraph_lines(block):
         text = clean_inline(" ".join(line.strip() for line in lines))
-        if _speakable(text):
+        if speakable(text):
             paragraphs.append(text)
     return paragraphs
-
-
-def _book(title: str, pairs: list[tuple[str, list[str]]], parsed: _Parsed, source: Path | None) -> Book:
-    """The book from (title, paragraphs) pairs, numbered, leaving out chapters with nothing to read."""
-    kept = [(name, paragraphs) for name, paragraphs in pairs if paragraphs]
-    chapters = tuple(Chapter(index=i, title=t, paragraphs=tuple(p)) for i, (t, p) in enumerate(kept, start=1))
-    return Book(title=title, chapters=chapters, author=parsed.author, source=source, skipped=tuple(parsed.skipped))
 
 
 # --- plain text
@@ -408,7 +344,7 @@ def _opening_title(first: _Heading | None, fallback: str) -> str:
 
 def parse_plain_text(text: str, *, default_title: str, source: Path | None = None) -> Book:
     """A ``Book`` from the text of a plain-text file."""
-    parsed = _Parsed()
+    parsed = Parsed()
     lines = _strip_gutenberg(text.split("\n"), parsed)
     lines = _take_chinese_meta(lines, parsed)
     blocks = _skip_contents(_split_at_headings(_blocks(lines)), parsed)
@@ -452,156 +388,9 @@ def parse_plain_text(text: str, *, default_title: str, source: Path | None = Non
     if chapters and chapters[-1][1] and _THE_END.match(chapters[-1][1][-1]):
         parsed.skipped.append(f"end marker {chapters[-1][1][-1]!r}")
         chapters[-1][1].pop()
-    return _book(book_title, chapters, parsed, source)
+    return make_book(book_title, chapters, parsed, source)
 
 
 def read_text(path: Path) -> Book:
     """A plain-text book (``.txt``): Gutenberg boilerplate and contents lists are left out."""
     return parse_plain_text(load_text(path), default_title=pretty_stem(path), source=path)
-
-
-# --- Markdown
-
-_FRONT_MATTER = re.compile(r"\A---\n(.*?)\n(?:---|\.\.\.)\n", re.S)
-_HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_RULE = re.compile(r"^ {0,3}(?:(?:\*[ \t]*){3,}|(?:-[ \t]*){3,}|(?:_[ \t]*){3,})$")
-_LINK_DEF = re.compile(r"^ {0,3}\[[^\]]+\]:\s*\S+.*$")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])[ \t]+(?:\[[ xX]\][ \t]+)?")
-_QUOTE = re.compile(r"^\s*(?:>[ \t]?)+")
-_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_IMAGE = re.compile(r"\s*!\[[^\]]*\](?:\([^)]*\)|\[[^\]]*\])")
-_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)|\[([^\]]+)\]\[[^\]]*\]")
-_FOOTNOTE_REF = re.compile(r"\s*\[\^[^\]]+\]")
-_AUTOLINK = re.compile(r"\s*<(?:https?|mailto|ftp):[^>]*>")
-_TAG = re.compile(r"</?[A-Za-z][^>]*>")
-_CODE = re.compile(r"(`+)(.+?)\1", re.S)
-_STRIKE = re.compile(r"~~(.+?)~~", re.S)
-_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~])")
-
-
-def markdown_inline(text: str) -> str:
-    """Markdown inline syntax to plain words: links keep their text, images and footnote refs go."""
-    text = _IMAGE.sub("", text)
-    text = _FOOTNOTE_REF.sub("", text)
-    text = _LINK.sub(lambda m: m.group(1) or m.group(2), text)
-    text = _AUTOLINK.sub("", text)
-    text = _TAG.sub("", text)
-    text = _CODE.sub(r"\2", text)
-    text = _STRIKE.sub(r"\1", text)
-    # Escaped marks must survive emphasis removal: hide them, clean, then restore.
-    escaped: list[str] = []
-
-    def hide(match: re.Match[str]) -> str:
-        escaped.append(match.group(1))
-        return f"\ue000{len(escaped) - 1}\ue001"
-
-    text = clean_inline(_ESCAPE.sub(hide, text), markdown=True)
-    return re.sub("\ue000(\\d+)\ue001", lambda m: escaped[int(m.group(1))], text)
-
-
-@dataclass
-class _MdHeading:
-    level: int
-    text: str
-
-
-def _markdown_items(text: str) -> list[_MdHeading | list[str]]:
-    """Headings and paragraph line groups, in order; code, rules, link definitions and tables' rules gone."""
-    items: list[_MdHeading | list[str]] = []
-    current: list[str] = []
-
-    def flush() -> None:
-        nonlocal current
-        if current:
-            items.append(current)
-            current = []
-
-    fence: str | None = None
-    for line in text.split("\n"):
-        if fence is not None:
-            if line.strip().startswith(fence):
-                fence = None
-            continue
-        if match := _FENCE.match(line):
-            flush()
-            fence = match.group(1)
-            continue
-        stripped = _QUOTE.sub("", line)
-        if current and len(current) == 1 and (setext := _SETEXT.match(stripped)) and not _LIST_ITEM.match(current[0]):
-            items.append(_MdHeading(1 if setext.group(1)[0] == "=" else 2, current[0].strip()))
-            current = []
-            continue
-        if not stripped.strip() or _RULE.match(stripped) or _LINK_DEF.match(stripped):
-            flush()
-            continue
-        if match := _ATX.match(stripped):
-            flush()
-            items.append(_MdHeading(len(match.group(1)), (match.group(2) or "").strip()))
-            continue
-        if _TABLE_RULE.match(stripped) and "-" in stripped:
-            continue
-        if _LIST_ITEM.match(stripped):
-            flush()  # each list item is a paragraph of its own
-            stripped = _LIST_ITEM.sub("", stripped)
-        if stripped.strip().startswith("|"):
-            stripped = ", ".join(cell.strip() for cell in stripped.strip().strip("|").split("|") if cell.strip())
-            flush()
-            current.append(stripped)
-            flush()
-            continue
-        current.append(stripped)
-    flush()
-    return items
-
-
-def parse_markdown(text: str, *, default_title: str, source: Path | None = None) -> Book:
-    """A ``Book`` from Markdown text: the top heading level used more than once marks the chapters."""
-    parsed = _Parsed()
-    if front := _FRONT_MATTER.match(text):
-        for line in front.group(1).split("\n"):
-            if meta := re.match(r"^(title|author)\s*:\s*['\"]?(.*?)['\"]?\s*$", line, re.I):
-                if meta.group(1).lower() == "title":
-                    parsed.title = meta.group(2) or None
-                else:
-                    parsed.author = meta.group(2) or None
-        text = text[front.end() :]
-    text = _HTML_COMMENT.sub("", text)
-    items = _markdown_items(text)
-
-    headings = [item for item in items if isinstance(item, _MdHeading) and markdown_inline(item.text)]
-    counts = {level: sum(1 for h in headings if h.level == level) for level in range(1, 7)}
-    chapter_level = next((level for level in range(1, 7) if counts[level] > 1), None)
-    title_heading: _MdHeading | None = None
-    top = min((h.level for h in headings), default=None)
-    if top is not None and counts[top] == 1 and (chapter_level is None or top < chapter_level):
-        title_heading = next(h for h in headings if h.level == top)
-    book_title = parsed.title or (markdown_inline(title_heading.text) if title_heading else default_title)
-
-    chapters: list[tuple[str, list[str]]] = [("", [])]
-    for item in items:
-        if isinstance(item, _MdHeading):
-            heading_text = markdown_inline(item.text)
-            if item is title_heading or not heading_text:
-                continue
-            if item.level == chapter_level:
-                chapters.append((heading_text, []))
-            elif chapter_level is not None and item.level < chapter_level:
-                continue  # a part heading above the chapters
-            else:
-                chapters[-1][1].append(heading_text)  # a section heading is read as its own paragraph
-            continue
-        paragraph = markdown_inline(" ".join(line.strip() for line in item))
-        if _speakable(paragraph):
-            chapters[-1][1].append(paragraph)
-    if not chapters[0][0]:
-        opening = "Opening" if len(chapters) > 1 else book_title
-        chapters[0] = (opening, chapters[0][1])
-    return _book(book_title, chapters, parsed, source)
-
-
-def read_markdown(path: Path) -> Book:
-    """A Markdown book (``.md``): ``#``/``##`` headings are chapters, markup is stripped."""
-    return parse_markdown(load_text(path), default_title=pretty_stem(path), source=path)

@@ -1,0 +1,187 @@
+"""The package document (OPF): metadata, manifest, spine, guide and cover, read through the container, with
+DRM refused. Also the small XML helpers the other parts share."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from lxml import etree
+
+from pipeline.errors import InputError
+from pipeline.readers.epub.safezip import MAX_COVER_BYTES, SafeZip
+from pipeline.readers.htmltext import parse_xml
+from pipeline.text import normalize_paragraph, primary_language
+
+_CONTAINER = "META-INF/container.xml"
+CONTENT_TYPES = frozenset({"application/xhtml+xml", "text/html", "application/xml", "text/xml"})
+_FONT_EXTENSIONS = (".ttf", ".otf", ".woff", ".woff2", ".eot")
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    path: str  # member name inside the zip
+    media_type: str
+    properties: frozenset[str]
+
+
+@dataclass
+class Package:
+    title: str | None
+    authors: list[str]
+    language: str | None
+    items: dict[str, Item]
+    spine: list[Item]
+    toc_item: Item | None  # the NCX named by the spine
+    nav_item: Item | None
+    guide: list[tuple[str, str, str | None]]  # (type, path, fragment)
+    cover_id: str | None
+
+
+def resolve_href(base: str, href: str | None) -> tuple[str, str | None] | None:
+    """A reference relative to the document at ``base`` -> (zip member, fragment), or None when it points
+    outside the book (another site, or up out of the archive)."""
+    if href is None:
+        return None
+    parts = urlsplit(href.strip())
+    if parts.scheme or parts.netloc:
+        return None
+    fragment = unquote(parts.fragment) or None
+    if not parts.path:
+        return base, fragment
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(base), unquote(parts.path)))
+    if joined.startswith(("../", "/")) or joined == "..":
+        return None
+    return joined, fragment
+
+
+def local_name(el: etree._Element) -> str:
+    return etree.QName(el).localname if isinstance(el.tag, str) else ""
+
+
+def children(el: etree._Element, name: str) -> list[etree._Element]:
+    return [c for c in el if isinstance(c.tag, str) and local_name(c) == name]
+
+
+def descendants(el: etree._Element, name: str) -> Iterable[etree._Element]:
+    return (c for c in el.iter() if isinstance(c.tag, str) and local_name(c) == name)
+
+
+def text_of(el: etree._Element | None) -> str:
+    return normalize_paragraph("".join(el.itertext())) if el is not None else ""
+
+
+def rootfile(zf: SafeZip) -> str:
+    if zf.resolve(_CONTAINER) is None:
+        raise InputError(f"{zf.label}: not an EPUB ({_CONTAINER} is missing)")
+    root = parse_xml(zf.read(_CONTAINER), f"{zf.label}: {_CONTAINER}")
+    for rootfile in descendants(root, "rootfile"):
+        path = rootfile.get("full-path")
+        if path and rootfile.get("media-type", "application/oebps-package+xml").endswith("package+xml"):
+            resolved = resolve_href("", path)
+            if resolved and zf.resolve(resolved[0]):
+                return resolved[0]
+            raise InputError(f"{zf.label}: the package document {path!r} named by {_CONTAINER} is missing")
+    raise InputError(f"{zf.label}: {_CONTAINER} names no package document (.opf)")
+
+
+def check_drm(zf: SafeZip) -> None:
+    if zf.resolve("META-INF/rights.xml"):
+        raise InputError(f"{zf.label}: the book is DRM-protected (META-INF/rights.xml); use a DRM-free copy")
+    if not zf.resolve("META-INF/encryption.xml"):
+        return
+    root = parse_xml(zf.read("META-INF/encryption.xml"), f"{zf.label}: META-INF/encryption.xml")
+    for ref in descendants(root, "CipherReference"):
+        uri = unquote(ref.get("URI", ""))
+        # Font obfuscation is allowed by the spec and harmless: we never read fonts. Anything else is DRM.
+        if not uri.lower().endswith(_FONT_EXTENSIONS):
+            raise InputError(f"{zf.label}: the book is DRM-protected ({uri!r} is encrypted); use a DRM-free copy")
+
+
+def parse_package(zf: SafeZip, opf_path: str) -> Package:
+    root = parse_xml(zf.read(opf_path), f"{zf.label}: {opf_path}")
+    metadata = next(iter(descendants(root, "metadata")), None)
+    manifest = next(iter(descendants(root, "manifest")), None)
+    spine_el = next(iter(descendants(root, "spine")), None)
+    if manifest is None or spine_el is None:
+        raise InputError(f"{zf.label}: {opf_path} has no manifest or spine; the EPUB is damaged")
+
+    title: str | None = None
+    authors: list[str] = []
+    language = None
+    cover_id = None
+    if metadata is not None:
+        title = next((t for t in map(text_of, descendants(metadata, "title")) if t), None)
+        roles = {
+            (m.get("refines") or "").lstrip("#"): text_of(m)
+            for m in descendants(metadata, "meta")
+            if m.get("property") == "role"
+        }
+        for creator in descendants(metadata, "creator"):
+            role = creator.get("{http://www.idpf.org/2007/opf}role") or roles.get(creator.get("id") or "")
+            name = text_of(creator)
+            if name and (role is None or role.strip() == "aut"):
+                authors.append(name)
+        declared = next((t for t in map(text_of, descendants(metadata, "language")) if t), None)
+        language = primary_language(declared)
+        for meta in descendants(metadata, "meta"):
+            if meta.get("name") == "cover" and meta.get("content"):
+                cover_id = meta.get("content")
+
+    items: dict[str, Item] = {}
+    for el in children(manifest, "item"):
+        resolved = resolve_href(opf_path, el.get("href"))
+        item_id = el.get("id")
+        if resolved is None or not item_id:
+            continue
+        items[item_id] = Item(
+            item_id,
+            resolved[0],
+            (el.get("media-type") or "").lower(),
+            frozenset(tokens(el.get("properties"))),
+        )
+    spine = [
+        items[ref.get("idref", "")]
+        for ref in children(spine_el, "itemref")
+        if ref.get("idref") in items and ref.get("linear", "yes") != "no"
+    ]
+    toc_item = items.get(spine_el.get("toc") or "") or next(
+        (i for i in items.values() if i.media_type == "application/x-dtbncx+xml"), None
+    )
+    nav_item = next((i for i in items.values() if "nav" in i.properties), None)
+    guide: list[tuple[str, str, str | None]] = []
+    for ref in descendants(root, "reference"):
+        target = resolve_href(opf_path, ref.get("href"))
+        if target and ref.get("type"):
+            guide.append((ref.get("type", "").lower(), target[0], target[1]))
+    return Package(title, authors, language, items, spine, toc_item, nav_item, guide, cover_id)
+
+
+def tokens(value: str | None) -> set[str]:
+    return set(value.lower().split()) if value else set()
+
+
+def cover_of(zf: SafeZip, pkg: Package) -> tuple[bytes | None, str | None]:
+    candidates = [i for i in pkg.items.values() if "cover-image" in i.properties]
+    if pkg.cover_id and pkg.cover_id in pkg.items:
+        candidates.append(pkg.items[pkg.cover_id])
+    candidates += [
+        i
+        for i in pkg.items.values()
+        if i.media_type.startswith("image/") and ("cover" in i.id.lower() or "cover" in i.path.lower())
+    ]
+    for item in candidates:
+        if zf.resolve(item.path) is None:
+            continue
+        try:
+            data = zf.read(item.path, MAX_COVER_BYTES)
+        except InputError:
+            continue  # a broken or oversized cover is not worth failing the book over
+        if data.startswith(b"\xff\xd8\xff"):
+            return data, "image/jpeg"
+        if data.startswith(b"\x89PNG\r\n\x1a\n"):
+            return data, "image/png"
+    return None, None
