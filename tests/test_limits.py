@@ -1,13 +1,18 @@
 """The rate governor: OpenAI's header formats, the GCRA, and the governor itself, on a fake clock or in virtual
 time (an event loop whose clock jumps to the next timer), so a ten-minute simulation runs in a fraction of a
 second and nothing sleeps for real.
+
+``python -m tests.test_limits`` prints the simulation figures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import selectors
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
@@ -24,6 +29,7 @@ from pipeline.limits import (
     parse_duration,
 )
 from pipeline.tts.openai_http import parse_retry_after
+from tests.fakeserver import RateBucket
 
 T = TypeVar("T")
 
@@ -562,3 +568,168 @@ def test_a_cancelled_waiter_leaves_the_line_without_a_trace() -> None:
 
     got, stats = run_virtual(main)
     assert got == ["second"] and (stats.released, stats.in_flight) == (2, 0)
+
+
+# --- simulations -----------------------------------------------------------------------------------------
+
+ONE_WAY = 0.03  # seconds of network each way
+
+
+@dataclass(frozen=True)
+class Simulation:
+    name: str
+    requests: int  # sent, refusals included
+    refused: int
+    refused_after_headers: int | None  # refusals of requests sent after the first x-ratelimit-* were read
+    elapsed: float  # simulated seconds until the last answer
+    ideal: float  # requests needed / the server's rate
+    stats: GovernorStats | None
+
+    @property
+    def used(self) -> float:
+        """The share of the server's limit the run achieved."""
+        return self.ideal / self.elapsed
+
+    def row(self) -> str:
+        s = self.stats
+        learned = f"{s.limit_rpm:.0f}/min from {s.limit_source}" if s is not None and s.limit_rpm else "-"
+        share = 100 * self.refused / self.requests
+        late = "-" if self.refused_after_headers is None else str(self.refused_after_headers)
+        return (f"{self.name:<46} {self.requests:>6} {self.refused:>5} {share:>6.1f}% {late:>5} {self.elapsed:>8.1f} "
+                f"{self.elapsed / self.ideal:>6.3f} {100 * self.used:>5.1f}%  {learned}")  # fmt: skip
+
+
+def simulate(
+    name: str,
+    n: int,
+    *,
+    server_rpm: float,
+    server_burst: float,
+    advertise: bool = True,
+    rpm: float | None = None,
+    workers: int = 16,
+    latency: float = 1.5,
+    governed: bool = True,
+    seed: int = 1,
+    give_up_after: float = math.inf,
+) -> Simulation:
+    """``workers`` tasks synthesize ``n`` segments against a server bucket (``tests.fakeserver.RateBucket``,
+    answering with its real headers, parsed by ``RateLimitInfo``) in virtual time. A 429 re-queues the segment.
+    Ungoverned, a worker obeys retry-after to the millisecond, as a client that knows no limit does."""
+
+    async def main() -> Simulation:
+        loop = asyncio.get_running_loop()
+        bucket = RateBucket(server_rpm, burst=server_burst, headers=advertise, clock=loop.time)
+        governor = Governor(workers, rpm=rpm, clock=loop.time) if governed else None
+        rng = random.Random(seed)
+        queue: asyncio.Queue[int | None] = asyncio.Queue()
+        for i in range(n):
+            queue.put_nowait(i)
+        left, sent, refused, late = n, 0, 0, 0
+        first_headers = math.inf
+
+        async def ask() -> tuple[int, RateLimitInfo]:
+            await asyncio.sleep(ONE_WAY)
+            admission = bucket.admit("x" * 300)
+            headers = dict(admission.headers)
+            if admission.refused:
+                headers["retry-after-ms"] = str(math.ceil(admission.retry_after * 1000))
+                await asyncio.sleep(ONE_WAY)
+                return 429, RateLimitInfo.from_headers(headers)
+            await asyncio.sleep(latency * rng.uniform(0.6, 1.4) + ONE_WAY)  # synthesis takes its time
+            return 200, RateLimitInfo.from_headers(headers)
+
+        async def worker() -> None:
+            nonlocal left, sent, refused, late, first_headers
+            while (item := await queue.get()) is not None:
+                if loop.time() > give_up_after:
+                    break
+                slot = await governor.acquire(300) if governor is not None else None
+                released = loop.time()
+                sent += 1
+                status, info = await ask()
+                if status == 429:
+                    refused += 1
+                    late += released > first_headers
+                    queue.put_nowait(item)
+                    if slot is not None:
+                        slot.rate_limited(info.retry_after, info)
+                    else:
+                        await asyncio.sleep(info.retry_after or 1.0)
+                else:
+                    left -= 1
+                    if slot is not None:
+                        slot.done(info)
+                if info.limit_requests is not None:
+                    first_headers = min(first_headers, loop.time())
+                if left == 0:
+                    for _ in range(workers):
+                        queue.put_nowait(None)
+            for _ in range(workers):  # gave up: stop the others too
+                queue.put_nowait(None)
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        stats = governor.stats() if governor is not None else None
+        late_or_none = late if first_headers < math.inf else None
+        return Simulation(name, sent, refused, late_or_none, loop.time(), (n - left) / (server_rpm / 60), stats)
+
+    return run_virtual(main)
+
+
+def test_simulation_configured_60_rpm_against_a_burst_of_5() -> None:
+    run = simulate("60/min burst 5, rpm=60 configured, no headers", 300, server_rpm=60, server_burst=5,
+                   advertise=False, rpm=60)  # fmt: skip
+    assert run.refused <= 0.03 * run.requests and run.elapsed <= 1.15 * run.ideal
+
+
+def test_simulation_60_rpm_learned_from_headers() -> None:
+    # Knowing nothing, the first 16 go at once and 11 are refused: the server's burst is 5. That first wave is
+    # the only one: nothing sent after the first headers is refused.
+    run = simulate("60/min burst 5, learned from headers", 600, server_rpm=60, server_burst=5)
+    assert run.refused <= 0.03 * run.requests and run.elapsed <= 1.15 * run.ideal
+    assert run.refused_after_headers == 0
+
+
+def test_simulation_600_rpm_advertised_uses_the_limit_without_refusals() -> None:
+    run = simulate("600/min burst 10, learned from headers", 3000, server_rpm=600, server_burst=10, latency=1.0)
+    assert run.used >= 0.9 and run.refused_after_headers == 0
+    assert run.stats is not None and run.stats.limit_source == "headers"
+
+
+def test_simulation_an_unknown_limit_is_learned_from_429s() -> None:
+    """No configuration, no headers: the governor only sees refusals. It must still end the 25:1 storm."""
+    blind = simulate("120/min burst 5, unknown (429s only)", 600, server_rpm=120, server_burst=5, advertise=False)
+    assert blind.refused <= 0.1 * blind.requests and blind.elapsed <= 1.5 * blind.ideal
+
+
+def test_simulation_ungoverned_clients_storm_the_server() -> None:
+    """Today's client for comparison: no pacing, retry-after obeyed exactly. It barely gets through."""
+    storm = simulate("120/min burst 5, no governor (today)", 600, server_rpm=120, server_burst=5, advertise=False,
+                     governed=False, give_up_after=600.0)  # fmt: skip
+    assert storm.refused > 5 * (storm.requests - storm.refused)
+
+
+SCENARIOS: list[Callable[[], Simulation]] = [
+    lambda: simulate("60/min burst 5, rpm=60 configured, no headers", 300, server_rpm=60, server_burst=5,
+                     advertise=False, rpm=60),
+    lambda: simulate("60/min burst 5, learned from headers", 600, server_rpm=60, server_burst=5),
+    lambda: simulate("60/min burst 1, learned from headers", 600, server_rpm=60, server_burst=1),
+    lambda: simulate("600/min burst 10, learned from headers", 3000, server_rpm=600, server_burst=10, latency=1.0),
+    lambda: simulate("600/min burst 600 (OpenAI's), from headers", 3000, server_rpm=600, server_burst=600,
+                     latency=1.0),
+    lambda: simulate("60/min burst 5, rpm=120 configured (wrong)", 300, server_rpm=60, server_burst=5,
+                     advertise=False, rpm=120),
+    lambda: simulate("120/min burst 5, unknown (429s only)", 600, server_rpm=120, server_burst=5, advertise=False),
+    lambda: simulate("500/min burst 10, unknown (429s only)", 3000, server_rpm=500, server_burst=10,
+                     advertise=False, latency=1.0),
+    lambda: simulate("120/min burst 5, no governor (today)", 600, server_rpm=120, server_burst=5, advertise=False,
+                     governed=False, give_up_after=600.0),
+]  # fmt: skip
+
+
+if __name__ == "__main__":
+    print(f"{'scenario (16 workers, N segments = sent - 429s)':<46} {'sent':>6} {'429s':>5} {'share':>7} {'late':>5} "
+          f"{'time s':>8} {'/ideal':>6} {'used':>6}  limit at the end")  # fmt: skip
+    print("late: 429s of requests sent after the first rate-limit headers were read; ideal: N / the server's rate")
+    for scenario in SCENARIOS:
+        print(scenario().row())
