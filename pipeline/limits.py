@@ -23,9 +23,10 @@ Leaving the block without reporting (any other error, cancellation) counts as ``
 How it decides (every figure is a constant below, with its reason):
 
 - **Pacing.** Requests go out through a GCRA at 97 % of the known limit, with a burst of one second's worth
-  (OpenAI enforces limits over shorter periods than a minute). The limit is the lowest of: the configured
-  ``rpm``, ``x-ratelimit-limit-requests``, and a cap learned from 429s when neither is known. Without any of
-  them nothing is paced: no waiting, and concurrency stays the pool's.
+  (a limit per minute may be enforced over shorter periods; a smooth pace loses nothing, since a long run's
+  throughput is the rate, not the burst). The limit is the lowest of: the configured ``rpm``,
+  ``x-ratelimit-limit-requests``, and a cap learned from 429s. Without any of them nothing is paced: no
+  waiting, and concurrency stays the pool's.
 - **The server's bucket.** OpenAI's limiter is a token bucket holding a minute's worth: ``remaining`` is what
   is left, ``reset`` the time until it is full again (``12ms`` after one request of 5000 per minute). Each
   answer's headers set a mirror of that bucket (minus what was released since that request left), so a key
@@ -60,7 +61,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 RATE_MARGIN = 0.97  # pace at 97 % of a known limit: arrival jitter and rounding never reach the limit itself
-BURST_SECONDS = 1.0  # burst = this many seconds' worth (OpenAI may enforce "per minute" over a second)
+BURST_SECONDS = 1.0  # burst = this many seconds' worth: safe if "per minute" is enforced per second
 CPM_MIN_BURST = 4096.0  # characters: at least one request of OpenAI's maximum input goes out without waiting
 MAX_PAUSE = 60.0  # a 429 never pauses longer than this: a bigger retry-after is probed again after a minute
 DEFAULT_PAUSE = 1.0  # a 429 that names no (usable) delay

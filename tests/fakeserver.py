@@ -252,8 +252,8 @@ class RateBucket:
 
     A token bucket of ``burst`` requests refilled at ``rpm`` per minute, and optionally one of ``tpm`` tokens
     (a request costs ``ceil(characters / chars_per_token)``; that bucket holds one second's worth, at least one
-    request of the maximum input). OpenAI's bucket holds a minute's worth but may enforce over shorter periods,
-    so the default burst is the strict reading: one second's worth, but at least 5, because a bucket of one
+    request of the maximum input). OpenAI's headers describe a bucket of a minute's worth; the default burst is
+    a stricter key, as if enforced per second: one second's worth, but at least 5, because a bucket of one
     refuses a perfectly paced client for a few milliseconds of network jitter, which no real limiter does.
 
     Refused requests count too, as OpenAI says they do ("unsuccessful requests contribute to your per-minute
