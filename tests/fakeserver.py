@@ -14,9 +14,17 @@ and answers real MP3 audio whose duration follows the text (``ms_per_char`` per 
 ``speed``). The audio is cut from one tone encoded at start-up with the MP3 bit reservoir off: every frame is
 384 bytes, 24 ms, and decodes on its own, so an answer is just the first K frames: no encoding per request.
 
+It can also enforce a key's rate limit as OpenAI does (``rpm``, ``burst``, ``tpm``; see ``RateBucket``): a
+refused request gets a 429 with ``retry-after-ms`` and ``retry-after``, and every answer carries
+``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` unless ``rate_headers=False``::
+
+    with FakeSpeechServer(rpm=60, burst=5, clock=fake_clock) as srv:
+        ... srv.stats().rate_limited ...
+
 Run it in its own process (the benchmark does, to keep its work off the client's GIL)::
 
-    python -m tests.fakeserver --port 0 --latency 0.2 [--api-key K]    # first stdout line: the URL
+    python -m tests.fakeserver --port 0 --latency 0.2 [--api-key K] [--rpm 120 --burst 2 --tpm 40000]
+    # first stdout line: the URL; last stderr line: "fakeserver: N requests, M served, max K in flight, L rate-limited"
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import threading
 import time
 import wave
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -210,6 +218,119 @@ def audio_for(text: str, ms_per_char: float, speed: float = 1.0, fmt: str = "mp3
     return out.getvalue()
 
 
+# --- the rate limit --------------------------------------------------------------------------------------
+
+
+def go_duration(seconds: float) -> str:
+    """``seconds`` the way OpenAI writes ``x-ratelimit-reset-*`` (Go's ``time.Duration.String``): ``6m0s``,
+    ``1h2m3.5s``, ``59.5s``, ``1s``, ``250ms``, ``0s``; rounded up to the millisecond, so never early."""
+    ms = max(0, math.ceil(seconds * 1000 - 1e-6))
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    return f"{minutes}m{secs}" if minutes else secs
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The bucket's verdict on one request: ``refused`` names the limit hit ("requests" or "tokens"),
+    ``retry_after`` the seconds until it would pass, ``headers`` what every answer carries."""
+
+    refused: str | None
+    retry_after: float
+    headers: tuple[tuple[str, str], ...]
+
+
+class RateBucket:
+    """A key's limit as OpenAI's limiter behaves, on a clock the caller may inject.
+
+    A token bucket of ``burst`` requests refilled at ``rpm`` per minute, and optionally one of ``tpm`` tokens
+    (a request costs ``ceil(characters / chars_per_token)``; that bucket holds one second's worth, at least one
+    request of the maximum input). OpenAI's headers describe a bucket of a minute's worth; the default burst is
+    a stricter key, as if enforced per second: one second's worth, but at least 5, because a bucket of one
+    refuses a perfectly paced client for a few milliseconds of network jitter, which no real limiter does.
+
+    Refused requests count too, as OpenAI says they do ("unsuccessful requests contribute to your per-minute
+    limit"): a refusal empties what was refilled towards the next request, so a client that retries faster
+    than the refill never gets through. ``remaining`` is the whole requests left and ``reset`` the time until
+    the bucket is full again (OpenAI's meaning: ``12ms`` after one request of 5000 per minute). Thread-safe."""
+
+    def __init__(
+        self,
+        rpm: float | None = None,
+        *,
+        burst: float | None = None,
+        tpm: float | None = None,
+        chars_per_token: float = 4.0,
+        headers: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0) or (burst is not None and burst < 1):
+            raise ValueError("rpm and tpm must be > 0 and burst >= 1")
+        self.rpm, self.tpm, self.advertise, self._clock = rpm, tpm, headers, clock
+        self.burst = burst if burst is not None else max(5.0, (rpm or 0.0) / 60.0)
+        self.token_burst = max((tpm or 0.0) / 60.0, math.ceil(MAX_INPUT / chars_per_token))
+        self.chars_per_token = chars_per_token
+        self._lock = threading.Lock()
+        self._requests = self.burst  # both buckets start full
+        self._tokens = self.token_burst
+        self._last = clock()
+
+    def admit(self, text: str | None) -> Admission:
+        """Take one request (and its tokens) from the buckets, or refuse it."""
+        cost = max(1, math.ceil(len(text or "") / self.chars_per_token))
+        with self._lock:
+            now = self._clock()
+            elapsed, self._last = max(0.0, now - self._last), max(now, self._last)
+            if self.rpm is not None:
+                self._requests = min(self.burst, self._requests + elapsed * self.rpm / 60.0)
+            if self.tpm is not None:
+                self._tokens = min(self.token_burst, self._tokens + elapsed * self.tpm / 60.0)
+            refused, wait = None, 0.0
+            if self.rpm is not None and self._requests < 1:
+                self._requests = 0.0  # the refusal counts: the refill towards the next request starts over
+                refused, wait = "requests", 60.0 / self.rpm
+            elif self.tpm is not None and self._tokens < cost:
+                refused, wait = "tokens", (cost - self._tokens) * 60.0 / self.tpm
+            else:
+                if self.rpm is not None:
+                    self._requests -= 1
+                if self.tpm is not None:
+                    self._tokens -= cost
+            return Admission(refused, wait, self._headers() if self.advertise else ())
+
+    def _headers(self) -> tuple[tuple[str, str], ...]:
+        headers: list[tuple[str, str]] = []
+        for kind, limit, level, capacity in (
+            ("requests", self.rpm, self._requests, self.burst),
+            ("tokens", self.tpm, self._tokens, self.token_burst),
+        ):
+            if limit is not None:
+                headers += [
+                    (f"x-ratelimit-limit-{kind}", str(int(limit))),
+                    (f"x-ratelimit-remaining-{kind}", str(max(0, math.floor(level)))),
+                    (f"x-ratelimit-reset-{kind}", go_duration((capacity - level) * 60.0 / limit)),
+                ]
+        return tuple(headers)
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """What the benchmark reads: every request, those answered with audio, the most at once, and the 429s
+    rate_limit_exceeded sent (by the bucket or an injected fault)."""
+
+    requests: int
+    served: int
+    max_in_flight: int
+    rate_limited: int
+
+
 # --- the server ------------------------------------------------------------------------------------------
 
 
@@ -302,10 +423,19 @@ class FakeSpeechServer:
         ms_per_char: float = 50.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        rpm: float | None = None,
+        burst: float | None = None,
+        tpm: float | None = None,
+        rate_headers: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api_key = api_key
         self.latency = latency
         self.ms_per_char = ms_per_char
+        # The key's rate limit (None: unlimited); ``clock`` drives only this bucket.
+        self.bucket: RateBucket | None = None
+        if rpm is not None or tpm is not None:
+            self.bucket = RateBucket(rpm, burst=burst, tpm=tpm, headers=rate_headers, clock=clock)
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
         self._queue: list[Fault] = []
@@ -381,8 +511,13 @@ class FakeSpeechServer:
         client gave up), in arrival order."""
         return [r.input for r in self.requests if r.status == 200 and r.fault is None and r.input is not None]
 
+    def stats(self) -> ServerStats:
+        requests = self.requests
+        limited = sum(1 for r in requests if r.status == 429 and r.fault in ("rate_limit", "rpm", "tpm"))
+        return ServerStats(len(requests), len(self.served_inputs()), self.max_in_flight, limited)
+
     def clear(self) -> None:
-        """Forget recorded requests and pending faults (the audio and settings stay)."""
+        """Forget recorded requests and pending faults (the audio, settings and rate bucket stay)."""
         with self._lock:
             self._requests.clear()
             self._queue.clear()
@@ -445,7 +580,34 @@ class FakeSpeechServer:
         if path == MODELS:
             models = [{"id": m, "object": "model", "owned_by": "system"} for m in MODEL_IDS]
             return _Answer(200, json.dumps({"object": "list", "data": models}).encode()), None
+        if self.bucket is None:
+            return self._speech(raw, body)
+        admission = self.bucket.admit(
+            body.get("input") if body is not None and isinstance(body.get("input"), str) else None
+        )
+        if admission.refused is not None:
+            return self._refused(admission, body), "rpm" if admission.refused == "requests" else "tpm"
+        answer, fault = self._speech(raw, body)
+        if answer is not _DROP:
+            answer = replace(answer, headers=answer.headers + admission.headers)
+        return answer, fault
 
+    def _refused(self, admission: Admission, body: dict[str, Any] | None) -> _Answer:
+        # OpenAI's words: "Rate limit reached for tts-1 in organization org-... on requests per min (RPM):
+        # Limit 3, Used 3, Requested 1. Please try again in 20s." with type "requests" or "tokens".
+        assert self.bucket is not None and admission.refused is not None
+        kind, wait = admission.refused, admission.retry_after
+        model = body.get("model") if body is not None and isinstance(body.get("model"), str) else "requests"
+        limit = self.bucket.rpm if kind == "requests" else self.bucket.tpm
+        unit = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+        message = f"Rate limit reached for {model} on {unit}: Limit {int(limit or 0)}. "
+        message += f"Please try again in {go_duration(wait)}."
+        answer = _error(429, message, kind, "rate_limit_exceeded")
+        retry = (("retry-after-ms", str(math.ceil(wait * 1000))), ("retry-after", str(math.ceil(wait))))
+        return replace(answer, headers=retry + admission.headers)
+
+    def _speech(self, raw: bytes, body: dict[str, Any] | None) -> tuple[_Answer, str | None]:
+        """An authorized speech request past the rate limit: injected faults, validation, then audio."""
         fault = self._next_fault(body)
         if fault is not None and fault.kind != "slow":
             return self._faulty(fault), fault.kind
@@ -545,13 +707,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--ms-per-char", type=float, default=50.0, help="audio per input character")
     parser.add_argument("--api-key", default="test-key")
+    parser.add_argument("--rpm", type=float, help="the key's requests per minute (default: unlimited)")
+    parser.add_argument("--burst", type=float, help="requests the bucket holds (default: 1 s worth, at least 5)")
+    parser.add_argument("--tpm", type=float, help="the key's tokens per minute, at 4 characters a token")
+    parser.add_argument("--no-rate-headers", action="store_true", help="do not advertise the limit in headers")
     args = parser.parse_args(argv)
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = FakeSpeechServer(
-        args.api_key, latency=args.latency, ms_per_char=args.ms_per_char, host=args.host, port=args.port
-    ).start()
+        args.api_key, latency=args.latency, ms_per_char=args.ms_per_char, host=args.host, port=args.port,
+        rpm=args.rpm, burst=args.burst, tpm=args.tpm, rate_headers=not args.no_rate_headers,
+    ).start()  # fmt: skip
     print(server.url, flush=True)
     try:
         while True:
@@ -559,9 +726,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        served = len(server.served_inputs())
-        print(f"fakeserver: {len(server.requests)} requests, {served} served, "
-              f"max {server.max_in_flight} in flight", file=sys.stderr)  # fmt: skip
+        # The benchmark parses this line: new fields go after "in flight".
+        stats = server.stats()
+        print(f"fakeserver: {stats.requests} requests, {stats.served} served, max {stats.max_in_flight} in flight, "
+              f"{stats.rate_limited} rate-limited", file=sys.stderr)  # fmt: skip
         server.close()
     return 0
 

@@ -4,6 +4,7 @@ exactly as told, and keeps up with many concurrent slow requests."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline.limits import RateLimitInfo, parse_duration
 from pipeline.media import decode, looks_like_mp3
 from tests.conftest import REPO
-from tests.fakeserver import FRAME_MS, MAX_INPUT, FakeSpeechServer, Fault
+from tests.fakeserver import FRAME_MS, MAX_INPUT, FakeSpeechServer, Fault, ServerStats, go_duration
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -260,3 +262,112 @@ def test_main_prints_its_url_and_serves_until_terminated() -> None:
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "1 requests, 1 served" in err
+
+
+def test_main_enforces_a_rate_limit_and_reports_refusals_after_the_old_fields() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--api-key", "k-123", "--rpm", "6", "--burst", "1"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        with httpx.Client(base_url=url, headers={"Authorization": "Bearer k-123"}, timeout=10) as client:
+            body = {"model": "m", "voice": "v", "input": "Hi there."}
+            first, second = client.post("/audio/speech", json=body), client.post("/audio/speech", json=body)
+        # 6 per minute: the second request would need a token 10 s later, so no test timing can let it through.
+        assert first.status_code == 200 and first.headers["x-ratelimit-limit-requests"] == "6"
+        assert second.status_code == 429 and 9 <= float(second.headers["retry-after"]) <= 10
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    last = err.strip().splitlines()[-1]
+    assert last == "fakeserver: 2 requests, 1 served, max 1 in flight, 1 rate-limited"
+    # bench/run.py's pattern still reads the first fields.
+    assert re.search(r"(\d+) requests, (\d+) served, max (\d+) in flight", last)
+
+
+# --- the rate limit --------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (0.0004, "1ms"), (0.012, "12ms"), (0.25, "250ms"), (1, "1s"), (59.5, "59.5s"), (360, "6m0s"),
+     (3723.5, "1h2m3.5s"), (3600, "1h0m0s"), (61.25, "1m1.25s")],
+)  # fmt: skip
+def test_go_duration_writes_reset_values_as_openai_does(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
+    assert parse_duration(text) == pytest.approx(max(seconds, 0.001) if seconds else 0)
+
+
+def test_the_bucket_advertises_itself_and_refuses_when_empty() -> None:
+    clock = FakeClock()
+    with FakeSpeechServer(api_key=KEY, rpm=60, burst=3, clock=clock) as srv, httpx.Client(base_url=srv.url) as http:
+        answers = [speak(http, input=f"line {i}") for i in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert [RateLimitInfo.from_headers(a.headers) for a in answers[:3]] == [
+            RateLimitInfo(limit_requests=60, remaining_requests=left, reset_requests=float(3 - left))
+            for left in (2, 1, 0)
+        ]
+        refused = answers[3]
+        error = error_of(refused)
+        assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
+        assert error["message"].startswith("Rate limit reached for tts-1 on requests per min (RPM): Limit 60.")
+        assert refused.headers["retry-after-ms"] == "1000" and refused.headers["retry-after"] == "1"
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+        assert refused.headers["x-ratelimit-reset-requests"] == "3s"
+
+        clock.now += 0.5  # half a token refilled, and the refusal takes it: refused ones count, as at OpenAI
+        assert speak(http, input="too soon").headers["retry-after-ms"] == "1000"
+        clock.now += 1.0
+        assert speak(http, input="in time").status_code == 200
+        assert srv.stats() == ServerStats(requests=6, served=4, max_in_flight=1, rate_limited=2)
+        assert [r.fault for r in srv.requests] == [None, None, None, "rpm", "rpm", None]
+
+
+def test_every_authorized_speech_answer_carries_the_headers(srv: FakeSpeechServer) -> None:
+    with (
+        FakeSpeechServer(api_key=KEY, rpm=600, clock=FakeClock()) as limited,
+        httpx.Client(base_url=limited.url) as http,
+    ):
+        limited.inject(Fault.status(503))
+        answers = [speak(http, input="x"), speak(http, speed=9), speak(http, input="y")]
+        assert [a.status_code for a in answers] == [503, 400, 200]
+        assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["9", "8", "7"]  # burst: 1 s worth
+        assert "x-ratelimit-limit-requests" not in speak(http, headers=None).headers  # no key, no key's limit
+    with httpx.Client(base_url=srv.url) as http:
+        assert not any(name.startswith("x-ratelimit") for name in speak(http).headers)  # unlimited: silent
+
+
+def test_an_unadvertised_limit_still_says_when_to_retry() -> None:
+    clock = FakeClock()
+    server = FakeSpeechServer(api_key=KEY, rpm=120, burst=1, rate_headers=False, clock=clock)
+    with server as srv, httpx.Client(base_url=srv.url) as http:
+        ok, refused = speak(http), speak(http)
+    assert ok.status_code == 200 and refused.status_code == 429
+    assert not any(name.startswith("x-ratelimit") for name in (*ok.headers, *refused.headers))
+    assert refused.headers["retry-after-ms"] == "500" and refused.headers["retry-after"] == "1"
+
+
+def test_a_tokens_per_minute_bucket_refuses_long_inputs_first() -> None:
+    clock = FakeClock()
+    with FakeSpeechServer(api_key=KEY, tpm=600, clock=clock) as srv, httpx.Client(base_url=srv.url) as http:
+        first = speak(http, input="x" * MAX_INPUT)  # 1024 tokens at 4 characters each: the whole bucket
+        refused = speak(http, input="x" * 40)
+        assert first.status_code == 200 and refused.status_code == 429
+        assert (
+            first.headers["x-ratelimit-limit-tokens"] == "600" and first.headers["x-ratelimit-remaining-tokens"] == "0"
+        )
+        assert "x-ratelimit-limit-requests" not in first.headers
+        assert error_of(refused)["type"] == "tokens" and refused.headers["retry-after-ms"] == "1000"  # 10 tokens
+        clock.now += 1.0
+        assert speak(http, input="x" * 40).status_code == 200
+        assert srv.stats().rate_limited == 1 and srv.requests[1].fault == "tpm"

@@ -1,0 +1,661 @@
+"""The rate governor: requests (and characters or tokens) per minute per endpoint and key, learned from headers.
+
+A key is limited in requests per minute, sometimes in tokens per minute too. A fixed pool that only reacts to
+429s sends everything at once, gets refused in a wave, and (obeying ``Retry-After`` to the millisecond) comes
+back in the same wave; OpenAI also counts refused requests against the limit, so the wave never drains. The
+governor instead releases requests at the allowed pace, before the server has to refuse anything::
+
+    governor = Governor(concurrency=8, rpm=config.rpm)      # one per endpoint + key, shared by every book
+
+    async def worker() -> None:                              # one of the pool's workers
+        while (request := await queue.get()) is not None:
+            async with governor.slot(len(request.text)) as slot:   # waits for the pace and a free place
+                try:
+                    answer = await client.attempt(request)         # ONE attempt, with its response headers
+                except RateLimited as exc:                         # 429 rate_limit_exceeded (not insufficient_quota)
+                    slot.rate_limited(exc.retry_after, exc.info)   # everyone pauses; concurrency halves
+                    queue.put_nowait(request)                      # re-queued: not a retry of the segment
+                    continue
+                slot.done(answer.info)                             # learns x-ratelimit-*; concurrency regrows
+
+Leaving the block without reporting (any other error, cancellation) counts as ``slot.failed()``.
+
+How it decides (every figure is a constant below, with its reason):
+
+- **Pacing.** Requests go out through a GCRA at 97 % of the known limit, with a burst of one second's worth
+  (a limit per minute may be enforced over shorter periods; a smooth pace loses nothing, since a long run's
+  throughput is the rate, not the burst). The limit is the lowest of: the configured ``rpm``,
+  ``x-ratelimit-limit-requests``, and a cap learned from 429s. Without any of them nothing is paced: no
+  waiting, and concurrency stays the pool's.
+- **The server's bucket.** OpenAI's limiter is a token bucket holding a minute's worth: ``remaining`` is what
+  is left, ``reset`` the time until it is full again (``12ms`` after one request of 5000 per minute). Each
+  answer's headers set a mirror of that bucket (minus what was released since that request left), so a key
+  shared with another program slows down before a 429. Tokens likewise, when the server sends ``-tokens``.
+  ``remaining`` wins over ``reset`` when both are sent; an answer older than one already read is ignored.
+- **Characters to tokens.** OpenAI charges a request against the token limit by "the estimated number of
+  tokens based on the character count" and does not publish the formula. We count ``tokens_per_char`` = 1
+  token per character: an upper bound for every script (English averages four characters per token, Chinese
+  about one). The error cannot accumulate: each answer's ``remaining-tokens`` replaces the estimate, so only
+  the requests in flight are estimated, and over-estimating them holds back a constant reserve, not a rate.
+- **A 429.** Everyone pauses until ``retry-after`` (capped at a minute); after it requests are released one
+  pacing interval apart, not all at once. Concurrency halves (once per wave: refusals of requests sent before
+  the last decrease do not count again) and grows by one after as many successes as are allowed in flight,
+  never above the pool's concurrency, never below 1. When the server advertises no limit, the 429 also caps
+  the rate at 70 % of the lowest of the configured limit, the previous cap and what was answered over the
+  last minute; each success raises the cap by one request per minute (back where it was in about 18 s,
+  whatever the rate) until the next 429. The caller re-queues the request.
+
+The pacing state of each limit is one number (GCRA's theoretical arrival time), so it can move to Redis for
+a governor shared across machines; see ``Gcra``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+RATE_MARGIN = 0.97  # pace at 97 % of a known limit: arrival jitter and rounding never reach the limit itself
+BURST_SECONDS = 1.0  # burst = this many seconds' worth: safe if "per minute" is enforced per second
+CPM_MIN_BURST = 4096.0  # characters: at least one request of OpenAI's maximum input goes out without waiting
+MAX_PAUSE = 60.0  # a 429 never pauses longer than this: a bigger retry-after is probed again after a minute
+DEFAULT_PAUSE = 1.0  # a 429 that names no (usable) delay
+CAP_DECREASE = 0.7  # a 429 with no known limit caps the rate at 70 % of what was answered (as botocore's adaptive mode)
+CAP_STEP_RPM = 1.0  # ...and each success raises the cap by 1 per minute: ~18 s back to the old rate, at any rate
+MIN_CAP_RPM = 1.0
+MIN_SAMPLES = 4  # answers needed before a rate is measured
+RATE_WINDOW = 60.0  # seconds over which achieved and answered rates are measured
+LOG_SIZE = 4096  # releases remembered to replay after a header sync; older answers are too stale to sync from
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+# --- header parsing --------------------------------------------------------------------------------------
+
+_NUMBER = r"(?:\d+(?:\.\d+)?|\.\d+)"
+_DURATION_PART = re.compile(rf"({_NUMBER})(h|ms|m|s|us|µs|μs|ns)", re.ASCII)  # ASCII: no other scripts' digits
+_BARE_SECONDS = re.compile(_NUMBER, re.ASCII)
+_UNITS = {"h": (0, 3600.0), "m": (1, 60.0), "s": (2, 1.0), "ms": (3, 1e-3), "us": (4, 1e-6), "µs": (4, 1e-6),
+          "μs": (4, 1e-6), "ns": (5, 1e-9)}  # fmt: skip
+_COUNT = re.compile(r"\d{1,18}", re.ASCII)
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds in a reset header, or None when it is missing or not a duration.
+
+    OpenAI writes them as Go durations (``time.Duration.String``): ``6m0s``, ``1s``, ``250ms``, ``59.5s``,
+    ``1h2m3.5s``, ``0s``. Units must come largest first, each once, as Go writes them (so ``1s1s`` or ``2m1h``
+    are garbage). A bare non-negative number is seconds (Azure OpenAI sends ``0``)."""
+    if text is None:
+        return None
+    text = text.strip()
+    if _BARE_SECONDS.fullmatch(text):
+        return _finite(float(text))
+    total, pos, last_rank = 0.0, 0, -1
+    while pos < len(text):
+        part = _DURATION_PART.match(text, pos)
+        if part is None:
+            return None
+        rank, scale = _UNITS[part.group(2)]
+        if rank <= last_rank:
+            return None
+        total += float(part.group(1)) * scale
+        pos, last_rank = part.end(), rank
+    return _finite(total) if pos else None
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _count(text: str | None, *, minimum: int = 0) -> int | None:
+    # Azure OpenAI sends -1 for a limit it does not know; anything not a plain count is unknown too.
+    if text is None or not _COUNT.fullmatch(text.strip()):
+        return None
+    value = int(text)
+    return value if value >= minimum else None
+
+
+@dataclass(frozen=True)
+class RateLimitInfo:
+    """What one answer said about the key's limits; every field None when not said (or not parseable).
+
+    ``reset_*`` are seconds until that bucket is full again; ``retry_after`` is ``parse_retry_after``'s reading
+    of ``retry-after-ms`` / ``retry-after`` (may be zero, negative or huge: the governor decides)."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens: float | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo:
+        """Read OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` and the retry-after pair
+        (case-insensitive names; ``now`` is the Unix time an HTTP-date ``retry-after`` is measured from)."""
+        # Imported here: the HTTP client will import this module, and parse_retry_after is its one reading of
+        # retry-after (the integrator may move it down here and re-export it there).
+        from pipeline.tts.openai_http import parse_retry_after
+
+        lower = {name.lower(): value for name, value in headers.items()}
+        # Only the two it reads, and only ASCII: httpx.Headers (inside) cannot encode anything else.
+        retry = {
+            name: value
+            for name in ("retry-after-ms", "retry-after")
+            if (value := lower.get(name)) is not None and value.isascii()
+        }
+        return cls(
+            limit_requests=_count(lower.get("x-ratelimit-limit-requests"), minimum=1),
+            remaining_requests=_count(lower.get("x-ratelimit-remaining-requests")),
+            reset_requests=parse_duration(lower.get("x-ratelimit-reset-requests")),
+            limit_tokens=_count(lower.get("x-ratelimit-limit-tokens"), minimum=1),
+            remaining_tokens=_count(lower.get("x-ratelimit-remaining-tokens")),
+            reset_tokens=parse_duration(lower.get("x-ratelimit-reset-tokens")),
+            retry_after=parse_retry_after(retry, now),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return self == RateLimitInfo()
+
+
+# --- the pacing primitive --------------------------------------------------------------------------------
+
+
+class Gcra:
+    """The generic cell rate algorithm: a token bucket of ``burst`` units refilled at ``per_minute``, kept as
+    one number, ``tat`` (theoretical arrival time: when every reservation so far is paid back and the bucket
+    is full again). Pure: the caller passes the time; nothing sleeps here.
+
+    A request of ``cost`` reserved at ``now`` moves ``tat`` to ``max(tat, now) + cost * interval`` and may go
+    ``max(0, new_tat - burst * interval - now)`` seconds later. A cost above the burst is not refused: it waits
+    for the refill (the bucket goes into debt), so a big request cannot starve.
+
+    The port to Redis is the same arithmetic in a Lua script over one key (``now`` from ``redis.call('TIME')``
+    so machines share a clock; a key that expired is a full bucket)::
+
+        local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+        local new_tat = tat + cost * interval
+        redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) * 1000) + 1)  -- gone = full
+        return math.max(0, new_tat - burst * interval - now)                             -- the wait
+    """
+
+    __slots__ = ("interval", "burst", "tat")
+
+    def __init__(self, per_minute: float, burst: float = 1.0, *, tat: float = -math.inf) -> None:
+        if not (math.isfinite(per_minute) and per_minute > 0) or not burst >= 1:
+            raise ValueError(f"a rate must be > 0 per minute and its burst >= 1 (got {per_minute!r}, {burst!r})")
+        self.interval = 60.0 / per_minute
+        self.burst = float(burst)
+        self.tat = tat
+
+    @property
+    def per_minute(self) -> float:
+        return 60.0 / self.interval
+
+    def delay(self, now: float, cost: float = 1.0) -> float:
+        """How long a request of ``cost`` arriving at ``now`` would wait; commits nothing."""
+        return max(0.0, max(self.tat, now) + cost * self.interval - self.burst * self.interval - now)
+
+    def reserve(self, now: float, cost: float = 1.0) -> float:
+        """Commit a request of ``cost`` asked for at ``now``; returns how long it must wait before it goes."""
+        wait = self.delay(now, cost)
+        self.tat = max(self.tat, now) + cost * self.interval
+        return wait
+
+    def available(self, now: float) -> float:
+        """Units that could go at ``now`` without waiting (negative: a debt)."""
+        return self.burst - (max(self.tat, now) - now) / self.interval
+
+    def set_available(self, now: float, units: float) -> None:
+        """Overwrite the state: the bucket holds ``units`` at ``now`` (what the server says it holds)."""
+        self.tat = now + (self.burst - units) * self.interval
+
+    def hold(self, until: float) -> None:
+        """Nothing goes before ``until`` and nothing saved up counts after it: the first request of cost 1 may
+        go at ``until``, the next one interval later, and so on (how waiters leave a 429 pause spread out)."""
+        self.tat = max(self.tat, until + (self.burst - 1.0) * self.interval)
+
+    def set_rate(self, now: float, per_minute: float, burst: float) -> None:
+        """Change the rate and burst, keeping what is available now (never more than the new burst)."""
+        units = min(self.available(now), burst)
+        changed = Gcra(per_minute, burst)
+        self.interval, self.burst = changed.interval, changed.burst
+        self.set_available(now, units)
+
+
+# --- the governor ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GovernorStats:
+    """A snapshot for the report and the progress line. Rates are per minute."""
+
+    released: int  # requests let go
+    succeeded: int
+    rate_limited: int  # 429s reported
+    failed: int  # anything else (or no report)
+    waited_s: float  # summed over requests: time between asking for a slot and getting it
+    held_s: float  # wall time during which the next request was held back by the limit
+    limit_rpm: float | None  # the request limit in force (None: none known)
+    limit_source: str | None  # "config", "headers" or "429" (a cap learned from refusals)
+    pace_rpm: float | None  # what requests are released at: the limit less the safety margin
+    limit_tpm: float | None  # the token limit the server advertised
+    concurrency: int  # requests allowed in flight now
+    max_concurrency: int  # the pool's
+    in_flight: int
+    achieved_rpm: float  # requests released over the last minute
+    throttled: bool  # a request is waiting for the pace, a pause or the lowered concurrency right now
+    paused_s: float  # seconds left of a 429 pause
+
+    def line(self) -> str:
+        """One phrase for the progress line, e.g. ``held back by the rate limit: 58/min (limit 60/min from
+        headers, 4 of 8 in flight allowed)``; just the achieved rate when nothing holds requests back."""
+        rate = f"{self.achieved_rpm:.0f}/min"
+        if not self.throttled:
+            return rate
+        details = []
+        if self.limit_rpm is not None:
+            details.append(f"limit {self.limit_rpm:.0f}/min from {self.limit_source}")
+        if self.concurrency < self.max_concurrency:
+            details.append(f"{self.concurrency} of {self.max_concurrency} in flight allowed")
+        if self.paused_s > 0:
+            details.append(f"paused {self.paused_s:.1f} s after a 429")
+        return f"held back by the rate limit: {rate}" + (f" ({', '.join(details)})" if details else "")
+
+
+class _Release:
+    __slots__ = ("seq", "at", "tokens", "refused")
+
+    def __init__(self, seq: int, at: float, tokens: float) -> None:
+        self.seq, self.at, self.tokens, self.refused = seq, at, tokens, False
+
+
+class _Waiter:
+    __slots__ = ("turn",)
+
+    def __init__(self) -> None:
+        self.turn = asyncio.Event()  # set when this waiter becomes the head of the line
+
+
+class Slot:
+    """One released request. Report its outcome once: ``done``, ``rate_limited`` or ``failed``."""
+
+    __slots__ = ("_governor", "seq", "released_at", "cost_chars", "_settled")
+
+    def __init__(self, governor: Governor, seq: int, released_at: float, cost_chars: int) -> None:
+        self._governor = governor
+        self.seq = seq
+        self.released_at = released_at
+        self.cost_chars = cost_chars
+        self._settled = False
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def done(self, info: RateLimitInfo | None = None) -> None:
+        """The request got its audio; ``info`` from the answer's headers. Counts towards regrowing concurrency."""
+        self._settle()
+        self._governor._finish(self, "ok", info, None)
+
+    def rate_limited(self, retry_after: float | None = None, info: RateLimitInfo | None = None) -> None:
+        """The server answered 429 rate_limit_exceeded (never ``insufficient_quota``: that is fatal). Everyone
+        pauses for ``retry_after`` (else ``info.retry_after``); the caller re-queues the request."""
+        self._settle()
+        self._governor._finish(self, "limited", info, retry_after)
+
+    def failed(self, info: RateLimitInfo | None = None) -> None:
+        """Anything else (a timeout, a 5xx, a 200 that is not audio, a cancelled request): frees the place and
+        learns from ``info`` if there is one, but changes neither the pace nor the concurrency."""
+        self._settle()
+        self._governor._finish(self, "failed", info, None)
+
+    def _settle(self) -> None:
+        if self._settled:
+            raise RuntimeError(f"slot {self.seq} was already reported")
+        self._settled = True
+
+
+class _SlotContext:
+    def __init__(self, governor: Governor, cost_chars: int) -> None:
+        self._governor = governor
+        self._cost = cost_chars
+        self._slot: Slot | None = None
+
+    async def __aenter__(self) -> Slot:
+        self._slot = await self._governor.acquire(self._cost)
+        return self._slot
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._slot is not None and not self._slot.settled:
+            self._slot.failed()
+
+
+class Governor:
+    """Releases requests for one endpoint and key at the allowed pace; see the module docstring.
+
+    ``concurrency`` is the pool's (the most ever allowed in flight); ``rpm`` and ``cpm`` are configured
+    requests and characters per minute (None: unknown, learned from headers if the server sends them);
+    ``burst`` overrides the request burst (default: one second's worth, at least 1); ``tokens_per_char``
+    estimates a request's tokens; ``margin`` is the share of a known limit paced at. ``clock`` (monotonic
+    seconds) and ``sleep`` are injectable so tests run in virtual time. Use from one event loop."""
+
+    def __init__(
+        self,
+        concurrency: int = 8,
+        *,
+        rpm: float | None = None,
+        cpm: float | None = None,
+        burst: float | None = None,
+        tokens_per_char: float = 1.0,
+        margin: float = RATE_MARGIN,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        for name, value in (("rpm", rpm), ("cpm", cpm)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of per minute, or None")
+        if burst is not None and not burst >= 1:
+            raise ValueError("burst must be >= 1")
+        if not (0 < margin <= 1) or not tokens_per_char > 0:
+            raise ValueError("margin must be in (0, 1] and tokens_per_char > 0")
+        self._max = concurrency
+        self._config_rpm = rpm
+        self._burst = burst
+        self._tokens_per_char = tokens_per_char
+        self._margin = margin
+        self._clock = clock
+        self._sleep = sleep
+
+        self._header_rpm: float | None = None
+        self._header_tpm: float | None = None
+        self._cap_rpm: float | None = None
+        self._pace: Gcra | None = None  # our own pace for requests
+        self._cpm: Gcra | None = None  # our own pace for characters, when configured
+        if cpm is not None:
+            self._cpm = Gcra(cpm * margin, max(cpm * margin / 60 * BURST_SECONDS, CPM_MIN_BURST))
+        self._server_requests: Gcra | None = None  # mirrors of the server's buckets, set from headers
+        self._server_tokens: Gcra | None = None
+        self._synced = {"requests": -1, "tokens": -1}  # the last release each mirror was synced from
+        self._paused_until = -math.inf
+
+        self._limit = concurrency  # allowed in flight now (AIMD)
+        self._in_flight = 0
+        self._ok_streak = 0
+        self._decrease_seq = 0  # refusals of requests released before this one belong to a past wave
+
+        self._queue: deque[_Waiter] = deque()
+        self._changed = asyncio.Event()  # a place freed or the concurrency grew: wakes a head waiting for one
+        self._held: str | None = None  # what holds the head of the line right now
+
+        self._seq = 0
+        self._log: deque[_Release] = deque(maxlen=LOG_SIZE)
+        self._first_release: float | None = None
+        self._releases: deque[float] = deque()  # release times over the last RATE_WINDOW
+        self._answers: deque[float] = deque()  # success times over the last RATE_WINDOW
+        self._succeeded = self._rate_limited = self._failed = 0
+        self._waited_s = self._held_s = 0.0
+        self._retune(clock())
+
+    # --- the caller's side
+
+    def slot(self, cost_chars: int = 0) -> _SlotContext:
+        """``async with governor.slot(len(text)) as slot:`` waits like ``acquire``; leaving the block without a
+        report counts as ``slot.failed()``."""
+        return _SlotContext(self, cost_chars)
+
+    async def acquire(self, cost_chars: int = 0) -> Slot:
+        """Wait (first come, first served) until a request of ``cost_chars`` may go, then reserve it. Returns at
+        once, without yielding, when no limit holds it back. Cancelling the wait reserves nothing."""
+        asked = self._clock()
+        if not self._queue and self._in_flight < self._limit and self._release_time(asked, cost_chars) <= asked:
+            return self._release(asked, asked, cost_chars)
+        waiter = _Waiter()
+        self._queue.append(waiter)
+        try:
+            now = await self._wait_turn(waiter, cost_chars)
+        finally:
+            self._leave(waiter)
+        return self._release(asked, now, cost_chars)
+
+    def stats(self) -> GovernorStats:
+        now = self._clock()
+        limit, source = self._limit_rpm()
+        return GovernorStats(
+            released=self._seq,
+            succeeded=self._succeeded,
+            rate_limited=self._rate_limited,
+            failed=self._failed,
+            waited_s=self._waited_s,
+            held_s=self._held_s,
+            limit_rpm=limit,
+            limit_source=source,
+            pace_rpm=self._pace.per_minute if self._pace is not None else None,
+            limit_tpm=self._header_tpm,
+            concurrency=self._limit,
+            max_concurrency=self._max,
+            in_flight=self._in_flight,
+            achieved_rpm=self._per_minute(self._releases, now),
+            throttled=self._held is not None or self._paused_until > now,
+            paused_s=max(0.0, self._paused_until - now),
+        )
+
+    # --- waiting
+
+    async def _wait_turn(self, waiter: _Waiter, cost_chars: int) -> float:
+        if self._queue[0] is waiter:
+            waiter.turn.set()
+        while True:
+            await waiter.turn.wait()  # only the head of the line waits on the limits; the rest wait here
+            now = self._clock()
+            if self._in_flight >= self._limit:
+                self._held = "concurrency" if self._limit < self._max else None
+                self._changed.clear()
+                await self._changed.wait()
+                if self._held is not None:
+                    self._held_s += self._clock() - now
+                continue
+            at = self._release_time(now, cost_chars)
+            if at <= now:
+                return now
+            self._held = "pause" if self._paused_until > now else "pace"
+            await self._sleep(at - now)
+            self._held_s += self._clock() - now
+
+    def _leave(self, waiter: _Waiter) -> None:
+        was_head = self._queue[0] is waiter
+        self._queue.remove(waiter)
+        if was_head:
+            self._held = None
+            if self._queue:
+                self._queue[0].turn.set()
+
+    def _costs(self, cost_chars: int) -> list[tuple[Gcra, float]]:
+        costs: list[tuple[Gcra, float]] = []
+        if self._pace is not None:
+            costs.append((self._pace, 1.0))
+        if self._server_requests is not None:
+            costs.append((self._server_requests, 1.0))
+        if self._cpm is not None and cost_chars > 0:
+            costs.append((self._cpm, float(cost_chars)))
+        if self._server_tokens is not None:
+            costs.append((self._server_tokens, self._tokens(cost_chars)))
+        return costs
+
+    def _tokens(self, cost_chars: int) -> float:
+        return float(max(1, math.ceil(cost_chars * self._tokens_per_char)))
+
+    def _release_time(self, now: float, cost_chars: int) -> float:
+        wait = max((g.delay(now, cost) for g, cost in self._costs(cost_chars)), default=0.0)
+        return max(self._paused_until, now + wait)
+
+    def _release(self, asked: float, now: float, cost_chars: int) -> Slot:
+        for g, cost in self._costs(cost_chars):
+            g.reserve(now, cost)
+        seq = self._seq
+        self._seq += 1
+        self._in_flight += 1
+        self._waited_s += now - asked
+        if self._first_release is None:
+            self._first_release = now
+        self._log.append(_Release(seq, now, self._tokens(cost_chars)))
+        self._record(self._releases, now)
+        return Slot(self, seq, now, cost_chars)
+
+    # --- outcomes
+
+    def _finish(self, slot: Slot, outcome: str, info: RateLimitInfo | None, retry_after: float | None) -> None:
+        now = self._clock()
+        self._in_flight -= 1
+        if outcome == "limited":
+            self._rate_limited += 1
+            entry = self._entry(slot.seq)
+            if entry is not None:
+                entry.refused = True  # it took nothing from the server's token bucket
+        if info is not None:
+            self._learn(slot, info, now)
+        if outcome == "ok":
+            self._succeeded += 1
+            self._record(self._answers, now)
+            self._ok_streak += 1
+            if self._limit < self._max and self._ok_streak >= self._limit:
+                self._limit += 1
+                self._ok_streak = 0
+            if self._cap_rpm is not None:
+                self._cap_rpm += CAP_STEP_RPM
+                self._retune(now)
+        elif outcome == "limited":
+            if retry_after is None and info is not None:
+                retry_after = info.retry_after
+            self._on_rate_limit(slot, retry_after, now)
+        else:
+            self._failed += 1
+        self._changed.set()
+
+    def _on_rate_limit(self, slot: Slot, retry_after: float | None, now: float) -> None:
+        if retry_after is None or not math.isfinite(retry_after) or retry_after <= 0:
+            pause = DEFAULT_PAUSE
+        else:
+            pause = min(retry_after, MAX_PAUSE)
+        if slot.seq >= self._decrease_seq:  # the first refusal of this wave
+            self._limit = max(1, self._limit // 2)
+            self._decrease_seq = self._seq
+            self._ok_streak = 0
+            if self._header_rpm is None:  # headers are the truth; without them, learn a cap from what got through
+                answered = self._per_minute(self._answers, now) if len(self._answers) >= MIN_SAMPLES else None
+                known = [r for r in (self._cap_rpm, self._config_rpm, answered) if r is not None]
+                if known:
+                    self._cap_rpm = max(MIN_CAP_RPM, CAP_DECREASE * min(known))
+                    self._retune(now)
+        until = now + pause
+        self._paused_until = max(self._paused_until, until)
+        for g in (self._pace, self._server_requests):
+            if g is not None:
+                g.hold(until)
+
+    def _learn(self, slot: Slot, info: RateLimitInfo, now: float) -> None:
+        if info.limit_requests is not None:
+            rpm = float(info.limit_requests)
+            if rpm != self._header_rpm:
+                self._header_rpm = rpm
+                self._cap_rpm = None  # the server said what the limit is
+                self._retune(now)
+            self._server_requests = self._mirror(self._server_requests, rpm, now)
+        if info.limit_tokens is not None:
+            self._header_tpm = float(info.limit_tokens)
+            self._server_tokens = self._mirror(self._server_tokens, self._header_tpm, now)
+        if self._server_requests is not None:
+            self._sync("requests", self._server_requests, slot, info.remaining_requests, info.reset_requests)
+        if self._server_tokens is not None:
+            self._sync("tokens", self._server_tokens, slot, info.remaining_tokens, info.reset_tokens)
+
+    @staticmethod
+    def _mirror(mirror: Gcra | None, per_minute: float, now: float) -> Gcra:
+        # OpenAI's bucket holds a whole minute's worth (reset 12ms after 1 request of 5000/min).
+        if mirror is None:
+            return Gcra(per_minute, per_minute)
+        if mirror.per_minute != per_minute:
+            mirror.set_rate(now, per_minute, per_minute)
+        return mirror
+
+    def _sync(self, kind: str, mirror: Gcra, slot: Slot, remaining: int | None, reset: float | None) -> None:
+        """Set the mirror to what the server said when ``slot`` arrived, then replay what left after it."""
+        if (remaining is None and reset is None) or slot.seq <= self._synced[kind]:
+            return  # nothing said, or an answer older than the one already synced from
+        if not self._log or self._log[0].seq > slot.seq:
+            return  # too old to replay from
+        # For a token bucket both say the same, but "remaining" is the direct statement and wins: OpenAI's own
+        # sample pairs 149984 of 150000 tokens left with a reset of 6m0s, which would read as six minutes of
+        # debt. A reset alone never reads as more than an empty bucket.
+        if remaining is not None:
+            owed = mirror.burst - remaining
+        else:
+            assert reset is not None
+            owed = min(reset / mirror.interval, mirror.burst)
+        later: list[_Release] = []
+        for entry in reversed(self._log):
+            if entry.seq <= slot.seq:
+                break
+            later.append(entry)
+        tat = slot.released_at + owed * mirror.interval
+        for entry in reversed(later):
+            if not entry.refused:
+                tat = max(tat, entry.at) + (1.0 if kind == "requests" else entry.tokens) * mirror.interval
+        mirror.tat = tat
+        self._synced[kind] = slot.seq
+
+    def _entry(self, seq: int) -> _Release | None:
+        if not self._log or not self._log[0].seq <= seq <= self._log[-1].seq:
+            return None
+        return self._log[seq - self._log[0].seq]
+
+    # --- the rate in force
+
+    def _limit_rpm(self) -> tuple[float | None, str | None]:
+        known = [(r, s) for r, s in ((self._config_rpm, "config"), (self._header_rpm, "headers"),
+                                     (self._cap_rpm, "429")) if r is not None]  # fmt: skip
+        if not known:
+            return None, None
+        return min(known, key=lambda pair: pair[0])
+
+    def _retune(self, now: float) -> None:
+        limit, _ = self._limit_rpm()
+        if limit is None:
+            self._pace = None
+            return
+        pace = limit * self._margin
+        burst = self._burst if self._burst is not None else max(1.0, math.floor(pace / 60 * BURST_SECONDS))
+        if self._pace is None:
+            self._pace = Gcra(pace, burst)
+            if self._seq:  # learned mid-run: whatever burst the server had, the requests in flight used it
+                self._pace.set_available(now, 1.0)
+        elif self._pace.per_minute != pace or self._pace.burst != burst:
+            self._pace.set_rate(now, pace, burst)
+
+    # --- rates
+
+    @staticmethod
+    def _record(times: deque[float], now: float) -> None:
+        times.append(now)
+        while times and times[0] < now - RATE_WINDOW:
+            times.popleft()
+
+    def _per_minute(self, times: deque[float], now: float) -> float:
+        while times and times[0] < now - RATE_WINDOW:
+            times.popleft()
+        if not times or self._first_release is None:
+            return 0.0
+        span = max(1.0, min(RATE_WINDOW, now - self._first_release))
+        return len(times) * 60.0 / span
