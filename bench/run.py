@@ -95,7 +95,7 @@ def _text(tag: str, n: int, chars: int = SEGMENT_CHARS) -> str:
     return " ".join(words)
 
 
-def _settings(url: str, cache_dir: Path, concurrency: int) -> Settings:
+def _settings(url: str, cache_dir: Path, concurrency: int, **more: Any) -> Settings:
     # env={}: the user's AUDIOBOOK_* variables or config must not change what is measured.
     return load_settings(
         env={},
@@ -105,6 +105,7 @@ def _settings(url: str, cache_dir: Path, concurrency: int) -> Settings:
             "concurrency": concurrency,
             "cache_dir": cache_dir,
             "announce_titles": False,
+            **more,
         },
     )
 
@@ -322,6 +323,72 @@ def measure_batch(cfg: Config) -> dict[str, Any]:
     result = _efficiency(sum(r.requests for r in reports), cfg.latency, cfg.batch_concurrency, timer, srv)
     result["articles"] = len(books)
     return result
+
+
+@dataclass(frozen=True)
+class RateScenario:
+    name: str
+    rpm: float  # the fake key's limit
+    burst: float  # its bucket
+    headers: bool  # whether the server advertises it in x-ratelimit-* headers
+    requests: int
+    concurrency: int = 16
+    configured_rpm: float | None = None  # what the user's config says, if anything
+
+
+def measure_rate_limit(cfg: Config, sc: RateScenario) -> dict[str, Any]:
+    """A book of ``sc.requests`` distinct segments against a key limited to ``sc.rpm`` a minute.
+
+    The fake server runs in this process (a thread) so every request's arrival time and status can be read
+    back; at these rates the client is idle most of the time, so sharing the GIL costs nothing measurable.
+    Ideal wall time is requests / rate; "late" 429s are those of requests that arrived after the first answer
+    (by then the client could have read the headers)."""
+    from tests.fakeserver import FakeSpeechServer
+
+    tag = uuid.uuid4().hex[:8]
+    book = Book("Rate", (Chapter(1, "Rate", tuple(_text(tag, i, 120) for i in range(sc.requests))),), language="en")
+    with (
+        FakeSpeechServer(API_KEY, latency=cfg.latency, rpm=sc.rpm, burst=sc.burst, rate_headers=sc.headers) as srv,
+        tempfile.TemporaryDirectory(prefix="bench-rate-") as tmp,
+    ):
+        more = {"rpm": sc.configured_rpm} if sc.configured_rpm else {}
+        settings = _settings(srv.url, Path(tmp) / "cache", sc.concurrency, **more)
+        stores = Stores()
+        plan = app.plan(book, settings, Path(tmp) / "out", stores)
+        timer, (report,) = _run_pool([plan], stores, sc.concurrency, assemble=False)
+        records = list(srv.requests)
+    first_answer = min(r.time for r in records if r.status == 200) + cfg.latency
+    refused = [r for r in records if r.status == 429]
+    ideal = sc.requests / (sc.rpm / 60)
+    return {
+        "scenario": sc.name,
+        "rpm": sc.rpm,
+        "burst": sc.burst,
+        "headers": sc.headers,
+        "configured_rpm": sc.configured_rpm,
+        "concurrency": sc.concurrency,
+        "requests": sc.requests,
+        "sent": len(records),
+        "rate_limited": len(refused),
+        "rate_limited_share": round(len(refused) / len(records), 4),
+        "late_rate_limited": sum(r.time > first_answer for r in refused),
+        "retries": report.retries,
+        "ideal_s": round(ideal, 2),
+        "measured_s": round(timer.seconds, 2),
+        "x_ideal": round(timer.seconds / ideal, 3),
+        "limit_used": round(sc.requests / timer.seconds / (sc.rpm / 60), 3),
+        "limit_known": report.rate.limit_rpm if report.rate else None,
+        "limit_source": report.rate.limit_source if report.rate else None,
+    }
+
+
+def _rate_scenarios(cfg: Config) -> list[RateScenario]:
+    scale = 2 if cfg.quick else 1  # quick: half the requests (the 60/min run is a minute long in full)
+    return [
+        RateScenario("60/min, burst 5, concurrency 16, not advertised", 60, 5, False, 60 // scale),
+        RateScenario("60/min, burst 5, concurrency 16, in headers", 60, 5, True, 60 // scale),
+        RateScenario("600/min, burst 10, concurrency 16, in headers", 600, 10, True, 240 // scale),
+    ]
 
 
 def _chunking_book() -> tuple[Book, str]:
@@ -581,6 +648,18 @@ def _table(results: dict[str, Any], cfg: Config, json_out: Path) -> str:
     b = results["batch"]
     lines += ["", f"2. Batch: {b['articles']} articles (1-2 segments each) through one app.convert, one shared pool"]
     lines.append(_pool_row(b))
+    lines += ["", "2b. Rate-limited key: a one-chapter book against the fake server's requests-per-minute bucket"]
+    lines.append(
+        f"   {'scenario':<48} {'reqs':>5} {'sent':>5} {'429s':>5} {'share':>6} {'late':>5} {'ideal s':>8} "
+        f"{'wall s':>7} {'x ideal':>7} {'limit used':>10}  known limit"
+    )
+    for r in results["rate_limits"]:
+        known = f"{r['limit_known']:.0f}/min from {r['limit_source']}" if r["limit_known"] else "-"
+        lines.append(
+            f"   {r['scenario']:<48} {r['requests']:>5} {r['sent']:>5} {r['rate_limited']:>5} "
+            f"{r['rate_limited_share']:>6.1%} {r['late_rate_limited']:>5} {r['ideal_s']:>8.1f} {r['measured_s']:>7.1f} "
+            f"{r['x_ideal']:>7.3f} {r['limit_used']:>10.3f}  {known}"
+        )
     c = results["chunking"]
     lines += [
         "",
@@ -645,6 +724,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     top = max(cfg.concurrencies)
     results["bare_http"] = _step(f"bare httpx at concurrency {top}", measure_bare_http, cfg, top)
     results["batch"] = _step("batch", measure_batch, cfg)
+    results["rate_limits"] = [
+        _step(f"rate limit: {sc.name}", measure_rate_limit, cfg, sc) for sc in _rate_scenarios(cfg)
+    ]
     results["chunking"] = _step("chunking", measure_chunking, cfg)
     results["assembly"] = _step("assembly", measure_assembly, cfg)
     results["espeak"] = _step("offline voice", measure_espeak, cfg)

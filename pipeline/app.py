@@ -73,10 +73,20 @@ def convert(
     for p in plans:
         prepare_output(p.out_dir)
 
+    if progress is not None:
+        progress.rate = synths.rate_status  # the line says when the key's rate limit holds the run back
+
     async def main() -> RunResult:
         try:
             async with LocalExecutor(synths, stores, run.concurrency) as executor:
-                reports = await Run(plans, executor, stores, progress=progress, assemble=assemble).execute()
+                reports = await Run(
+                    plans,
+                    executor,
+                    stores,
+                    progress=progress,
+                    assemble=assemble,
+                    limits=lambda options: synths.governor(options).stats(),
+                ).execute()
                 return RunResult(tuple(reports), executor.interrupted)
         finally:
             await synths.aclose()

@@ -209,6 +209,9 @@ def _validate(s: Settings) -> None:
         raise bad(f"speed must be between 0.25 and 4.0, not {book.speed}")
     if api.timeout <= 0 or api.connect_timeout <= 0:
         raise bad("timeouts must be positive")
+    for name, limit in (("rpm", api.rpm), ("cpm", api.cpm)):
+        if limit is not None and limit <= 0:
+            raise bad(f"{name} must be a positive number per minute, not {limit}")
     if book.subtitles is not None and book.subtitles not in SUBTITLE_FORMATS:
         raise bad(f"subtitles must be one of {', '.join(SUBTITLE_FORMATS)}, not {book.subtitles!r}")
     if book.response_format not in (None, "mp3", "wav"):

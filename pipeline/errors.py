@@ -5,7 +5,8 @@ one line and exits with its ``exit_code``. Anything else is a bug and gets a tra
     ├── UsageError                 exit 2   bad flags, bad config, missing key
     ├── InputError                 exit 2   the book cannot be read: missing, unreadable, empty, hostile
     ├── SynthesisError             exit 1   a speech request failed (``attempts`` says how many were made)
-    │   ├── RetryableError                  worth another attempt: timeouts, 408/409/429/5xx, a 200 that is not audio
+    │   ├── RetryableError                  worth another attempt: timeouts, 408/409/5xx, a 200 that is not audio
+    │   │   └── RateLimited                 429 from the key's rate limit: the governor paces, the request waits again
     │   └── FatalAPIError                   retrying cannot fix it: stop instead of paying for the same error again
     │       ├── AuthError                   401/403: every request with this key fails, so the whole run stops
     │       ├── QuotaError                  429 insufficient_quota: no credit left, so the whole run stops
@@ -46,10 +47,17 @@ class SynthesisError(AudiobookError):
         self.status = status
         self.retry_after = retry_after
         self.attempts = attempts
+        self.rate_limited = 0  # 429s of the rate limit met on the way (not attempts: they are not billed)
+        self.waited_s = 0.0  # seconds held back by the rate governor
 
 
 class RetryableError(SynthesisError):
     """A failure another attempt may fix (the server said so, or it is transient)."""
+
+
+class RateLimited(RetryableError):
+    """429 ``rate_limit_exceeded``: the key's requests (or tokens) per minute are used up for now. Not a failed
+    attempt: the rate governor pauses and paces, and the request waits for its turn again."""
 
 
 class FatalAPIError(SynthesisError):

@@ -52,6 +52,7 @@ a governor shared across machines; see ``Gcra``.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import math
 import re
 import time
@@ -76,6 +77,35 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 # --- header parsing --------------------------------------------------------------------------------------
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The delay in seconds the server asks for, or None when it names none (or nothing parseable).
+
+    ``retry-after-ms`` wins over ``retry-after``; the latter may be seconds (floats allowed, as the SDK does)
+    or an HTTP date, measured from ``now`` (a Unix time; the current time by default). The result may be
+    zero, negative or huge: deciding whether to honour it is ``retry_wait``'s job."""
+    lookup = {name.lower(): value for name, value in headers.items()}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = lookup.get(name)
+        if raw is None:
+            continue
+        try:
+            return float(raw) * scale
+        except ValueError:
+            continue
+    raw = lookup.get("retry-after")
+    if not raw:
+        return None
+    try:
+        parsed = email.utils.parsedate_tz(raw)
+        if parsed is None:
+            return None
+        when = email.utils.mktime_tz(parsed)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return float(when) - (time.time() if now is None else now)
+
 
 _NUMBER = r"(?:\d+(?:\.\d+)?|\.\d+)"
 _DURATION_PART = re.compile(rf"({_NUMBER})(h|ms|m|s|us|µs|μs|ns)", re.ASCII)  # ASCII: no other scripts' digits
@@ -140,10 +170,6 @@ class RateLimitInfo:
     def from_headers(cls, headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo:
         """Read OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` and the retry-after pair
         (case-insensitive names; ``now`` is the Unix time an HTTP-date ``retry-after`` is measured from)."""
-        # Imported here: the HTTP client will import this module, and parse_retry_after is its one reading of
-        # retry-after (the integrator may move it down here and re-export it there).
-        from pipeline.tts.openai_http import parse_retry_after
-
         lower = {name.lower(): value for name, value in headers.items()}
         # Only the two it reads, and only ASCII: httpx.Headers (inside) cannot encode anything else.
         retry = {
@@ -288,13 +314,16 @@ class _Waiter:
 class Slot:
     """One released request. Report its outcome once: ``done``, ``rate_limited`` or ``failed``."""
 
-    __slots__ = ("_governor", "seq", "released_at", "cost_chars", "_settled")
+    __slots__ = ("_governor", "seq", "released_at", "cost_chars", "waited_s", "_settled")
 
-    def __init__(self, governor: Governor, seq: int, released_at: float, cost_chars: int) -> None:
+    def __init__(
+        self, governor: Governor, seq: int, released_at: float, cost_chars: int, waited_s: float = 0.0
+    ) -> None:
         self._governor = governor
         self.seq = seq
         self.released_at = released_at
         self.cost_chars = cost_chars
+        self.waited_s = waited_s  # how long the request was held back before it could go
         self._settled = False
 
     @property
@@ -471,8 +500,23 @@ class Governor:
             if at <= now:
                 return now
             self._held = "pause" if self._paused_until > now else "pace"
-            await self._sleep(at - now)
+            await self._sleep_or_news(at - now)
             self._held_s += self._clock() - now
+
+    async def _sleep_or_news(self, seconds: float) -> None:
+        """Sleep, but wake early when an answer changes what is known: a wait computed while requests were in
+        flight counts on what they would take from the bucket, and a 429 gives that back (refused requests
+        cost nothing), so the head of the line must look again rather than oversleep."""
+        self._changed.clear()
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        news = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait((sleeping, news), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeping, news):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(sleeping, news, return_exceptions=True)
 
     def _leave(self, waiter: _Waiter) -> None:
         was_head = self._queue[0] is waiter
@@ -512,7 +556,7 @@ class Governor:
             self._first_release = now
         self._log.append(_Release(seq, now, self._tokens(cost_chars)))
         self._record(self._releases, now)
-        return Slot(self, seq, now, cost_chars)
+        return Slot(self, seq, now, cost_chars, now - asked)
 
     # --- outcomes
 

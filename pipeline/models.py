@@ -3,6 +3,7 @@ unit of work the executors run."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class VoiceSpec:
 class SpeechResult:
     audio: bytes  # a complete audio file (MP3 unless response_format says otherwise)
     attempts: int = 1  # requests made, retries included
+    rate_limited: int = 0  # 429s of the key's rate limit met on the way (not attempts: they are not billed)
+    waited_s: float = 0.0  # held back by the rate governor
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ class BackendOptions:
     timeout: float = 120.0  # seconds to wait for one answer
     connect_timeout: float = 10.0
     max_retries: int = 4
+    # The key's limits, when known: requests and characters per minute. Servers that send OpenAI's
+    # x-ratelimit-* headers teach the rest at run time; these only make the first minute smooth.
+    rpm: float | None = None
+    cpm: float | None = None
     price_per_million_chars: float | None = None  # None: the backend's own price list
     # The language a backend that follows the book's language adapts to; set by the registry, not by users.
     language: str | None = field(default=None, metadata={"key": None})
@@ -106,6 +113,11 @@ class BackendOptions:
     def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
         value = (os.environ if env is None else env).get(self.api_key_env, "").strip()
         return value or None
+
+    def key_id(self, env: Mapping[str, str] | None = None) -> str:
+        """Which key this is, without the key: a short hash, the same on every machine that holds it."""
+        key = self.api_key(env)
+        return hashlib.sha256(key.encode()).hexdigest()[:16] if key else "no-key"
 
 
 # --- the unit of work: plain values, so any executor (local tasks, a distributed queue) can carry them
@@ -157,6 +169,8 @@ class PartResult:
     characters: int = 0  # characters sent and paid for
     error: str | None = None  # one line, free of the key
     error_kind: ErrorKind | None = None
+    rate_limited: int = 0  # 429s of the key's rate limit met on the way
+    waited_s: float = 0.0  # held back by the rate governor
 
     @property
     def ok(self) -> bool:

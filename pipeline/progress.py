@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 from tqdm import tqdm
 
@@ -22,6 +23,9 @@ class Progress:
         self._total = self._done = 0
         self._requests = self._answered = 0
         self._started = self._last_log = 0.0
+        # What holds the run back right now, if anything ("held back by the rate limit: 58/min ..."); the run
+        # sets it to ask its rate governors.
+        self.rate: Callable[[], str | None] = lambda: None
 
     def start(self, total_chars: int, done_chars: int, requests: int) -> None:
         self._total, self._done, self._requests = total_chars, done_chars, requests
@@ -47,9 +51,11 @@ class Progress:
         self._answered += 1
         if not self.enabled:
             return
+        held = self.rate()
         if self._bar is not None:
             self._bar.update(chars)
-            self._bar.set_postfix_str(f"{self._answered}/{self._requests} requests", refresh=False)
+            postfix = f"{self._answered}/{self._requests} requests" + (f"; {held}" if held else "")
+            self._bar.set_postfix_str(postfix, refresh=False)
             return
         now = time.monotonic()
         if now - self._last_log >= self.interval or self._answered == self._requests:
@@ -57,7 +63,15 @@ class Progress:
             rate = (self._answered / (now - self._started)) if now > self._started else 0.0
             left = self._requests - self._answered
             eta = f", about {left / rate:.0f}s left" if rate > 0 and left else ""
-            log.info("%d/%d requests, %d/%d characters%s", self._answered, self._requests, self._done, self._total, eta)
+            log.info(
+                "%d/%d requests, %d/%d characters%s%s",
+                self._answered,
+                self._requests,
+                self._done,
+                self._total,
+                eta,
+                f"; {held}" if held else "",
+            )
 
     def note(self, message: str) -> None:
         if not self.enabled:

@@ -58,6 +58,17 @@ class ChapterOutcome:
 
 
 @dataclass(frozen=True)
+class RateFigures:
+    """How the key's rate limit shaped this book's requests."""
+
+    requests_per_minute: float  # this book's requests over the time they took (first to last answer)
+    rate_limited: int  # 429s of the rate limit its requests met: waited out, never a failed attempt
+    waited_s: float  # its requests' time held back by the governor, summed over requests
+    limit_rpm: float | None = None  # the endpoint's limit as known at the end of the run, if any
+    limit_source: str | None = None  # where that came from: "config", "headers" or "429" (learned)
+
+
+@dataclass(frozen=True)
 class BookReport:
     status: BookStatus
     plan: dict[str, Any]
@@ -77,6 +88,7 @@ class BookReport:
     m4b: str | None = None
     m4b_fingerprint: str | None = None
     error: str | None = None
+    rate: RateFigures | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

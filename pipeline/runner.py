@@ -13,14 +13,15 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline import audio
 from pipeline.engines import Executor
 from pipeline.errors import AudioError
-from pipeline.models import ChapterAudio, ErrorKind, PartRequest, PartResult, PartStatus
+from pipeline.limits import GovernorStats
+from pipeline.models import BackendOptions, ChapterAudio, ErrorKind, PartRequest, PartResult, PartStatus
 from pipeline.outputs import clean_partial_files, finish_book
 from pipeline.planning import BookPlan, ChapterPlan
 from pipeline.progress import Progress
@@ -29,6 +30,7 @@ from pipeline.report import (
     BookStatus,
     ChapterOutcome,
     ChapterStatus,
+    RateFigures,
     SegmentFailure,
     clock,
     write_report,
@@ -60,8 +62,11 @@ class _BookState:
     cache_hits: int = 0
     synthesized: int = 0
     characters_sent: int = 0
+    rate_limited: int = 0  # 429s of the key's rate limit its requests met (not attempts: not billed)
+    waited_s: float = 0.0  # its requests' time held back by the rate governor, summed
     error: str | None = None  # set when a fatal error stopped this book
     started: float = field(default_factory=time.time)
+    last_answer: float | None = None
 
 
 class Run:
@@ -73,8 +78,10 @@ class Run:
         *,
         progress: Progress | None = None,
         assemble: bool = True,
+        limits: Callable[[BackendOptions], GovernorStats | None] = lambda _options: None,
     ):
         self.plans = plans
+        self.limits = limits  # what each endpoint's rate governor knows, for the reports
         self.executor = executor
         self.stores = stores
         self.progress = progress or Progress(enabled=False)
@@ -147,6 +154,10 @@ class Run:
         book.requests += result.attempts
         book.retries += max(0, result.attempts - 1)
         book.characters_sent += result.characters
+        book.rate_limited += result.rate_limited
+        book.waited_s += result.waited_s
+        if result.attempts:
+            book.last_answer = time.time()
         if result.status == PartStatus.CACHED:
             book.cache_hits += 1
         elif result.status == PartStatus.STORED:
@@ -194,11 +205,12 @@ class Run:
             log.error("chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error)
 
     def _abort(self, message: str) -> None:
-        """Stop the whole run: whatever is left would fail the same way, requests in flight included."""
+        """Stop the whole run: whatever is left would fail the same way. The requests in flight are paid for,
+        so they finish and land in the store, as on Ctrl-C."""
         if not self.aborted:
             self.aborted = message
             log.error("stopping: %s", message)
-            self.executor.stop(message, abandon=True)
+            self.executor.stop(message)
 
     # -- chapters and books ---------------------------------------------------------------------------------
 
@@ -288,10 +300,22 @@ class Run:
             m4b=m4b,
             m4b_fingerprint=m4b_fingerprint,
             error=error,
+            rate=self._rate(state),
         )
         if self.assemble:
             write_report(plan.out_dir, report)
         return report
+
+    def _rate(self, state: _BookState) -> RateFigures:
+        limit = self.limits(state.plan.backend)
+        span = (state.last_answer or state.started) - state.started
+        return RateFigures(
+            requests_per_minute=round(state.requests * 60 / span, 1) if span > 0 else 0.0,
+            rate_limited=state.rate_limited,
+            waited_s=round(state.waited_s, 3),
+            limit_rpm=limit.limit_rpm if limit else None,
+            limit_source=limit.limit_source if limit else None,
+        )
 
 
 def _outcome(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pipeline import limits
 from pipeline.tts import openai_http
 from tests.fakeserver import FakeSpeechServer
 from tests.helpers import FAKE_KEY
@@ -38,13 +41,25 @@ def corpus_file(name: str) -> Path:
 
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every OpenAISpeech built during the test records its backoff waits instead of sleeping."""
+    """Every OpenAISpeech and rate governor built during the test records its waits instead of sleeping; the
+    governors' clock jumps by each wait, so a 429's pause passes at once."""
     waits: list[float] = []
+    skipped = [0.0]
+
+    def clock() -> float:
+        return time.monotonic() + skipped[0]
 
     async def fake_sleep(seconds: float) -> None:
         waits.append(seconds)
+        skipped[0] += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    async def governor_sleep(seconds: float) -> None:  # not recorded: a pause may be slept in several pieces
+        skipped[0] += max(0.0, seconds)
+        await asyncio.sleep(0)
 
     monkeypatch.setattr(openai_http, "OpenAISpeech", functools.partial(openai_http.OpenAISpeech, sleep=fake_sleep))
+    monkeypatch.setattr(limits, "Governor", functools.partial(limits.Governor, sleep=governor_sleep, clock=clock))
     return waits
 
 

@@ -25,13 +25,13 @@ from pipeline.errors import (
     SynthesisError,
     UsageError,
 )
+from pipeline.limits import parse_retry_after
 from pipeline.media import looks_like_mp3
 from pipeline.models import VoiceSpec
 from pipeline.tts.openai_http import (
     MAX_RETRY_DELAY,
     OpenAISpeech,
     backoff_delay,
-    parse_retry_after,
     retry_wait,
     server_message,
 )
@@ -43,13 +43,20 @@ MP3 = audio_for("hello there", ms_per_char=50)
 
 
 class RecordingSleep:
-    """Stands in for asyncio.sleep: returns at once and remembers every requested delay."""
+    """Stands in for asyncio.sleep: returns at once, remembers every requested delay, and moves ``clock``
+    (virtual seconds) on by it, so the rate governor sees its pauses pass."""
 
     def __init__(self) -> None:
         self.calls: list[float] = []
+        self.now = 1000.0
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    def clock(self) -> float:
+        return self.now
 
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -64,6 +71,7 @@ def mock_client(handler: Handler, **kwargs: Any) -> tuple[OpenAISpeech, list[htt
 
     sleep = RecordingSleep()
     kwargs.setdefault("sleep", sleep)
+    kwargs.setdefault("clock", sleep.clock)
     client = OpenAISpeech(
         kwargs.pop("base_url", "https://api.example.com/v1"), kwargs.pop("api_key", KEY),
         transport=httpx.MockTransport(record), **kwargs,
@@ -309,11 +317,31 @@ def test_401_hints_where_the_key_comes_from() -> None:
         synth(client)
 
 
-@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 529])
+@pytest.mark.parametrize("status", [408, 409, 500, 502, 503, 504, 529])
 def test_transient_statuses_are_retried(status: int) -> None:
     client, seen, sleep = mock_client(sequence(openai_error(status, "later")))
     result = synth(client)
     assert result.attempts == 2 and len(seen) == 2 and len(sleep.calls) == 1
+
+
+def test_a_rate_limit_429_waits_for_the_governor_and_uses_no_retry() -> None:
+    # max_retries=0: a 429 of the rate limit is not a failed attempt, so the segment still gets through.
+    limited = openai_error(429, "Rate limit reached for requests", "rate_limit_exceeded", **{"retry-after": "3"})
+    client, seen, sleep = mock_client(sequence(limited, limited), max_retries=0)
+    result = synth(client)
+    assert len(seen) == 3 and result.attempts == 1 and result.rate_limited == 2
+    assert sum(sleep.calls) == pytest.approx(6.0, abs=0.1) and result.waited_s == pytest.approx(6.0, abs=0.1)
+    stats = client.governor.stats()
+    assert stats.rate_limited == 2 and stats.concurrency == 2  # halved at each refused wave, from 8
+
+
+def test_a_rate_limit_that_never_lets_a_request_through_is_given_up() -> None:
+    limited = openai_error(429, "Rate limit reached", "rate_limit_exceeded", **{"retry-after-ms": "10"})
+    client, seen, _ = mock_client(lambda r: limited)
+    with pytest.raises(SynthesisError, match=r"refused by the rate limit 30 times") as caught:
+        synth(client)
+    assert len(seen) == 30 and caught.value.rate_limited == 30 and caught.value.attempts == 1
+    assert not isinstance(caught.value, RetryableError)  # the segment fails; no retry starts it all over
 
 
 def test_x_should_retry_overrides_the_status() -> None:
@@ -327,7 +355,7 @@ def test_x_should_retry_overrides_the_status() -> None:
 
 
 def test_retry_after_ms_is_used_as_the_wait() -> None:
-    client, _, sleep = mock_client(sequence(openai_error(429, "slow down", **{"retry-after-ms": "1200"})))
+    client, _, sleep = mock_client(sequence(openai_error(503, "slow down", **{"retry-after-ms": "1200"})))
     synth(client)
     assert sleep.calls == [1.2]
 
@@ -423,6 +451,7 @@ def server() -> Iterator[FakeSpeechServer]:
 def live(srv: FakeSpeechServer, **kwargs: Any) -> tuple[OpenAISpeech, RecordingSleep]:
     sleep = RecordingSleep()
     kwargs.setdefault("sleep", sleep)
+    kwargs.setdefault("clock", sleep.clock)
     return OpenAISpeech(srv.url, kwargs.pop("api_key", KEY), **kwargs), sleep
 
 
@@ -437,7 +466,7 @@ def test_live_rate_limit_waits_the_retry_after_then_succeeds(server: FakeSpeechS
     server.inject(Fault.rate_limit(retry_after=7))
     client, sleep = live(server)
     result = synth(client)
-    assert result.attempts == 2 and sleep.calls == [7.0]
+    assert result.attempts == 1 and result.rate_limited == 1 and sleep.calls == [pytest.approx(7.0)]
     assert [r.status for r in server.requests] == [429, 200]
 
 
@@ -473,8 +502,9 @@ def test_live_many_kinds_of_trouble_then_success(server: FakeSpeechServer, caplo
     with caplog.at_level(logging.INFO, logger="audiobook"):
         result = synth(client)
     logged = retry_logs(caplog)
-    assert result.attempts == 7 and len(logged) == 6 and sleep.calls[0] == 1.0
-    assert "quota exceeded" in logged[1]  # the JSON-200 message is quoted
+    assert result.attempts == 6 and result.rate_limited == 1 and len(logged) == 5
+    assert sleep.calls[0] == pytest.approx(1.0)  # the 429's retry-after, waited in the governor
+    assert "quota exceeded" in logged[0]  # the JSON-200 message is quoted
 
 
 def test_live_retries_exhausted_says_how_many_attempts(server: FakeSpeechServer) -> None:

@@ -117,3 +117,30 @@ def test_a_bad_request_stops_its_book_and_a_bad_key_stops_the_run(tmp_path: Path
     ra, rb = run(plans_for(tmp_path / "2", stores, a, b), stores, synth, concurrency=1)
     assert ra.error == rb.error == "HTTP 401: bad key" and len(synth.calls) == 3
     assert not any(c.startswith("Beta") for c in synth.calls)
+
+
+class SlowAudioSynth(AudioSynth):
+    """Fails texts with "Bad" at once; takes its time over the others."""
+
+    async def synthesize(self, text: str, spec: VoiceSpec) -> SpeechResult:
+        if "Bad" not in text:
+            await asyncio.sleep(0.2)
+        return await super().synthesize(text, spec)
+
+
+def test_a_run_stopped_early_keeps_the_answers_already_paid_for(tmp_path: Path) -> None:
+    # Three failures in a row end the run while three good requests are on their way: they are paid for, so
+    # they land in the store and the next run does not ask for them again.
+    stores = Stores()
+    later = tuple(f"Later line {i}." for i in range(20))
+    b = book("B", ("Good one.", "Good two.", "Good three.", "Bad one.", "Bad two.", "Bad three.", *later))
+    synth = SlowAudioSynth({"Bad": RetryableError("HTTP 500", attempts=1)})
+    (report,) = run(plans_for(tmp_path, stores, b), stores, synth, concurrency=6)
+    assert "3 segments in a row failed" in (report.error or "")
+    assert sum("Later" in c for c in synth.calls) <= 2  # nothing new started once the third one failed
+    store = stores.at(tmp_path / "cache")
+    plan = plans_for(tmp_path, Stores(), b)[0]
+    kept = {seg.text for seg, key in zip(plan.chapters[0].segments, plan.chapters[0].keys, strict=True)
+            if store.has(key, "mp3")}  # fmt: skip
+    assert {"Good one.", "Good two.", "Good three."} <= kept
+    assert kept - {"Good one.", "Good two.", "Good three."} <= set(later)  # and so did any sent meanwhile

@@ -44,4 +44,12 @@ def failure(request: PartRequest, exc: SynthesisError) -> PartResult:
         else:
             kind = ErrorKind.REFUSED
     status = PartStatus.REFUSED if kind is not None else PartStatus.FAILED
-    return PartResult(request.key, status, attempts=exc.attempts, error=str(exc), error_kind=kind)
+    return PartResult(
+        request.key,
+        status,
+        attempts=exc.attempts,
+        error=str(exc),
+        error_kind=kind,
+        rate_limited=exc.rate_limited,
+        waited_s=exc.waited_s,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Iterator
@@ -101,7 +102,14 @@ class LocalExecutor:
             except SynthesisError as exc:
                 on_result(failure(request, exc))
                 continue
-            done = PartResult(request.key, PartStatus.STORED, speech.attempts, len(request.text))
+            done = PartResult(
+                request.key,
+                PartStatus.STORED,
+                speech.attempts,
+                len(request.text),
+                rate_limited=speech.rate_limited,
+                waited_s=speech.waited_s,
+            )
             # Stored (write, fsync, rename) while this worker already sends its next request; the part counts
             # as done only once it is in the store, so an interruption never loses a stored part.
             task = asyncio.create_task(self._keep(request, speech.audio, done, on_result))
@@ -116,8 +124,6 @@ class LocalExecutor:
             await asyncio.to_thread(store.put, request.key, audio, request.fmt)
         except OSError as exc:  # a full or read-only disk: every further answer would be lost too
             error = f"cannot store audio in the cache {store.location}: {exc.strerror or exc}"
-            on_result(
-                PartResult(request.key, PartStatus.FAILED, done.attempts, done.characters, error, ErrorKind.STORE)
-            )
+            on_result(dataclasses.replace(done, status=PartStatus.FAILED, error=error, error_kind=ErrorKind.STORE))
             return
         on_result(done)

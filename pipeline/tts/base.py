@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from pipeline.limits import Governor
 from pipeline.models import BackendOptions, SpeechResult, VoiceSpec
 
 # The voice names of OpenAI's speech API (the offline voice takes each to mean "the default for this text").
@@ -49,9 +50,10 @@ class Backend:
     backend is asked here, so no code outside ``tts/`` compares backend names."""
 
     name: str
-    # Build a synthesizer that will have at most ``connections`` requests in flight (the pool's limit).
-    # ``env`` is where keys are read from; a missing key is a UsageError naming the variable.
-    build: Callable[[BackendOptions, int, Mapping[str, str]], Synthesizer]
+    # Build a synthesizer that will have at most ``connections`` requests in flight (the pool's limit) and
+    # paces them through ``governor`` (its endpoint and key's). ``env`` is where keys are read from; a missing
+    # key is a UsageError naming the variable.
+    build: Callable[[BackendOptions, int, Mapping[str, str], Governor], Synthesizer]
     # The synthesizer's identity (see Synthesizer.identity), known without building it.
     identity: Callable[[BackendOptions], str]
     # Where the voice comes from, for plans and reports: an endpoint, or the engine.

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipeline.errors import BadRequestError, FatalAPIError
+from pipeline.limits import Governor
 from pipeline.media import BITRATE, SAMPLE_RATE, encode_pcm
 from pipeline.models import BackendOptions, SpeechResult, VoiceSpec
 from pipeline.text import CJK_CHAR, is_cjk
@@ -327,8 +328,9 @@ class EspeakSynth:
         """Nothing to release: the engine lives as long as the process."""
 
 
-def _build(options: BackendOptions, _connections: int, _env: Mapping[str, str]) -> EspeakSynth:
+def _build(options: BackendOptions, _connections: int, _env: Mapping[str, str], _governor: Governor) -> EspeakSynth:
     # Parts are always 24 kHz MP3, what the speech API answers too; the chapter encoder resamples if asked.
+    # No rate limit: the governor is never asked, so it costs nothing.
     return EspeakSynth(default_language=options.language)
 
 

@@ -18,7 +18,6 @@ message is scrubbed of it.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import random
@@ -34,10 +33,12 @@ from pipeline.errors import (
     AuthError,
     BadRequestError,
     QuotaError,
+    RateLimited,
     RetryableError,
     SynthesisError,
     UsageError,
 )
+from pipeline.limits import Governor, RateLimitInfo, parse_retry_after
 from pipeline.media import looks_like_mp3
 from pipeline.models import BackendOptions, SpeechResult, VoiceSpec
 from pipeline.tts.base import OPENAI_VOICES, Backend, VoiceInfo
@@ -57,39 +58,14 @@ _HINTS = {
 }
 _QUOTA_HINT = "add credit to the account or use another key"
 SHARD_CONNECTIONS = 8  # connections per httpx client; see OpenAISpeech._open
+# A request refused by the rate limit this many times is given up (and counts as failed): a limit that never
+# lets it through is not one that pacing can meet.
+MAX_RATE_LIMITED = 30
 AUTH_STATUSES = frozenset({401, 403})
 _MAX_MESSAGE = 300  # characters of a server message worth quoting on one line
 
 
 # --- pure policy functions -------------------------------------------------------------------------------
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """The delay in seconds the server asks for, or None when it names none (or nothing parseable).
-
-    ``retry-after-ms`` wins over ``retry-after``; the latter may be seconds (floats allowed, as the SDK does)
-    or an HTTP date, measured from ``now`` (a Unix time; the current time by default). The result may be
-    zero, negative or huge: deciding whether to honour it is ``retry_wait``'s job."""
-    lookup = httpx.Headers(headers)
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        raw = lookup.get(name)
-        if raw is None:
-            continue
-        try:
-            return float(raw) * scale
-        except ValueError:
-            continue
-    raw = lookup.get("retry-after")
-    if not raw:
-        return None
-    try:
-        parsed = email.utils.parsedate_tz(raw)
-        if parsed is None:
-            return None
-        when = email.utils.mktime_tz(parsed)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return float(when) - (time.time() if now is None else now)
 
 
 def backoff_delay(retries_done: int, rand: float) -> float:
@@ -182,6 +158,19 @@ def _sniff_ok(fmt: str | None, body: bytes) -> bool:
 # --- the client ----------------------------------------------------------------------------------------
 
 
+class _Tally:
+    """What one segment's request cost: attempts sent (429s of the rate limit apart), and time held back."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.rate_limited = 0
+        self.waited_s = 0.0
+
+    def stamp(self, exc: SynthesisError) -> SynthesisError:
+        exc.attempts, exc.rate_limited, exc.waited_s = self.attempts, self.rate_limited, round(self.waited_s, 3)
+        return exc
+
+
 class OpenAISpeech:
     """``Synthesizer`` for any server that speaks OpenAI's ``/audio/speech``. Safe to share between tasks."""
 
@@ -194,7 +183,9 @@ class OpenAISpeech:
         connect_timeout: float = 10.0,
         max_retries: int = 4,
         connections: int = 8,
+        governor: Governor | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         try:
@@ -217,6 +208,9 @@ class OpenAISpeech:
         # The pool that calls us owns the limit on requests in flight; the connections follow from it.
         self._connections = connections
         self._sleep = sleep
+        # Every attempt goes through the governor of this endpoint and key (shared by every synthesizer that
+        # uses them, when the caller passes one): it paces requests to the key's limit and takes 429s.
+        self.governor = governor or Governor(connections, sleep=sleep, clock=clock)
         self._transport = transport
         self._clients: list[httpx.AsyncClient] = []  # the shards; see _open
         self._capacity: list[int] = []
@@ -279,7 +273,7 @@ class OpenAISpeech:
         audio_type = "audio/mpeg" if (spec.response_format or "mp3") == "mp3" else "audio/*"
         headers = {"Accept": f"{audio_type}, application/json;q=0.5"}
 
-        attempts = 0
+        tally = _Tally()
         retrying = AsyncRetrying(
             sleep=self._sleep,
             stop=stop_after_attempt(self._max_retries + 1),
@@ -291,25 +285,54 @@ class OpenAISpeech:
         try:
             async for attempt in retrying:
                 with attempt:
-                    attempts += 1
-                    audio = await self._attempt(payload, headers, spec.response_format)
+                    tally.attempts += 1
+                    audio = await self._governed(payload, headers, spec.response_format, len(text), tally)
         except RetryableError as exc:
-            plural = "attempt" if attempts == 1 else "attempts"
-            raise RetryableError(
-                f"speech request failed after {attempts} {plural}; last error: {exc}",
+            plural = "attempt" if tally.attempts == 1 else "attempts"
+            error = RetryableError(
+                f"speech request failed after {tally.attempts} {plural}; last error: {exc}",
                 status=exc.status,
                 retry_after=exc.retry_after,
-                attempts=attempts,
-            ) from exc
+            )
+            raise tally.stamp(error) from exc
         except SynthesisError as exc:
-            exc.attempts = attempts
-            raise
-        return SpeechResult(audio=audio, attempts=attempts)
+            raise tally.stamp(exc) from None
+        return SpeechResult(audio, tally.attempts, tally.rate_limited, round(tally.waited_s, 3))
 
-    # One request: audio, or the right SynthesisError subclass with a scrubbed one-line message.
-    async def _attempt(self, payload: dict[str, Any], headers: dict[str, str], fmt: str | None) -> bytes:
+    async def _governed(
+        self, payload: dict[str, Any], headers: dict[str, str], fmt: str | None, cost: int, tally: _Tally
+    ) -> bytes:
+        """One attempt, paced by the governor. A 429 that is a rate limit is not a failed attempt: the governor
+        pauses and the request waits for its turn again (it is counted apart), until a real answer comes."""
+        while True:
+            async with self.governor.slot(cost) as slot:
+                tally.waited_s += slot.waited_s
+                response = await self._send(payload, headers)  # a transport error leaves the slot as failed
+                info = RateLimitInfo.from_headers(response.headers)
+                try:
+                    audio = self._check(response, fmt)
+                except RateLimited as exc:
+                    slot.rate_limited(exc.retry_after, info)
+                    tally.rate_limited += 1
+                    if tally.rate_limited >= MAX_RATE_LIMITED:  # a failed segment, not one more retry
+                        raise SynthesisError(
+                            self._scrub(
+                                f"{exc}; refused by the rate limit {tally.rate_limited} times for one request "
+                                "(the key may be limited per day, or shared with something busy)"
+                            ),
+                            status=exc.status,
+                        ) from None
+                    continue
+                except SynthesisError:
+                    slot.failed(info)
+                    raise
+                slot.done(info)
+                return audio
+
+    # One request: the response, or the right SynthesisError subclass with a scrubbed one-line message.
+    async def _send(self, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         try:
-            response = await self._post(payload, headers)
+            return await self._post(payload, headers)
         except httpx.ConnectTimeout:
             raise self._retryable(
                 f"the server at {self._host} could not be reached within {self._connect_timeout:g} s "
@@ -333,7 +356,6 @@ class OpenAISpeech:
                 f"the connection to {self._host} failed before a full answer "
                 f"({type(exc).__name__}: {exc or 'no detail'})"
             ) from None
-        return self._check(response, fmt)
 
     def _check(self, response: httpx.Response, fmt: str | None) -> bytes:
         status, body = response.status_code, response.content
@@ -360,6 +382,8 @@ class OpenAISpeech:
         detail = f"{self._where} answered {reason}: {message or 'no message'}"
         if status == 429 and "insufficient_quota" in codes:
             raise QuotaError(self._scrub(f"{detail} ({_QUOTA_HINT})"), status=status)
+        if status == 429:
+            raise RateLimited(self._scrub(detail), status=status, retry_after=retry_after)
 
         should_retry = response.headers.get("x-should-retry", "").strip().lower()
         if should_retry == "true":
@@ -429,7 +453,7 @@ def is_local_endpoint(base_url: str) -> bool:
     return (urlsplit(base_url).hostname or "") in LOCAL_HOSTS
 
 
-def _build(options: BackendOptions, connections: int, env: Mapping[str, str]) -> OpenAISpeech:
+def _build(options: BackendOptions, connections: int, env: Mapping[str, str], governor: Governor) -> OpenAISpeech:
     key = options.api_key(env)
     if key is None and not is_local_endpoint(options.base_url):  # a server on this machine may need none
         raise UsageError(
@@ -443,6 +467,7 @@ def _build(options: BackendOptions, connections: int, env: Mapping[str, str]) ->
         connect_timeout=options.connect_timeout,
         max_retries=options.max_retries,
         connections=connections,
+        governor=governor,
     )
 
 

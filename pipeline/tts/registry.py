@@ -10,7 +10,9 @@ import importlib
 import os
 from collections.abc import Mapping
 
+from pipeline import limits
 from pipeline.errors import UsageError
+from pipeline.limits import Governor
 from pipeline.models import BackendOptions
 from pipeline.tts.base import Backend, Synthesizer
 
@@ -38,17 +40,33 @@ def backend_for(options: BackendOptions) -> Backend:
 class Synthesizers:
     """One synthesizer per distinct backend options, built on first use and shared by every book of a run
     that speaks through it (and so its connections). ``connections`` is the run's limit on requests in
-    flight, which the pool owns: a synthesizer never needs more connections than that."""
+    flight, which the pool owns: a synthesizer never needs more connections than that.
+
+    Each endpoint and key has one rate governor, whichever synthesizers use them (books may differ in
+    timeouts, never in the key's limit): the first options seen for a key give its configured limits."""
 
     def __init__(self, connections: int, env: Mapping[str, str] | None = None):
         self.connections = connections
         self._env = os.environ if env is None else env
         self._made: dict[BackendOptions, Synthesizer] = {}
+        self.governors: dict[tuple[str, str], Governor] = {}
 
     def __call__(self, options: BackendOptions) -> Synthesizer:
         if options not in self._made:
-            self._made[options] = backend_for(options).build(options, self.connections, self._env)
+            backend = backend_for(options)
+            self._made[options] = backend.build(options, self.connections, self._env, self.governor(options))
         return self._made[options]
+
+    def governor(self, options: BackendOptions) -> Governor:
+        where = (backend_for(options).identity(options), options.key_id(self._env))
+        if where not in self.governors:
+            self.governors[where] = limits.Governor(self.connections, rpm=options.rpm, cpm=options.cpm)
+        return self.governors[where]
+
+    def rate_status(self) -> str | None:
+        """The progress line's word on the rate limit: what holds the run back now, else None."""
+        held = [g.stats() for g in self.governors.values()]
+        return next((s.line() for s in held if s.throttled), None)
 
     async def aclose(self) -> None:
         made, self._made = list(self._made.values()), {}

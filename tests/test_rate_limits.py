@@ -1,0 +1,77 @@
+"""A book against a key with a rate limit: paced, never failed by 429s, the limit learned and reported.
+
+The server is the project's fake with a requests-per-minute bucket that answers 429 with retry-after and,
+unless told not to, OpenAI's x-ratelimit-* headers on every answer. Limits are high (600-900 a minute) so a
+run takes seconds; the pacing arithmetic at 60 a minute is tested in virtual time in test_limits.py, and
+measured against a real server by `make bench`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from tests.fakeserver import FakeSpeechServer
+from tests.helpers import FAKE_KEY, read_report, write_book
+
+
+@pytest.fixture
+def limited(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSpeechServer]:
+    rpm, burst, headers = request.param
+    with FakeSpeechServer(api_key=FAKE_KEY, ms_per_char=1.0, rpm=rpm, burst=burst, rate_headers=headers) as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        yield srv
+
+
+def run(book: Path, out: Path, *flags: str) -> int:
+    return main(["--quiet", "convert", str(book), "-o", str(out), "--concurrency", "16", "--max-retries", "0", *flags])
+
+
+@pytest.mark.parametrize("limited", [(900, 2, True)], indirect=True)
+def test_a_book_under_a_tight_limit_finishes_and_learns_it_from_the_headers(
+    limited: FakeSpeechServer, tmp_path: Path
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=3, paragraphs=8)
+    # No retries at all: only pacing and waiting out 429s can get 16 workers through a bucket of 2.
+    assert run(book, tmp_path / "out") == 0
+    report = read_report(tmp_path / "out")
+    assert report["status"] == "done" and report["retries"] == 0
+    assert all(c["status"] == "done" for c in report["chapters"])
+    stats = limited.stats()
+    assert stats.served == report["plan"]["segments"] == report["requests"]  # each part paid once
+    rate = report["rate"]
+    assert rate["rate_limited"] == stats.rate_limited  # every 429 the server sent is in the report
+    # A bucket of 2 refuses most of the first blind wave of 16 and a few after the first pause; from then on
+    # the run is paced: no refusal in the second half of the requests.
+    statuses = [r.status for r in limited.requests]
+    assert 429 not in statuses[len(statuses) // 2 :]
+    assert rate["limit_rpm"] == 900 and rate["limit_source"] == "headers"
+    assert 0 < rate["requests_per_minute"] <= 900 * 1.05
+
+
+@pytest.mark.parametrize("limited", [(900, 2, False)], indirect=True)
+def test_a_limit_the_server_does_not_advertise_is_learned_from_its_429s(
+    limited: FakeSpeechServer, tmp_path: Path
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=2, paragraphs=8)
+    assert run(book, tmp_path / "out") == 0
+    report = read_report(tmp_path / "out")
+    assert report["status"] == "done" and report["retries"] == 0
+    assert report["rate"]["rate_limited"] >= 1 and report["rate"]["limit_source"] == "429"
+    assert limited.stats().served == report["plan"]["segments"]
+
+
+@pytest.mark.parametrize("limited", [(900, 20, False)], indirect=True)
+def test_a_configured_limit_paces_from_the_first_request(
+    limited: FakeSpeechServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIOBOOK_RPM", "900")  # the server allows a second's worth at once, as OpenAI does
+    book = write_book(tmp_path / "book.txt", chapters=2, paragraphs=8)
+    assert run(book, tmp_path / "out") == 0
+    report = read_report(tmp_path / "out")
+    assert report["rate"]["limit_rpm"] == 900 and report["rate"]["limit_source"] == "config"
+    assert report["rate"]["rate_limited"] <= 1 and limited.stats().rate_limited <= 1
+    assert report["rate"]["waited_s"] > 0  # the requests were held back to the pace, not refused
