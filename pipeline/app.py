@@ -19,7 +19,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pipeline.batch import BatchStatus, BookJob, BookSummary, JobFile, write_summary
-from pipeline.config import BookOptions, RunOptions, Settings, load_settings
+from pipeline.config import BookOptions, RunOptions, Settings, default_cache_dir, load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
 from pipeline.models import Book
@@ -33,6 +33,8 @@ from pipeline.store import Stores
 from pipeline.tts.registry import Synthesizers
 
 log = logging.getLogger("audiobook")
+
+LIMITS_FILE = "rate-limits.json"  # in the user's cache folder: what keys' headers said, by endpoint and key hash
 
 
 def read(path: Path, options: BookOptions) -> Book:
@@ -65,7 +67,7 @@ def convert(
     Checks before the first request what would make paid work useless: a missing key, an unwritable store or
     output folder (UsageError). ``assemble=False`` only fills the stores."""
     stores = stores or Stores()
-    synths = Synthesizers(run.concurrency, env)
+    synths = Synthesizers(run.concurrency, env, memory=default_cache_dir() / LIMITS_FILE)
     for p in plans:
         synths(p.backend)  # a missing key fails here, before any request
     for location in dict.fromkeys(p.store for p in plans):
@@ -89,6 +91,7 @@ def convert(
                 ).execute()
                 return RunResult(tuple(reports), executor.interrupted)
         finally:
+            synths.remember()
             await synths.aclose()
 
     return asyncio.run(main())

@@ -70,10 +70,13 @@ class BookOptions:
 
     @property
     def resolved_cache_dir(self) -> Path:
-        if self.cache_dir is not None:
-            return Path(self.cache_dir).expanduser()
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "audiobook-pipeline"
+        return Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
+
+
+def default_cache_dir() -> Path:
+    """The user's cache folder for this program: parts, and the rate limits learned from keys' headers."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "audiobook-pipeline"
 
 
 @dataclass(frozen=True)

@@ -53,13 +53,17 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import math
 import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
+
+from pipeline.files import atomic_write
 
 RATE_MARGIN = 0.97  # pace at 97 % of a known limit: arrival jitter and rounding never reach the limit itself
 BURST_SECONDS = 1.0  # burst = this many seconds' worth: safe if "per minute" is enforced per second
@@ -390,6 +394,7 @@ class Governor:
         margin: float = RATE_MARGIN,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        remembered_rpm: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -408,7 +413,10 @@ class Governor:
         self._clock = clock
         self._sleep = sleep
 
-        self._header_rpm: float | None = None
+        # What an earlier run read in this key's headers: paced at from the first request (no blind first wave),
+        # until this run's own headers say otherwise.
+        self._header_rpm: float | None = remembered_rpm
+        self._remembered = remembered_rpm is not None
         self._header_tpm: float | None = None
         self._cap_rpm: float | None = None
         self._pace: Gcra | None = None  # our own pace for requests
@@ -458,6 +466,11 @@ class Governor:
         finally:
             self._leave(waiter)
         return self._release(asked, now, cost_chars)
+
+    @property
+    def learned_rpm(self) -> float | None:
+        """The limit this run read in the server's headers, worth remembering for the next run."""
+        return None if self._remembered else self._header_rpm
 
     def stats(self) -> GovernorStats:
         now = self._clock()
@@ -612,6 +625,7 @@ class Governor:
     def _learn(self, slot: Slot, info: RateLimitInfo, now: float) -> None:
         if info.limit_requests is not None:
             rpm = float(info.limit_requests)
+            self._remembered = False
             if rpm != self._header_rpm:
                 self._header_rpm = rpm
                 self._cap_rpm = None  # the server said what the limit is
@@ -668,7 +682,8 @@ class Governor:
     # --- the rate in force
 
     def _limit_rpm(self) -> tuple[float | None, str | None]:
-        known = [(r, s) for r, s in ((self._config_rpm, "config"), (self._header_rpm, "headers"),
+        headers = "an earlier run's headers" if self._remembered else "headers"
+        known = [(r, s) for r, s in ((self._config_rpm, "config"), (self._header_rpm, headers),
                                      (self._cap_rpm, "429")) if r is not None]  # fmt: skip
         if not known:
             return None, None
@@ -703,3 +718,34 @@ class Governor:
             return 0.0
         span = max(1.0, min(RATE_WINDOW, now - self._first_release))
         return len(times) * 60.0 / span
+
+
+# --- limits remembered between runs ------------------------------------------------------------------------
+
+REMEMBER_DAYS = 7  # a key's tier can change; a limit older than this is read again from the headers
+
+
+def recall(path: Path, where: str, now: float | None = None) -> float | None:
+    """The requests-per-minute limit an earlier run read for ``where`` (an endpoint and a key's hash), if it
+    is recent; None when there is none or the file cannot be read (it is only a head start)."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8")).get(where)
+        rpm, learned = float(entry["rpm"]), float(entry["learned"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    fresh = (time.time() if now is None else now) - learned < REMEMBER_DAYS * 86400
+    return rpm if fresh and math.isfinite(rpm) and rpm > 0 else None
+
+
+def remember(path: Path, learned: Mapping[str, float], now: float | None = None) -> None:
+    """Add what this run read to the file (endpoint and key hash -> limit; never a key)."""
+    if not learned:
+        return
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    stamp = time.time() if now is None else now
+    known.update({where: {"rpm": rpm, "learned": stamp} for where, rpm in learned.items()})
+    atomic_write(path, json.dumps(known, indent=1, sort_keys=True) + "\n")

@@ -13,6 +13,7 @@ import random
 import selectors
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -28,6 +29,8 @@ from pipeline.limits import (
     Slot,
     parse_duration,
     parse_retry_after,
+    recall,
+    remember,
 )
 from tests.fakeserver import RateBucket
 
@@ -735,3 +738,30 @@ if __name__ == "__main__":
     print("late: 429s of requests sent after the first rate-limit headers were read; ideal: N / the server's rate")
     for scenario in SCENARIOS:
         print(scenario().row())
+
+
+def test_remembered_limits_are_recent_and_never_fail_a_run(tmp_path: Path) -> None:
+    path = tmp_path / "rate-limits.json"
+    assert recall(path, "openai:api.example/v1 key:abc") is None  # no file yet
+    remember(path, {"openai:api.example/v1 key:abc": 500.0}, now=1000.0)
+    remember(path, {"openai:other/v1 key:def": 60.0}, now=1000.0 + 86400)
+    assert recall(path, "openai:api.example/v1 key:abc", now=1000.0 + 3600) == 500.0
+    assert recall(path, "openai:api.example/v1 key:abc", now=1000.0 + 8 * 86400) is None  # a tier may change
+    assert recall(path, "openai:other/v1 key:def", now=1000.0 + 2 * 86400) == 60.0  # both kept
+    for junk in ("", "[]", '{"openai:api.example/v1 key:abc": {"rpm": "fast"}}', "\x00\x01"):
+        path.write_text(junk, encoding="utf-8")
+        assert recall(path, "openai:api.example/v1 key:abc") is None
+
+
+def test_a_remembered_limit_paces_until_the_headers_speak() -> None:
+    clock = FakeClock()
+    governor = Governor(8, clock=clock, sleep=clock.sleep, remembered_rpm=600)
+    assert governor.stats().limit_rpm == 600 and governor.stats().limit_source == "an earlier run's headers"
+    assert governor.learned_rpm is None  # nothing new to remember yet
+
+    async def run() -> None:
+        (await governor.acquire()).done(RateLimitInfo(limit_requests=300, remaining_requests=299))
+
+    asyncio.run(run())
+    assert (governor.stats().limit_rpm, governor.stats().limit_source) == (300, "headers")
+    assert governor.learned_rpm == 300

@@ -7,6 +7,7 @@ measured against a real server by `make bench`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +76,25 @@ def test_a_configured_limit_paces_from_the_first_request(
     assert report["rate"]["limit_rpm"] == 900 and report["rate"]["limit_source"] == "config"
     assert report["rate"]["rate_limited"] <= 1 and limited.stats().rate_limited <= 1
     assert report["rate"]["waited_s"] > 0  # the requests were held back to the pace, not refused
+
+
+def test_the_next_run_remembers_the_limit_and_paces_from_its_first_request(
+    tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = [0.0]  # the server's bucket lives on this clock: a night passes between runs in no time
+    with FakeSpeechServer(
+        api_key=FAKE_KEY, ms_per_char=1.0, rpm=600, burst=12, clock=lambda: time.monotonic() + later[0]
+    ) as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        assert run(write_book(tmp_path / "first.txt", chapters=2, paragraphs=8, seed=1), tmp_path / "out1") == 0
+        blind = srv.stats().rate_limited
+        assert blind >= 1  # 16 at once against a bucket of 12, before anything was known
+
+        memory = (isolated_env / "audiobook-pipeline" / "rate-limits.json").read_text(encoding="utf-8")
+        assert '"rpm": 600' in memory and FAKE_KEY not in memory  # the endpoint and a hash of the key only
+
+        later[0] += 3600
+        assert run(write_book(tmp_path / "second.txt", chapters=2, paragraphs=8, seed=2), tmp_path / "out2") == 0
+        assert srv.stats().rate_limited == blind  # paced from its first request: no refusal this time
+        assert read_report(tmp_path / "out2")["rate"]["rate_limited"] == 0

@@ -6,9 +6,11 @@ Adding a backend is one new module and one line in ``_MODULES``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from pipeline import limits
 from pipeline.errors import UsageError
@@ -45,11 +47,12 @@ class Synthesizers:
     Each endpoint and key has one rate governor, whichever synthesizers use them (books may differ in
     timeouts, never in the key's limit): the first options seen for a key give its configured limits."""
 
-    def __init__(self, connections: int, env: Mapping[str, str] | None = None):
+    def __init__(self, connections: int, env: Mapping[str, str] | None = None, memory: Path | None = None):
         self.connections = connections
         self._env = os.environ if env is None else env
+        self._memory = memory  # where limits learned from headers are kept for the next run
         self._made: dict[BackendOptions, Synthesizer] = {}
-        self.governors: dict[tuple[str, str], Governor] = {}
+        self.governors: dict[str, Governor] = {}
 
     def __call__(self, options: BackendOptions) -> Synthesizer:
         if options not in self._made:
@@ -58,10 +61,20 @@ class Synthesizers:
         return self._made[options]
 
     def governor(self, options: BackendOptions) -> Governor:
-        where = (backend_for(options).identity(options), options.key_id(self._env))
+        where = f"{backend_for(options).identity(options)} key:{options.key_id(self._env)}"
         if where not in self.governors:
-            self.governors[where] = limits.Governor(self.connections, rpm=options.rpm, cpm=options.cpm)
+            earlier = limits.recall(self._memory, where) if self._memory else None
+            self.governors[where] = limits.Governor(
+                self.connections, rpm=options.rpm, cpm=options.cpm, remembered_rpm=earlier
+            )
         return self.governors[where]
+
+    def remember(self) -> None:
+        """Keep the limits this run read in headers, so the next run paces from its first request."""
+        learned = {where: g.learned_rpm for where, g in self.governors.items() if g.learned_rpm is not None}
+        if self._memory is not None and learned:
+            with contextlib.suppress(OSError):  # a head start only: never worth failing a run over
+                limits.remember(self._memory, learned)
 
     def rate_status(self) -> str | None:
         """The progress line's word on the rate limit: what holds the run back now, else None."""
