@@ -27,6 +27,7 @@ from typing import IO
 
 from mutagen.id3 import APIC, ID3, TALB, TCON, TIT2, TLAN, TPE1, TPE2, TRCK, Encoding
 
+from pipeline.chunker import split_sentences
 from pipeline.config import BookOptions
 from pipeline.errors import AudioError
 from pipeline.files import atomic_write
@@ -207,6 +208,33 @@ class Cue:
     text: str
 
 
+CUE_MAX_CHARS = 160  # two sentences share a cue only while they stay this short together: readable at a glance
+
+
+def segment_cues(text: str, start_ms: int, end_ms: int) -> list[Cue]:
+    """Cues for one part: one or two sentences each, never across a paragraph break (a line break in a packed
+    segment), timed inside the part in proportion to their characters, the last ending at the part's real end.
+    """
+    groups: list[str] = []
+    for paragraph in text.split("\n"):
+        group: list[str] = []
+        for sentence in split_sentences(paragraph):
+            if group and (len(group) == 2 or len(" ".join([*group, sentence])) > CUE_MAX_CHARS):
+                groups.append(" ".join(group))
+                group = []
+            group.append(sentence)
+        if group:
+            groups.append(" ".join(group))
+    groups = groups or [text]
+    total = max(1, sum(len(g) for g in groups))
+    cues, done = [], 0
+    for words in groups:
+        begin = start_ms + (end_ms - start_ms) * done // total
+        done += len(words)
+        cues.append(Cue(begin, start_ms + (end_ms - start_ms) * done // total, words))
+    return cues
+
+
 def _pause_ms(pause: Pause, settings: BookOptions) -> int:
     return {
         Pause.SENTENCE: settings.sentence_pause_ms,
@@ -331,7 +359,7 @@ def assemble_chapter(
             for i, (segment, pcm) in enumerate(zip(segments, decoded, strict=True)):
                 start = enc.frames
                 enc.write(pcm)
-                cues.append(Cue(_ms(start, rate), _ms(enc.frames, rate), segment.text))
+                cues.extend(segment_cues(segment.text, _ms(start, rate), _ms(enc.frames, rate)))
                 pad(enc, settings.chapter_pad_ms if i == last else _pause_ms(segment.pause_after, settings))
             total_frames = enc.frames
         _tag_mp3(tmp, book, chapter, title, f"{chapter.index}/{total}", settings)

@@ -22,6 +22,7 @@ from pipeline.audio import (
     book_stem,
     build_m4b,
     chapter_filename,
+    segment_cues,
     write_playlist,
 )
 from pipeline.config import BookOptions
@@ -424,3 +425,16 @@ def test_m4b_without_cover_and_failure(three_chapters: tuple[Book, list[ChapterA
     with pytest.raises(AudioError, match="broken.mp3"):
         build_m4b(out, book, bad, SETTINGS)
     assert list(out.iterdir()) == []
+
+
+def test_a_packed_part_gets_cues_of_one_or_two_sentences_timed_by_their_characters() -> None:
+    text = "One. Two is here.\nThree! Four? Five is the last sentence of this part."
+    cues = segment_cues(text, 1000, 4000)
+    assert [c.text for c in cues] == ["One. Two is here.", "Three! Four?", "Five is the last sentence of this part."]
+    assert cues[0].start_ms == 1000 and cues[-1].end_ms == 4000  # the part's real edges
+    assert all(a.end_ms == b.start_ms for a, b in zip(cues, cues[1:], strict=False))
+    lengths = [len(c.text) for c in cues]
+    for cue, chars in zip(cues, lengths, strict=True):
+        assert abs((cue.end_ms - cue.start_ms) - 3000 * chars / sum(lengths)) <= 1
+    long = "A sentence that goes on for quite a while, as the sentences in older novels so often tend to do. " * 3
+    assert len(segment_cues(long.strip(), 0, 900)) == 3  # two long sentences do not share a cue
