@@ -428,7 +428,7 @@ def _paragraph_lines(block: list[str]) -> list[list[str]]:
     """Split a block into paragraphs. Blank lines already did most of the work; Chinese files also mark
     paragraphs with an indented first line, or put one paragraph per line with no blank lines at all. In
     that last layout a line that stops mid-sentence is hard-wrapped: the next line continues it."""
-    if not is_cjk("".join(block)):
+    if len(block) == 1 or not is_cjk("".join(block)):
         return [block]
     per_line = len(block) >= 3 and sum(bool(_TERMINATED.search(line)) for line in block) >= 0.6 * len(block)
     groups: list[list[str]] = []
