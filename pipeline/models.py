@@ -18,6 +18,7 @@ class Chapter:
     index: int  # 1-based position in the book
     title: str
     paragraphs: tuple[str, ...]
+    part: str | None = None  # the volume or part it belongs to ("第一卷 潮起", "Part One"), when the book has them
 
     @property
     def text(self) -> str:

@@ -21,14 +21,16 @@ _SPACE_AFTER_CJK_OPEN = re.compile(r"(?<=[（《「『“‘])[ \t]+")
 _WHITESPACE = re.compile(r"\s+")
 # Zero-width and other invisible format characters that only confuse a speech model.
 _INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff\u00ad]")
+# Unicode categories Cc, Zl and Zp (controls, line and paragraph separators), exactly: they become spaces.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NOT_CJK = re.compile(f"[^{_CJK}]+")
 
 
 def is_cjk(text: str) -> bool:
-    """True when most letters of ``text`` are CJK."""
-    letters = [c for c in text if c.isalpha()]
-    if not letters:
-        return False
-    return sum(1 for c in letters if CJK_CHAR.match(c)) * 2 > len(letters)
+    """True when most letters of ``text`` are CJK. (Counted with C-level loops: a Python loop over every
+    character was the slowest step of reading a long book.)"""
+    letters = sum(map(str.isalpha, text))
+    return letters > 0 and sum(map(str.isalpha, _NOT_CJK.sub("", text))) * 2 > letters
 
 
 def normalize_paragraph(text: str) -> str:
@@ -37,8 +39,10 @@ def normalize_paragraph(text: str) -> str:
     text = unicodedata.normalize("NFC", text)
     text = _INVISIBLE.sub("", text)
     text = text.replace("\u3000", " ")
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    text = _CONTROLS.sub(" ", text)
     text = _WHITESPACE.sub(" ", text).strip()
+    if " " not in text:  # most Chinese paragraphs: nothing below applies (it is a third of the time taken)
+        return text
     text = _SPACE_BETWEEN_CJK.sub("", text)
     text = _SPACE_BEFORE_CJK_PUNCT.sub("", text)
     text = _SPACE_AFTER_CJK_OPEN.sub("", text)

@@ -333,6 +333,76 @@ def test_landmarks_and_epub_types_mark_front_matter(tmp_path: Path) -> None:
     ]
 
 
+def notes_epub(tmp_path: Path) -> Path:
+    """Note references in every form publishers use, endnotes at the end of a chapter's own file, and a notes
+    document of its own (listed in the contents, and one that is not)."""
+    files: dict[str, str | bytes] = {
+        "OEBPS/one.xhtml": xhtml(
+            "<h1>One</h1>"
+            '<p>A sup link<sup><a href="notes.xhtml#n1">1</a></sup>, a link holding a sup'
+            '<a href="notes.xhtml#n2"><sup>2</sup></a>, a named one<a class="footnote-ref" href="#e1">[3]</a>,'
+            ' a bare number<a href="notes.xhtml#n4">4</a>, a typed one<a epub:type="noteref" href="#e1">5</a>'
+            ' and a role<a role="doc-noteref" href="#e1">6</a>.</p>'
+            '<p>Kept: see <a href="two.xhtml#top">the next chapter</a>, x<sup>2</sup> and the 1<sup>st</sup>.</p>'
+            '<section epub:type="endnotes" role="doc-endnotes"><ol>'
+            '<li epub:type="endnote" id="e1"><p>A note at the end of the chapter.</p></li></ol></section>'
+        ),
+        "OEBPS/two.xhtml": xhtml('<h1 id="top">Two</h1><p>More story.</p>'),
+        "OEBPS/notes.xhtml": xhtml(
+            '<section epub:type="endnotes"><h1>Notes</h1><ol>'
+            '<li id="n1"><p>The first note.</p></li><li id="n2"><p>The second note.</p></li>'
+            '<li id="n4"><p>The fourth note.</p></li></ol></section>'
+        ),
+        "OEBPS/more.xhtml": xhtml(
+            '<div class="footnotes"><p>Translator’s notes nobody listed.</p></div>', title="Translator’s notes"
+        ),
+        "OEBPS/nav.xhtml": nav(
+            '<li><a href="one.xhtml">One</a></li><li><a href="two.xhtml">Two</a></li>'
+            '<li><a href="notes.xhtml">Notes</a></li>'
+        ),
+    }
+    names = ["one", "two", "notes", "more"]
+    manifest = [("nav", "nav.xhtml", XHTML, "nav")] + [(n, f"{n}.xhtml", XHTML, "") for n in names]
+    files["OEBPS/content.opf"] = opf(manifest, names)
+    return write_zip(tmp_path / "notes.epub", files)
+
+
+def test_note_references_are_not_read_and_endnotes_are_back_matter(tmp_path: Path) -> None:
+    book = read_epub(notes_epub(tmp_path))
+    assert [(c.title, c.paragraphs) for c in book.chapters] == [
+        (
+            "One",
+            (
+                "A sup link, a link holding a sup, a named one, a bare number, a typed one and a role.",
+                "Kept: see the next chapter, x2 and the 1st.",
+            ),
+        ),
+        ("Two", ("More story.",)),
+    ]
+    assert book.skipped == ("Notes in One (notes)", "Notes (notes)", "Translator’s notes (notes)")
+
+
+def test_include_matter_reads_the_notes(tmp_path: Path) -> None:
+    book = read_epub(notes_epub(tmp_path), include_matter=True)
+    assert [c.title for c in book.chapters] == ["One", "Two", "Notes", "Translator’s notes"]
+    assert book.chapters[0].paragraphs[-1] == "A note at the end of the chapter."
+    assert book.chapters[2].paragraphs == ("The first note.", "The second note.", "The fourth note.")
+    assert book.chapters[3].paragraphs == ("Translator’s notes nobody listed.",)
+    assert book.skipped == ()
+
+
+def test_a_notes_document_the_contents_do_not_list_is_left_out(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {
+        "OEBPS/one.xhtml": xhtml("<h1>One</h1><p>The story.</p>"),
+        "OEBPS/notes.xhtml": xhtml('<aside epub:type="rearnotes"><p>An old-style note.</p></aside>', title="Notes"),
+    }
+    manifest = [(n, f"{n}.xhtml", XHTML, "") for n in ("one", "notes")]
+    files["OEBPS/content.opf"] = opf(manifest, ["one", "notes"])
+    book = read_epub(write_zip(tmp_path / "rear.epub", files))  # no contents at all: one chapter per document
+    assert [c.title for c in book.chapters] == ["One"]
+    assert book.skipped == ("Notes (notes)",)
+
+
 def test_a_short_chapter_named_like_the_book_is_not_a_title_page(tmp_path: Path) -> None:
     """Only an entry before the story starts can be the title page; a later short chapter that shares the
     book's name is real text."""

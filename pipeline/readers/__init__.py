@@ -117,7 +117,7 @@ def _read(path: Path, include_matter: bool) -> Book:
         return read_markdown(path)
     from pipeline.readers.text import read_text
 
-    return read_text(path)
+    return read_text(path, include_matter=include_matter)
 
 
 def read_book(path: Path, *, include_matter: bool = False, language: str | None = None) -> Book:

@@ -4,6 +4,7 @@ found besides chapters, inline clean-up, and building the ``Book``."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,8 +55,9 @@ _FOOTNOTE = re.compile(  # with the space before it, so "word [1]." becomes "wor
 
 def clean_inline(text: str, *, markdown: bool = False) -> str:
     """Remove emphasis markers and footnote marks, then normalize."""
-    text = _EMPHASIS.sub(r"\2", text)
-    text = _EMPHASIS.sub(r"\2", text)  # nested: _*word*_
+    if "*" in text or "_" in text:
+        text = _EMPHASIS.sub(r"\2", text)
+        text = _EMPHASIS.sub(r"\2", text)  # nested: _*word*_
     if markdown:
         text = _INNER_UNDERSCORE.sub(" ", text)  # snake_case reads as two words
     # Underscores are italics in Gutenberg texts, also inside words ("_Un_important"); never spoken.
@@ -68,8 +70,18 @@ def speakable(text: str) -> bool:
     return any(c.isalnum() for c in text)
 
 
-def make_book(title: str, pairs: list[tuple[str, list[str]]], parsed: Parsed, source: Path | None) -> Book:
-    """The book from (title, paragraphs) pairs, numbered, leaving out chapters with nothing to read."""
-    kept = [(name, paragraphs) for name, paragraphs in pairs if paragraphs]
-    chapters = tuple(Chapter(index=i, title=t, paragraphs=tuple(p)) for i, (t, p) in enumerate(kept, start=1))
+def make_book(
+    title: str,
+    pairs: list[tuple[str, list[str]]],
+    parsed: Parsed,
+    source: Path | None,
+    parts: Sequence[str | None] | None = None,
+) -> Book:
+    """The book from (title, paragraphs) pairs, numbered, leaving out chapters with nothing to read. ``parts``,
+    when given, names the volume or part of each pair."""
+    named = parts if parts is not None else [None] * len(pairs)
+    kept = [(name, paragraphs, part) for (name, paragraphs), part in zip(pairs, named, strict=True) if paragraphs]
+    chapters = tuple(
+        Chapter(index=i, title=t, paragraphs=tuple(p), part=part) for i, (t, p, part) in enumerate(kept, start=1)
+    )
     return Book(title=title, chapters=chapters, author=parsed.author, source=source, skipped=tuple(parsed.skipped))

@@ -3,7 +3,8 @@
 A document becomes a flat list of ``Block``s (paragraphs and headings) plus a map from element ids to the
 index of the block they open, so a reader can cut chapters at ``#fragment`` anchors anywhere in a file. What a
 listener should not hear is dropped here: scripts and styles, images, ruby annotations, page-number markers,
-footnote reference markers, pop-up footnote bodies.
+note references (``epub:type="noteref"``, superscript links, links styled as note references), pop-up
+footnote bodies. Endnotes are kept but marked (``NOTE_MARKS``): the EPUB reader leaves them out as back matter.
 
 Parsing is the caller's job (see ``parse_xml`` / ``parse_html``), done with entity resolution, DTD loading and
 network access off, so a hostile document cannot read local files or expand entities.
@@ -111,12 +112,20 @@ _DROP_TYPES = frozenset(
         "doc-noteref",
         "footnote",
         "doc-footnote",
-        "rearnote",
         "doc-backlink",
         "backlink",
     ]
 )
 _DROP_CLASSES = frozenset({"pagenum", "page-number", "pagenumber", "pageno"})
+# epub:type / role values of endnotes (a section of them, or one note), and class names publishers give them.
+NOTE_MARKS = frozenset(
+    ["endnotes", "endnote", "rearnotes", "rearnote", "doc-endnotes", "doc-endnote", "footnotes", "notes"]
+)
+_NOTE_CLASSES = frozenset({"footnotes", "endnotes"})
+# Class or id words of a link that is a note reference: "footnote-ref", "fnref1", "noteref", "duokan-footnote".
+_NOTE_LINK = re.compile(r"noteref|note-ref|fnref|footnote|endnote|fn\d", re.IGNORECASE)
+# The text of a note reference: "1", "[12]", "*", "†", "注3", "iv".
+_NOTE_TEXT = re.compile(r"[\[(（〔【]?\s*(?:\d{1,3}|[*†‡§]{1,3}|[ivx]{1,5}|注\s*\d{1,3}|註\s*\d{1,3})\s*[\])）〕】]?")
 # Project Gutenberg wraps its header and licence in these ids/classes.
 _GUTENBERG_HEADER = frozenset({"pg-header", "pgheader"})
 _GUTENBERG_FOOTER = frozenset({"pg-footer", "pgfooter"})
@@ -162,6 +171,8 @@ def _marks_of(el: etree._Element) -> set[str]:
         marks.add("gutenberg-footer")
     elif names & _GUTENBERG_HEADER:
         marks.add("gutenberg-header")
+    if names & _NOTE_CLASSES:
+        marks.add("endnotes")
     return marks
 
 
@@ -169,7 +180,23 @@ def _is_dropped(el: etree._Element, name: str, marks: set[str]) -> bool:
     if name in _DROP or marks & _DROP_TYPES or _tokens(el.get("class")) & _DROP_CLASSES:
         return True
     # A superscript that holds a link is a footnote marker ("word<sup><a href=#n1>1</a></sup>").
-    return name == "sup" and any(_local(child.tag) == "a" for child in el.iter())
+    if name == "sup":
+        return any(_local(child.tag) == "a" for child in el.iter())
+    return name == "a" and _is_note_link(el)
+
+
+def _is_note_link(el: etree._Element) -> bool:
+    """A link that is a note reference: it holds a superscript, or is named like one, or points at a fragment
+    with only a note number for text ("<a href='#n3'>3</a>") — and its text is that short."""
+    text = "".join(el.itertext()).strip()
+    if len(text) > 8:
+        return False
+    if any(_local(child.tag) == "sup" for child in el.iter()):
+        return True
+    names = f"{el.get('class') or ''} {el.get('id') or ''}"
+    if _NOTE_LINK.search(names):
+        return True
+    return "#" in (el.get("href") or "") and _NOTE_TEXT.fullmatch(text) is not None
 
 
 def extract_blocks(root: etree._Element) -> Extracted:

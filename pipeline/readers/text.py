@@ -1,16 +1,24 @@
-"""Plain-text books: decode, drop Gutenberg boilerplate and contents lists, find chapter headings, join
-hard-wrapped lines into paragraphs and strip the markup a listener should not hear."""
+"""Plain-text books: decode, drop Gutenberg boilerplate, reading-site boilerplate and contents lists, find
+chapter headings (and the volumes above them), join hard-wrapped lines into paragraphs and strip the markup a
+listener should not hear.
+
+Long web novels (thousands of chapters, millions of characters) are the largest inputs: every step here is
+one pass over the lines or blocks, and each block's heading is parsed once.
+"""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from pipeline.models import Book
+from pipeline.readers.boilerplate import describe, drop_boilerplate
 from pipeline.readers.common import Parsed, clean_inline, load_text, make_book, pretty_stem, speakable
-from pipeline.text import GUTENBERG_END, GUTENBERG_START, is_cjk
+from pipeline.text import CJK_CHAR, GUTENBERG_END, GUTENBERG_START, is_cjk
 
 # --- Project Gutenberg and metadata
 
@@ -89,10 +97,14 @@ _EN_NAMED = re.compile(
     r"\b(?P<rest>.*)$",
     re.I,
 )
+_EN_VOLUMES = frozenset({"part", "book", "volume", "vol"})
 _CN_NUM = "0-9０-９零〇一二三四五六七八九十百千万两"
 _CN_HEADING = re.compile(rf"^(?P<label>第\s*[{_CN_NUM}]+\s*[章回节節卷部篇集幕话話])(?P<rest>.*)$")
+_CN_VOLUMES = "卷部篇集"  # above chapters when the book also has 章/回/节 headings; chapters themselves otherwise
 _CN_NAMED = re.compile(
-    rf"^(?P<label>序章|序言|序幕|序|楔子|引子|引言|前言|尾声|尾聲|终章|終章|后记|後記|番外[{_CN_NUM}]*)"
+    r"^(?P<label>序章|序言|序幕|序|楔子|引子|引言|前言|内容简介|内容提要|作品简介|简介|簡介|尾声|尾聲|终章|終章"
+    r"|后记|後記|外传|外傳"
+    rf"|番外篇?[{_CN_NUM}]*)"
     r"(?P<rest>(?:[\s:：·、.．-].*)?)$"
 )
 _CN_BARE = re.compile("^[零〇一二三四五六七八九十百千两]{1,6}$")
@@ -106,6 +118,7 @@ class _Heading:
     title: str  # the title that follows the label, or ""
     key: tuple[str, str]  # (kind, number) to recognise the same heading in a contents list
     bare: bool = False  # a numeral alone on its line: trusted only when the book has several
+    volume: bool = False  # a volume or part label (第一卷, Part One): above chapters when the book has both
 
     @property
     def text(self) -> str:
@@ -115,7 +128,28 @@ class _Heading:
         return f"{self.label}{separator}{self.title}"
 
     def with_title(self, title: str) -> _Heading:
-        return _Heading(self.label, title, self.key, self.bare)
+        return _Heading(self.label, title, self.key, self.bare, self.volume)
+
+    def same(self, other: _Heading) -> bool:
+        """Whether ``other`` is this heading again (a contents entry and its chapter): same label, and the same
+        title unless one of them has none (the chapter may carry its title on the next line)."""
+        if self.key != other.key:
+            return False
+        return not self.title or not other.title or _fold(self.title) == _fold(other.title)
+
+    @property
+    def numbered(self) -> bool:
+        """第三章, Chapter 3, 八: a numbered heading, not a named one (序章, Prologue)."""
+        return self.bare or self.label.startswith("第") or (self.key[0] != "cn" and bool(self.key[1]))
+
+    @property
+    def spoken_alone(self) -> bool:
+        """A bare Chinese numeral (八) is the whole title: the line after it is the section's first line."""
+        return self.bare and self.key[0] == "cn"
+
+
+def _fold(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
 
 
 def _title_case(text: str) -> str:
@@ -157,7 +191,8 @@ def parse_heading(line: str) -> _Heading | None:
         else:
             shown = "-".join(w.capitalize() for w in re.split(r"[- ]", num)) if num.isalpha() else num
         word = label.rstrip(".").capitalize()
-        return _Heading(f"{word} {shown}", title, (word.lower(), num.lower()))
+        volume = word.lower() in _EN_VOLUMES
+        return _Heading(f"{word} {shown}", title, (word.lower(), num.lower()), volume=volume)
     if match := _EN_NAMED.match(line):
         label = match.group("label")
         title = _rest_title(match.group("rest"))
@@ -170,7 +205,7 @@ def parse_heading(line: str) -> _Heading | None:
         if rest.endswith(("。", "，", "；", "！", "？", "”")) and len(rest) > 12:
             return None  # a sentence that starts with 第一回...
         title = rest.lstrip(":：·、.．- ").strip()
-        return _Heading(label, title, ("cn", label))
+        return _Heading(label, title, ("cn", label), volume=label.startswith("第") and label[-1] in _CN_VOLUMES)
     if _CN_BARE.match(line):
         return _Heading(line, "", ("cn", line), bare=True)
     if _ROMAN_BARE.match(line):
@@ -215,28 +250,85 @@ def _blocks(lines: Iterable[str]) -> list[list[str]]:
     return blocks
 
 
-def _split_at_headings(blocks: list[list[str]]) -> list[list[str]]:
-    """Chinese files often have no blank lines at all: start a new block at a heading inside a block. Only
-    unmistakable headings count (第…章 lines, or a label alone like "CHAPTER II."), not a wrapped line that
-    happens to begin with "Chapter 3. Then ..."."""
+def _starts_block(heading: _Heading, previous: _Heading | None, split_bare: bool) -> bool:
+    """Whether a heading inside a block starts a new one. Chinese files often have no blank lines at all, so
+    unmistakable headings count: 第…章 lines, a label alone like "CHAPTER II.", a heading right under another
+    (a contents list), and bare Chinese numerals when the book numbers its sections with them (``split_bare``);
+    not a wrapped line that happens to begin with "Chapter 3. Then ..."."""
+    if heading.bare:
+        return split_bare and heading.spoken_alone
+    return heading.key[0] == "cn" or not heading.title or (previous is not None and not previous.bare)
+
+
+def _split_at_headings(
+    blocks: list[list[str]], *, split_bare: bool = False
+) -> tuple[list[list[str]], list[_Heading | None]]:
+    """Start a new block at each heading inside a block (see ``_starts_block``); also the heading of each
+    resulting block's first line, parsed once here for every later step."""
     result: list[list[str]] = []
+    heads: list[_Heading | None] = []
     for block in blocks:
         current: list[str] = []
+        first: _Heading | None = None
+        previous: _Heading | None = None
         for line in block:
-            heading = parse_heading(line) if current else None
-            if heading and not heading.bare and (heading.key[0] == "cn" or not heading.title):
+            heading = parse_heading(line)
+            if current and (
+                (heading is not None and _starts_block(heading, previous, split_bare))
+                or (split_bare and previous is not None and previous.spoken_alone and len(current) == 1)
+            ):
                 result.append(current)
+                heads.append(first)
                 current = []
+            if not current:
+                first = heading
             current.append(line)
+            previous = heading
         result.append(current)
-    return result
+        heads.append(first)
+    return result, heads
+
+
+_CN_DIGITS = {c: n for n, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
+_CN_UNITS = {"十": 10, "百": 100, "千": 1000}
+
+
+def cn_number(text: str) -> int | None:
+    """一千二百零三 -> 1203, 十五 -> 15, 一〇五 -> 105, 12 -> 12; None when ``text`` is not a number."""
+    if text.isdecimal():
+        return int(text)
+    if text and all(c in _CN_DIGITS for c in text):
+        return int("".join(str(_CN_DIGITS[c]) for c in text))  # digit by digit, as in years
+    total = section = 0
+    digit: int | None = None
+    for c in text:
+        if c in _CN_DIGITS:
+            digit = _CN_DIGITS[c]
+        elif c in _CN_UNITS:
+            section += (1 if digit is None else digit) * _CN_UNITS[c]
+            digit = None
+        elif c == "万":
+            total += (section + (digit or 0)) * 10_000
+            section, digit = 0, None
+        else:
+            return None
+    return total + section + (digit or 0) if text else None
+
+
+def _numbers_sections(lines: Iterable[str]) -> bool:
+    """Whether the book's bare Chinese numeral lines count its sections (一, 二, 三 ...): at least two, and
+    mostly each one more than the one before. Then they are headings wherever they stand."""
+    values = [cn_number(s) for line in lines if (s := line.strip()) and len(s) <= 6 and _CN_BARE.match(s)]
+    steps = sum(b == a + 1 for a, b in pairwise(values) if a is not None and b is not None)
+    return len(values) >= 2 and steps * 10 >= (len(values) - 1) * 6
 
 
 _CONTENTS = re.compile(r"^(?:table of )?contents[.:]?$|^目\s*[录錄]$", re.I)
 
 
 def _width(text: str) -> int:
-    return sum(2 if is_cjk(c) else 1 for c in text)
+    """Columns on a terminal: CJK characters (punctuation included) take two."""
+    return len(text) + len(CJK_CHAR.findall(text))
 
 
 def _is_prose(block: Sequence[str]) -> bool:
@@ -246,9 +338,13 @@ def _is_prose(block: Sequence[str]) -> bool:
     return len(block) >= 2 and sum(widths) / len(widths) >= 55
 
 
-def _skip_contents(blocks: list[list[str]], parsed: Parsed) -> list[list[str]]:
+Blocks = tuple[list[list[str]], list[_Heading | None]]  # blocks and the heading each one opens with
+
+
+def _skip_contents(blocks: list[list[str]], heads: list[_Heading | None], parsed: Parsed) -> Blocks:
     """Remove a contents list: a "Contents" line followed by short lines, ending where the first chapter it
-    lists really begins (the first entry's heading repeats) or at the last heading before the first prose."""
+    lists really begins (the first entry's heading repeats) or at the last heading before the first prose.
+    Without a "Contents" line, see ``_skip_heading_list``."""
     first_prose = next((i for i, b in enumerate(blocks) if _is_prose(b)), len(blocks))
     found = next(
         (
@@ -260,22 +356,22 @@ def _skip_contents(blocks: list[list[str]], parsed: Parsed) -> list[list[str]]:
         None,
     )
     if found is None:
-        return blocks
+        return _skip_heading_list(blocks, heads, parsed)
     at, row = found
     entries = [(at, line) for line in blocks[at][row + 1 :]]
     for i in range(at + 1, first_prose):
         entries.extend((i, line) for line in blocks[i])
     if len(entries) < 2:
-        return blocks
+        return blocks, heads
     first = parse_heading(entries[0][1])
     end = first_prose
-    headings = [i for i in range(at + 1, first_prose) if parse_heading(blocks[i][0])]
+    headings = [i for i in range(at + 1, first_prose) if heads[i]]
     if first is not None:
         repeat = next(
             (
                 i
-                for i in range(entries[0][0] + 1, first_prose + 1)
-                if i < len(blocks) and (h := parse_heading(blocks[i][0])) and h.key == first.key
+                for i in range(entries[0][0] + 1, min(first_prose + 1, len(blocks)))
+                if (h := heads[i]) and first.same(h)
             ),
             None,
         )
@@ -286,10 +382,41 @@ def _skip_contents(blocks: list[list[str]], parsed: Parsed) -> list[list[str]]:
     elif headings:
         end = headings[-1]
     if end <= at:
-        return blocks
+        return blocks, heads
     dropped = sum(len(b) for b in blocks[at:end]) - row
     parsed.skipped.append(f"table of contents ({dropped} lines)")
-    return blocks[:at] + ([blocks[at][:row]] if row else []) + blocks[end:]
+    if row:
+        return blocks[:at] + [blocks[at][:row]] + blocks[end:], heads[: at + 1] + heads[end:]
+    return blocks[:at] + blocks[end:], heads[:at] + heads[end:]
+
+
+def _skip_heading_list(blocks: list[list[str]], heads: list[_Heading | None], parsed: Parsed) -> Blocks:
+    """Remove a contents list that has no "Contents" line, as web novels open: the first run of three or more
+    headings alone on their lines, when its first entry comes back later. Only those heading lines go, never
+    a line of text: the list ends where its first entry repeats, or where the run of headings does."""
+
+    def alone(i: int) -> bool:
+        return heads[i] is not None and len(blocks[i]) == 1
+
+    start = 0
+    while start < len(blocks):
+        if not alone(start):
+            start += 1
+            continue
+        stop = next((i for i in range(start, len(blocks)) if not alone(i)), len(blocks))
+        if stop - start >= 3:
+            break
+        start = stop
+    else:
+        return blocks, heads
+    first = heads[start]
+    assert first is not None
+    repeat = next((i for i in range(start + 1, len(blocks)) if (h := heads[i]) and first.same(h)), None)
+    if repeat is None or repeat < start + 2:
+        return blocks, heads
+    end = min(repeat, stop)
+    parsed.skipped.append(f"table of contents ({end - start} lines)")
+    return blocks[:start] + blocks[end:], heads[:start] + heads[end:]
 
 
 # --- paragraphs
@@ -301,7 +428,7 @@ def _paragraph_lines(block: list[str]) -> list[list[str]]:
     """Split a block into paragraphs. Blank lines already did most of the work; Chinese files also mark
     paragraphs with an indented first line, or put one paragraph per line with no blank lines at all. In
     that last layout a line that stops mid-sentence is hard-wrapped: the next line continues it."""
-    if not is_cjk("".join(block)):
+    if len(block) == 1 or not is_cjk("".join(block)):
         return [block]
     per_line = len(block) >= 3 and sum(bool(_TERMINATED.search(line)) for line in block) >= 0.6 * len(block)
     groups: list[list[str]] = []
@@ -342,18 +469,12 @@ def _opening_title(first: _Heading | None, fallback: str) -> str:
     return fallback
 
 
-def parse_plain_text(text: str, *, default_title: str, source: Path | None = None) -> Book:
-    """A ``Book`` from the text of a plain-text file."""
-    parsed = Parsed()
-    lines = _strip_gutenberg(text.split("\n"), parsed)
-    lines = _take_chinese_meta(lines, parsed)
-    blocks = _skip_contents(_split_at_headings(_blocks(lines)), parsed)
-
-    bare_count = sum(1 for b in blocks if (h := parse_heading(b[0])) and h.bare and len(b) == 1)
+def _sections(blocks: list[list[str]], heads: list[_Heading | None]) -> list[tuple[_Heading | None, list[list[str]]]]:
+    """Group blocks under the headings that open them; the first group (None) is the text before any."""
+    bare_count = sum(1 for b, h in zip(blocks, heads, strict=True) if h and h.bare and len(b) == 1)
     sections: list[tuple[_Heading | None, list[list[str]]]] = [(None, [])]
     pending_title = False  # the last heading stood alone; the next short line may be its title
-    for block in blocks:
-        heading = parse_heading(block[0])
+    for block, heading in zip(blocks, heads, strict=True):
         if heading and heading.bare and (bare_count < 2 or len(block) > 1):
             heading = None
         if heading is None:
@@ -366,12 +487,36 @@ def parse_plain_text(text: str, *, default_title: str, source: Path | None = Non
             pending_title = False
             continue
         rest = block[1:]
-        if not heading.title and len(block) == 2 and _looks_like_title(block[1]):
+        # A bare Chinese numeral is the whole title: a short line after it is the section's first line.
+        if not heading.title and not heading.spoken_alone and len(block) == 2 and _looks_like_title(block[1]):
             heading, rest = heading.with_title(_title_case(block[1].strip())), []
         sections.append((heading, [rest] if rest else []))
-        pending_title = not heading.title and not rest
+        pending_title = not heading.title and not rest and not heading.spoken_alone
+    return sections
 
+
+def parse_plain_text(
+    text: str, *, default_title: str, source: Path | None = None, include_matter: bool = False
+) -> Book:
+    """A ``Book`` from the text of a plain-text file. ``include_matter`` keeps reading-site boilerplate and
+    a closing "THE END" (Gutenberg's header and licence and contents lists are left out all the same)."""
+    parsed = Parsed()
+    lines = _strip_gutenberg(text.split("\n"), parsed)
+    lines = _take_chinese_meta(lines, parsed)
+    dropped: Counter[str] = Counter()
+    if not include_matter:
+        lines, dropped = drop_boilerplate(lines)
+    blocks, heads = _split_at_headings(_blocks(lines), split_bare=_numbers_sections(lines))
+    blocks, heads = _skip_contents(blocks, heads, parsed)
+    parsed.skipped.extend(describe(dropped))
+    sections = _sections(blocks, heads)
+
+    # Volumes (第一卷, Part One) above numbered chapters: chapters stay the unit, and each names its volume.
+    headings = [h for h, _ in sections if h is not None]
+    volumes = any(h.volume for h in headings) and any(h.numbered and not h.volume for h in headings)
     chapters: list[tuple[str, list[str]]] = []
+    parts: list[str | None] = []
+    part: str | None = None
     book_title = parsed.title or default_title
     first_heading = sections[1][0] if len(sections) > 1 else None
     cjk = is_cjk(text[:5000])
@@ -381,16 +526,22 @@ def parse_plain_text(text: str, *, default_title: str, source: Path | None = Non
             title = book_title if len(sections) == 1 else _opening_title(first_heading, "开篇" if cjk else "Opening")
         else:
             title = heading.text
+            if volumes and heading.volume:
+                part = title
         # An empty heading followed by another (PART ONE, then CHAPTER 1) is a part divider: nothing to read.
         if paragraphs:
             chapters.append((title, paragraphs))
+            parts.append(part)
 
-    if chapters and chapters[-1][1] and _THE_END.match(chapters[-1][1][-1]):
+    if not include_matter and chapters and chapters[-1][1] and _THE_END.match(chapters[-1][1][-1]):
         parsed.skipped.append(f"end marker {chapters[-1][1][-1]!r}")
         chapters[-1][1].pop()
-    return make_book(book_title, chapters, parsed, source)
+    return make_book(book_title, chapters, parsed, source, parts)
 
 
-def read_text(path: Path) -> Book:
-    """A plain-text book (``.txt``): Gutenberg boilerplate and contents lists are left out."""
-    return parse_plain_text(load_text(path), default_title=pretty_stem(path), source=path)
+def read_text(path: Path, *, include_matter: bool = False) -> Book:
+    """A plain-text book (``.txt``): Gutenberg boilerplate, reading-site boilerplate (unless
+    ``include_matter``) and contents lists are left out."""
+    return parse_plain_text(
+        load_text(path), default_title=pretty_stem(path), source=path, include_matter=include_matter
+    )

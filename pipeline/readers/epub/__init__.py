@@ -1,4 +1,5 @@
-"""EPUB 2 and 3 reader: spine order, chapters from the nav document or the NCX, front/back matter left out.
+"""EPUB 2 and 3 reader: spine order, chapters from the nav document or the NCX, front/back matter left out
+(endnotes too, whether in a section of their own or at the end of a chapter's file).
 
 We parse the container, OPF, nav and NCX ourselves (lxml, entities/DTD/network off) instead of going through
 ebooklib: every byte we read passes one size-capped zip reader, every XML document one hardened parser, and we
@@ -43,7 +44,7 @@ from pipeline.readers.epub.package import (
 )
 from pipeline.readers.epub.safezip import SafeZip
 from pipeline.readers.epub.toc import TocEntry, chapter_entries, read_nav, read_ncx
-from pipeline.readers.htmltext import extract_blocks, parse_markup
+from pipeline.readers.htmltext import NOTE_MARKS, extract_blocks, parse_markup
 
 
 def _build_candidates(docs: list[Doc], starts: list[TocEntry], structural, nav_path) -> list[Candidate]:
@@ -107,7 +108,7 @@ def _load_docs(zf: SafeZip, spine: list[Item]) -> list[Doc]:
 
 def read_epub(path: Path, *, include_matter: bool = False) -> Book:
     """Read an EPUB 2 or 3 file into a ``Book``. Front/back matter (cover, title page, contents, licence,
-    copyright, colophon) is left out and named in ``Book.skipped`` unless ``include_matter`` is true."""
+    copyright, colophon, endnotes) is left out and named in ``Book.skipped`` unless ``include_matter`` is true."""
     zf = SafeZip(path)
     try:
         check_drm(zf)
@@ -163,7 +164,11 @@ def read_epub(path: Path, *, include_matter: bool = False) -> Book:
             kept = [b for b in blocks if not b.marks & {PG_HEADER, PG_FOOTER}]
             if len(kept) < len(blocks):
                 notices.append(f"Project Gutenberg notice in {title} (licence)")
-            blocks = kept
+            # Endnotes at the end of a chapter's own file are back matter too.
+            text = [b for b in kept if not b.marks & NOTE_MARKS]
+            if len(text) < len(kept):
+                skipped.append(f"Notes in {title} (notes)")
+            blocks = text
         if not blocks:
             if cand.title:
                 skipped.append(f"{title} (no text)")

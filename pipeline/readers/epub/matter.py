@@ -1,5 +1,6 @@
 """Front and back matter: what in a book is not the story (cover, title page, contents, copyright, colophon,
-Project Gutenberg's header and licence), told from structure (epub:type, landmarks, guide), marks, and titles."""
+endnotes, Project Gutenberg's header and licence), told from structure (epub:type, landmarks, guide), marks,
+and titles."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from pipeline.readers.epub.package import Item
-from pipeline.readers.htmltext import Block, Extracted
+from pipeline.readers.htmltext import NOTE_MARKS, Block, Extracted
 from pipeline.text import GUTENBERG_END, GUTENBERG_START
 
 # Structural names (epub:type, guide type, landmark) -> how the plan reports the skipped item.
@@ -29,7 +30,7 @@ MATTER_TYPES = {
     "index": "index",
     "license": "licence",
     "licence": "licence",
-}
+} | dict.fromkeys(NOTE_MARKS, "notes")
 _TITLE_KINDS = (
     (
         re.compile(
@@ -45,6 +46,7 @@ _TITLE_KINDS = (
         "copyright",
     ),
     (re.compile(r"^(colophon|imprint)$"), "colophon"),
+    (re.compile(r"^(notes|endnotes|end notes|footnotes|注释|注釋|註釋|尾注|注解)$"), "notes"),
     (re.compile(r"project gutenberg.*licen[cs]e|^(the )?(full )?licen[cs]e( agreement)?$"), "licence"),
 )
 PG_HEADER, PG_FOOTER = "gutenberg-header", "gutenberg-footer"
@@ -109,10 +111,9 @@ def _kind_from_marks(blocks: list[Block]) -> str | None:
         return "licence" if any(PG_FOOTER in b.marks for b in pg) else "Project Gutenberg header"
     counts: dict[str, int] = {}
     for block in blocks:
-        for mark in block.marks:
-            if mark in MATTER_TYPES:
-                kind = MATTER_TYPES[mark]
-                counts[kind] = counts.get(kind, 0) + len(block.text)
+        # Once per kind: a note carries several marks of one kind (endnotes, doc-endnotes, endnote).
+        for kind in {MATTER_TYPES[mark] for mark in block.marks if mark in MATTER_TYPES}:
+            counts[kind] = counts.get(kind, 0) + len(block.text)
     best = max(counts.items(), key=lambda kv: kv[1], default=None)
     return best[0] if best and best[1] * 2 > chars else None
 
