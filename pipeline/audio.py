@@ -217,14 +217,19 @@ def segment_cues(text: str, start_ms: int, end_ms: int) -> list[Cue]:
     """
     groups: list[str] = []
     for paragraph in text.split("\n"):
-        group: list[str] = []
-        for sentence in split_sentences(paragraph):
-            if group and (len(group) == 2 or len(" ".join([*group, sentence])) > CUE_MAX_CHARS):
-                groups.append(" ".join(group))
+        spans, at = [], 0
+        for sentence in split_sentences(paragraph):  # exact substrings, in order: their spans by search
+            at = paragraph.index(sentence, at)
+            spans.append((at, at + len(sentence)))
+            at += len(sentence)
+        group: list[tuple[int, int]] = []
+        for span in spans:
+            if group and (len(group) == 2 or span[1] - group[0][0] > CUE_MAX_CHARS):
+                groups.append(paragraph[group[0][0] : group[-1][1]])  # as written: no space inserted in CJK
                 group = []
-            group.append(sentence)
+            group.append(span)
         if group:
-            groups.append(" ".join(group))
+            groups.append(paragraph[group[0][0] : group[-1][1]])
     groups = groups or [text]
     total = max(1, sum(len(g) for g in groups))
     cues, done = [], 0

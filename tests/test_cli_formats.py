@@ -258,19 +258,20 @@ def test_conversion_tags_playlist_subtitles_and_m4b_read_back(server: FakeSpeech
     (m3u,) = out.glob("*.m3u")
     assert playlist_entries(m3u) == [p.name for p in mp3s]
 
-    # One cue per segment, the title first, timed inside the chapter's real audio, in order.
+    # Cues of one or two sentences, the title first, timed inside the chapter's real audio, in order.
     served = server.served_inputs()
     all_cues: list[str] = []
     for path, (title, paragraphs), c in zip(mp3s, CHAPTERS, chapters, strict=True):
         chapter_cues = cues(path.with_suffix(".srt"))
-        assert len(chapter_cues) == c["segments"]
+        assert len(chapter_cues) >= c["segments"]
         assert chapter_cues[0][2] == title
         assert " ".join(t for _, _, t in chapter_cues[1:]) == " ".join(paragraphs)
         starts = [s for s, _, _ in chapter_cues]
         assert starts == sorted(starts) and all(s < e for s, e, _ in chapter_cues)
         assert chapter_cues[-1][1] <= decoded_seconds(path) + 0.001
         all_cues += [t for _, _, t in chapter_cues]
-    assert sorted(all_cues) == sorted(served)  # what was paid for is exactly what the subtitles show
+    # What was paid for is exactly what the subtitles show.
+    assert " ".join(sorted(" ".join(all_cues).split())) == " ".join(sorted(" ".join(served).split()))
 
     # The M4B: one chapter mark per chapter file, each starting where the earlier files' real audio ends.
     # The marks are written in milliseconds from decoded sample counts, so they agree to about 1 ms; 30 ms is
@@ -327,7 +328,8 @@ def test_chapter_titles_are_spoken_by_default_and_not_with_no_titles(
     without = read_report(tmp_path / "without")["chapters"]
     assert [c["segments"] for c in without] == [c["segments"] - 1 for c in with_titles]
     for c, (_, paragraphs) in zip(without, CHAPTERS, strict=True):
-        assert cues((tmp_path / "without" / c["file"]).with_suffix(".vtt"))[0][2] == paragraphs[0]
+        first = cues((tmp_path / "without" / c["file"]).with_suffix(".vtt"))[0][2]
+        assert paragraphs[0].startswith(first)  # the chapter opens with its text, not its title
     capsys.readouterr()
     assert cli("plan", str(book), "--no-titles", "--json") == 0
     plan = json.loads(capsys.readouterr().out)
@@ -387,12 +389,12 @@ def test_gb18030_chinese_novel_end_to_end(server: FakeSpeechServer, tmp_path: Pa
         assert texts[0] == c["title"]
         body = texts[1:]
         assert "".join(body) == expected  # nothing lost, nothing added, in order
-        for seg in body:
-            assert seg in served
-            assert len(seg) <= 20
-            assert not re.search(rf"{CJK_OR_PUNCT}\s+{CJK_OR_PUNCT}", seg), f"space inside Chinese: {seg!r}"
-            assert SENTENCE_END.search(seg), f"not cut at a sentence end: {seg!r}"
-            assert seg[0] not in "”’」』）)", f"closing quote split from its sentence: {seg!r}"
+        assert all(any(cue in seg for seg in served) for cue in body)  # each cue shows part of one request
+    for seg in (s for s in served if s not in titles):  # the spoken titles are the book's own, spaces included
+        assert len(seg) <= 20
+        assert not re.search(rf"{CJK_OR_PUNCT}\s+{CJK_OR_PUNCT}", seg), f"space inside Chinese: {seg!r}"
+        assert SENTENCE_END.search(seg), f"not cut at a sentence end: {seg!r}"
+        assert seg[0] not in "”’」』）)", f"closing quote split from its sentence: {seg!r}"
     # Quoted speech keeps its closing quote on the sentence it closes.
     assert any(s.endswith("“你好！”") for s in served) or any("“你好！”然" in s for s in served)
     assert any(s.endswith("“好的。”") for s in served) or any("“好的。”于" in s for s in served)
