@@ -22,8 +22,11 @@ Standard library only, in two halves so that slow synthesis never stops the serv
 
 So the threads are a fixed set whatever the load: the connection loop, the synthesis loop and its workers.
 
-One log line per request goes to stderr: method, path, status, characters and milliseconds; never the key and
-never the text.
+Access: ``make_server`` takes any key (tests and embedding programs bind to loopback with short ones);
+``serve``, what ``audiobook serve`` runs, enforces the rules for people: a key comes from the environment or a
+file (never argv, which ``ps`` shows), has at least ``MIN_KEY_CHARS`` characters, and an address beyond
+loopback needs one unless ``allow_no_key`` says otherwise. One log line per request goes to stderr: method,
+path, status, characters and milliseconds; never the key and never the text.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,6 +70,8 @@ CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 SPEECH_PATH, MODELS_PATH = "/v1/audio/speech", "/v1/models"
 ROUTES = {SPEECH_PATH: "POST", MODELS_PATH: "GET"}
 SERVER_NAME = "audiobook-speech/2"
+KEY_ENV = "AUDIOBOOK_SERVER_KEY"
+MIN_KEY_CHARS = 16
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP method is a token (RFC 9110)
 
 
@@ -634,6 +640,52 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_key(key: str, source: str) -> None:
+    """Refuse a key that is easy to guess or cannot travel in a header, naming where it came from, never it."""
+    if len(key) < MIN_KEY_CHARS:
+        raise UsageError(
+            f"the server key from {source} is shorter than {MIN_KEY_CHARS} characters: use a long random one, "
+            f"e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if not all(33 <= ord(c) <= 126 for c in key):
+        raise UsageError(f"the server key from {source} must be printable ASCII without spaces")
+
+
+def read_api_key(key_file: Path | None, environ: Mapping[str, str]) -> str | None:
+    """The server key: the first line of ``key_file`` (whitespace stripped) when given, else ``$KEY_ENV``, else
+    None. Checked with ``check_key``; every failure is a one-line ``UsageError`` that never shows the key."""
+    if key_file is not None:
+        try:
+            with key_file.open("rb") as f:
+                line = f.readline(4096)
+        except OSError as exc:
+            raise UsageError(f"cannot read the key file {key_file}: {exc.strerror or exc}") from None
+        try:
+            key = line.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise UsageError(f"the key file {key_file} is not UTF-8 text") from None
+        if not key:
+            raise UsageError(f"the key file {key_file} has no key on its first line")
+        check_key(key, f"the key file {key_file}")
+        return key
+    key = environ.get(KEY_ENV, "").strip()
+    if not key:
+        return None
+    check_key(key, f"${KEY_ENV}")
+    return key
+
+
+def check_access(host: str, api_key: str | None, *, allow_no_key: bool = False) -> None:
+    """The rules of ``serve``: a key long enough, and one required beyond loopback unless ``allow_no_key``."""
+    if api_key is not None:
+        check_key(api_key, "serve()'s api_key")
+    elif not is_loopback(host) and not allow_no_key:
+        raise UsageError(
+            f"refusing to serve on {host} without a key: anyone who can reach it could use it; put a key in "
+            f"${KEY_ENV} or a file given with --api-key-file, or pass --allow-no-key"
+        )
+
+
 # ---------------------------------------------------------------------------------------- entry points
 
 
@@ -646,7 +698,7 @@ def make_server(
     limits: ServerLimits | None = None,
 ) -> SpeechServer:
     """A bound server, not yet serving: call ``start()`` or ``serve_forever()``. Port 0 picks a free port
-    (see ``.url``). Without ``synth`` it speaks with the offline voice."""
+    (see ``.url``). Without ``synth`` it speaks with the offline voice. No access rules here (see ``serve``)."""
     if synth is None:
         from pipeline.tts.espeak import EspeakSynth
 
@@ -665,10 +717,13 @@ def serve(
     api_key: str | None = None,
     synth: Synthesizer | None = None,
     *,
+    allow_no_key: bool = False,
     limits: ServerLimits | None = None,
     ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until Ctrl-C, then return normally. ``ready`` receives the base URL once the port is bound."""
+    """Serve until Ctrl-C, then return normally. ``ready`` receives the base URL once the port is bound.
+    Refuses (``UsageError``, before binding) what ``check_access`` refuses."""
+    check_access(host, api_key, allow_no_key=allow_no_key)
     server = make_server(host, port, api_key, synth, limits=limits)
     if not is_loopback(server.host) and api_key is None:
         sys.stderr.write(f"warning: serving on {server.host} without an API key: anyone who can reach it may use it\n")
