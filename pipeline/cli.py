@@ -88,7 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the offline voice as an OpenAI-compatible speech API", parents=[common])
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", help="require this bearer key (default: $AUDIOBOOK_SERVER_KEY, else none)")
+    p.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="PATH",
+        help="require the bearer key on this file's first line (default: $AUDIOBOOK_SERVER_KEY, else no key); "
+        "16 characters or more",
+    )
+    p.add_argument(
+        "--allow-no-key",
+        action="store_true",
+        help="serve beyond this machine (a --host other than loopback) without a key: anyone who can reach it "
+        "may use it",
+    )
+    # Only to refuse it in words: argv is visible to every user (ps), and argparse's own "unrecognized
+    # arguments" error would print the key back.
+    p.add_argument("--api-key", help=argparse.SUPPRESS)
 
     p = sub.add_parser("batch", help="convert every book a job file lists, incrementally", parents=[common])
     p.add_argument("jobs", type=Path, help="job file (TOML), see configs/batch.example.toml")
@@ -181,15 +196,20 @@ def cmd_voices(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipeline.server import serve
+    from pipeline.server import KEY_ENV, read_api_key, serve
 
-    key = args.api_key or os.environ.get("AUDIOBOOK_SERVER_KEY") or None
+    if args.api_key is not None:
+        raise UsageError(
+            f"--api-key is not accepted: every user of this machine can read a command line (ps); "
+            f"put the key in ${KEY_ENV} or in a file given with --api-key-file"
+        )
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
     serve(
         args.host,
         args.port,
-        key,
+        read_api_key(args.api_key_file, os.environ),
+        allow_no_key=args.allow_no_key,
         ready=lambda url: print(f"serving OpenAI-compatible speech at {url}", flush=True),
     )
     return 0

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 import pytest
 
+from pipeline.cli import main
 from pipeline.errors import FatalAPIError, UsageError
 from pipeline.media import decode, looks_like_mp3
 from pipeline.models import SpeechResult, VoiceSpec
-from pipeline.server import MAX_INPUT_CHARS, SpeechServer, make_server, serve
+from pipeline.server import MAX_INPUT_CHARS, SpeechServer, check_access, make_server, serve
 from pipeline.tts.espeak import EspeakSynth
+from tests.helpers import child_env
 
 KEY = "sk-local-test-key-1234"
 SENTENCE = "The lighthouse keeper climbed the stairs at dusk. "
@@ -313,3 +320,152 @@ def test_a_taken_port_is_a_usage_error() -> None:
         pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{first.port}"),
     ):
         make_server("127.0.0.1", first.port, None, RecordingSynth())
+
+
+# ------------------------------------------------------------------------------------------------ access rules
+
+LONG_KEY = "sk-serve-0123456789abcdefXYZ"  # what an operator would put in the environment or a key file
+NOT_HERE = "192.0.2.1"  # TEST-NET-1, on no machine: should a refusal be missing, binding fails at once
+
+
+@pytest.mark.parametrize(
+    ("host", "key", "allow_no_key", "refusal"),
+    [
+        ("127.0.0.1", None, False, None),
+        ("127.8.9.10", None, False, None),
+        ("::1", None, False, None),
+        ("localhost", None, False, None),
+        ("0.0.0.0", None, False, "without a key"),
+        ("::", None, False, "without a key"),
+        ("192.168.1.20", None, False, "without a key"),
+        ("myhost.example", None, False, "without a key"),
+        ("0.0.0.0", None, True, None),
+        ("0.0.0.0", LONG_KEY, False, None),
+        ("127.0.0.1", "short-key-12345", False, "shorter than 16 characters"),  # 15: too short even on loopback
+        ("0.0.0.0", "short-key-12345", True, "shorter than 16 characters"),
+        ("127.0.0.1", "a key with spaces in it", False, "printable ASCII without spaces"),
+    ],
+)
+def test_access_rules(host: str, key: str | None, allow_no_key: bool, refusal: str | None) -> None:
+    if refusal is None:
+        check_access(host, key, allow_no_key=allow_no_key)
+        return
+    with pytest.raises(UsageError, match=refusal) as caught:
+        check_access(host, key, allow_no_key=allow_no_key)
+    assert "\n" not in str(caught.value)
+    assert key is None or key not in str(caught.value)
+    if key is None:
+        assert "--allow-no-key" in str(caught.value) and "AUDIOBOOK_SERVER_KEY" in str(caught.value)
+
+
+def test_serve_refuses_before_binding_and_the_flag_allows_a_public_address(capsys: pytest.CaptureFixture[str]) -> None:
+    def never(url: str) -> None:
+        raise AssertionError(f"bound at {url}")
+
+    with pytest.raises(UsageError, match="refusing to serve on 0.0.0.0 without a key"):
+        serve("0.0.0.0", 0, None, RecordingSynth(), ready=never)
+    with pytest.raises(UsageError, match="shorter than 16"):
+        serve("127.0.0.1", 0, "local-key", RecordingSynth(), ready=never)
+
+    seen: list[int] = []
+
+    def reachable_then_ctrl_c(url: str) -> None:
+        seen.append(int(url.rsplit(":", 1)[1].split("/")[0]))
+        raise KeyboardInterrupt
+
+    serve("0.0.0.0", 0, None, RecordingSynth(), allow_no_key=True, ready=reachable_then_ctrl_c)
+    assert seen and "warning: serving on 0.0.0.0 without an API key" in capsys.readouterr().err
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def test_a_key_on_the_command_line_is_refused_without_showing_it(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--api-key", LONG_KEY], [f"--api-key={LONG_KEY}"]):
+        code, output = run_main(["serve", "--host", NOT_HERE, "--port", "0", *argv], capsys)
+        assert code == 2
+        assert output.count("\n") == 1 and "Traceback" not in output
+        assert "--api-key is not accepted" in output and "AUDIOBOOK_SERVER_KEY" in output and "--api-key-file" in output
+        assert LONG_KEY not in output
+
+
+@pytest.mark.parametrize(
+    ("setup", "fragment"),
+    [
+        ("env:tooshort-key", "from $AUDIOBOOK_SERVER_KEY is shorter than 16 characters"),
+        ("file:tooshort-key\nsecond line is ignored " + LONG_KEY, "is shorter than 16 characters"),
+        ("file:", "has no key on its first line"),
+        ("missing-file", "cannot read the key file"),
+        ("env:" + LONG_KEY[:-1] + " " + "x", "printable ASCII without spaces"),
+        ("public", "refusing to serve on 192.0.2.1 without a key"),
+    ],
+    ids=["short-env", "short-file", "empty-file", "missing-file", "space", "public-without-key"],
+)
+def test_bad_keys_and_a_public_address_without_one_are_one_line_usage_errors(
+    setup: str, fragment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", "--host", NOT_HERE, "--port", "0"]
+    secret = ""
+    if setup.startswith("env:"):
+        secret = setup[4:]
+        monkeypatch.setenv("AUDIOBOOK_SERVER_KEY", secret)
+    elif setup.startswith("file:"):
+        secret = setup[5:].split("\n")[0]
+        (tmp_path / "key").write_text(setup[5:] + "\n")
+        argv += ["--api-key-file", str(tmp_path / "key")]
+    elif setup == "missing-file":
+        argv += ["--api-key-file", str(tmp_path / "nowhere")]
+    code, output = run_main(argv, capsys)
+    assert code == 2
+    assert output.count("\n") == 1 and "Traceback" not in output
+    assert fragment in output
+    if secret:
+        assert secret not in output
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_the_cli_serves_with_a_key_from_a_file_or_the_environment_and_never_shows_it(
+    source: str, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "server.key"
+    key_file.write_text(f"  {LONG_KEY}  \n")
+    args = ["--api-key-file", str(key_file)] if source == "file" else []
+    env = child_env({"AUDIOBOOK_SERVER_KEY": LONG_KEY} if source == "env" else None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the server never said it was ready"
+        first_line = proc.stdout.readline()
+        url = first_line.rsplit(" ", 1)[1].strip()
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert LONG_KEY.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()  # what ps shows
+
+        def models(authorization: str | None) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", "/v1/models", headers={"Authorization": authorization} if authorization else {})
+                response = conn.getresponse()
+                return response.status, response.read()
+            finally:
+                conn.close()
+
+        assert models(f"Bearer {LONG_KEY}")[0] == 200
+        status, body = models(f"Bearer {LONG_KEY[:-1]}")
+        assert status == 401 and LONG_KEY[:-1].encode() not in body
+        assert models(None)[0] == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert LONG_KEY not in first_line + out + err
+    assert "GET /v1/models 200" in err and "GET /v1/models 401" in err
