@@ -81,11 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
         _add_settings_flags(p)
         _add_output_flags(p)
 
-    p = sub.add_parser("voices", help="list the voices of a backend (the offline voice's by default)", parents=[common])
+    p = sub.add_parser(
+        "voices",
+        help="list the voices of a backend (the offline voice's by default)",
+        description="List the voice names a backend accepts (--voice): the offline voice's by default.",
+        parents=[common],
+    )
     p.add_argument("--backend", choices=registry.names(), default="local", help="whose voices (default: local)")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("serve", help="serve the offline voice as an OpenAI-compatible speech API", parents=[common])
+    p = sub.add_parser(
+        "serve",
+        help="serve the offline voice as an OpenAI-compatible speech API",
+        description="Serve the offline voice as POST /v1/audio/speech and GET /v1/models, on this machine only "
+        "unless --host says otherwise (a key from $AUDIOBOOK_SERVER_KEY or --api-key-file is then required).",
+        parents=[common],
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
@@ -105,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     # arguments" error would print the key back.
     p.add_argument("--api-key", help=argparse.SUPPRESS)
 
-    p = sub.add_parser("batch", help="convert every book a job file lists, incrementally", parents=[common])
+    p = sub.add_parser(
+        "batch",
+        help="convert every book a job file lists, incrementally",
+        description="Convert every book a job file (TOML) lists through one shared pool: unchanged books are "
+        "settled without a request, a book that fails does not stop the others, work past --max-cost is "
+        "refused by name, and a JSON summary is written. One run at a time per job file (exit 75 otherwise).",
+        parents=[common],
+    )
     p.add_argument("jobs", type=Path, help="job file (TOML), see configs/batch.example.toml")
     p.add_argument("--dry-run", action="store_true", help="show every book's plan and the totals; send nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -170,10 +188,14 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     if result.interrupted:
         raise Interrupted(f"interrupted by {result.interrupted}; finished parts are cached, run again to resume")
     (report,) = result.reports
-    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else format_report(report, out_dir))
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    elif not args.quiet:  # -q: only warnings and errors; the files are in the folder and the report
+        print(format_report(report, out_dir))
     problem = report.problem()
     if problem:
-        raise RunFailed(f"{book.title}: {problem}; finished parts are cached, run the same command again")
+        advice = "run the same command again" if report.rerun_helps else "they are kept for when that is fixed"
+        raise RunFailed(f"{book.title}: {problem}; finished parts are cached, {advice}")
     return 0
 
 

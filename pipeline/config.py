@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -191,38 +192,59 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+# Every number a setting may hold, in one place: (low, high) inclusive; floats are also finite (see _coerce).
+RANGES: dict[str, tuple[float, float]] = {
+    "concurrency": (1, 64),
+    "max_chars": (20, 4096),  # the API takes at most 4096 characters an input
+    "max_retries": (0, 20),
+    "speed": (0.25, 4.0),
+    "timeout": (0.1, 3600),
+    "connect_timeout": (0.1, 600),
+    "rpm": (0.01, 1_000_000),
+    "cpm": (1, 1_000_000_000),
+    "price_per_million_chars": (0, 10_000),
+    "sentence_pause_ms": (0, 60_000),
+    "paragraph_pause_ms": (0, 60_000),
+    "title_pause_ms": (0, 60_000),
+    "chapter_pad_ms": (0, 60_000),
+}
+# What MP3 (MPEG-1, 2 and 2.5 Layer III) can carry; anything else fails only in ffmpeg, after the requests.
+SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+_BITRATE = re.compile(r"(8|16|24|32|40|48|56|64|80|96|112|128|144|160|192|224|256|320)k")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
 def _validate(s: Settings) -> None:
     def bad(msg: str) -> UsageError:
         return UsageError(f"invalid setting: {msg}")
 
     api, book = s.backend, s.book
     registry.get(api.name)  # an unknown backend is a UsageError naming the known ones
+    for key, (low, high) in RANGES.items():
+        owner, name = KEYS[key]
+        value = getattr({"run": s.run, "backend": api, "book": book}[owner], name)
+        if value is not None and not low <= value <= high:
+            raise bad(f"{key} must be between {low:g} and {high:g}, not {value:g}")
     parts = urlsplit(api.base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise bad(f"base_url must be an http(s) URL such as https://api.openai.com/v1, not {api.base_url!r}")
     if not book.model.strip() or not book.voice.strip():
         raise bad("model and voice must not be empty")
-    if not 20 <= book.max_chars <= 4096:
-        raise bad(f"max_chars must be between 20 and 4096 (the API's limit), not {book.max_chars}")
-    if not 1 <= s.run.concurrency <= 64:
-        raise bad(f"concurrency must be between 1 and 64, not {s.run.concurrency}")
-    if not 0 <= api.max_retries <= 20:
-        raise bad(f"max_retries must be between 0 and 20, not {api.max_retries}")
-    if book.speed is not None and not 0.25 <= book.speed <= 4.0:
-        raise bad(f"speed must be between 0.25 and 4.0, not {book.speed}")
-    if api.timeout <= 0 or api.connect_timeout <= 0:
-        raise bad("timeouts must be positive")
-    for name, limit in (("rpm", api.rpm), ("cpm", api.cpm)):
-        if limit is not None and limit <= 0:
-            raise bad(f"{name} must be a positive number per minute, not {limit}")
+    if book.sample_rate not in SAMPLE_RATES:
+        rates = ", ".join(map(str, SAMPLE_RATES))
+        raise bad(f"sample_rate must be one MP3 can carry ({rates}), not {book.sample_rate}")
+    if not _BITRATE.fullmatch(book.bitrate):
+        raise bad(f"bitrate must be an MP3 bitrate such as 64k or 128k, not {book.bitrate!r}")
     if book.subtitles is not None and book.subtitles not in SUBTITLE_FORMATS:
         raise bad(f"subtitles must be one of {', '.join(SUBTITLE_FORMATS)}, not {book.subtitles!r}")
     if book.response_format not in (None, "mp3", "wav"):
         raise bad(f"response_format must be mp3 or wav, not {book.response_format!r}")
-    if min(book.sentence_pause_ms, book.paragraph_pause_ms, book.title_pause_ms, book.chapter_pad_ms) < 0:
-        raise bad("pauses must not be negative")
-    if not api.api_key_env.strip():
-        raise bad("api_key_env must name an environment variable")
+    if not _ENV_NAME.fullmatch(api.api_key_env):
+        # Often a key pasted where its variable's name belongs: never repeat the value, it may be the secret.
+        raise bad(
+            "api_key_env must be the name of an environment variable (letters, digits and _, such as "
+            "OPENAI_API_KEY), not a key: put the key itself in that variable"
+        )
 
 
 def load_settings(

@@ -89,6 +89,7 @@ class BookReport:
     m4b_fingerprint: str | None = None
     error: str | None = None
     rate: RateFigures | None = None
+    rerun_helps: bool = True  # whether the same command can finish what is missing (else something must change)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

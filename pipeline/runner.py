@@ -65,6 +65,7 @@ class _BookState:
     rate_limited: int = 0  # 429s of the key's rate limit its requests met (not attempts: not billed)
     waited_s: float = 0.0  # its requests' time held back by the rate governor, summed
     error: str | None = None  # set when a fatal error stopped this book
+    rerun_helps: bool = True  # False once something went wrong that the same command cannot get past
     started: float = field(default_factory=time.time)
     last_answer: float | None = None
 
@@ -87,6 +88,7 @@ class Run:
         self.progress = progress or Progress(enabled=False)
         self.assemble = assemble  # False: only fill the store (the benchmark measures synthesis alone)
         self.aborted: str | None = None  # set when whatever is left would fail the same way
+        self._abort_is_final = False  # the abort was for a reason a rerun meets again (a key, a full disk)
         self._consecutive_failures = 0
         self._books: list[_BookState] = []
         self._requests: dict[str, PartRequest] = {}  # each distinct part once, in reading order
@@ -182,8 +184,9 @@ class Run:
     def _refused(self, book: _BookState, result: PartResult) -> None:
         message = result.error or "refused"
         assert result.error_kind is not None
+        book.rerun_helps = False  # a refusal (key, quota, request, disk) is answered the same way next time
         if result.error_kind.stops_run:
-            self._abort(message)
+            self._abort(message, final=True)
         elif not book.error:
             book.error = message
             log.error("%s: stopping this book: %s", book.plan.book.title, message)
@@ -204,11 +207,12 @@ class Run:
             cs.failed.append(failure)
             log.error("chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error)
 
-    def _abort(self, message: str) -> None:
+    def _abort(self, message: str, *, final: bool = False) -> None:
         """Stop the whole run: whatever is left would fail the same way. The requests in flight are paid for,
         so they finish and land in the store, as on Ctrl-C."""
         if not self.aborted:
             self.aborted = message
+            self._abort_is_final = final
             log.error("stopping: %s", message)
             self.executor.stop(message)
 
@@ -237,6 +241,7 @@ class Run:
                 total_chapters=len(plan.chapters),
             )
         except OSError as exc:  # the output folder is full or was removed under us
+            state.rerun_helps = False
             error = f"cannot write {cp.filename}: {exc.strerror or exc}"
             cs.outcome = _outcome(cp, ChapterStatus.FAILED, None, error)
             log.error("chapter %d (%s) not written: %s", cp.chapter.index, cp.chapter.title, error)
@@ -301,6 +306,7 @@ class Run:
             m4b_fingerprint=m4b_fingerprint,
             error=error,
             rate=self._rate(state),
+            rerun_helps=state.rerun_helps and not (self._abort_is_final and error == self.aborted),
         )
         if self.assemble:
             write_report(plan.out_dir, report)

@@ -62,9 +62,21 @@ def test_every_key_has_one_owner_run_backend_or_book() -> None:
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
-def test_numbers_must_be_finite(value: str) -> None:
-    with pytest.raises(UsageError, match="not a valid float"):
+def test_numbers_must_be_finite_whichever_layer_gives_them(tmp_path: Path, value: str) -> None:
+    with pytest.raises(UsageError, match="'timeout': 'nan' is not a valid float|not a valid float"):
         load_settings(env={"AUDIOBOOK_TIMEOUT": value})
+    with pytest.raises(UsageError, match="not a valid float"):
+        load_settings(env={}, overrides={"timeout": value})
+    with pytest.raises(UsageError, match="not a valid float"):
+        load_settings(write(tmp_path, f"connect_timeout = {value}\n"), env={})
+
+
+@pytest.mark.parametrize("pasted", ["sk-proj-abcdefghijklmnopqrstuvwxyz0123456789", "my key", "OPENAI-KEY", ""])
+def test_a_key_pasted_where_its_variable_belongs_is_refused_without_repeating_it(tmp_path: Path, pasted: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        load_settings(write(tmp_path, f'api_key_env = "{pasted}"\n'), env={})
+    assert "name of an environment variable" in str(caught.value)
+    assert not pasted or pasted not in str(caught.value)
 
 
 def test_config_named_by_the_environment_and_the_shipped_configs_load(tmp_path: Path) -> None:
@@ -93,7 +105,13 @@ def test_the_key_comes_from_the_variable_the_config_names(tmp_path: Path) -> Non
         ("concurrency = 0\n", "concurrency must be between 1 and 64"),
         ('concurrency = "many"\n', "not a valid int"),
         ("max_chars = 10000\n", "4096"),
-        ("speed = 5.0\n", "speed must be between 0.25 and 4.0"),
+        ("speed = 5.0\n", "speed must be between 0.25 and 4, not 5"),
+        ("sample_rate = 1\n", "sample_rate must be one MP3 can carry"),
+        ('bitrate = "fast"\n', "bitrate must be an MP3 bitrate"),
+        ("chapter_pad_ms = -5\n", "chapter_pad_ms must be between 0 and 60000"),
+        ("rpm = 0\n", "rpm must be between"),
+        ("timeout = 0\n", "timeout must be between"),
+        ("connect_timeout = 1e400\n", "not a valid float"),
         ('base_url = "api.openai.com"\n', "http(s) URL"),
         ('backend = "piper"\n', "backend must be one of"),
         ('subtitles = "ass"\n', "subtitles must be one of"),

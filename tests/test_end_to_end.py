@@ -170,6 +170,25 @@ def test_fatal_errors_stop_early_with_the_servers_message(
     assert len(server.requests) <= 4  # only what was already in flight, not one per segment
 
 
+def test_the_advice_to_run_again_comes_only_when_a_rerun_can_succeed(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_backoff: list[float]
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=1, paragraphs=6)
+    server.inject_for(lambda body: True, Fault.bad_request("Invalid value for 'voice': 'bogus'."))
+    assert convert(book, tmp_path / "out", "--concurrency", "1") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "Invalid value for 'voice'" in err and "run the same command again" not in err
+    assert "kept for when that is fixed" in err
+
+    server.clear()  # a server that is down for now: the same command later finishes the book
+    server.inject_for(lambda body: True, Fault.status(503))
+    assert convert(book, tmp_path / "out", "--concurrency", "1", "--max-retries", "0") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "3 segments in a row failed" in err and "run the same command again" in err
+    server.clear()
+    assert convert(book, tmp_path / "out") == 0
+
+
 def test_wrong_key_is_one_line_exit_1_and_the_key_never_leaks(
     server: FakeSpeechServer,
     tmp_path: Path,
@@ -382,3 +401,20 @@ def test_a_sentence_repeated_in_a_chapter_is_paid_once_and_the_chapter_built_onc
     assert built == ["Chapter 1. Refrain"]
     report = read_report(tmp_path / "out")
     assert report["chapters"][0]["segments"] == 3 and report["status"] == "done"
+
+
+def test_quiet_prints_nothing_on_success_and_every_command_describes_itself(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=2)
+    assert main(["convert", str(book), "-o", str(tmp_path / "loud")]) == 0
+    assert "01 Chapter 1" in capsys.readouterr().out
+    assert main(["convert", str(book), "-o", str(tmp_path / "quiet"), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    for command in ("convert", "plan", "batch", "voices", "serve"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        usage = capsys.readouterr().out
+        description = usage.split("\n\n")[1]
+        assert not description.startswith(("positional", "options")), f"{command} --help has no description"

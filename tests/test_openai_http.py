@@ -311,10 +311,19 @@ def test_non_retryable_failures_raise_at_once_typed_with_the_server_message(
     assert "\n" not in str(caught.value)
 
 
-def test_401_hints_where_the_key_comes_from() -> None:
-    client, _, _ = mock_client(lambda r: openai_error(401, "Incorrect API key provided.", "invalid_api_key"))
-    with pytest.raises(FatalAPIError, match=r"OPENAI_API_KEY / api_key_env"):
+def test_401_names_the_variable_the_key_was_read_from() -> None:
+    refused = openai_error(401, "Incorrect API key provided.", "invalid_api_key")
+    client, _, _ = mock_client(lambda r: refused)
+    with pytest.raises(AuthError, match=r"check the key in \$OPENAI_API_KEY"):
         synth(client)
+    client, _, _ = mock_client(lambda r: refused, key_env="RELAY_KEY")
+    with pytest.raises(AuthError, match=r"check the key in \$RELAY_KEY"):
+        synth(client)
+    # A local server reached with no key at all (the variable was empty): say which one to set.
+    client, seen, _ = mock_client(lambda r: refused, api_key="", key_env="RELAY_KEY", base_url="http://127.0.0.1:8/v1")
+    with pytest.raises(AuthError, match=r"no key was sent: set \$RELAY_KEY"):
+        synth(client)
+    assert "authorization" not in seen[0].headers
 
 
 @pytest.mark.parametrize("status", [408, 409, 500, 502, 503, 504, 529])

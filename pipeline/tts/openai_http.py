@@ -52,7 +52,6 @@ MAX_RETRY_AFTER = 60.0  # a server-named delay above this is ignored in favour o
 RETRYABLE_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
 FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
 _HINTS = {
-    401: "check the key in $OPENAI_API_KEY / api_key_env",
     403: "the key may lack access to this model, project or region",
     404: "check base_url (it must end where /audio/speech is served, often /v1) and the model name",
 }
@@ -184,6 +183,7 @@ class OpenAISpeech:
         max_retries: int = 4,
         connections: int = 8,
         governor: Governor | None = None,
+        key_env: str = "OPENAI_API_KEY",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -202,6 +202,7 @@ class OpenAISpeech:
         # Keep any query (some relays want ?api-version=...), drop userinfo so no credential rides along.
         self._endpoint = url.copy_with(path=path + "/audio/speech", username=None, password=None)
         self._api_key = api_key
+        self._key_env = key_env  # where the key came from, for messages (never the key)
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._max_retries = max_retries
@@ -395,6 +396,8 @@ class OpenAISpeech:
         if retryable:
             raise self._retryable(detail, status=status, retry_after=retry_after)
         hint = _HINTS.get(status)
+        if status == 401:  # name the variable this client actually read, whatever the config called it
+            hint = f"check the key in ${self._key_env}" if self._api_key else f"no key was sent: set ${self._key_env}"
         if status in FATAL_STATUSES:
             kind = AuthError if status in AUTH_STATUSES else BadRequestError
             raise kind(self._scrub(f"{detail} ({hint})" if hint else detail), status=status)
@@ -468,6 +471,7 @@ def _build(options: BackendOptions, connections: int, env: Mapping[str, str], go
         max_retries=options.max_retries,
         connections=connections,
         governor=governor,
+        key_env=options.api_key_env,
     )
 
 
