@@ -32,28 +32,13 @@ lint: $(STAMP)
 clean:
 	rm -rf demo-output bench-output .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# --- Convert a folder of books; make's own timestamps decide what is out of date. Safe with `make -j`:
-# every book has its own output folder and the shared parts cache is written atomically.
+# --- Convert a folder of books with `audiobook batch`: one shared pool, unchanged books settled without a
+# request, one bad book never stops the others (the target fails at the end, naming it), and books of the same
+# name (book.txt, book.md) each get a folder of their own.
 #   make audiobooks BOOKS=~/books OUT=~/audiobooks [CONFIG=configs/whatai.toml]
 BOOKS  ?= books
 OUT    ?= audiobooks
 CONFIG ?= configs/default.toml
-BOOK_FILES := $(wildcard $(BOOKS)/*.txt $(BOOKS)/*.md $(BOOKS)/*.epub $(BOOKS)/*.html $(BOOKS)/*.htm)
-REPORTS    := $(foreach b,$(BOOK_FILES),$(OUT)/$(basename $(notdir $(b)))/report.json)
-CONVERT     = $(PY) -m pipeline --quiet convert $< -o $(@D) --config $(CONFIG)
 
-# A failed conversion must not leave a report that make would take as up to date.
-.DELETE_ON_ERROR:
-
-audiobooks: $(STAMP) $(REPORTS)
-
-$(OUT)/%/report.json: $(BOOKS)/%.txt $(CONFIG) | $(STAMP)
-	$(CONVERT)
-$(OUT)/%/report.json: $(BOOKS)/%.md $(CONFIG) | $(STAMP)
-	$(CONVERT)
-$(OUT)/%/report.json: $(BOOKS)/%.epub $(CONFIG) | $(STAMP)
-	$(CONVERT)
-$(OUT)/%/report.json: $(BOOKS)/%.html $(CONFIG) | $(STAMP)
-	$(CONVERT)
-$(OUT)/%/report.json: $(BOOKS)/%.htm $(CONFIG) | $(STAMP)
-	$(CONVERT)
+audiobooks: $(STAMP)
+	$(PY) -m pipeline batch "$(BOOKS)" --output "$(OUT)" --config "$(CONFIG)"

@@ -124,11 +124,12 @@ def run_batch(
     """Every book of a job file through one run, incrementally: unchanged books are settled without a request,
     a book that fails does not stop the others, work past the budget is refused by name. One run at a time
     per job file (LockHeld otherwise). A summary is written unless this is a dry run with no ``summary_path``."""
-    lock = FileLock(str(job.path) + ".lock")
+    job.lock.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(job.lock))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise LockHeld(f"another run of {job.path} is in progress (lock {job.path}.lock); try again later") from None
+        raise LockHeld(f"another run of {job.path} is in progress (lock {job.lock}); try again later") from None
     try:
         return _run_batch(job, dry_run, job.max_cost if max_cost is None else max_cost, summary_path, progress, env)
     finally:

@@ -17,17 +17,25 @@ A job file is TOML:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import glob
 import json
+import logging
+import math
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import RUN_KEYS
+from pipeline.config import RUN_KEYS, Settings
 from pipeline.errors import UsageError
 from pipeline.files import atomic_write
+
+log = logging.getLogger("audiobook")
 
 BOOK_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".epub", ".html", ".htm", ".xhtml"}
 _JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book"} | RUN_KEYS
@@ -39,11 +47,13 @@ class BookJob:
     source: Path
     out_dir: Path
     overrides: dict[str, Any]
+    fixed: bool = False  # the job file names this folder for this one book (output = ... on a single file)
 
 
 @dataclass(frozen=True)
 class JobFile:
-    path: Path
+    path: Path  # the job file, or the folder of books a folder job converts
+    lock: Path  # one run at a time per job: the OS releases it when a run dies
     base_config: Path | None
     output: Path
     max_cost: float | None
@@ -82,77 +92,184 @@ class BookSummary:
     error: str | None = None
 
 
+class _Lines:
+    """Where a key sits in the job file's text, so an error can name the line (tomllib keeps no positions)."""
+
+    _HEADER = re.compile(r"^\s*\[\[?\s*([\w.-]+)\s*\]\]?")
+    _KEY = re.compile(r"^\s*([\w-]+)\s*=")
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self._tables: list[tuple[str, int, dict[str, int]]] = [("", 1, {})]  # (table, its line, key -> line)
+        for number, line in enumerate(text.splitlines(), 1):
+            if header := self._HEADER.match(line):
+                self._tables.append((header.group(1), number, {}))
+            elif key := self._KEY.match(line):
+                self._tables[-1][2].setdefault(key.group(1), number)
+
+    def at(self, key: str | None, table: str = "", index: int = 1) -> str:
+        """``jobs.toml:12`` for ``key`` in the ``index``-th table named ``table`` (the top level by default)."""
+        found = [t for t in self._tables if t[0] == table]
+        if len(found) < index:
+            return str(self.path)
+        _, line, keys = found[index - 1]
+        return f"{self.path}:{keys.get(key, line) if key else line}"
+
+
 def load_jobs(path: Path) -> JobFile:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise UsageError(f"job file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read job file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"job file {path} is not valid TOML: {exc}") from None
-    unknown = set(data) - _JOB_KEYS
+    lines = _Lines(path, text)
+    unknown = sorted(set(data) - _JOB_KEYS)
     if unknown:
-        raise UsageError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(_JOB_KEYS))})")
+        raise UsageError(f"{lines.at(unknown[0])}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_JOB_KEYS))})")
     base = path.parent
     entries = data.get("book", [])
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"{path}: no books; add [[book]] tables with a path")
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
-        raise UsageError(f"{path}: [defaults] must be a table")
-    _refuse_run_keys(path, "[defaults]", defaults)
-    output = base / str(data.get("output", "audiobooks"))
+        raise UsageError(f"{lines.at('defaults')}: [defaults] must be a table")
+    _check_table("[defaults]", defaults, functools.partial(lines.at, table="defaults"))
+    run = {k: data[k] for k in RUN_KEYS if k in data}
+    _check_settings(run, lines.at)
+    output = data.get("output", "audiobooks")
+    if not isinstance(output, str) or not output.strip():
+        raise UsageError(f"{lines.at('output')}: output must be a folder name (a string), not {output!r}")
+    max_cost = data.get("max_cost")
+    if max_cost is not None and (
+        isinstance(max_cost, bool) or not isinstance(max_cost, int | float) or not 0 <= max_cost < math.inf
+    ):
+        raise UsageError(f"{lines.at('max_cost')}: max_cost must be US dollars, 0 or more, not {max_cost!r}")
+    settings_file = data.get("settings")
+    if settings_file is not None and not isinstance(settings_file, str):
+        raise UsageError(f"{lines.at('settings')}: settings must name a config file (a string)")
+
     books: list[BookJob] = []
-    missing: list[str] = []
+    missing: list[tuple[str, str]] = []  # (pattern, where it is written)
     seen: set[Path] = set()
     for i, entry in enumerate(entries, 1):
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise UsageError(f"{path}: book #{i} needs a path")
-        _refuse_run_keys(path, f"book #{i} ({entry['path']})", entry)
+        where = functools.partial(lines.at, table="book", index=i)
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"].strip():
+            raise UsageError(f"{where(None)}: book #{i} needs a path (a string)")
+        _check_table(f"book #{i} ({entry['path']})", entry, where)
+        if "output" in entry and (not isinstance(entry["output"], str) or not entry["output"].strip()):
+            raise UsageError(f"{where('output')}: output must be a folder name (a string), not {entry['output']!r}")
+        fmt = entry.get("format", defaults.get("format", "mp3"))
+        if fmt not in ("mp3", "m4b"):
+            raise UsageError(f"{where('format')}: format must be mp3 or m4b, not {fmt!r}")
         pattern = str(base / entry["path"])
         matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if glob.has_magic(pattern):
             matches = [m for m in matches if m.suffix.lower() in BOOK_SUFFIXES]
         if not matches:
-            missing.append(entry["path"])
+            missing.append((entry["path"], where("path")))
             continue
         overrides = {k: v for k, v in {**defaults, **entry}.items() if k not in _BOOK_KEYS}
         if isinstance(overrides.get("cache_dir"), str):  # like every path in a job file, relative to it
             overrides["cache_dir"] = base / Path(overrides["cache_dir"]).expanduser()
-        fmt = entry.get("format", defaults.get("format", "mp3"))
-        if fmt not in ("mp3", "m4b"):
-            raise UsageError(f"{path}: book #{i}: format must be mp3 or m4b, not {fmt!r}")
         if fmt == "m4b":
             overrides["m4b"] = True
-        root = base / str(entry["output"]) if "output" in entry else output
+        root = base / entry["output"] if "output" in entry else base / output
         for m in matches:
             if m.resolve() in seen:
                 continue  # a later pattern naming the same file does not convert it twice
             seen.add(m.resolve())
             single = len(matches) == 1 and "output" in entry and not glob.has_magic(pattern)
-            books.append(BookJob(m, root if single else root / m.stem, overrides))
-    settings_file = data.get("settings")
-    max_cost = data.get("max_cost")
+            books.append(BookJob(m, root if single else root / m.stem, overrides, fixed=single))
+    if not books:  # a quiet night leaves one glob empty, not all of them: this is a wrong path
+        raise UsageError(f"{missing[0][1]}: no book matches {missing[0][0]!r} (nor any other path of the job)")
     return JobFile(
         path=path,
+        lock=path.with_name(path.name + ".lock"),
         base_config=base / settings_file if settings_file else None,
-        output=output,
+        output=base / output,
         max_cost=float(max_cost) if max_cost is not None else None,
-        run={k: data[k] for k in RUN_KEYS if k in data},
-        books=tuple(books),
-        missing=tuple(missing),
+        run=run,
+        books=_distinct_folders(books),
+        missing=tuple(pattern for pattern, _ in missing),
     )
 
 
-def _refuse_run_keys(path: Path, where: str, table: dict[str, Any]) -> None:
-    """A run-level setting means one thing for the whole run; per book it could only be ignored or misread."""
+def folder_job(folder: Path, output: Path, config: Path | None) -> JobFile:
+    """Every book in ``folder`` (not its subfolders), as if a job file listed ``folder/*``: what
+    ``make audiobooks`` runs. Books of the same name (book.txt, book.md) get folders of their own."""
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder of books (nor a job file)")
+    books = [
+        BookJob(p, output / p.stem, {})
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix.lower() in BOOK_SUFFIXES and not p.name.startswith(".")
+    ]
+    if not books:
+        raise UsageError(f"{folder}: holds no book ({', '.join(sorted(BOOK_SUFFIXES))})")
+    return JobFile(
+        path=folder,
+        lock=output / ".audiobook-batch.lock",
+        base_config=config,
+        output=output,
+        max_cost=None,
+        run={},
+        books=_distinct_folders(books),
+        missing=(),
+    )
+
+
+def _check_table(what: str, table: dict[str, Any], where: Callable[[str], str]) -> None:
+    """A [defaults] or [[book]] table: no run-level key, and every setting valid, each error at its line."""
     for key in table:
         if key.replace("-", "_") in RUN_KEYS:
+            # A run-level setting means one thing for the whole run; per book it could only be ignored or misread.
             raise UsageError(
-                f"{path}: {where} sets {key!r}, which applies to the whole run, not to one book; "
+                f"{where(key)}: {what} sets {key!r}, which applies to the whole run, not to one book; "
                 f"set it once at the top of the job file"
             )
+    _check_settings({k: v for k, v in table.items() if k not in _BOOK_KEYS}, where)
+
+
+def _check_settings(values: dict[str, Any], where: Callable[[str], str]) -> None:
+    for key, value in values.items():
+        try:
+            Settings().replace(**{key.replace("-", "_"): value})
+        except UsageError as exc:
+            raise UsageError(f"{where(key)}: {exc}") from None
+
+
+def _distinct_folders(books: list[BookJob]) -> tuple[BookJob, ...]:
+    """Two books never share an output folder (one would overwrite the other, and its files would look stale).
+    Books whose folders would collide (book.txt and book.md, or a/book.txt and b/book.txt) each get a folder
+    named by as much of their path as tells them apart; a folder the job file names for two books is refused."""
+    by_folder: dict[Path, list[BookJob]] = {}
+    for bj in books:
+        by_folder.setdefault(bj.out_dir, []).append(bj)
+    renamed: dict[int, BookJob] = {}
+    for folder, group in by_folder.items():
+        if len(group) < 2:
+            continue
+        fixed = next((bj for bj in group if bj.fixed), None)
+        if fixed is not None:
+            other = next(bj for bj in group if bj is not fixed)
+            raise UsageError(
+                f"{fixed.source} and {other.source} would both be written to {folder}; give them different outputs"
+            )
+        parts = [bj.source.resolve().parts for bj in group]
+        depth = next((d for d in range(1, 64) if len({p[-d:] for p in parts}) == len(parts)), 64)
+        for bj, p in zip(group, parts, strict=True):
+            renamed[id(bj)] = dataclasses.replace(bj, out_dir=folder.parent / " - ".join(p[-depth:]))
+        log.warning(
+            "%s: %d books share this folder name; they go to %s instead",
+            folder,
+            len(group),
+            ", ".join(str(renamed[id(bj)].out_dir) for bj in group),
+        )
+    return tuple(renamed.get(id(bj), bj) for bj in books)
 
 
 def write_summary(path: Path, job: JobFile, books: list[BookSummary], *, dry_run: bool, max_cost: float | None) -> None:
@@ -193,10 +310,11 @@ def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_r
             line += f"\n             {b.error}"
         lines.append(line)
     total_cost = sum(b.estimated_cost_usd for b in books)
-    done = sum(b.status in (BatchStatus.DONE, BatchStatus.UNCHANGED) for b in books)
+    real = [b for b in books if b.status != BatchStatus.NO_MATCH]  # an empty glob is no book to count
+    done = sum(b.status in (BatchStatus.DONE, BatchStatus.UNCHANGED) for b in real)
     verb = "would send" if dry_run else "sent"
     lines.append(
-        f"{done}/{len(books)} books done; {verb} {sum(b.characters_to_send for b in books):,} characters "
+        f"{done}/{len(real)} books done; {verb} {sum(b.characters_to_send for b in books):,} characters "
         f"(~${total_cost:.2f})" + (f"; summary: {summary_path}" if summary_path else "")
     )
     return "\n".join(lines)

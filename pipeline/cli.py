@@ -118,13 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "batch",
-        help="convert every book a job file lists, incrementally",
-        description="Convert every book a job file (TOML) lists through one shared pool: unchanged books are "
-        "settled without a request, a book that fails does not stop the others, work past --max-cost is "
-        "refused by name, and a JSON summary is written. One run at a time per job file (exit 75 otherwise).",
+        help="convert every book a job file (or a folder) lists, incrementally",
+        description="Convert every book a job file (TOML) lists, or every book in a folder, through one shared "
+        "pool: unchanged books are settled without a request, a book that fails does not stop the others, work "
+        "past --max-cost is refused by name, and a JSON summary is written. One run at a time per job (exit 75 "
+        "otherwise).",
         parents=[common],
     )
-    p.add_argument("jobs", type=Path, help="job file (TOML), see configs/batch.example.toml")
+    p.add_argument("jobs", type=Path, help="job file (TOML, see configs/batch.example.toml) or a folder of books")
+    p.add_argument("-o", "--output", type=Path, help="with a folder of books: where their audio goes (./audiobooks)")
+    p.add_argument("--config", type=Path, help="with a folder of books: the settings file (see configs/)")
     p.add_argument("--dry-run", action="store_true", help="show every book's plan and the totals; send nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--max-cost", type=float, help="refuse work that would cost more than this (USD, estimated)")
@@ -239,10 +242,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline import app
-    from pipeline.batch import format_failures, format_summary, load_jobs
+    from pipeline.batch import folder_job, format_failures, format_summary, load_jobs
     from pipeline.report import format_plan
 
-    job = load_jobs(args.jobs)
+    if args.jobs.is_dir():
+        job = folder_job(args.jobs, args.output or Path("audiobooks"), args.config)
+    elif args.output or args.config:
+        raise UsageError("--output and --config go with a folder of books; a job file sets output and settings")
+    else:
+        job = load_jobs(args.jobs)
     result = app.run_batch(
         job, dry_run=args.dry_run, max_cost=args.max_cost, summary_path=args.summary, progress=_progress(args)
     )

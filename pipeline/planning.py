@@ -14,6 +14,7 @@ from typing import Any
 from pipeline import audio
 from pipeline.chunker import chunk_chapter
 from pipeline.config import BookOptions, Settings
+from pipeline.errors import UsageError
 from pipeline.models import BackendOptions, Book, Chapter, Segment
 from pipeline.report import PreviousRun, read_previous
 from pipeline.store import PartStore, part_key
@@ -92,7 +93,7 @@ class BookPlan:
                 "title": self.book.title,
                 "author": self.book.author,
                 "language": self.book.language,
-                "source": str(self.book.source) if self.book.source else None,
+                "source": str(self.book.source.resolve()) if self.book.source else None,
             },
             "output": str(self.out_dir),
             "backend": self.backend.name,
@@ -145,6 +146,18 @@ def chapter_fingerprint(keys: Sequence[str], book: Book, chapter: Chapter, total
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def _check_owner(book: Book, out_dir: Path, previous: PreviousRun) -> None:
+    """An output folder belongs to one book: a run of another would take its chapters for stale ones of its own
+    and delete them. The same book moved or renamed (same title) is still the same book."""
+    if previous.source is None or book.source is None or previous.title == book.title:
+        return
+    if Path(previous.source).resolve() != book.source.resolve():
+        raise UsageError(
+            f"output folder {out_dir} holds another book ({previous.title!r}, from {previous.source}); "
+            "choose another folder with -o, or empty that one"
+        )
+
+
 def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -> BookPlan:
     """Chunk the book and look everything up; sends nothing. ``store`` is where its parts are kept."""
     options = settings.book
@@ -153,6 +166,7 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
     identity = backend.identity(adapted)
     spec, fmt = options.voice_spec, options.part_format
     previous = read_previous(out_dir)
+    _check_owner(book, out_dir, previous)
     total = len(book.chapters)
     chapters = []
     for chapter in book.chapters:

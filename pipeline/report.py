@@ -120,6 +120,8 @@ class PreviousRun:
     playlist: str | None = None
     m4b: str | None = None
     m4b_fingerprint: str | None = None
+    title: str | None = None  # the book the folder holds
+    source: str | None = None  # and the file it was read from
 
 
 def read_previous(out_dir: Path) -> PreviousRun:
@@ -139,6 +141,8 @@ def read_previous(out_dir: Path) -> PreviousRun:
     def number(value: Any) -> float | None:
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+    book = data.get("plan", {}).get("book", {}) if isinstance(data.get("plan"), dict) else {}
+    book = book if isinstance(book, dict) else {}
     return PreviousRun(
         current={
             c["file"]: (text(c.get("fingerprint")), number(c.get("duration_s")))
@@ -149,6 +153,8 @@ def read_previous(out_dir: Path) -> PreviousRun:
         playlist=text(data.get("playlist")),
         m4b=text(data.get("m4b")),
         m4b_fingerprint=text(data.get("m4b_fingerprint")),
+        title=text(book.get("title")),
+        source=text(book.get("source")),
     )
 
 

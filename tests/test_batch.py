@@ -17,7 +17,7 @@ from filelock import FileLock
 from pipeline.cli import main
 from tests.fakeserver import FakeSpeechServer, Fault
 from tests.helpers import FAKE_KEY as KEY
-from tests.helpers import REPO, run_cli, write_book
+from tests.helpers import REPO, read_report, run_cli, write_book
 from tests.helpers import child_env as make_child_env
 
 
@@ -187,8 +187,10 @@ def test_sigterm_mid_batch_keeps_parts_and_the_next_run_resumes(tmp_path: Path) 
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_target_builds_only_what_is_out_of_date(tmp_path: Path) -> None:
+def test_make_target_converts_every_good_book_and_names_the_bad_ones(tmp_path: Path) -> None:
     books = library(tmp_path, count=2, chapters=1, paragraphs=2)
+    write_book(books / "book1.md", chapters=1, paragraphs=2, seed=9)  # book1.txt's namesake
+    (books / "broken.epub").write_bytes(b"PK\x03\x04 this is no zip")
     stamp = tmp_path / "stamp"
     stamp.touch()
     config = tmp_path / "local.toml"
@@ -198,40 +200,25 @@ def test_make_target_builds_only_what_is_out_of_date(tmp_path: Path) -> None:
     def make() -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PYTHONPATH": str(REPO), "AUDIOBOOK_CACHE_DIR": str(tmp_path / "cache")}
         return subprocess.run(
-            [
-                "make",
-                "-C",
-                str(REPO),
-                "-j2",
-                "audiobooks",
-                f"BOOKS={books}",
-                f"OUT={out}",
-                f"CONFIG={config}",
-                f"STAMP={stamp}",
-                f"PY={sys.executable}",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
+            ["make", "-C", str(REPO), "audiobooks", f"BOOKS={books}", f"OUT={out}", f"CONFIG={config}",
+             f"STAMP={stamp}", f"PY={sys.executable}"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
 
     proc = make()
-    assert proc.returncode == 0, proc.stderr
-    reports = {p: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
-    assert len(reports) == 2
-    assert "Nothing to be done" in make().stdout or "up to date" in make().stdout
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/report.json")} == reports
+    assert proc.returncode != 0  # the target fails ...
+    assert "broken.epub" in proc.stderr and "1 of 4 books not done" in proc.stderr  # ... naming the bad book
+    reports = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
+    assert sorted(reports) == ["book0", "book1.md", "book1.txt"]  # every good one, each in a folder of its own
 
-    time.sleep(0.01)
-    (books / "book1.txt").write_text((books / "book1.txt").read_text() + "\nA new last line.\n", "utf-8")
-    os.utime(books / "book1.txt", None)
+    (books / "broken.epub").unlink()
+    (books / "book0.txt").write_text((books / "book0.txt").read_text() + "\nA new last line.\n", "utf-8")
     proc = make()
     assert proc.returncode == 0, proc.stderr
-    assert "book1.txt" in proc.stdout and "book0.txt" not in proc.stdout
-    after = {p: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
-    assert after[out / "book0" / "report.json"] == reports[out / "book0" / "report.json"]
-    assert after[out / "book1" / "report.json"] != reports[out / "book1" / "report.json"]
+    after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/report.json")}
+    assert after["book0"] != reports["book0"]  # changed: rebuilt
+    assert after["book1.txt"] == reports["book1.txt"]  # unchanged: left alone
+    assert after["book1.md"] == reports["book1.md"]
 
 
 def test_a_batch_has_as_many_requests_in_flight_as_its_concurrency(server: FakeSpeechServer, tmp_path: Path) -> None:
@@ -284,3 +271,83 @@ def test_a_run_level_setting_inside_a_book_entry_is_refused(
     assert len(err.splitlines()) == 1 and "'concurrency'" in err and "whole run" in err
     assert ("book #1" if where == "book" else "[defaults]") in err
     assert server.requests == []
+
+
+def test_books_with_the_same_name_never_share_a_folder(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i, rel in enumerate(["a/book.txt", "b/book.txt", "a/book.md"]):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_book(tmp_path / rel, chapters=1, paragraphs=2, seed=i + 1)
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text('output = "out"\n[[book]]\npath = "*/book.*"\n', encoding="utf-8")
+    assert main(["batch", str(jobs)]) == 0
+    err = capsys.readouterr().err
+    assert "3 books share this folder name" in err
+    folders = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir())
+    assert folders == ["a - book.md", "a - book.txt", "b - book.txt"]
+    for folder in folders:
+        source = read_report(tmp_path / "out" / folder)["plan"]["book"]["source"]
+        assert source.endswith(folder.replace(" - ", "/"))  # each folder holds its own book
+        assert len(list((tmp_path / "out" / folder).glob("*.mp3"))) == 1
+    server.clear()
+    assert main(["batch", str(jobs)]) == 0  # and the next run finds each where it left it
+    assert server.requests == [] and all(b["status"] == "unchanged" for b in summary_by_source(tmp_path))
+
+
+def summary_by_source(root: Path) -> list[dict]:
+    return json.loads((root / "out" / "batch-summary.json").read_text(encoding="utf-8"))["books"]
+
+
+def test_a_folder_holding_another_book_is_not_taken_over(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = write_book(tmp_path / "first.txt", chapters=2, seed=1)
+    second = tmp_path / "second.txt"
+    second.write_text("Title: Another Book\n\n" + (tmp_path / "first.txt").read_text().replace("Sentence", "Line"))
+    assert main(["-q", "convert", str(first), "-o", str(tmp_path / "out")]) == 0
+    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert main(["-q", "convert", str(second), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds another book" in err and "first.txt" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before  # nothing deleted, nothing added
+    moved = tmp_path / "moved" / "first.txt"  # the same book from a new place is still the same book
+    moved.parent.mkdir()
+    moved.write_bytes(first.read_bytes())
+    server.clear()
+    assert main(["-q", "convert", str(moved), "-o", str(tmp_path / "out")]) == 0 and server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("top", "body", "line", "needle"),
+    [
+        ("concurrency = 0\n", "", 2, "concurrency must be between 1 and 64, not 0"),
+        ("max_cost = -1\n", "", 2, "max_cost must be US dollars, 0 or more"),
+        ("output = 5\n", "", 2, "output must be a folder name"),
+        ("", 'voice = "nova"\nspeed = "fast"\n', 6, "'speed': 'fast' is not a valid float"),
+        ("", 'format = "ogg"\n', 5, "format must be mp3 or m4b"),
+        ("", "concurrency = 2\n", 5, "applies to the whole run"),
+    ],
+)
+def test_job_file_mistakes_are_one_line_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], top: str, body: str, line: int, needle: str
+) -> None:
+    library(tmp_path, count=1)
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(f'# nightly\n{top}[[book]]\npath = "books/*"\n\n{body}', encoding="utf-8")
+    if not top:  # the body's keys sit under [[book]]: the book table starts on line 2
+        jobs.write_text(f'# nightly\n[[book]]\npath = "books/*"\n# the voice\n{body}', encoding="utf-8")
+    assert main(["batch", str(jobs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and f"{jobs}:{line}:" in err
+
+
+def test_a_job_whose_paths_all_match_nothing_is_a_mistake_not_a_quiet_night(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    library(tmp_path, count=1)
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text('output = "out"\n[[book]]\npath = "bokos/*.txt"\n', encoding="utf-8")
+    assert main(["batch", str(jobs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{jobs}:3:" in err and "no book matches 'bokos/*.txt'" in err
