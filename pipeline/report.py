@@ -33,6 +33,7 @@ class BookStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    RUNNING = "running"  # written as each chapter is finished; a report left so means the run was killed
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class BookReport:
     error: str | None = None
     rate: RateFigures | None = None
     rerun_helps: bool = True  # whether the same command can finish what is missing (else something must change)
+    leftovers: tuple[str, ...] = ()  # while running: an earlier run's chapter files still to tidy at the end
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,7 +151,10 @@ def read_previous(out_dir: Path) -> PreviousRun:
             for c in chapters
             if isinstance(c.get("file"), str) and c.get("status") in (ChapterStatus.DONE, ChapterStatus.UNCHANGED)
         },
-        files=frozenset(c["file"] for c in chapters if isinstance(c.get("file"), str)),
+        files=frozenset(
+            [c["file"] for c in chapters if isinstance(c.get("file"), str)]
+            + [f for f in data.get("leftovers", []) if isinstance(f, str)]
+        ),
         playlist=text(data.get("playlist")),
         m4b=text(data.get("m4b")),
         m4b_fingerprint=text(data.get("m4b_fingerprint")),

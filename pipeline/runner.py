@@ -10,6 +10,7 @@ the run ends with exit 1 and names what is missing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -258,9 +259,9 @@ class Run:
         cs.audio = result
         cs.outcome = _outcome(cp, ChapterStatus.DONE, result.duration_ms / 1000)
         self.progress.note(f"wrote {result.path.name} ({clock(result.duration_ms / 1000)})")
+        await asyncio.to_thread(self._checkpoint, state)
 
-    def _finish(self, state: _BookState) -> BookReport:
-        plan = state.plan
+    def _outcomes(self, state: _BookState) -> tuple[list[ChapterOutcome], list[SegmentFailure]]:
         chapters: list[ChapterOutcome] = []
         failures: list[SegmentFailure] = []
         for cs in state.chapters:
@@ -271,22 +272,61 @@ class Run:
                 chapters.append(_outcome(cs.plan, ChapterStatus.FAILED, None, cs.failed[0].error))
             else:
                 chapters.append(_outcome(cs.plan, ChapterStatus.NOT_STARTED, None))
+        return chapters, failures
+
+    def _checkpoint(self, state: _BookState) -> None:
+        """Record each chapter as it is written: a run killed during a long assembly or the M4B then costs only
+        what was unfinished. The earlier run's playlist, M4B and chapter files are carried over, so the next run
+        still knows what to tidy."""
+        chapters, failures = self._outcomes(state)
+        previous = state.plan.previous
+        current = {c.file for c in chapters}
+        report = self._report(state, BookStatus.RUNNING, chapters, failures, None)
+        report = dataclasses.replace(
+            report,
+            playlist=previous.playlist,
+            m4b=previous.m4b,
+            leftovers=tuple(sorted(previous.files - current)),
+        )
+        try:
+            write_report(state.plan.out_dir, report)
+        except OSError as exc:  # the chapter itself is written; only the head start for a killed run is lost
+            log.warning("cannot record progress in %s: %s", state.plan.out_dir, exc.strerror or exc)
+
+    def _finish(self, state: _BookState) -> BookReport:
+        plan = state.plan
+        chapters, failures = self._outcomes(state)
         complete = all(c.status.complete for c in chapters)
         error = state.error or self.aborted
         interrupted = self.executor.interrupted
         status = BookStatus.DONE if complete else (BookStatus.INTERRUPTED if interrupted else BookStatus.FAILED)
         if status != BookStatus.DONE and error is None and interrupted:
             error = f"interrupted by {interrupted}"
-        playlist = m4b = m4b_fingerprint = None
+        report = self._report(state, status, chapters, failures, error)
         if complete and self.assemble:
             audios = [cs.audio for cs in state.chapters if cs.audio is not None]
             try:
                 finished = finish_book(plan, audios, chapters, self.progress.note)
-                playlist, m4b, m4b_fingerprint = finished.playlist, finished.m4b, finished.m4b_fingerprint
+                report = dataclasses.replace(
+                    report, playlist=finished.playlist, m4b=finished.m4b, m4b_fingerprint=finished.m4b_fingerprint
+                )
             except AudioError as exc:
-                status, error = BookStatus.FAILED, str(exc)
+                report = dataclasses.replace(report, status=BookStatus.FAILED, error=str(exc))
+        if self.assemble:
+            write_report(plan.out_dir, report)
+        return report
+
+    def _report(
+        self,
+        state: _BookState,
+        status: BookStatus,
+        chapters: list[ChapterOutcome],
+        failures: list[SegmentFailure],
+        error: str | None,
+    ) -> BookReport:
+        plan = state.plan
         now = time.time()
-        report = BookReport(
+        return BookReport(
             status=status,
             plan=plan.summary(),
             chapters=tuple(chapters),
@@ -301,16 +341,10 @@ class Run:
             estimated_cost_usd=round(plan.cost(state.characters_sent), 4),
             started=_iso(state.started),
             finished=_iso(now),
-            playlist=playlist,
-            m4b=m4b,
-            m4b_fingerprint=m4b_fingerprint,
             error=error,
             rate=self._rate(state),
             rerun_helps=state.rerun_helps and not (self._abort_is_final and error == self.aborted),
         )
-        if self.assemble:
-            write_report(plan.out_dir, report)
-        return report
 
     def _rate(self, state: _BookState) -> RateFigures:
         limit = self.limits(state.plan.backend)
