@@ -185,7 +185,9 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, cache: PartCache) -
     total = len(book.chapters)
     chapters = []
     for chapter in book.chapters:
-        segments = chunk_chapter(chapter, settings.max_chars, announce_title=settings.announce_titles)
+        # Per paragraph until planning chooses packing per backend (the offline voice keeps this): packing changes
+        # every part key, so turning it on re-pays each book synthesized before, once.
+        segments = chunk_chapter(chapter, settings.max_chars, announce_title=settings.announce_titles, pack=False)
         keys = tuple(part_key(identity, spec, seg.text) for seg in segments)
         fingerprint = _chapter_fingerprint(keys, book, chapter, total, settings)
         filename = audio.chapter_filename(chapter.index, total, chapter.title)
