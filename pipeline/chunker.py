@@ -308,10 +308,20 @@ def _anchors(units: _Units, max_chars: int, packing: Packing) -> list[int]:
     return anchors
 
 
+def _strongest(units: _Units, a: int, z: int, lo: float, hi: float, salt: int) -> int:
+    """The inner boundary of [a, z) starting a unit between ``lo`` and ``hi`` (any, if none does) whose key,
+    mixed with ``salt``, is highest. Ties (repeated sentences) go to the one nearest the middle, so a run of
+    identical sentences still splits in halves."""
+    starts, keys = units.starts, units.keys
+    inner = [b for b in range(a + 1, z) if lo <= starts[b] <= hi] or list(range(a + 1, z))
+    middle = (lo + hi) / 2
+    return max(inner, key=lambda b: ((keys[b - 1] * salt) & 0xFFFFFFFF, -abs(starts[b] - middle), b))
+
+
 def _split_region(units: _Units, a: int, z: int, max_chars: int, packing: Packing, out: list[int]) -> None:
     """Append the starts of [a, z) split, while longer than max_region, at the strongest inner boundary that
     leaves half the minimum gap on both sides."""
-    starts, ends, keys = units.starts, units.ends, units.keys
+    starts, ends = units.starts, units.ends
     limit = packing.max_region * max_chars
     margin = packing.min_anchor_gap * max_chars / 2
     stack = [(a, z)]
@@ -321,8 +331,7 @@ def _split_region(units: _Units, a: int, z: int, max_chars: int, packing: Packin
             out.append(a)
             continue
         lo, hi = starts[a] + margin, ends[z - 1] - margin
-        inner = [b for b in range(a + 1, z) if lo <= starts[b] <= hi] or list(range(a + 1, z))
-        m = max(inner, key=lambda b: ((keys[b - 1] * 0x85EBCA6B) & 0xFFFFFFFF, b))
+        m = _strongest(units, a, z, lo, hi, 0x85EBCA6B)
         stack.append((m, z))
         stack.append((a, m))
 
@@ -330,14 +339,12 @@ def _split_region(units: _Units, a: int, z: int, max_chars: int, packing: Packin
 def _pack_region(units: _Units, a: int, z: int, max_chars: int, zone: float, out: list[int]) -> None:
     """Append the segment starts for units [a, z): the fewest segments, cut greedily forward from ``a`` up to
     the pivot and backward from ``z`` down to it, so the region's slack gathers in the pivot's segment."""
-    starts, ends, keys = units.starts, units.ends, units.keys
+    starts, ends = units.starts, units.ends
     span = ends[z - 1] - starts[a]
     if span <= max_chars:
         out.append(a)
         return
-    lo, hi = starts[a] + span * (1 - zone) / 2, ends[z - 1] - span * (1 - zone) / 2
-    inner = [b for b in range(a + 1, z) if lo <= starts[b] <= hi] or list(range(a + 1, z))
-    pivot = max(inner, key=lambda b: (keys[b - 1], b))
+    pivot = _strongest(units, a, z, starts[a] + span * (1 - zone) / 2, ends[z - 1] - span * (1 - zone) / 2, 1)
     left = [a]
     while True:
         # The furthest unit end within max_chars; a unit never exceeds max_chars, so it moves on.

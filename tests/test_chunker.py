@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -472,6 +473,18 @@ def test_packed_chapter_contract(paragraphs: list[str], title: str, max_chars: i
 def test_packed_contract_on_long_chapters_with_small_limits(paragraphs: list[str], max_chars: int) -> None:
     # Long enough for several anchors, splits and pivots at every limit, down to a single character.
     assert_packed_contract(Chapter(1, "T", tuple(paragraphs)), max_chars, False)
+
+
+def test_repeated_sentences_and_unpunctuated_text_pack_like_any_other() -> None:
+    # Identical sentences share a key: ties must not make every split peel off one unit (quadratic time).
+    for paragraphs, max_chars in ((("Ha! " * 20000,), 20), (("word " * 40000,), 20), (("Hi there. Yes.",) * 5000, 500)):
+        chapter = Chapter(1, "T", paragraphs)
+        assert_packed_contract(chapter, max_chars, False)
+        ideal = math.ceil(chapter.characters / max_chars)
+        assert (
+            len(chunk_chapter(chapter, max_chars))
+            <= 1.15 * requests_ratio(Book("B", (chapter,)), max_chars, packing=FEWEST) * ideal
+        )
 
 
 def test_packed_contract_on_every_alice_chapter() -> None:
