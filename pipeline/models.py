@@ -48,15 +48,16 @@ class Book:
 class Pause(StrEnum):
     """The silence that follows a segment; its length in ms comes from settings."""
 
-    SENTENCE = "sentence"  # between segments of one paragraph
-    PARAGRAPH = "paragraph"  # after the last segment of a paragraph
+    SENTENCE = "sentence"  # after a segment that ends inside a paragraph
+    PARAGRAPH = "paragraph"  # after a segment that ends a paragraph
     TITLE = "title"  # after a spoken chapter title
     END = "end"  # after the chapter's last segment
 
 
 @dataclass(frozen=True)
 class Segment:
-    """At most ``max_chars`` characters of one paragraph, cut at sentence ends. One speech request."""
+    """At most ``max_chars`` characters of one chapter, cut at sentence ends. One speech request. Packed segments
+    span paragraphs: each "\\n" in ``text`` is a paragraph break, and no other line break occurs."""
 
     chapter: int  # Chapter.index
     index: int  # 0-based position within the chapter

@@ -1,8 +1,18 @@
 """The chunker's contract: pieces are 1..max_chars stripped substrings, in order, separated only by
 whitespace; nothing lost, nothing doubled. Proved with hypothesis over Latin, CJK and mixed text, and over
-the real corpus."""
+the real corpus. Packed chapters add: paragraph breaks kept as "\n", pauses that say where a segment ends,
+requests near the ideal and edits that change few segments (measured with tests/chunk_measures.py)."""
 
 from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +21,15 @@ from hypothesis import strategies as st
 from pipeline.chunker import chunk_book, chunk_chapter, chunk_text, split_sentences
 from pipeline.errors import UsageError
 from pipeline.models import Book, Chapter, Pause
-from tests.conftest import corpus_file
+from tests.chunk_measures import (
+    FEWEST,
+    chinese_book,
+    dialogue_book,
+    edit_changes,
+    ideal_requests,
+    requests_ratio,
+)
+from tests.conftest import REPO, corpus_file
 
 
 def piece_spans(text: str, pieces: list[str]) -> list[tuple[int, int]]:
@@ -264,8 +282,8 @@ CHAPTER = Chapter(
 )
 
 
-def test_chunk_chapter_pauses_and_indexes() -> None:
-    segments = chunk_chapter(CHAPTER, 25)
+def test_per_paragraph_pauses_and_indexes() -> None:
+    segments = chunk_chapter(CHAPTER, 25, pack=False)
     assert [s.text for s in segments] == [
         "First sentence.",
         "Second sentence here.",
@@ -284,20 +302,21 @@ def test_chunk_chapter_pauses_and_indexes() -> None:
     assert {s.chapter for s in segments} == {3}
 
 
-def test_segments_never_span_paragraphs() -> None:
+def test_per_paragraph_segments_never_span_paragraphs() -> None:
     chapter = Chapter(1, "T", ("Short.", "Also short."))
-    assert [s.text for s in chunk_chapter(chapter, 500)] == ["Short.", "Also short."]
+    assert [s.text for s in chunk_chapter(chapter, 500, pack=False)] == ["Short.", "Also short."]
 
 
 def test_announced_title_comes_first_with_title_pause() -> None:
-    segments = chunk_chapter(CHAPTER, 25, announce_title=True)
-    assert [s.text for s in segments[:2]] == ["Chapter III.", "A Caucus-Race"]
-    assert [s.pause_after for s in segments[:2]] == [Pause.SENTENCE, Pause.TITLE]
-    assert segments[2].text == "First sentence."
-    assert [s.index for s in segments] == list(range(len(segments)))
-    assert segments[-1].pause_after is Pause.END
-    untitled = Chapter(1, " ", ("Text.",))
-    assert [s.text for s in chunk_chapter(untitled, 20, announce_title=True)] == ["Text."]
+    for pack in (False, True):
+        segments = chunk_chapter(CHAPTER, 25, announce_title=True, pack=pack)
+        assert [s.text for s in segments[:2]] == ["Chapter III.", "A Caucus-Race"]
+        assert [s.pause_after for s in segments[:2]] == [Pause.SENTENCE, Pause.TITLE]
+        assert segments[2].text == "First sentence."
+        assert [s.index for s in segments] == list(range(len(segments)))
+        assert segments[-1].pause_after is Pause.END
+        untitled = Chapter(1, " ", ("Text.",))
+        assert [s.text for s in chunk_chapter(untitled, 20, announce_title=True, pack=pack)] == ["Text."]
 
 
 def test_chunk_book_one_tuple_per_chapter() -> None:
@@ -307,4 +326,263 @@ def test_chunk_book_one_tuple_per_chapter() -> None:
     assert len(result) == 2
     assert result[1][0].text == "Chapter IV" and result[1][0].pause_after is Pause.TITLE
     assert result[1][-1].chapter == 4 and result[1][-1].pause_after is Pause.END
-    assert chunk_book(book, 500)[0][0].text == "First sentence. Second sentence here."
+    assert chunk_book(book, 500, pack=False)[0][0].text == "First sentence. Second sentence here."
+
+
+# --------------------------------------------------------------------------------------------- packing
+
+
+def test_packing_crosses_paragraphs_with_a_line_break() -> None:
+    segments = chunk_chapter(CHAPTER, 500)
+    assert [(s.text, s.pause_after) for s in segments] == [
+        ("First sentence. Second sentence here.\nOnly one.\nLast paragraph. Truly the end.", Pause.END)
+    ]
+    assert [s.text for s in chunk_chapter(Chapter(1, "T", ("Short.", "Also short.")), 500)] == ["Short.\nAlso short."]
+
+
+def test_packed_pauses_say_where_a_segment_ends() -> None:
+    segments = chunk_chapter(CHAPTER, 25)
+    assert [(s.text, s.pause_after) for s in segments] == [
+        ("First sentence.", Pause.SENTENCE),  # ends inside its paragraph
+        ("Second sentence here.", Pause.PARAGRAPH),  # ends its paragraph
+        ("Only one.\nLast paragraph.", Pause.SENTENCE),
+        ("Truly the end.", Pause.END),
+    ]
+    assert [s.index for s in segments] == list(range(4)) and {s.chapter for s in segments} == {3}
+
+
+def test_a_spoken_title_is_its_own_segment() -> None:
+    segments = chunk_chapter(CHAPTER, 500, announce_title=True)
+    assert [(s.text, s.pause_after) for s in segments] == [
+        ("Chapter III. A Caucus-Race", Pause.TITLE),
+        ("First sentence. Second sentence here.\nOnly one.\nLast paragraph. Truly the end.", Pause.END),
+    ]
+    only_title = chunk_chapter(Chapter(1, "Title", ()), 500, announce_title=True)
+    assert [(s.text, s.pause_after) for s in only_title] == [("Title", Pause.END)]
+
+
+def test_a_chapter_boundary_always_ends_a_segment() -> None:
+    book = Book("B", (Chapter(1, "One", ("Tiny.",)), Chapter(2, "Two", ("Also tiny.", "More."))))
+    assert [[(s.chapter, s.text, s.pause_after) for s in c] for c in chunk_book(book, 500)] == [
+        [(1, "Tiny.", Pause.END)],
+        [(2, "Also tiny.\nMore.", Pause.END)],
+    ]
+
+
+def test_line_breaks_inside_a_paragraph_become_spaces() -> None:
+    chapter = Chapter(1, "Two\nlines", ("Line one\nstill one. Two.\r\nThree\u2028four.", "  ", "Next para."))
+    segments = chunk_chapter(chapter, 500, announce_title=True)
+    assert [s.text for s in segments] == ["Two lines", "Line one still one. Two.  Three four.\nNext para."]
+
+
+def test_a_long_sentence_still_splits_at_clause_marks() -> None:
+    long = "Alice looked at the jury-box, and saw that, in her haste, she had put the Lizard in head downwards."
+    segments = chunk_chapter(Chapter(1, "T", ("Short one.", long)), 60)
+    assert segments[0].text == "Short one."
+    assert segments[1].text == "Alice looked at the jury-box, and saw that, in her haste,"
+    assert segments[1].pause_after is Pause.SENTENCE
+
+
+def paragraph_sentence_ends(part: str, max_chars: int) -> tuple[set[int], list[tuple[int, int]]]:
+    """Where a cut may fall in one stripped paragraph: sentence ends, and inside sentences over max_chars."""
+    spans = piece_spans(part, split_sentences(part))
+    return {end for _, end in spans}, [(s, e) for s, e in spans if e - s > max_chars]
+
+
+def assert_packed_contract(chapter: Chapter, max_chars: int, announce_title: bool) -> None:
+    """The DESIGN contract for packed segments, exactly:
+
+    Let T be the chapter's normalized text: every paragraph with its line breaks (str.splitlines' characters)
+    turned into spaces, stripped, the empty ones dropped, joined by "\n". Then the body segments' texts
+    s_1..s_n satisfy T == s_1 + w_1 + s_2 + ... + w_(n-1) + s_n, where each s_i is 1..max_chars characters
+    with no whitespace at either end, and each w_i is either exactly "\n" (s_i ends a paragraph: PARAGRAPH
+    after it) or whitespace without "\n", possibly empty (s_i ends inside a paragraph: SENTENCE after it).
+    So "\n" inside a segment is always a paragraph break. A cut inside a paragraph falls at a sentence end,
+    or inside a sentence longer than max_chars. No two neighbours would fit in one request. A spoken title
+    comes first, alone, with TITLE after it; the last segment has END.
+    """
+    segments = chunk_chapter(chapter, max_chars, announce_title=announce_title)
+    assert [s.index for s in segments] == list(range(len(segments)))
+    assert {s.chapter for s in segments} <= {chapter.index}
+    fold = str.maketrans(dict.fromkeys("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "))
+    title = chapter.title.translate(fold)
+    spoken = chunk_text(title, max_chars) if announce_title else []
+    assert [s.text for s in segments[: len(spoken)]] == spoken
+    if spoken:
+        assert [s.pause_after for s in segments[: len(spoken) - 1]] == [Pause.SENTENCE] * (len(spoken) - 1)
+    body = segments[len(spoken) :]
+    parts = [p.translate(fold).strip() for p in chapter.paragraphs]
+    parts = [p for p in parts if p]
+    text = "\n".join(parts)
+    if not body:
+        assert text == ""
+        if spoken:
+            assert segments[-1].pause_after is Pause.END
+        return
+    if spoken:
+        assert segments[len(spoken) - 1].pause_after is Pause.TITLE
+    assert body[-1].pause_after is Pause.END
+    paragraph_starts = [0]
+    for part in parts:
+        paragraph_starts.append(paragraph_starts[-1] + len(part) + 1)
+    allowed = [paragraph_sentence_ends(part, max_chars) for part in parts]
+    pos = 0
+    for i, segment in enumerate(body):
+        piece = segment.text
+        assert 1 <= len(piece) <= max_chars, (len(piece), max_chars)
+        assert piece == piece.strip() and all(line == line.strip() and line for line in piece.split("\n"))
+        assert text.startswith(piece, pos), f"{piece!r} is not the next text at {pos}: {text[pos : pos + 40]!r}"
+        pos += len(piece)
+        if i == len(body) - 1:
+            assert pos == len(text), f"text lost at the end: {text[pos:]!r}"
+            break
+        gap_end = pos
+        while gap_end < len(text) and text[gap_end].isspace():
+            gap_end += 1
+        gap = text[pos:gap_end]
+        if gap == "\n":
+            assert segment.pause_after is Pause.PARAGRAPH
+        else:
+            assert "\n" not in gap and segment.pause_after is Pause.SENTENCE
+            k = bisect.bisect_right(paragraph_starts, pos) - 1
+            ends, long = allowed[k]
+            offset = pos - paragraph_starts[k]
+            assert offset in ends or any(s < offset < e for s, e in long), f"cut inside a sentence: {piece!r}"
+        assert len(piece) + len(gap) + len(body[i + 1].text) > max_chars, "two neighbours fit in one request"
+        pos = gap_end
+
+
+CHAPTER_TEXT = st.one_of(latin_text(), cjk_text(), mixed_text(), st.text(max_size=200))
+PARAGRAPHS = st.lists(
+    st.one_of(CHAPTER_TEXT, st.tuples(latin_text(), st.sampled_from(["\n", "\r\n", "\u2028"])).map("".join)),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(paragraphs=PARAGRAPHS, title=CHAPTER_TEXT, max_chars=MAX_CHARS, announce_title=st.booleans())
+def test_packed_chapter_contract(paragraphs: list[str], title: str, max_chars: int, announce_title: bool) -> None:
+    assert_packed_contract(Chapter(7, title, tuple(paragraphs)), max_chars, announce_title)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    paragraphs=st.lists(st.one_of(latin_text(), cjk_text()), min_size=20, max_size=60),
+    max_chars=st.integers(min_value=1, max_value=80),
+)
+def test_packed_contract_on_long_chapters_with_small_limits(paragraphs: list[str], max_chars: int) -> None:
+    # Long enough for several anchors, splits and pivots at every limit, down to a single character.
+    assert_packed_contract(Chapter(1, "T", tuple(paragraphs)), max_chars, False)
+
+
+def test_repeated_sentences_and_unpunctuated_text_pack_like_any_other() -> None:
+    # Identical sentences share a key: ties must not make every split peel off one unit (quadratic time).
+    for paragraphs, max_chars in ((("Ha! " * 20000,), 20), (("word " * 40000,), 20), (("Hi there. Yes.",) * 5000, 500)):
+        chapter = Chapter(1, "T", paragraphs)
+        assert_packed_contract(chapter, max_chars, False)
+        ideal = math.ceil(chapter.characters / max_chars)
+        assert (
+            len(chunk_chapter(chapter, max_chars))
+            <= 1.15 * requests_ratio(Book("B", (chapter,)), max_chars, packing=FEWEST) * ideal
+        )
+
+
+def test_packed_contract_on_every_alice_chapter() -> None:
+    from pipeline.readers import read_book
+
+    book = read_book(corpus_file("alice-pg11.txt"))
+    for max_chars in (57, 500, 4096):
+        for chapter in book.chapters:
+            assert_packed_contract(chapter, max_chars, True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(paragraphs=PARAGRAPHS, title=CHAPTER_TEXT, max_chars=MAX_CHARS, announce_title=st.booleans())
+def test_pack_false_is_the_per_paragraph_chunking(
+    paragraphs: list[str], title: str, max_chars: int, announce_title: bool
+) -> None:
+    chapter = Chapter(2, title, tuple(paragraphs))
+    expected: list[tuple[str, Pause]] = []
+    if announce_title and title.strip():
+        pieces = chunk_text(title, max_chars)
+        expected += [(p, Pause.SENTENCE) for p in pieces[:-1]] + [(pieces[-1], Pause.TITLE)]
+    for paragraph in paragraphs:
+        pieces = chunk_text(paragraph, max_chars)
+        expected += [(p, Pause.SENTENCE) for p in pieces[:-1]] + [(p, Pause.PARAGRAPH) for p in pieces[-1:]]
+    if expected:
+        expected[-1] = (expected[-1][0], Pause.END)
+    segments = chunk_chapter(chapter, max_chars, announce_title=announce_title, pack=False)
+    assert [(s.text, s.pause_after) for s in segments] == expected
+    assert [(s.chapter, s.index) for s in segments] == [(2, i) for i in range(len(expected))]
+
+
+def test_chunking_does_not_depend_on_the_process_hash_seed() -> None:
+    # Part keys hash segment texts: a packing that used hash() would re-pay a whole book in every process.
+    book = chinese_book(chapters=1)
+    code = (
+        "import json; from tests.chunk_measures import chinese_book; from pipeline.chunker import chunk_book; "
+        "print(json.dumps([s.text for c in chunk_book(chinese_book(chapters=1), 200) for s in c]))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == [s.text for c in chunk_book(book, 200) for s in c]
+
+
+# Requests against the ideal (Σ⌈chapter characters / max_chars⌉). Deterministic counts, so exact bounds.
+
+
+@pytest.mark.parametrize("make_book", [dialogue_book, chinese_book], ids=["dialogue", "chinese"])
+def test_requests_stay_near_the_ideal_on_synthetic_books(make_book: Callable[[], Book]) -> None:
+    book = make_book()
+    ratio = requests_ratio(book, 500)
+    assert ratio <= 1.15
+    assert requests_ratio(book, 500, announce_titles=True) <= 1.15
+    # ... and within 7% of the fewest segments whole sentences allow: what content-defined breaks cost.
+    assert ratio <= 1.07 * requests_ratio(book, 500, packing=FEWEST)
+    per_paragraph = sum(len(chunk_chapter(c, 500, pack=False)) for c in book.chapters)
+    assert per_paragraph >= 2.5 * ratio * ideal_requests(book, 500)
+
+
+def test_requests_on_alice_are_near_the_fewest_whole_sentences_allow() -> None:
+    from pipeline.readers import read_book
+
+    book = read_book(corpus_file("alice-pg11.txt"))
+    # Alice's sentences are long (a tenth are over 200 characters): even the fewest segments of whole
+    # sentences are 1.198 x the ideal at 500, so the DESIGN aim of 1.15 is out of reach without cutting
+    # sentences at clause marks. The packing stays within 4% of that bound.
+    fewest = requests_ratio(book, 500, packing=FEWEST)
+    assert 1.19 < fewest < 1.21
+    assert requests_ratio(book, 500) <= 1.04 * fewest
+
+
+# Edit locality: new segment texts per paragraph edit (word replaced, sentence inserted, sentence deleted).
+
+
+def assert_edits_stay_local(changes: dict[str, list[int]], mean: float, worst: int, over_six: float) -> None:
+    every = [n for counts in changes.values() for n in counts]
+    assert statistics.mean(every) <= mean
+    assert max(every) <= worst
+    assert sum(1 for n in every if n > 6) <= over_six * len(every)
+    assert statistics.mean(changes["word"]) <= 1.5  # a word changed is nearly always one new request
+
+
+def test_editing_a_paragraph_of_alice_changes_few_segments() -> None:
+    from pipeline.readers import read_book
+
+    book = read_book(corpus_file("alice-pg11.txt"))
+    # Every paragraph, three edits each. Measured: 1.84 new segments an edit on average, 2.2% over 6, at most
+    # 15 (an anchor or region split that appears or vanishes: see the chunker's docstring). The brief's "never
+    # more than 6" is not met; these bounds keep what was measured from getting worse.
+    assert_edits_stay_local(edit_changes(book, 500), mean=2.0, worst=15, over_six=0.025)
+
+
+@pytest.mark.parametrize("make_book", [dialogue_book, chinese_book], ids=["dialogue", "chinese"])
+def test_editing_a_paragraph_of_a_synthetic_book_changes_few_segments(make_book: Callable[[], Book]) -> None:
+    # 15 paragraphs a chapter, three edits each. Measured: dialogue 1.83/7 (0.6% over 6), Chinese 2.04/11 (1.0%).
+    assert_edits_stay_local(edit_changes(make_book(), 500, sample=15), mean=2.2, worst=11, over_six=0.015)
+
+
+def test_greedy_packing_would_not_stay_local() -> None:
+    # The reason for content-defined breaks: one region per chapter (greedy from both ends) re-pays much more.
+    changes = edit_changes(dialogue_book(chapters=3), 500, sample=15, packing=FEWEST)
+    assert statistics.mean(n for counts in changes.values() for n in counts) > 3
