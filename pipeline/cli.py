@@ -39,6 +39,13 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--speed", type=float, help="0.25 to 4.0")
     g.add_argument("--language", help="override the book's language, e.g. en or zh")
     g.add_argument("--max-chars", type=int, help="largest segment sent in one request (default 500)")
+    g.add_argument(
+        "--no-pack",
+        dest="pack",
+        action="store_false",
+        default=None,
+        help="one paragraph at a time instead of packing sentences across paragraphs (more requests)",
+    )
     g.add_argument("--concurrency", type=int, help="requests in flight at once (default 8)")
     g.add_argument("--max-retries", type=int, help="retries per request (default 4)")
     g.add_argument("--timeout", type=float, help="seconds to wait for one answer (default 120)")
@@ -147,6 +154,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "speed",
         "language",
         "max_chars",
+        "pack",
         "concurrency",
         "max_retries",
         "timeout",

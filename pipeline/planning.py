@@ -165,12 +165,13 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
     adapted = backend.adapt(settings.backend, options.language or book.language)
     identity = backend.identity(adapted)
     spec, fmt = options.voice_spec, options.part_format
+    pack = options.pack if options.pack is not None else backend.packs
     previous = read_previous(out_dir)
     _check_owner(book, out_dir, previous)
     total = len(book.chapters)
     chapters = []
     for chapter in book.chapters:
-        segments = chunk_chapter(chapter, options.max_chars, announce_title=options.announce_titles)
+        segments = chunk_chapter(chapter, options.max_chars, announce_title=options.announce_titles, pack=pack)
         keys = tuple(part_key(identity, spec, seg.text) for seg in segments)
         fingerprint = chapter_fingerprint(keys, book, chapter, total, options)
         filename = audio.chapter_filename(chapter.index, total, chapter.title)

@@ -153,6 +153,7 @@ def test_sigterm_mid_batch_keeps_parts_and_the_next_run_resumes(tmp_path: Path) 
             "OPENAI_BASE_URL": srv.url,
             "AUDIOBOOK_CACHE_DIR": str(cache),
             "AUDIOBOOK_CONCURRENCY": "4",
+            "AUDIOBOOK_PACK": "false",  # a request per paragraph: plenty in flight when the signal comes
         }
         child_env = make_child_env(env)
         child = subprocess.Popen(

@@ -144,8 +144,9 @@ def book_epub(path: Path, *, titles: list[str] | None = None, book_title: str = 
 
 
 def chapter_characters(title: str, paragraphs: list[str]) -> int:
-    """What the plan should count for a chapter: its spoken title plus its text."""
-    return len(title) + sum(len(p) for p in paragraphs)
+    """What the plan should count for a chapter: its spoken title plus its text, the paragraphs packed into one
+    request with a line break between them (each chapter here is short enough)."""
+    return len(title) + len("\n".join(paragraphs))
 
 
 # --------------------------------------------------------------------------------------------- reading results
@@ -197,7 +198,7 @@ def test_epub_dry_run_lists_chapters_titles_sizes_and_what_it_skips(
     assert plan["book"]["title"] == BOOK_TITLE and plan["book"]["author"] == AUTHOR
     assert [c["title"] for c in plan["chapters"]] == [t for t, _ in CHAPTERS]
     assert [c["characters"] for c in plan["chapters"]] == [chapter_characters(t, p) for t, p in CHAPTERS]
-    assert [c["segments"] for c in plan["chapters"]] == [3, 2, 3]  # title + paragraphs (each under max_chars)
+    assert [c["segments"] for c in plan["chapters"]] == [2, 2, 2]  # the title, then the paragraphs packed in one
     assert sum(c["segments"] for c in plan["chapters"]) == plan["segments"] == plan["requests_needed"]
     skipped = " ".join(plan["skipped"]).lower()
     assert "contents" in skipped and "licence" in skipped
@@ -300,7 +301,7 @@ def test_chapter_titles_are_spoken_by_default_and_not_with_no_titles(
 ) -> None:
     book = book_epub(tmp_path / "book.epub")
     titles = [t for t, _ in CHAPTERS]
-    body = [p for _, paragraphs in CHAPTERS for p in paragraphs]
+    body = ["\n".join(paragraphs) for _, paragraphs in CHAPTERS]  # each chapter's text packed into one request
 
     assert cli("convert", str(book), "-o", str(tmp_path / "with"), "--subtitles", "vtt") == 0
     assert sorted(server.served_inputs()) == sorted(titles + body)
@@ -333,7 +334,7 @@ def test_chapter_titles_are_spoken_by_default_and_not_with_no_titles(
     capsys.readouterr()
     assert cli("plan", str(book), "--no-titles", "--json") == 0
     plan = json.loads(capsys.readouterr().out)
-    assert [c["characters"] for c in plan["chapters"]] == [sum(map(len, p)) for _, p in CHAPTERS]
+    assert [c["characters"] for c in plan["chapters"]] == [len("\n".join(p)) for _, p in CHAPTERS]
 
 
 # --------------------------------------------------------------------------------------------- Chinese, HTML
@@ -392,7 +393,7 @@ def test_gb18030_chinese_novel_end_to_end(server: FakeSpeechServer, tmp_path: Pa
         assert all(any(cue in seg for seg in served) for cue in body)  # each cue shows part of one request
     for seg in (s for s in served if s not in titles):  # the spoken titles are the book's own, spaces included
         assert len(seg) <= 20
-        assert not re.search(rf"{CJK_OR_PUNCT}\s+{CJK_OR_PUNCT}", seg), f"space inside Chinese: {seg!r}"
+        assert not re.search(rf"{CJK_OR_PUNCT}[ \t]+{CJK_OR_PUNCT}", seg), f"space inside Chinese: {seg!r}"
         assert SENTENCE_END.search(seg), f"not cut at a sentence end: {seg!r}"
         assert seg[0] not in "”’」』）)", f"closing quote split from its sentence: {seg!r}"
     # Quoted speech keeps its closing quote on the sentence it closes.

@@ -78,7 +78,7 @@ def test_corpus_book_with_faults_is_complete_in_order_and_paid_once(
     # Every character of every chapter is in its segments, in order (titles are spoken in addition).
     for chapter, segs in zip(book.chapters, segments, strict=True):
         body = [s.text for s in segs if s.pause_after.value != "title"]
-        assert "".join(body).replace(" ", "") == chapter.text.replace(" ", "").replace("\n", "")
+        assert "".join(body).replace(" ", "").replace("\n", "") == chapter.text.replace(" ", "").replace("\n", "")
     assert len(no_backoff) == 8  # one backoff per retried fault; the 429's pause was the governor's
     # Seven injected faults and one answer slower than the timeout were retried; the 429 was waited out in the
     # rate governor, which is no failed attempt.
@@ -138,7 +138,7 @@ def test_a_segment_that_keeps_failing_names_itself_and_leaves_no_hole(
 ) -> None:
     book = write_book(tmp_path / "book.txt")
     doomed = "Sentence 41 "
-    server.inject_for(lambda body: body["input"].startswith(doomed), Fault.status(500))
+    server.inject_for(lambda body: doomed in body["input"], Fault.status(500))
     out = tmp_path / "out"
     assert convert(book, out, "--max-retries", "2") == 1
     err = capsys.readouterr().err
@@ -146,15 +146,15 @@ def test_a_segment_that_keeps_failing_names_itself_and_leaves_no_hole(
     report = read_report(out)
     assert report["status"] == "failed"
     assert [c["status"] for c in report["chapters"]] == ["done", "failed", "done"]
-    assert report["failures"][0]["chapter"] == 2 and report["failures"][0]["text"].startswith("Sentence 41")
+    assert report["failures"][0]["chapter"] == 2 and report["failures"][0]["text"].startswith("Sentence ")
     assert sorted(p.name[:2] for p in out.glob("*.mp3")) == ["01", "03"]  # no chapter with a hole in it
     assert not list(out.glob("*.m3u")) and not list(out.glob("*.part"))
-    assert sum(1 for r in server.requests if r.input and r.input.startswith(doomed)) == 3
+    assert sum(1 for r in server.requests if r.input and doomed in r.input) == 3
     # The server recovers; the rerun pays only for the missing segment.
     served_before = len(server.served_inputs())
     server.clear()
     assert convert(book, out) == 0
-    assert [r.input[:12] for r in server.requests] == [doomed]
+    assert len(server.requests) == 1 and doomed in (server.requests[0].input or "")
     assert len(server.served_inputs()) == 1 and served_before > 1
     assert len(list(out.glob("*.mp3"))) == 3 and len(list(out.glob("*.m3u"))) == 1
 
@@ -396,7 +396,7 @@ def test_a_sentence_repeated_in_a_chapter_is_paid_once_and_the_chapter_built_onc
     monkeypatch.setattr(audio, "assemble_chapter", counting)
     book = tmp_path / "refrain.txt"
     book.write_text("Chapter 1: Refrain\n\nOh dear!\n\nThe rabbit ran.\n\nOh dear!\n", encoding="utf-8")
-    assert convert(book, tmp_path / "out", "--no-titles") == 0
+    assert convert(book, tmp_path / "out", "--no-titles", "--no-pack") == 0  # a part per paragraph
     assert sorted(r.input for r in server.requests) == ["Oh dear!", "The rabbit ran."]
     assert built == ["Chapter 1. Refrain"]
     report = read_report(tmp_path / "out")

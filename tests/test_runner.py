@@ -40,7 +40,9 @@ class AudioSynth:
 
 
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(env={}, overrides={"cache_dir": tmp_path / "cache", "announce_titles": False})
+    # A segment per paragraph, so each test line is one request (packing has its own tests).
+    overrides = {"cache_dir": tmp_path / "cache", "announce_titles": False, "pack": False}
+    return load_settings(env={}, overrides=overrides)
 
 
 def book(title: str, *chapters: tuple[str, ...]) -> Book:

@@ -347,4 +347,5 @@ BACKEND = Backend(
     voices=list_voices,
     # The voice of the OpenAI names follows the book's language for text that is not CJK.
     adapt=lambda options, language: dataclasses.replace(options, language=language),
+    packs=False,  # no rate limit to save requests for; a segment per paragraph keeps the voice's pauses exact
 )
