@@ -405,6 +405,40 @@ def _rate_scenarios(cfg: Config) -> list[RateScenario]:
     ]
 
 
+def measure_requests(cfg: Config) -> list[dict[str, Any]]:
+    """Requests per book against the ideal (Σ over chapters of ⌈characters / max_chars⌉, plus spoken titles),
+    packed and a paragraph at a time, and what editing one paragraph re-pays (new segment texts per edit)."""
+    from tests.chunk_measures import FEWEST, chinese_book, dialogue_book, edit_changes, ideal_requests
+
+    books: list[tuple[str, Book]] = [("synthetic dialogue-heavy book", dialogue_book()), ("synthetic Chinese book",
+                                     chinese_book())]  # fmt: skip
+    if CORPUS_BOOK.is_file():
+        books.insert(0, (f"corpus: {CORPUS_BOOK.name}", read_book(CORPUS_BOOK)))
+    rows = []
+    for name, book in books:
+        ideal = ideal_requests(book, 500, announce_titles=True)
+
+        def count(**kw: Any) -> int:
+            return sum(len(c) for c in chunk_book(book, 500, announce_titles=True, **kw))  # noqa: B023
+
+        changes = [n for ns in edit_changes(book, 500, sample=15 if cfg.quick else None).values() for n in ns]
+        rows.append(
+            {
+                "book": name,
+                "characters": book.characters,
+                "ideal": ideal,
+                "packed": count(),
+                "fewest_whole_sentences": count(packing=FEWEST),
+                "per_paragraph": count(pack=False),
+                "edits": len(changes),
+                "edit_mean": round(sum(changes) / len(changes), 2),
+                "edit_max": max(changes),
+                "edits_over_6": round(sum(n > 6 for n in changes) / len(changes), 4),
+            }
+        )
+    return rows
+
+
 def _chunking_book() -> tuple[Book, str]:
     if CORPUS_BOOK.is_file():
         return read_book(CORPUS_BOOK), str(CORPUS_BOOK.relative_to(REPO.parent))
@@ -698,11 +732,26 @@ def _rate_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _chunking_lines(results: dict[str, Any]) -> list[str]:
+    lines = ["", "3. Requests per book at max_chars 500, spoken titles included (ideal: Σ⌈chapter characters / 500⌉ "
+             "+ titles)"]  # fmt: skip
+    lines.append(
+        f"   {'book':<34} {'chars':>9} {'ideal':>6} {'packed':>7} {'x ideal':>7} {'floor':>7} {'per para.':>9} "
+        f"{'edit re-pays: mean / max / >6':>30}"
+    )
+    for r in results.get("requests", []):
+        lines.append(
+            f"   {r['book']:<34} {r['characters']:>9,} {r['ideal']:>6} {r['packed']:>7} "
+            f"{r['packed'] / r['ideal']:>7.3f} {r['fewest_whole_sentences'] / r['ideal']:>7.3f} "
+            f"{r['per_paragraph'] / r['ideal']:>9.3f} {r['edit_mean']:>14.2f} / {r['edit_max']:>3} / "
+            f"{r['edits_over_6']:>5.1%} ({r['edits']} edits)"
+        )
+    lines.append("   floor: the fewest requests whole sentences allow (one packing region a chapter)")
     c = results["chunking"]
-    return [
+    return lines + [
         "",
-        f"3. Chunking: {c['source']}: {c['characters']:,} characters, {c['chapters']} chapters -> {c['segments']} "
-        f"segments; best of {c['runs']}: {c['best_s'] * 1000:.1f} ms = {c['chars_per_s']:,} characters/s",
+        f"3b. Chunking speed: {c['source']}: {c['characters']:,} characters, {c['chapters']} chapters -> "
+        f"{c['segments']} segments; best of {c['runs']}: {c['best_s'] * 1000:.1f} ms = "
+        f"{c['chars_per_s']:,} characters/s",
     ]
 
 
@@ -784,6 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             row for sc in _rate_scenarios(cfg) for row in _step(f"rate limit: {sc.name}", measure_rate_limit, cfg, sc)
         ]
     if "chunking" in only:
+        results["requests"] = _step("requests per book", measure_requests, cfg)
         results["chunking"] = _step("chunking", measure_chunking, cfg)
     if "assembly" in only:
         results["assembly"] = _step("assembly", measure_assembly, cfg)
