@@ -34,3 +34,26 @@ def test_on_a_terminal_progress_is_a_bar(capsys: pytest.CaptureFixture[str]) -> 
     progress.close()
     err = capsys.readouterr().err
     assert "speaking" in err and "2/2 requests" in err and "1.00k/1.00k" in err
+
+
+def test_the_line_says_when_the_rate_limit_holds_the_run_back(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held = "held back by the rate limit: 59/min (limit 60/min from headers)"
+    caplog.set_level(logging.INFO, logger="audiobook")
+    progress = Progress(tty=False, interval=0)
+    progress.rate = lambda: held
+    progress.start(total_chars=100, done_chars=0, requests=2)
+    progress.advance(50)
+    progress.rate = lambda: None  # not held back any more: nothing said
+    progress.advance(50)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[1].startswith("1/2 requests, 50/100 characters") and lines[1].endswith(f"; {held}")
+    assert "held back" not in lines[2]
+
+    bar = Progress(tty=True)
+    bar.rate = lambda: held
+    bar.start(total_chars=100, done_chars=0, requests=2)
+    bar.advance(50)
+    bar.close()
+    assert held in capsys.readouterr().err
