@@ -3,8 +3,10 @@ earlier run left that are still current. Planning reads and looks up; it never s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,10 +17,12 @@ from pipeline import audio
 from pipeline.chunker import chunk_chapter
 from pipeline.config import BookOptions, Settings
 from pipeline.errors import UsageError
-from pipeline.models import BackendOptions, Book, Chapter, Segment
+from pipeline.models import BackendOptions, Book, Chapter, Pause, Segment
 from pipeline.report import PreviousRun, read_previous
 from pipeline.store import PartStore, part_key
 from pipeline.tts import registry
+
+log = logging.getLogger("audiobook")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class BookPlan:
     identity: str  # the synthesizer identity in every part key
     chapters: tuple[ChapterPlan, ...]
     previous: PreviousRun  # what the last run's report said, read once
+    notes: tuple[str, ...] = ()  # what a user should know before paying for the run
 
     @property
     def segments(self) -> int:
@@ -114,6 +119,7 @@ class BookPlan:
                 for c in self.chapters
             ],
             "skipped": list(self.book.skipped),
+            "notes": list(self.notes),
             "segments": self.segments,
             "characters": self.characters,
             "cached_segments": sum(sum(c.cached) for c in self.chapters),
@@ -169,9 +175,13 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
     previous = read_previous(out_dir)
     _check_owner(book, out_dir, previous)
     total = len(book.chapters)
+    notes = list(backend.caveats(adapted))
+    silent = 0
     chapters = []
     for chapter in book.chapters:
-        segments = chunk_chapter(chapter, options.max_chars, announce_title=options.announce_titles, pack=pack)
+        chunked = chunk_chapter(chapter, options.max_chars, announce_title=options.announce_titles, pack=pack)
+        segments = _speakable(chunked)
+        silent += len(chunked) - len(segments)
         keys = tuple(part_key(identity, spec, seg.text) for seg in segments)
         fingerprint = chapter_fingerprint(keys, book, chapter, total, options)
         filename = audio.chapter_filename(chapter.index, total, chapter.title)
@@ -183,4 +193,22 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
                 chapter, segments, keys, cached, fingerprint, filename, up_to_date, duration if up_to_date else None
             )
         )
-    return BookPlan(book, options, adapted, out_dir, store.location, identity, tuple(chapters), previous)
+    if silent:
+        notes.append(f"{silent} segment(s) with no letter or digit to speak (symbols, emoji) are not sent")
+    for note in notes:
+        log.warning("%s: %s", book.title, note)
+    plan = BookPlan(book, options, adapted, out_dir, store.location, identity, tuple(chapters), previous, tuple(notes))
+    return plan
+
+
+def _speakable(segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
+    """The segments a voice can say: one with no letter or digit (emoji, a row of symbols) would be paid for and
+    give silence or noise. Its pause goes to the segment before it when longer (a paragraph's end stays one)."""
+    kept: list[Segment] = []
+    order = (Pause.SENTENCE, Pause.PARAGRAPH, Pause.TITLE, Pause.END)
+    for segment in segments:
+        if any(c.isalnum() for c in segment.text):
+            kept.append(segment)
+        elif kept and order.index(segment.pause_after) > order.index(kept[-1].pause_after):
+            kept[-1] = dataclasses.replace(kept[-1], pause_after=segment.pause_after)
+    return tuple(kept)

@@ -206,6 +206,8 @@ def format_plan(summary: dict[str, Any]) -> str:
     if summary["skipped"]:
         lines += ["", "Skipped (not read aloud; --include-matter reads them):"]
         lines += [f"  - {s}" for s in summary["skipped"]]
+    if summary.get("notes"):
+        lines += ["", "Note:"] + [f"  - {s}" for s in summary["notes"]]
     lines += [
         "",
         f"Total:    {len(summary['chapters'])} chapter{'' if len(summary['chapters']) == 1 else 's'}, "

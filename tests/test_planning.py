@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_settings
-from pipeline.models import Book, Chapter
+from pipeline.models import Book, Chapter, Pause
 from pipeline.planning import plan_book
+from pipeline.report import format_plan
 from pipeline.store import FileStore
 
 BOOK = Book(
@@ -51,3 +52,28 @@ def test_a_plan_sends_nothing_and_counts_what_is_cached(tmp_path: Path) -> None:
         again.chapters[0].segments[1].text
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_language_the_offline_voice_lacks_is_said_in_the_plan_and_the_log(  # qaa: a private-use code
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(env={}, overrides={"backend": "local", "language": "qaa"})
+    with caplog.at_level("WARNING", logger="audiobook"):
+        plan = plan_book(BOOK, settings, tmp_path / "out", FileStore(tmp_path / "cache"))
+    (note,) = plan.summary()["notes"]
+    assert "no voice for language 'qaa'" in note and "audiobook voices" in note
+    assert any("'qaa'" in r.getMessage() for r in caplog.records)
+    assert "Note:" in format_plan(plan.summary()) and "'qaa'" in format_plan(plan.summary())
+    settings = load_settings(env={}, overrides={"backend": "local", "language": "fr"})
+    assert plan_book(BOOK, settings, tmp_path / "out", FileStore(tmp_path / "cache")).notes == ()
+
+
+def test_text_with_nothing_to_say_is_not_sent(tmp_path: Path) -> None:
+    book = Book("Emoji", (Chapter(1, "Party", ("We danced all night.", "🎉🎉🎉 ✨", "Then we slept.")),))
+    settings = load_settings(env={}, overrides={"announce_titles": False, "pack": False})
+    plan = plan_book(book, settings, tmp_path / "out", FileStore(tmp_path / "cache"))
+    texts = [s.text for s in plan.chapters[0].segments]
+    assert texts == ["We danced all night.", "Then we slept."]
+    assert plan.chapters[0].segments[0].pause_after == Pause.PARAGRAPH
+    assert "1 segment(s) with no letter or digit to speak" in plan.notes[0]
+    assert list(plan.needed.values()) == texts

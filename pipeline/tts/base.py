@@ -63,6 +63,8 @@ class Backend:
     voices: Callable[[], list[VoiceInfo]]
     # The options this backend uses for a book in ``language`` (the offline voice follows it).
     adapt: Callable[[BackendOptions, str | None], BackendOptions] = lambda options, _language: options
+    # What a user should know before paying for a run with these options (a language the voice lacks...).
+    caveats: Callable[[BackendOptions], list[str]] = lambda _options: []
     # Whether a book's sentences are packed across paragraphs into as few requests as fit (a key's rate limit
     # makes each request count); a backend without one may keep a segment per paragraph.
     packs: bool = True

@@ -263,10 +263,8 @@ class EspeakSynth:
         self.bitrate = bitrate
         self._engine = engine()
         self._hint: _Voice | None = None
-        if default_language:
+        if default_language:  # a language it has no voice for is said once, in the plan (see _caveats)
             self._hint = _language_voice(default_language, self._engine.voices)
-            if self._hint is None:
-                log.warning("the offline voice has no voice for language %r; choosing by script", default_language)
 
     def identity(self) -> str:
         # A language hint changes which voice reads non-CJK text, so it is part of the identity.
@@ -338,6 +336,15 @@ def _identity(options: BackendOptions) -> str:
     return EspeakSynth(default_language=options.language).identity()
 
 
+def _caveats(options: BackendOptions) -> list[str]:
+    if options.language and _language_voice(options.language, engine().voices) is None:
+        return [
+            f"the offline voice has no voice for language {options.language!r}: each segment is read by the voice "
+            f"of its script ({ENGLISH_VOICE} for Latin letters, {CHINESE_VOICE} for Chinese); see `audiobook voices`"
+        ]
+    return []
+
+
 BACKEND = Backend(
     name="local",
     build=_build,
@@ -347,5 +354,6 @@ BACKEND = Backend(
     voices=list_voices,
     # The voice of the OpenAI names follows the book's language for text that is not CJK.
     adapt=lambda options, language: dataclasses.replace(options, language=language),
+    caveats=_caveats,
     packs=False,  # no rate limit to save requests for; a segment per paragraph keeps the voice's pauses exact
 )
