@@ -42,6 +42,7 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -225,7 +226,17 @@ class SpeechServer:
             raise RuntimeError("the server was shut down")
         self._main = self._loop.create_task(self._serve())
         self._loop.call_soon(self._running.set)
-        self._loop.run_until_complete(self._main)
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C and SIGTERM end serving cleanly. A KeyboardInterrupt raised at an arbitrary point inside the
+            # event loop can leave it unable to finish closing its connections (seen under load: a hang).
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self._stop.set)
+        try:
+            self._loop.run_until_complete(self._main)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self._loop.remove_signal_handler(sig)
 
     def start(self) -> SpeechServer:
         self._thread = threading.Thread(target=self.serve_forever, name=f"speech-server:{self.port}", daemon=True)
