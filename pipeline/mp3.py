@@ -4,9 +4,14 @@ An MP3 file is a sequence of self-describing frames, each a fixed number of samp
 wrapped in optional tags. When every part of a chapter shares one stream format (MPEG version, layer, sample
 rate, channel count), the chapter is just the parts' frames in order, with pauses made of silent frames of
 the same format: no decoder, no second encode, nothing held but the part being copied. Durations are whole
-frames, so every timing here is an exact sample count. This module reads frames without decoding them::
+frames, so every timing here is an exact sample count::
 
     info = check_part(body)                  # on arrival; NotAudio for a garbage 200, a truncated answer
+    with open(tmp, "wb") as fh:
+        writer = LosslessWriter(fh)
+        writer.add_silence(500)
+        span = writer.add_part(part)         # FormatMismatch: the caller falls back to the decode path
+        result = writer.close()              # fills in the Xing/Info header: frame count, bytes, seek table
 
 What a part may hold, and what is kept: ID3v2 tags in front (as many as there are) and ID3v1, APEv2,
 Lyrics3v2 tags or zero bytes at the end are skipped; a Xing/Info/VBRI header frame is dropped (it describes
@@ -15,25 +20,41 @@ as they are, edges included (as ffmpeg's concat demuxer does). Anything else tha
 the stream is refused: leading junk is skipped only when at least four consistent frames follow it (so
 stray ``0xFFE`` bytes in garbage are not taken for audio), and a last frame cut short by a dropped
 connection is refused. A part that is one frame long is valid.
+
+The joined file starts with its own Info (CBR) or Xing (VBR) frame, without a LAME extension: players then
+count every frame, so the file plays for exactly ``frames * samples_per_frame`` samples, the sum the
+writer reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.errors import AudioError
 
 __all__ = [
+    "FormatMismatch",
     "Frames",
+    "JoinResult",
+    "LosslessWriter",
     "NotAudio",
     "PartInfo",
+    "PartSpan",
+    "Silence",
     "StreamFormat",
     "check_part",
+    "frames_for_ms",
+    "join",
     "parse_frames",
+    "silence",
+    "silent_frame",
 ]
 
 
@@ -48,10 +69,24 @@ class NotAudio(AudioError):
         self.offset = offset
 
 
+class FormatMismatch(AudioError):
+    """A valid part that cannot join this chapter frame for frame (another format, or not Layer III).
+
+    Nothing of it was written: the caller assembles the chapter through the decode path instead.
+    """
+
+    def __init__(self, message: str, *, expected: StreamFormat | None, found: StreamFormat):
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+
+
 # --------------------------------------------------------------------------------------------- headers
 
 _VERSIONS = {0: "2.5", 2: "2", 3: "1"}  # header bits 20-19; 0b01 is reserved
+_VERSION_BITS = {v: k for k, v in _VERSIONS.items()}
 _LAYERS = {1: 3, 2: 2, 3: 1}  # header bits 18-17; 0b00 is reserved
+_LAYER_BITS = {v: k for k, v in _LAYERS.items()}
 _RATES = {"1": (44100, 48000, 32000), "2": (22050, 24000, 16000), "2.5": (11025, 12000, 8000)}
 _LSF_II_III = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
 _KBPS: dict[tuple[str, int], tuple[int, ...]] = {  # index 0 is free format, 15 is invalid
@@ -67,7 +102,9 @@ for _layer in (1, 2, 3):
 
 _SYNC = 0xFFE00000
 _SAME_STREAM = 0xFFFE0C00  # sync, version, layer, sample rate: what may not change inside a stream
+_STYLE = 0x000000CF  # channel mode, copyright, original, emphasis: copied from a part into our frames
 _MONO = 3
+_JOINT_STEREO = 1
 _HEADER = struct.Struct(">I")
 _MIN_CHAIN = 4  # consistent frames that must follow skipped junk before it counts as a stream start
 _LAME_ENCODERS = (b"LAME", b"Lavf", b"Lavc")  # whose delay/padding ffmpeg honours (mp3dec.c)
@@ -150,6 +187,50 @@ def _header(value: int) -> _Header | None:
     return _Header(value, fmt, kbps, length, not (value >> 16) & 1, _side_info(version, layer, channels))
 
 
+def _build_header(fmt: StreamFormat, kbps: int, style: int) -> int:
+    try:
+        bitrate_index = _KBPS[(fmt.version, fmt.layer)].index(kbps, 1)
+        rate_index = _RATES[fmt.version].index(fmt.sample_rate)
+        version_bits = _VERSION_BITS[fmt.version]
+    except (KeyError, ValueError):
+        raise ValueError(f"no {kbps} kbps frame exists for {fmt}") from None
+    mode = style & 0xC0
+    if (mode == 0xC0) != (fmt.channels == 1):  # the style's channel mode must say the format's channel count
+        mode = 0xC0 if fmt.channels == 1 else _JOINT_STEREO << 6
+    return (
+        _SYNC
+        | version_bits << 19
+        | _LAYER_BITS[fmt.layer] << 17
+        | 1 << 16  # no CRC
+        | bitrate_index << 12
+        | rate_index << 10
+        | mode
+        | (style & 0x0F)
+    )
+
+
+def _crc16(data: bytes) -> int:
+    """The CRC of a protected frame: CRC-16 (polynomial 0x8005, initial 0xFFFF) of the header's last two
+    bytes and the side information."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x8005 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc
+
+
+def _silenced(frame: bytes, side_info: int) -> bytes:
+    """``frame`` with all side information zero: it decodes to silence and takes nothing from the bit
+    reservoir, but its payload stays, as the following frames may take their main data from it."""
+    out = bytearray(frame)
+    at = 4 if frame[1] & 1 else 6  # protection bit 0: a CRC sits between header and side information
+    out[at : at + side_info] = bytes(side_info)
+    if at == 6:
+        out[4:6] = _crc16(bytes(out[2:4]) + bytes(side_info)).to_bytes(2, "big")
+    return bytes(out)
+
+
 # --------------------------------------------------------------------------------------------- parsing
 
 
@@ -162,7 +243,8 @@ class Frames:
     (``vbr_header`` names the one dropped). ``encoder_delay``/``encoder_padding`` come from a LAME tag written
     by LAME or ffmpeg, else None. ``orphans`` counts leading frames whose main data begins before the part's
     first frame (a stream cut out of a longer one): no decoder can decode them, and after another part they
-    would decode that part's bytes as noise.
+    would decode that part's bytes as noise. The writer zeroes their side information, which makes them
+    silent yet keeps their payload, where the following frames' main data may begin.
     """
 
     format: StreamFormat
@@ -439,3 +521,304 @@ def check_part(data: bytes) -> PartInfo:
         encoder_padding=frames.encoder_padding,
         orphans=frames.orphans,
     )
+
+
+# --------------------------------------------------------------------------------------------- silence
+
+
+def _smallest_kbps(fmt: StreamFormat, need: int) -> int:
+    """The lowest bitrate whose frame (without padding) holds ``need`` bytes."""
+    for kbps in _KBPS[(fmt.version, fmt.layer)][1:]:
+        if _frame_length(fmt.version, fmt.layer, kbps, fmt.sample_rate, 0) >= need:
+            return kbps
+    raise ValueError(f"no {fmt} frame holds {need} bytes")
+
+
+def _check_layer3(fmt: StreamFormat) -> None:
+    if fmt.layer != 3:
+        raise ValueError(f"silent frames are built for Layer III only, not {fmt}")
+
+
+def silent_frame(fmt: StreamFormat, kbps: int | None = None, *, style: int = 0) -> bytes:
+    """One Layer III frame that decodes to digital silence, on its own.
+
+    All side information is zero: main_data_begin 0 (it takes nothing from the bit reservoir, so it may
+    follow any frame) and part2_3_length 0 in every granule and channel (no coded values, so every sample
+    is exactly 0). ``kbps`` defaults to the smallest bitrate that fits the header and side information:
+    the payload is only zeros, so a bigger frame buys nothing. ``style`` carries the channel mode,
+    copyright, original and emphasis bits of a header to copy (see ``LosslessWriter``).
+    """
+    _check_layer3(fmt)
+    side = _side_info(fmt.version, 3, fmt.channels)
+    kbps = kbps if kbps is not None else _smallest_kbps(fmt, 4 + side)
+    value = _build_header(fmt, kbps, style or (0xC0 if fmt.channels == 1 else _JOINT_STEREO << 6))
+    length = _frame_length(fmt.version, 3, kbps, fmt.sample_rate, 0)
+    if length < 4 + side:
+        raise ValueError(f"a {kbps} kbps frame of {fmt} is too small to hold its side information")
+    return _HEADER.pack(value) + bytes(length - 4)
+
+
+def frames_for_ms(fmt: StreamFormat, ms: int) -> int:
+    """Whole frames nearest to ``ms`` milliseconds (half a frame rounds up)."""
+    if ms < 0:
+        raise ValueError(f"negative duration: {ms} ms")
+    per_frame = 1000 * fmt.samples_per_frame
+    return (2 * ms * fmt.sample_rate + per_frame) // (2 * per_frame)
+
+
+def silence(fmt: StreamFormat, ms: int, kbps: int | None = None) -> bytes:
+    """``ms`` milliseconds of silence as whole silent frames (nearest count; see ``silent_frame``)."""
+    return silent_frame(fmt, kbps) * frames_for_ms(fmt, ms)
+
+
+# --------------------------------------------------------------------------------------------- the join
+
+
+@dataclass(frozen=True)
+class Silence:
+    """A pause in a ``join``: ``ms`` milliseconds of silent frames (rounded to whole frames)."""
+
+    ms: int
+
+
+@dataclass(frozen=True)
+class PartSpan:
+    """Where a part sits in the joined stream: samples from the first audio frame, and the same in ms."""
+
+    index: int
+    frames: int
+    start_sample: int
+    end_sample: int
+    start_ms: int
+    end_ms: int
+    encoder_delay: int | None  # the part's LAME tag: its sound starts about delay + 529 samples into the span
+    encoder_padding: int | None  # and ends about padding - 529 samples before its end
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    """What ``LosslessWriter.close`` wrote: exact totals, and where each part is."""
+
+    format: StreamFormat
+    frames: int  # audio frames, the Xing/Info frame not counted (as its own frame count says)
+    samples: int
+    duration_ms: int
+    bytes: int  # the whole MPEG stream written, the Xing/Info frame included
+    bitrate_kbps: int | None  # None when the stream is VBR (tagged "Xing"); else CBR (tagged "Info")
+    parts: tuple[PartSpan, ...]
+
+
+class _SeekIndex:
+    """Byte offsets of every ``stride``-th frame in bounded memory: when full, every other entry goes and the
+    stride doubles. The TOC wants 100 points, so keeping 2,048 to 4,096 is precise for any chapter length."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self.stride = 1
+        self.offsets: array[int] = array("Q")
+
+    def add(self, first: int, count: int, offset_of: Callable[[int], int]) -> None:
+        """Frames ``first`` to ``first + count - 1``; ``offset_of(i)`` is where frame ``first + i`` starts."""
+        frame = len(self.offsets) * self.stride
+        while frame < first + count:
+            self.offsets.append(offset_of(frame - first))
+            if len(self.offsets) >= self.limit:
+                self.offsets = self.offsets[::2]
+                self.stride *= 2
+            frame = len(self.offsets) * self.stride
+
+    def at(self, frame: int) -> int:
+        """Where ``frame`` starts, or the nearest recorded frame before it."""
+        return self.offsets[min(frame // self.stride, len(self.offsets) - 1)]
+
+
+_XING_BYTES = 4 + 4 + 4 + 4 + 100  # tag, flags, frame count, byte count, TOC
+
+
+class LosslessWriter:
+    """Writes one MPEG Layer III stream to ``out`` (binary, seekable), part by part, in constant memory.
+
+    The first part fixes the format, unless ``fmt`` is given. Silence waits until the first part arrives, so
+    silent frames copy its header's channel mode and flags: ffmpeg opens a stream only where two consecutive
+    frames agree on them. A part of another format (or not Layer III) raises FormatMismatch before anything
+    of it is written: the writer stays usable and the caller can switch to the decode path. ``close`` seeks
+    back to fill in the Info/Xing frame written first, and leaves the position at the end. A stream of a
+    single frame gets a silent one after it (counted in the result): ffmpeg cannot open fewer than two.
+
+    Pauses are silent frames at the bitrate of the first part's first frame, so parts encoded at a constant
+    bitrate make a constant-bitrate file, which every player seeks by plain proportion, and which is marked
+    "Info" as LAME does. ``silence_kbps`` chooses another bitrate: the smallest (8 kbps at 24 kHz) saves
+    about 94 % of a pause's bytes at 128 kbps, a few percent of a chapter, and makes the file VBR ("Xing").
+    A part's ``orphans`` (see ``Frames``) are silenced in place.
+    """
+
+    def __init__(self, out: BinaryIO, fmt: StreamFormat | None = None, *, silence_kbps: int | None = None):
+        if not out.seekable():
+            raise ValueError("LosslessWriter needs a seekable output: the Info/Xing frame is filled in last")
+        if fmt is not None:
+            _check_layer3(fmt)
+        self._out = out
+        self._expected = fmt
+        self._fmt: StreamFormat | None = None  # set when the header frame is written
+        self._silence_kbps = silence_kbps
+        self._silent = b""
+        self._silent_kbps = 0
+        self._pending: list[int] = []  # ms of silence added before the first part
+        self._header_at = 0
+        self._xing = b""
+        self._frames = 0
+        self._audio_bytes = 0
+        self._kbps: set[int] = set()
+        self._index = _SeekIndex()
+        self._parts: list[PartSpan] = []
+        self._closed = False
+
+    @property
+    def format(self) -> StreamFormat | None:
+        return self._fmt or self._expected
+
+    def add_part(self, data: bytes) -> PartSpan:
+        """Append a part's audio frames. Raises NotAudio for a bad part, FormatMismatch for a foreign one."""
+        self._check_open()
+        frames = parse_frames(data)
+        expected = self.format
+        if frames.format.layer != 3:
+            raise FormatMismatch(f"{frames.format} cannot be joined frame by frame (Layer III only)",
+                                 expected=expected, found=frames.format)  # fmt: skip
+        if expected is not None and frames.format != expected:
+            raise FormatMismatch(f"the part is {frames.format}, the chapter {expected}",
+                                 expected=expected, found=frames.format)  # fmt: skip
+        if self._fmt is None:
+            self._begin(frames.format, frames.first_header)
+        fmt = self._fmt
+        assert fmt is not None
+        start, offsets, end = self._frames, frames.offsets, frames.end
+        first, base, count = offsets[0], self._audio_bytes, len(offsets)
+        self._index.add(self._frames, count, lambda i: base + offsets[i] - first)
+        body = memoryview(data)[first:end]
+        if frames.orphans:  # silenced in place (see Frames); sizes and so offsets unchanged
+            stop = offsets[frames.orphans] if frames.orphans < count else end
+            side = _side_info(fmt.version, 3, fmt.channels)
+            for i in range(frames.orphans):
+                nxt = offsets[i + 1] if i + 1 < count else end
+                self._out.write(_silenced(data[offsets[i] : nxt], side))
+            body = memoryview(data)[stop:end]
+        self._out.write(body)
+        self._frames += count
+        self._audio_bytes += end - first
+        self._kbps |= frames.bitrates
+        spf, rate = fmt.samples_per_frame, fmt.sample_rate
+        span = PartSpan(
+            index=len(self._parts),
+            frames=frames.count,
+            start_sample=start * spf,
+            end_sample=self._frames * spf,
+            start_ms=_ms(start * spf, rate),
+            end_ms=_ms(self._frames * spf, rate),
+            encoder_delay=frames.encoder_delay,
+            encoder_padding=frames.encoder_padding,
+        )
+        self._parts.append(span)
+        return span
+
+    def add_silence(self, ms: int) -> None:
+        """Append ``ms`` milliseconds of silence, rounded to the nearest whole frame (see ``frames_for_ms``)."""
+        self._check_open()
+        if ms < 0:
+            raise ValueError(f"negative pause: {ms} ms")
+        if self._fmt is None:
+            self._pending.append(ms)
+        else:
+            self._write_silence(frames_for_ms(self._fmt, ms))
+
+    def close(self) -> JoinResult:
+        """Fill in the Info/Xing frame and return the totals. The caller closes ``out``."""
+        self._check_open()
+        if self._fmt is None and self._expected is not None:  # silence only
+            self._begin(self._expected, 0)
+        fmt = self._fmt
+        if fmt is None or not self._frames:
+            raise AudioError("nothing to write: a chapter needs at least one frame of audio or silence")
+        if self._frames < 2:  # ffmpeg opens a stream only where two frames follow the header frame
+            self._write_silence(1)
+        self._closed = True
+        total = len(self._xing) + self._audio_bytes
+        # TOC entry i: where the frame at i % of the duration starts, relative to the first audio frame, in
+        # 256ths of the byte count (ffmpeg reads it so; others measure from the header frame, one frame off).
+        toc = bytes(min(255, 256 * self._index.at(i * self._frames // 100) // total) for i in range(100))
+        cbr = len(self._kbps) == 1
+        xing = bytearray(self._xing)
+        at = 4 + _side_info(fmt.version, 3, fmt.channels)
+        xing[at : at + _XING_BYTES] = (b"Info" if cbr else b"Xing") + struct.pack(">III", 7, self._frames, total) + toc
+        end = self._out.tell()
+        self._out.seek(self._header_at)
+        self._out.write(xing)
+        self._out.seek(end)
+        self._out.flush()
+        samples = self._frames * fmt.samples_per_frame
+        return JoinResult(
+            format=fmt,
+            frames=self._frames,
+            samples=samples,
+            duration_ms=_ms(samples, fmt.sample_rate),
+            bytes=total,
+            bitrate_kbps=next(iter(self._kbps)) if cbr else None,
+            parts=tuple(self._parts),
+        )
+
+    def __enter__(self) -> LosslessWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # After an error nothing is finalized: the output is a temporary file the caller removes.
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("LosslessWriter is closed")
+
+    def _begin(self, fmt: StreamFormat, first_header: int) -> None:
+        """Fix the format, write the placeholder header frame, then the silence that waited for it."""
+        self._fmt = fmt
+        style = first_header & _STYLE
+        first = _header(first_header) if first_header else None
+        kbps = self._silence_kbps or (first.kbps if first is not None else None)
+        self._silent = silent_frame(fmt, kbps, style=style)
+        self._silent_kbps = _KBPS[(fmt.version, 3)][(_HEADER.unpack_from(self._silent)[0] >> 12) & 15]
+        need = 4 + _side_info(fmt.version, 3, fmt.channels) + _XING_BYTES
+        fits = kbps is not None and _frame_length(fmt.version, 3, kbps, fmt.sample_rate, 0) >= need
+        self._xing = silent_frame(fmt, kbps if fits else _smallest_kbps(fmt, need), style=style)
+        self._header_at = self._out.tell()
+        self._out.write(self._xing)  # silent until close() writes the tag into it
+        for ms in self._pending:
+            self._write_silence(frames_for_ms(fmt, ms))
+        self._pending.clear()
+
+    def _write_silence(self, count: int) -> None:
+        if not count:
+            return
+        frame, base = self._silent, self._audio_bytes
+        self._index.add(self._frames, count, lambda i: base + i * len(frame))
+        block = max(1, 65536 // len(frame))  # a long pause is written in 64 KiB pieces, never built whole
+        for done in range(0, count, block):
+            self._out.write(frame * min(block, count - done))
+        self._frames += count
+        self._audio_bytes += count * len(frame)
+        self._kbps.add(self._silent_kbps)
+
+
+def join(out: Path | BinaryIO, pieces: Iterable[bytes | Silence], fmt: StreamFormat | None = None) -> JoinResult:
+    """Write ``pieces`` (parts' bytes and ``Silence`` pauses, in order) as one stream to ``out``.
+
+    A path is written directly (the caller picks a temporary name and renames). Raises as
+    ``LosslessWriter.add_part`` does; a half-written path is then the caller's to remove.
+    """
+    with contextlib.ExitStack() as stack:
+        fh = stack.enter_context(open(out, "wb")) if isinstance(out, Path) else out
+        writer = stack.enter_context(LosslessWriter(fh, fmt))
+        for piece in pieces:
+            if isinstance(piece, Silence):
+                writer.add_silence(piece.ms)
+            else:
+                writer.add_part(piece)
+        return writer.close()
