@@ -24,6 +24,10 @@ connection is refused. A part that is one frame long is valid.
 The joined file starts with its own Info (CBR) or Xing (VBR) frame, without a LAME extension: players then
 count every frame, so the file plays for exactly ``frames * samples_per_frame`` samples, the sum the
 writer reports.
+
+``decode_part_pcm`` decodes any valid part, however short, for the decode path: ffmpeg's MP3 demuxer wants
+two consecutive frames before it opens a stream (with or without ``-f mp3``), so the part's frames go in
+with two silent frames after them, which are cut off again.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import struct
+import subprocess
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import AudioError
+from pipeline.media import ffmpeg_exe
 
 __all__ = [
     "FormatMismatch",
@@ -50,6 +56,7 @@ __all__ = [
     "Silence",
     "StreamFormat",
     "check_part",
+    "decode_part_pcm",
     "frames_for_ms",
     "join",
     "parse_frames",
@@ -107,6 +114,7 @@ _MONO = 3
 _JOINT_STEREO = 1
 _HEADER = struct.Struct(">I")
 _MIN_CHAIN = 4  # consistent frames that must follow skipped junk before it counts as a stream start
+_DECODER_DELAY = 529  # samples; ffmpeg's mp3 decoder (528 + 1), which its LAME-tag trimming assumes
 _LAME_ENCODERS = (b"LAME", b"Lavf", b"Lavc")  # whose delay/padding ffmpeg honours (mp3dec.c)
 
 
@@ -822,3 +830,54 @@ def join(out: Path | BinaryIO, pieces: Iterable[bytes | Silence], fmt: StreamFor
             else:
                 writer.add_part(piece)
         return writer.close()
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+
+def decode_part_pcm(data: bytes, rate: int | None = None, *, trim: bool = True) -> bytes:
+    """The part as s16le mono PCM at ``rate`` (default: its own rate), for any valid part, one frame included.
+
+    With ``trim`` (the default) the result is what ffmpeg gives when it decodes the part as a file: when a
+    LAME tag gives the encoder delay and padding, ffmpeg drops ``delay + 529`` samples at the start (529 is
+    its decoder's delay) and ends ``padding - 529`` before the last frame's end; without one it gives every
+    frame. Two silent frames appended to the frames let ffmpeg open the shortest part and flush the last
+    frame's tail; the cut is then done by sample count, so the length is exact (checked). Stereo is mixed to
+    mono as the average of the two channels. Raises NotAudio for a bad part, AudioError if ffmpeg fails.
+    """
+    frames = parse_frames(data)
+    fmt = frames.format
+    rate = rate or fmt.sample_rate
+    total = frames.samples
+    start, stop = 0, total
+    if trim and frames.encoder_delay is not None and frames.encoder_padding is not None:
+        start = min(total, frames.encoder_delay + _DECODER_DELAY)
+        stop = max(start, total - frames.encoder_padding + _DECODER_DELAY)
+    if fmt.layer == 3:
+        tail = silent_frame(fmt, style=frames.first_header & _STYLE) * 2
+    else:  # layers I/II have no delay or reservoir: repeat the part's first frame, then cut it off
+        first_len = (frames.offsets[1] if frames.count > 1 else frames.end) - frames.offsets[0]
+        tail = data[frames.offsets[0] : frames.offsets[0] + first_len] * 2
+    stream = memoryview(data)[frames.offsets[0] : frames.end].tobytes() + tail
+    filters = [f"atrim=start_sample={start}:end_sample={stop}"]
+    if fmt.channels == 2:
+        filters.append("pan=mono|c0=0.5*c0+0.5*c1")
+    if rate != fmt.sample_rate:
+        filters.append(f"aresample={rate}")
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "mp3", "-i", "pipe:0",
+           "-af", ",".join(filters), "-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"]  # fmt: skip
+    proc = subprocess.run(cmd, input=stream, capture_output=True, check=False)
+    if proc.returncode != 0:
+        message = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioError(f"ffmpeg could not decode the part: {message[-1][:200] if message else 'no message'}")
+    pcm = proc.stdout
+    samples = stop - start
+    # At the part's own rate the count is exact. ffmpeg's resampler ends on the floor or the ceiling of
+    # samples * rate / rate_in depending on its filter state (measured), so then the nearest count is made
+    # exact here, by at most one sample.
+    expected = samples if rate == fmt.sample_rate else (2 * samples * rate + fmt.sample_rate) // (2 * fmt.sample_rate)
+    got = len(pcm) // 2
+    if got != expected and (rate == fmt.sample_rate or abs(got - expected) > 1):
+        raise AudioError(f"ffmpeg decoded {got} samples where {expected} were expected ({frames.count} frames "
+                         f"of {fmt.samples_per_frame}, kept {start}..{stop})")  # fmt: skip
+    return pcm[: 2 * expected] + bytes(2 * max(0, expected - got))

@@ -30,6 +30,7 @@ from pipeline.mp3 import (
     Silence,
     StreamFormat,
     check_part,
+    decode_part_pcm,
     frames_for_ms,
     join,
     parse_frames,
@@ -147,6 +148,8 @@ def test_parts_parse_to_their_format_and_frames(name: str, fmt: StreamFormat, vb
     assert (info.bitrate_kbps is not None) == cbr
     assert info.samples == info.frames * fmt.samples_per_frame
     assert info.duration_ms == round(info.samples * 1000 / fmt.sample_rate)
+    # Every audio frame counted, the header frame not: ffmpeg decodes exactly that many samples untrimmed.
+    assert len(decode_part_pcm(data, trim=False)) == 2 * info.samples
 
 
 def test_lame_tag_gives_delay_and_padding_that_ffmpeg_trims():
@@ -185,7 +188,11 @@ def test_one_frame_is_a_valid_part():
     data = part("one")
     info = check_part(data)
     assert info.frames == 1 and info.duration_ms == 24
-    assert decode_file(data)[0] == b""  # ffmpeg alone cannot open it
+    assert decode_file(data)[0] == b""  # what ffmpeg alone makes of it
+    pcm = decode_part_pcm(data)
+    two_frames, _ = decode_file(_tone()[1][: 2 * FRAME_BYTES])
+    assert pcm == two_frames[: 2 * 576]  # a frame's output depends on it and the frames before, not after
+    assert any(pcm)
 
 
 def test_leading_junk_is_skipped_only_before_a_real_stream():
@@ -293,6 +300,9 @@ def test_orphaned_reservoir_frames_are_silenced_in_place():
     span = result.parts[1]
     first_frame = array("h", pcm[2 * span.start_sample : 2 * (span.start_sample + 576)])
     assert max(map(abs, first_frame)) < 50  # silence, not the other part's bytes decoded as noise
+    # Its payload stayed: the next frames, whose main data starts in it, decode as in the part alone.
+    alone = decode_part_pcm(cut, trim=False)
+    assert pcm[2 * span.start_sample + 2 * 1152 : 2 * span.end_sample] == alone[2 * 1152 :]
 
 
 # --------------------------------------------------------------------------------------------- silence
@@ -381,6 +391,8 @@ def test_join_is_frame_exact_and_plays_cleanly(tmp_path: Path):
     for span, piece in zip(result.parts, [p for p in pieces if isinstance(p, bytes)], strict=True):
         assert span.start_sample == at and span.end_sample == at + check_part(piece).samples
         assert (span.start_ms, span.end_ms) == (round(at / 24), round(span.end_sample / 24))
+        # After a pause the decoder holds nothing of the previous part: each part decodes bit for bit alone.
+        assert pcm[2 * span.start_sample : 2 * span.end_sample] == decode_part_pcm(piece, trim=False)
         at = span.end_sample + 576 * frames_for_ms(API, 250)
 
 
@@ -483,6 +495,7 @@ def test_a_one_frame_chapter_gets_a_second_frame_so_it_opens():
     assert result.frames == 2 and result.parts[0].end_sample == 576
     pcm, err = decode_file(out.getvalue())
     assert not err and len(pcm) == 2 * 1152
+    assert pcm[: 2 * 576] == decode_part_pcm(part("one"))
 
 
 def test_writer_needs_a_seekable_output():
@@ -518,3 +531,33 @@ def test_any_sequence_of_parts_and_pauses_joins_exactly(names: list[str | Silenc
     assert err == "" and len(pcm) == 2 * 576 * expected
     assert [s.index for s in result.parts] == list(range(len(result.parts)))
     assert all(a.end_sample <= b.start_sample for a, b in zip(result.parts, result.parts[1:], strict=False))
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+
+@pytest.mark.parametrize("name", ["api", "piped", "lame", "tagged", "cd", "cd_vbr", "layer2"])
+def test_decode_part_is_what_ffmpeg_makes_of_the_file(name: str):
+    pcm, _ = decode_file(part(name))
+    mono = decode_part_pcm(part(name))
+    if check_part(part(name)).format.channels == 2:
+        stereo = array("h", pcm)
+        pcm = array("h", ((stereo[i] + stereo[i + 1]) // 2 for i in range(0, len(stereo), 2))).tobytes()
+        assert len(mono) == len(pcm)
+        assert max(abs(a - b) for a, b in zip(array("h", mono), array("h", pcm), strict=True)) <= 1
+    else:
+        assert mono == pcm
+
+
+@pytest.mark.parametrize("rate", [8_000, 16_000, 22_050, 44_100, 48_000])
+def test_decode_part_resamples_to_an_exact_length(rate: int):
+    for name in ("lame", "one", "cd_vbr"):
+        info = check_part(part(name))
+        samples = info.samples - (info.encoder_delay or 0) - (info.encoder_padding or 0)
+        pcm = decode_part_pcm(part(name), rate)
+        assert len(pcm) == 2 * round(samples * rate / info.format.sample_rate)
+
+
+def test_decode_part_refuses_garbage():
+    with pytest.raises(NotAudio):
+        decode_part_pcm(b"<html></html>")
