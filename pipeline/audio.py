@@ -27,6 +27,7 @@ from typing import IO
 
 from mutagen.id3 import APIC, ID3, TALB, TCON, TIT2, TLAN, TPE1, TPE2, TRCK, Encoding
 
+from pipeline import mp3
 from pipeline.chunker import split_sentences
 from pipeline.config import BookOptions
 from pipeline.errors import AudioError
@@ -249,28 +250,35 @@ def _pause_ms(pause: Pause, settings: BookOptions) -> int:
     }[pause]
 
 
-def _load_part(chapter: Chapter, index: int, part: PartSource, fmt: str, rate: int) -> bytes:
-    """The part as s16le mono PCM at ``rate``; PartDecodeError names chapter and segment."""
+def _part_error(chapter: Chapter, index: int, reason: str) -> PartDecodeError:
+    return PartDecodeError(
+        f"chapter {chapter.index} ({chapter.title!r}), segment {index}: its part is not usable audio "
+        f"({reason}); it must be synthesized again",
+        chapter=chapter.index,
+        segment=index,
+    )
 
-    def fail(reason: str) -> PartDecodeError:
-        return PartDecodeError(
-            f"chapter {chapter.index} ({chapter.title!r}), segment {index}: its part is not usable audio "
-            f"({reason}); it must be synthesized again",
-            chapter=chapter.index,
-            segment=index,
-        )
 
+def _read_part(chapter: Chapter, index: int, part: PartSource) -> bytes:
     data = part()
     if data is None:
-        raise fail("it is no longer in the cache")
+        raise _part_error(chapter, index, "it is no longer in the cache")
+    return data
+
+
+def _load_part(chapter: Chapter, index: int, part: PartSource, fmt: str, rate: int) -> bytes:
+    """The part as s16le mono PCM at ``rate``; PartDecodeError names chapter and segment."""
+    data = _read_part(chapter, index, part)
     try:
-        audio = decode(data, fmt)
+        if fmt == "mp3":  # read by its frames: any valid answer decodes, a single frame included
+            pcm = mp3.decode_part_pcm(data, rate)
+        else:
+            audio = decode(data, fmt).set_channels(1).set_frame_rate(rate).set_sample_width(_SAMPLE_BYTES)
+            pcm = audio.raw_data
     except AudioError as exc:
-        raise fail(str(exc)) from exc
-    audio = audio.set_channels(1).set_frame_rate(rate).set_sample_width(_SAMPLE_BYTES)
-    pcm: bytes = audio.raw_data
+        raise _part_error(chapter, index, str(exc)) from exc
     if not pcm:
-        raise fail("it decodes to no sound at all")
+        raise _part_error(chapter, index, "it decodes to no sound at all")
     return pcm
 
 
@@ -332,18 +340,86 @@ def assemble_chapter(
     Silence: ``chapter_pad_ms`` before the first and after the last segment; after every other segment the
     pause its ``pause_after`` names. The last segment's own pause is replaced by the pad, so every chapter
     ends alike whatever the chunker marked it with.
+
+    Two ways to join. Lossless, where it applies: every part is MP3 of one stream format, at the chapter's
+    sample rate and (when constant) its bitrate, what one endpoint and voice answer, and no loudness
+    normalization is asked for; the chapter is then the parts' own frames with pauses of silent frames,
+    written once, no decode and no re-encode. Otherwise each part is decoded and the chapter encoded once.
     """
     if len(segments) != len(parts):
         raise ValueError(f"{len(segments)} segments but {len(parts)} parts")
     if not segments:
         raise ValueError(f"chapter {chapter.index} has no segments to assemble")
-    rate = settings.sample_rate
     total = max(total_chapters or len(book.chapters), chapter.index)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / chapter_filename(chapter.index, total, chapter.title)
     tmp = final.with_name(final.name + ".part")
     sub_final = final.with_suffix("." + settings.subtitles) if settings.subtitles else None
     title = " ".join(chapter.title.split()) or f"Chapter {chapter.index}"
+    last = len(segments) - 1
+    # The silence before the first part, then after each part.
+    pauses = [settings.chapter_pad_ms] + [
+        settings.chapter_pad_ms if i == last else _pause_ms(s.pause_after, settings) for i, s in enumerate(segments)
+    ]
+    try:
+        joined = None
+        if settings.part_format == "mp3" and not settings.loudness:
+            joined = _join_lossless(tmp, chapter, segments, parts, pauses, settings)
+        if joined is None:
+            joined = _join_decoded(tmp, chapter, segments, parts, pauses, settings)
+        duration_ms, cues = joined
+        _tag_mp3(tmp, book, chapter, title, f"{chapter.index}/{total}", settings)
+        if sub_final is not None:
+            atomic_write(sub_final, format_subtitles(cues, settings.subtitles or "srt"))
+        os.replace(tmp, final)  # last, so an existing MP3 always means a complete chapter
+    except BaseException:
+        _remove(tmp)
+        raise
+    return ChapterAudio(chapter=chapter, path=final, duration_ms=duration_ms)
+
+
+def _join_lossless(
+    out: Path,
+    chapter: Chapter,
+    segments: Sequence[Segment],
+    parts: Sequence[PartSource],
+    pauses: Sequence[int],
+    settings: BookOptions,
+) -> tuple[int, list[Cue]] | None:
+    """The parts' frames in order with silent frames between, one part in memory at a time; None when the
+    parts cannot be joined so (another format among them, or another rate or bitrate than the settings')."""
+    cues: list[Cue] = []
+    kbps = int(settings.bitrate.removesuffix("k"))
+    with open(out, "w+b") as fh:
+        writer = mp3.LosslessWriter(fh)
+        writer.add_silence(pauses[0])
+        for i, (segment, part) in enumerate(zip(segments, parts, strict=True)):
+            data = _read_part(chapter, i, part)
+            try:
+                info = mp3.check_part(data)
+                if info.format.sample_rate != settings.sample_rate or info.bitrate_kbps not in (None, kbps):
+                    return None  # the settings ask for another rate or bitrate: only an encode gives it
+                span = writer.add_part(data)
+            except mp3.FormatMismatch:
+                return None
+            except mp3.NotAudio as exc:
+                raise _part_error(chapter, i, str(exc)) from exc
+            cues.extend(segment_cues(segment.text, span.start_ms, span.end_ms))
+            writer.add_silence(pauses[i + 1])
+        result = writer.close()
+    return result.duration_ms, cues
+
+
+def _join_decoded(
+    out: Path,
+    chapter: Chapter,
+    segments: Sequence[Segment],
+    parts: Sequence[PartSource],
+    pauses: Sequence[int],
+    settings: BookOptions,
+) -> tuple[int, list[Cue]]:
+    """Each part decoded to PCM (the next one while this one is encoded) and the chapter encoded once."""
+    rate = settings.sample_rate
     silence: dict[int, bytes] = {}
 
     def pad(enc: _PcmEncoder, ms: int) -> None:
@@ -354,31 +430,18 @@ def assemble_chapter(
     cues: list[Cue] = []
     codec = ["-c:a", "libmp3lame", "-b:a", settings.bitrate, "-id3v2_version", "0", "-write_xing", "1",
              "-map_metadata", "-1", "-f", "mp3"]  # fmt: skip
-    try:
-        with (
-            _encoder(tmp, rate, codec, f"chapter {chapter.index} to {tmp}") as enc,
-            contextlib.closing(_decoded_parts(chapter, parts, settings.part_format, rate)) as decoded,
-        ):
-            pad(enc, settings.chapter_pad_ms)
-            last = len(segments) - 1
-            for i, (segment, pcm) in enumerate(zip(segments, decoded, strict=True)):
-                start = enc.frames
-                enc.write(pcm)
-                cues.extend(segment_cues(segment.text, _ms(start, rate), _ms(enc.frames, rate)))
-                pad(enc, settings.chapter_pad_ms if i == last else _pause_ms(segment.pause_after, settings))
-            total_frames = enc.frames
-        _tag_mp3(tmp, book, chapter, title, f"{chapter.index}/{total}", settings)
-        if sub_final is not None:
-            atomic_write(sub_final, format_subtitles(cues, settings.subtitles or "srt"))
-        os.replace(tmp, final)  # last, so an existing MP3 always means a complete chapter
-    except BaseException:
-        _remove(tmp)
-        raise
-    return ChapterAudio(
-        chapter=chapter,
-        path=final,
-        duration_ms=_ms(total_frames, rate),
-    )
+    with (
+        _encoder(out, rate, codec, f"chapter {chapter.index} to {out}") as enc,
+        contextlib.closing(_decoded_parts(chapter, parts, settings.part_format, rate)) as decoded,
+    ):
+        pad(enc, pauses[0])
+        for i, (segment, pcm) in enumerate(zip(segments, decoded, strict=True)):
+            start = enc.frames
+            enc.write(pcm)
+            cues.extend(segment_cues(segment.text, _ms(start, rate), _ms(enc.frames, rate)))
+            pad(enc, pauses[i + 1])
+        total_frames = enc.frames
+    return _ms(total_frames, rate), cues
 
 
 # --------------------------------------------------------------------------------------------- text outputs

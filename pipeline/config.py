@@ -29,6 +29,7 @@ from pipeline.models import BackendOptions, VoiceSpec
 from pipeline.tts import registry
 
 SUBTITLE_FORMATS = ("srt", "vtt")
+LOUDNESS_TARGETS = ("ebu", "acx")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class BookOptions:
     announce_titles: bool = True
     include_matter: bool = False  # read front/back matter (title page, contents, licence) too
     subtitles: str | None = None  # "srt" or "vtt"
+    # Even loudness, part by part: "ebu" (-18 LUFS) or "acx" (audiobook stores' RMS and peak rules); None: off,
+    # and chapters are joined losslessly where the parts allow.
+    loudness: str | None = None
     m4b: bool = False
     genre: str = "Audiobook"
 
@@ -238,6 +242,8 @@ def _validate(s: Settings) -> None:
         raise bad(f"bitrate must be an MP3 bitrate such as 64k or 128k, not {book.bitrate!r}")
     if book.subtitles is not None and book.subtitles not in SUBTITLE_FORMATS:
         raise bad(f"subtitles must be one of {', '.join(SUBTITLE_FORMATS)}, not {book.subtitles!r}")
+    if book.loudness is not None and book.loudness not in LOUDNESS_TARGETS:
+        raise bad(f"loudness must be one of {', '.join(LOUDNESS_TARGETS)}, not {book.loudness!r}")
     if book.response_format not in (None, "mp3", "wav"):
         raise bad(f"response_format must be mp3 or wav, not {book.response_format!r}")
     if not _ENV_NAME.fullmatch(api.api_key_env):

@@ -132,6 +132,17 @@ class Fault:
         """Status 200, Content-Type audio/mpeg, and bytes that are not audio."""
         return cls("garbage_200", 200)
 
+    @classmethod
+    def bad_audio_200(cls) -> Fault:
+        """Status 200 and bytes that start as valid MP3 frames, then turn to garbage: only reading every frame
+        tells it from audio."""
+        return cls("bad_audio_200", 200)
+
+    @classmethod
+    def truncated_200(cls) -> Fault:
+        """Status 200 and MP3 cut off in the middle of a frame, as a stream that broke off would be."""
+        return cls("truncated_200", 200)
+
 
 rate_limit = Fault.rate_limit
 status = Fault.status
@@ -143,6 +154,8 @@ slow = Fault.slow
 json_200 = Fault.json_200
 empty_200 = Fault.empty_200
 garbage_200 = Fault.garbage_200
+bad_audio_200 = Fault.bad_audio_200
+truncated_200 = Fault.truncated_200
 
 
 @dataclass(frozen=True)
@@ -649,6 +662,11 @@ class FakeSpeechServer:
             answer = _Answer(200, b"", "audio/mpeg")
         elif kind == "garbage_200":
             answer = _Answer(200, b"<html><body>Service temporarily unavailable</body></html>", "audio/mpeg")
+        elif kind == "bad_audio_200":
+            junk = bytes((i * 7919 + 13) % 251 for i in range(5 * FRAME_BYTES))  # no MPEG frame header in it
+            answer = _Answer(200, _tone()[1][: 3 * FRAME_BYTES] + junk, "audio/mpeg")
+        elif kind == "truncated_200":
+            answer = _Answer(200, _tone()[1][: 20 * FRAME_BYTES + FRAME_BYTES // 2], "audio/mpeg")
         elif fault.code == 502:
             page = f"<html><head><title>502 Bad Gateway</title></head><body>{fault.message or ''}</body></html>"
             answer = _Answer(502, page.encode(), "text/html")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import subprocess
 from array import array
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mutagen.id3 import ID3
+from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4
 
+from pipeline import mp3
 from pipeline.audio import (
     PartDecodeError,
     PartSource,
@@ -27,7 +30,7 @@ from pipeline.audio import (
 )
 from pipeline.config import BookOptions
 from pipeline.errors import AudioError
-from pipeline.media import decode, encode_pcm
+from pipeline.media import decode, encode_pcm, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
 from tests.helpers import tiny_png
 
@@ -78,12 +81,12 @@ def segments_for(chapter: int, pauses: list[Pause]) -> list[Segment]:
     return [Segment(chapter, i, f"Segment {i} says <this> & that.", p) for i, p in enumerate(pauses)]
 
 
-def expected_starts_ms(part_frames: list[int], pauses: list[Pause]) -> list[float]:
+def expected_starts_ms(part_frames: list[int], pauses: list[Pause], join: str = "decoded") -> list[float]:
     """Where each segment's audio starts: the lead-in pad, then every earlier part and the pause after it."""
-    starts, t = [], SETTINGS.chapter_pad_ms * RATE / 1000
+    starts, t = [], float(pause_samples(SETTINGS.chapter_pad_ms, join))
     for f, p in zip(part_frames, pauses, strict=True):
         starts.append(t * 1000 / RATE)
-        t += f + RATE * PAUSE_MS[p] // 1000
+        t += f + pause_samples(PAUSE_MS[p], join)
     return starts
 
 
@@ -175,31 +178,50 @@ def test_chapter_filename_is_always_safe(title: str, index: int) -> None:
 # --------------------------------------------------------------------------------------------- assembly
 
 
-def test_assembled_duration_and_timing(tmp_path: Path) -> None:
+# The two ways a chapter is joined: the parts' own frames (their rate and bitrate are the settings'), and
+# decoding with one encode (here because the settings ask for another bitrate than the parts have).
+JOINS = {"lossless": SETTINGS, "decoded": dataclasses.replace(SETTINGS, bitrate="96k")}
+
+
+def assembled_samples(part: bytes, join: str) -> int:
+    """A part's length in the chapter: every frame when joined losslessly; decoded, what ffmpeg gives."""
+    return mp3.check_part(part).samples if join == "lossless" else len(mp3.decode_part_pcm(part, RATE)) // 2
+
+
+def pause_samples(ms: int, join: str) -> int:
+    """A pause's length: whole silent frames (576 samples at 24 kHz) when lossless; exact when encoded."""
+    if join == "lossless":
+        return mp3.frames_for_ms(mp3.StreamFormat("2", 3, RATE, 1), ms) * 576
+    return RATE * ms // 1000
+
+
+@pytest.mark.parametrize("join", JOINS)
+def test_assembled_duration_and_timing(tmp_path: Path, join: str) -> None:
     lengths = [700, 450, 900, 300, 500]
     pauses = [Pause.SENTENCE, Pause.PARAGRAPH, Pause.TITLE, Pause.SENTENCE, Pause.PARAGRAPH]
     parts = make_parts(tmp_path / "parts", lengths)
     # Parts piped out of ffmpeg carry no LAME gapless header, so each decodes ~50 ms longer than the PCM
     # that went in (encoder delay + padding to a whole 576-sample frame). That longer length IS the part's
-    # audio as assembly sees it, so expectations use the decoded lengths, not the nominal ones.
-    part_frames = [frames(p.read_bytes()) for p in parts]
+    # audio as assembly sees it, so expectations use the assembled lengths, not the nominal ones.
+    part_frames = [assembled_samples(p.read_bytes(), join) for p in parts]
     assert all(0 < f - RATE * ms // 1000 < RATE * 0.1 for f, ms in zip(part_frames, lengths, strict=True))
     book = make_book()
     out = tmp_path / "out"
-    result = assemble_chapter(book, book.chapters[1], segments_for(2, pauses), sources(parts), out, SETTINGS)
+    result = assemble_chapter(book, book.chapters[1], segments_for(2, pauses), sources(parts), out, JOINS[join])
 
     assert result.path == out / "02 Chapter 2 - Part 2.mp3"
     assert sorted(p.name for p in out.iterdir()) == [result.path.name]  # no .part left behind
     # The last segment's pause is replaced by the trailing pad; every other pause is its own kind's.
-    pad = RATE * 300 // 1000
-    silence = sum(RATE * PAUSE_MS[p] // 1000 for p in pauses[:-1])
+    pad = pause_samples(300, join)
+    silence = sum(pause_samples(PAUSE_MS[p], join) for p in pauses[:-1])
     expected = pad + sum(part_frames) + silence + pad
-    # Our chapter file is written to a seekable file, so ffmpeg stores a LAME header with the encoder delay
-    # and padding and its decoder trims them: the file decodes to exactly the samples we fed in. Allow one
-    # MP3 frame (576 samples, 24 ms) in case another ffmpeg build trims differently.
+    # Decoded, the chapter is written to a seekable file, so ffmpeg stores a LAME header with the encoder delay
+    # and padding and its decoder trims them: the file decodes to exactly the samples we fed in. Lossless, it
+    # is every frame. Allow one MP3 frame (576 samples, 24 ms) in case another ffmpeg build trims differently.
     got = frames(result.path.read_bytes())
     assert abs(got - expected) <= 576
     assert abs(result.duration_ms - expected * 1000 / RATE) <= 1
+    assert MP3(result.path).info.bitrate // 1000 == (128 if join == "lossless" else 96)
 
 
 def test_pauses_are_where_the_segments_say(tmp_path: Path) -> None:
@@ -335,13 +357,14 @@ def parse_cues(text: str, fmt: str) -> list[tuple[int, int, str]]:
 
 
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])
-def test_subtitles_follow_the_audio(tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize("join", JOINS)
+def test_subtitles_follow_the_audio(tmp_path: Path, fmt: str, join: str) -> None:
     lengths = [600, 350, 800, 450]
     pauses = [Pause.TITLE, Pause.SENTENCE, Pause.PARAGRAPH, Pause.END]
     parts = make_parts(tmp_path / "parts", lengths)
-    part_frames = [frames(p.read_bytes()) for p in parts]
+    part_frames = [assembled_samples(p.read_bytes(), join) for p in parts]
     book = make_book()
-    s = dataclasses.replace(SETTINGS, subtitles=fmt)
+    s = dataclasses.replace(JOINS[join], subtitles=fmt)
     segs = segments_for(1, pauses)
     result = assemble_chapter(book, book.chapters[0], segs, sources(parts), tmp_path / "out", s)
 
@@ -349,7 +372,7 @@ def test_subtitles_follow_the_audio(tmp_path: Path, fmt: str) -> None:
     assert sorted(p.name for p in sub.parent.iterdir()) == sorted([result.path.name, sub.name])
     cues = parse_cues(sub.read_text(encoding="utf-8"), fmt)
     assert len(cues) == len(segs)
-    starts = expected_starts_ms(part_frames, pauses)
+    starts = expected_starts_ms(part_frames, pauses, join)
     for (start, end, text), want, f, seg in zip(cues, starts, part_frames, segs, strict=True):
         assert abs(start - want) <= 1
         assert abs((end - start) - f * 1000 / RATE) <= 1
@@ -438,3 +461,28 @@ def test_a_packed_part_gets_cues_of_one_or_two_sentences_timed_by_their_characte
         assert abs((cue.end_ms - cue.start_ms) - 3000 * chars / sum(lengths)) <= 1
     long = "A sentence that goes on for quite a while, as the sentences in older novels so often tend to do. " * 3
     assert len(segment_cues(long.strip(), 0, 900)) == 3  # two long sentences do not share a cue
+
+
+def one_frame(part: bytes) -> bytes:
+    """The first audio frame of a part alone: what a server may answer for "I." or "No."."""
+    found = mp3.parse_frames(part)
+    return part[found.offsets[0] : found.offsets[1]]
+
+
+@pytest.mark.parametrize("join", JOINS)
+def test_a_one_frame_part_assembles_and_the_chapter_decodes_cleanly(tmp_path: Path, join: str) -> None:
+    parts = make_parts(tmp_path / "parts", [400, 300, 500])
+    for p in (parts[0], parts[2]):
+        p.write_bytes(one_frame(p.read_bytes()))
+    book = make_book(1)
+    segs = segments_for(1, [Pause.SENTENCE, Pause.PARAGRAPH, Pause.END])
+    result = assemble_chapter(book, book.chapters[0], segs, sources(parts), tmp_path / "out", JOINS[join])
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(result.path), "-f", "null", "-"], capture_output=True, check=False
+    )
+    assert proc.returncode == 0 and proc.stderr == b""  # not one decoding error in the joined file
+    got = frames(result.path.read_bytes())
+    expected = sum(assembled_samples(p.read_bytes(), join) for p in parts)
+    expected += sum(pause_samples(ms, join) for ms in (300, 150, 400, 300))
+    assert abs(got - expected) <= 576 * len(parts)  # within a frame a part
+    assert abs(result.duration_ms - got * 1000 / RATE) <= 25 * len(parts)

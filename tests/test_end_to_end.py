@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from mutagen.id3 import ID3
 
+from pipeline import mp3
 from pipeline.chunker import chunk_book
 from pipeline.cli import main
 from pipeline.config import load_settings
-from pipeline.media import decode
+from pipeline.media import decode, ffmpeg_exe
 from pipeline.planning import plan_book
 from pipeline.readers import read_book
 from pipeline.store import FileStore
@@ -418,3 +419,23 @@ def test_quiet_prints_nothing_on_success_and_every_command_describes_itself(
         usage = capsys.readouterr().out
         description = usage.split("\n\n")[1]
         assert not description.startswith(("positional", "options")), f"{command} --help has no description"
+
+
+def test_an_answer_that_starts_like_audio_but_is_not_is_refused_on_arrival_and_never_cached(
+    server: FakeSpeechServer, tmp_path: Path, no_backoff: list[float]
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=2)
+    server.inject(Fault.bad_audio_200(), Fault.truncated_200())  # the first two answers of the run
+    assert convert(book, tmp_path / "out", "--concurrency", "1") == 0
+    report = read_report(tmp_path / "out")
+    assert report["status"] == "done" and report["retries"] == 2  # both retried at once, in the same run
+    store = FileStore(Path(os.environ["XDG_CACHE_HOME"]) / "audiobook-pipeline")
+    for part in (store.root / "parts").rglob("*.mp3"):
+        mp3.check_part(part.read_bytes())  # every part kept is whole audio
+    for chapter in report["chapters"]:
+        proc = subprocess.run(
+            [ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "out" / chapter["file"]), "-f", "null", "-"],
+            capture_output=True,
+            check=False,
+        )
+        assert proc.returncode == 0 and proc.stderr == b""

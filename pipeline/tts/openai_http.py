@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from pipeline import mp3
 from pipeline.errors import (
     AuthError,
     BadRequestError,
@@ -39,7 +40,6 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.limits import Governor, RateLimitInfo, parse_retry_after
-from pipeline.media import looks_like_mp3
 from pipeline.models import BackendOptions, SpeechResult, VoiceSpec
 from pipeline.tts.base import OPENAI_VOICES, Backend, VoiceInfo
 
@@ -145,13 +145,21 @@ def _html_title(html: str) -> str:
     return "an HTML page"
 
 
-def _sniff_ok(fmt: str | None, body: bytes) -> bool:
-    """Cheap magic-number check that a 200 body is the audio format asked for (no decoding)."""
+def audio_problem(fmt: str | None, body: bytes) -> str | None:
+    """Why a 200 body is not usable audio of the format asked for, or None when it is. MP3 is read frame by
+    frame (well under a millisecond for a part): a body that starts like audio but is garbage, or that a
+    dropped connection cut short, is refused here, before it is cached, not found only at assembly."""
     fmt = (fmt or "mp3").lower()
     if fmt == "mp3":
-        return looks_like_mp3(body)
+        try:
+            mp3.check_part(body)
+        except mp3.NotAudio as exc:
+            return str(exc)
+        return None
     magic = {"wav": b"RIFF", "flac": b"fLaC", "opus": b"OggS"}.get(fmt)
-    return magic is None or body.startswith(magic)  # aac and raw pcm have no reliable cheap magic
+    if magic is None or body.startswith(magic):  # aac and raw pcm have no reliable cheap magic
+        return None
+    return f"it does not start with {magic!r}"
 
 
 # --- the client ----------------------------------------------------------------------------------------
@@ -370,10 +378,11 @@ class OpenAISpeech:
                     f"{self._where} answered 200 with JSON instead of audio: {message or 'no message'}"
                 )
             # The bytes decide, not the label: relays mislabel audio (octet-stream, text/plain, text/html).
-            if not _sniff_ok(fmt, body):
+            problem = audio_problem(fmt, body)
+            if problem is not None:
                 raise self._retryable(
-                    f"{self._where} answered 200 with {len(body)} bytes that are not {fmt or 'mp3'} audio "
-                    f"(content-type {content_type or 'missing'}, starts with {body[:16]!r})"
+                    f"{self._where} answered 200 with {len(body)} bytes that are not {fmt or 'mp3'} audio: "
+                    f"{problem} (content-type {content_type or 'missing'}, starts with {body[:16]!r})"
                 )
             return body
 
