@@ -74,13 +74,14 @@ class Config:
     batch_concurrency: int
     chunk_runs: int
     assembly_minutes: tuple[float, float]  # a short and a long chapter: the difference gives memory per hour
+    lossless_minutes: tuple[float, float]  # the same for the lossless join, which is far faster
     espeak_segments: int
 
     @classmethod
     def make(cls, quick: bool, latency: float) -> Config:
         if quick:
-            return cls(quick, latency, 5, 10, (1, 4, 16), 20, 8, 2, (3.0, 10.0), 2)
-        return cls(quick, latency, 10, 20, (1, 4, 16), 20, 8, 5, (10.0, 30.0), 4)
+            return cls(quick, latency, 5, 10, (1, 4, 16), 20, 8, 2, (3.0, 10.0), (10.0, 30.0), 2)
+        return cls(quick, latency, 10, 20, (1, 4, 16), 20, 8, 5, (10.0, 30.0), (30.0, 120.0), 4)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -405,6 +406,29 @@ def _rate_scenarios(cfg: Config) -> list[RateScenario]:
     ]
 
 
+def measure_end_to_end(cfg: Config) -> dict[str, Any]:
+    """A whole book as `audiobook convert` runs it (assembly included) against the fake server in its own
+    process: the wall time of the run against its synthesis span (first request to last part stored). The
+    difference is assembly, M4B aside, that did not overlap the requests."""
+    book, source = _chunking_book()
+    with fake_server(cfg.latency) as srv, tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        settings = _settings(srv.url, Path(tmp) / "cache", 16, announce_titles=True)
+        stores = Stores()
+        plan = app.plan(book, settings, Path(tmp) / "out", stores)
+        t0 = time.perf_counter()
+        timer, (report,) = _run_pool([plan], stores, 16, assemble=True)
+        wall = time.perf_counter() - t0
+    return {
+        "source": source,
+        "requests": report.requests,
+        "audio_s": report.duration_s,
+        "synthesis_s": round(timer.seconds, 2),
+        "wall_s": round(wall, 2),
+        "x_synthesis": round(wall / timer.seconds, 3),
+        "ideal_s": round(report.requests * cfg.latency / 16, 2),
+    }
+
+
 def measure_requests(cfg: Config) -> list[dict[str, Any]]:
     """Requests per book against the ideal (Σ over chapters of ⌈characters / max_chars⌉, plus spoken titles),
     packed and a paragraph at a time, and what editing one paragraph re-pays (new segment texts per edit)."""
@@ -536,13 +560,21 @@ class TreeMemory:
             self._thread.join()
 
 
-def assembly_child(parts_dir: Path, count: int, out_dir: Path) -> None:
+# How each way of joining is asked for: the parts are what the API answers (24 kHz, 128 kbps).
+ASSEMBLY_MODES = {
+    "lossless": {},  # the default where the parts allow it
+    "decoded": {"bitrate": "96k"},  # another bitrate than the parts': every part decoded, the chapter encoded once
+    "loudness": {"loudness": "ebu"},  # decoded, each part measured and brought to -18 LUFS
+}
+
+
+def assembly_child(parts_dir: Path, count: int, out_dir: Path, mode: str) -> None:
     """Runs in its own process (``--assembly-child``), so its memory is the assembly's alone."""
     segments = _assembly_segments(count)
     parts = [(parts_dir / f"{i:04d}.mp3").read_bytes for i in range(count)]
     chapter = Chapter(1, "Bench chapter", tuple(s.text for s in segments))
     book = Book("Bench", (chapter,), language="en")
-    settings = load_settings(env={}).book
+    settings = load_settings(env={}, overrides=ASSEMBLY_MODES[mode]).book
     # "5" resets this process's peak RSS to its current RSS (Linux), so VmHWM afterwards is the assembly's peak.
     with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
@@ -552,6 +584,7 @@ def assembly_child(parts_dir: Path, count: int, out_dir: Path) -> None:
         result = audio.assemble_chapter(book, chapter, segments, parts, out_dir, settings, total_chapters=1)
         seconds = time.perf_counter() - t0
     data = {
+        "mode": mode,
         "seconds": seconds,
         "audio_s": result.duration_ms / 1000,
         "baseline_kb": start_kb,
@@ -563,8 +596,9 @@ def assembly_child(parts_dir: Path, count: int, out_dir: Path) -> None:
     print(json.dumps(data))
 
 
-def _assemble_once(parts_dir: Path, count: int, out_dir: Path) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--assembly-child", str(parts_dir), str(count), str(out_dir)]
+def _assemble_once(parts_dir: Path, count: int, out_dir: Path, mode: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--assembly-child", str(parts_dir), str(count),
+           str(out_dir), mode]  # fmt: skip
     proc = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False, preexec_fn=_die_with_parent
     )
@@ -577,38 +611,46 @@ def _assemble_once(parts_dir: Path, count: int, out_dir: Path) -> dict[str, Any]
 
 
 def measure_assembly(cfg: Config) -> dict[str, Any]:
-    """assemble_chapter on MP3 parts of ~15 s (the fake server's audio), for a short and a long chapter."""
+    """assemble_chapter on MP3 parts of 500 characters (~25 s of the fake server's audio), each way of joining
+    at a short and a long chapter: the difference gives memory per hour of audio."""
     from tests.fakeserver import audio_for
 
-    part = audio_for(_text("asm", 0), MS_PER_CHAR)
-    part_s = len(_text("asm", 0)) * MS_PER_CHAR / 1000
+    text = _text("asm", 0, 500)
+    part = audio_for(text, MS_PER_CHAR)
+    part_s = len(text) * MS_PER_CHAR / 1000
     runs: list[dict[str, Any]] = []
+    lengths = {"lossless": cfg.lossless_minutes, "decoded": cfg.assembly_minutes, "loudness": cfg.assembly_minutes}
     with tempfile.TemporaryDirectory(prefix="bench-assembly-") as tmp:
         parts_dir = Path(tmp) / "parts"
         parts_dir.mkdir()
-        longest = max(math.ceil(m * 60 / part_s) for m in cfg.assembly_minutes)
+        longest = max(math.ceil(m * 60 / part_s) for ms in lengths.values() for m in ms)
         for i in range(longest):  # one file per part, as in the cache
             (parts_dir / f"{i:04d}.mp3").write_bytes(part)
-        for minutes in cfg.assembly_minutes:
-            count = math.ceil(minutes * 60 / part_s)
-            raw = _assemble_once(parts_dir, count, Path(tmp) / f"out-{minutes:g}")
-            runs.append(
-                {
-                    "parts": count,
-                    "audio_s": round(raw["audio_s"], 1),
-                    "seconds": round(raw["seconds"], 3),
-                    "x_realtime": round(raw["audio_s"] / raw["seconds"], 1),
-                    "python_start_mb": round(raw["baseline_kb"] / 1024, 1),
-                    "python_peak_mb": round(raw["self_kb"] / 1024, 1),
-                    "largest_ffmpeg_mb": round((raw["child_kb"] or 0) / 1024, 1),
-                    "ffmpeg_processes": raw["children"],
-                    "peak_mb": round(raw["total_kb"] / 1024, 1),  # python + its ffmpeg children, sampled
-                }
-            )
-    short, long = runs[0], runs[-1]
-    hours = (long["audio_s"] - short["audio_s"]) / 3600
-    per_hour = (long["peak_mb"] - short["peak_mb"]) / hours if hours > 0 else None
-    return {"runs": runs, "peak_growth_mb_per_audio_hour": round(per_hour, 1) if per_hour is not None else None}
+        for mode, minutes_list in lengths.items():
+            for minutes in minutes_list:
+                count = math.ceil(minutes * 60 / part_s)
+                raw = _assemble_once(parts_dir, count, Path(tmp) / f"out-{mode}-{minutes:g}", mode)
+                runs.append(
+                    {
+                        "mode": mode,
+                        "parts": count,
+                        "audio_s": round(raw["audio_s"], 1),
+                        "seconds": round(raw["seconds"], 3),
+                        "x_realtime": round(raw["audio_s"] / raw["seconds"], 1),
+                        "python_start_mb": round(raw["baseline_kb"] / 1024, 1),
+                        "python_peak_mb": round(raw["self_kb"] / 1024, 1),
+                        "largest_ffmpeg_mb": round((raw["child_kb"] or 0) / 1024, 1),
+                        "ffmpeg_processes": raw["children"],
+                        "peak_mb": round(raw["total_kb"] / 1024, 1),  # python + its ffmpeg children, sampled
+                    }
+                )
+    growth: dict[str, float | None] = {}
+    for mode in lengths:
+        mine = [r for r in runs if r["mode"] == mode]
+        short, long = mine[0], mine[-1]
+        hours = (long["audio_s"] - short["audio_s"]) / 3600
+        growth[mode] = round((long["peak_mb"] - short["peak_mb"]) / hours, 1) if hours > 0 else None
+    return {"runs": runs, "peak_growth_mb_per_audio_hour": growth}
 
 
 ESPEAK_TEXTS = {
@@ -757,22 +799,32 @@ def _chunking_lines(results: dict[str, Any]) -> list[str]:
 
 def _assembly_lines(results: dict[str, Any]) -> list[str]:
     a = results["assembly"]
-    lines = ["", "4. Assembly (assemble_chapter, MP3 parts of ~15 s, in a subprocess; memory from /proc)"]
+    lines = [
+        "",
+        "4. Assembly (assemble_chapter, MP3 parts of 500 characters, ~25 s; in a subprocess; memory from /proc)",
+    ]
     lines.append(
-        f"   {'audio':>8} {'parts':>5} {'wall s':>7} {'x real time':>11} {'python MB':>9} {'(start)':>7} "
+        f"   {'join':<9} {'audio':>8} {'parts':>5} {'wall s':>7} {'x real time':>11} {'python MB':>9} {'(start)':>7} "
         f"{'one ffmpeg MB':>13} {'tree peak MB':>12}"
     )
     for r in a["runs"]:
         lines.append(
-            f"   {r['audio_s'] / 60:>6.1f} m {r['parts']:>5} {r['seconds']:>7.2f} {r['x_realtime']:>11.1f} "
-            f"{r['python_peak_mb']:>9.1f} {r['python_start_mb']:>7.1f} {r['largest_ffmpeg_mb']:>13.1f} "
-            f"{r['peak_mb']:>12.1f}"
+            f"   {r['mode']:<9} {r['audio_s'] / 60:>6.1f} m {r['parts']:>5} {r['seconds']:>7.2f} "
+            f"{r['x_realtime']:>11.1f} {r['python_peak_mb']:>9.1f} {r['python_start_mb']:>7.1f} "
+            f"{r['largest_ffmpeg_mb']:>13.1f} {r['peak_mb']:>12.1f}"
         )
-    growth = a["peak_growth_mb_per_audio_hour"]
-    lines.append(
-        "   tree peak = python + its ffmpeg processes at once; its growth per hour of audio: "
-        + (f"{growth:+.1f} MB" if growth is not None else "n/a")
+    growth = ", ".join(
+        f"{mode} {g:+.1f} MB" if g is not None else f"{mode} n/a"
+        for mode, g in a["peak_growth_mb_per_audio_hour"].items()
     )
+    lines.append(f"   tree peak = python + its ffmpeg processes at once; its growth per hour of audio: {growth}")
+    e = results.get("end_to_end")
+    if e:
+        lines.append(
+            f"   whole book ({e['source']}, concurrency 16, latency 0.2 s): {e['requests']} requests, "
+            f"{e['audio_s'] / 3600:.2f} h of audio; synthesis span {e['synthesis_s']:.1f} s "
+            f"(ideal {e['ideal_s']:.1f}), wall {e['wall_s']:.1f} s = {e['x_synthesis']:.2f} x the span"
+        )
     return lines
 
 
@@ -800,11 +852,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", help=f"comma-separated sections to run (default all): {', '.join(SECTIONS)}", default=""
     )
-    parser.add_argument("--assembly-child", nargs=3, metavar=("PARTS", "COUNT", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--assembly-child", nargs=4, metavar=("PARTS", "COUNT", "OUT", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.assembly_child:
-        parts, count, out = args.assembly_child
-        assembly_child(Path(parts), int(count), Path(out))
+        parts, count, out, mode = args.assembly_child
+        assembly_child(Path(parts), int(count), Path(out), mode)
         return 0
 
     cfg = Config.make(args.quick, args.latency)
@@ -837,6 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["chunking"] = _step("chunking", measure_chunking, cfg)
     if "assembly" in only:
         results["assembly"] = _step("assembly", measure_assembly, cfg)
+        results["end_to_end"] = _step("a whole book, assembly included", measure_end_to_end, cfg)
     if "voice" in only:
         results["espeak"] = _step("offline voice", measure_espeak, cfg)
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
