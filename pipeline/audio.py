@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from mutagen.id3 import APIC, ID3, TALB, TCON, TIT2, TLAN, TPE1, TPE2, TRCK, Encoding
+from mutagen.id3 import APIC, ID3, TALB, TCON, TIT1, TIT2, TLAN, TPE1, TPE2, TRCK, Encoding
 
 from pipeline import mp3
 from pipeline.chunker import split_sentences
@@ -307,6 +307,8 @@ def _tag_mp3(path: Path, book: Book, chapter: Chapter, title: str, track: str, s
     tags = ID3()
     utf16 = Encoding.UTF16  # ID3v2.3 knows only Latin-1 and UTF-16; v2.3 is what most players read best
     tags.add(TIT2(encoding=utf16, text=[title]))
+    if chapter.part:  # the volume or part above the chapter: ID3's content group, which players show as grouping
+        tags.add(TIT1(encoding=utf16, text=[" ".join(chapter.part.split())]))
     tags.add(TALB(encoding=utf16, text=[book.title]))
     if book.author:
         tags.add(TPE1(encoding=utf16, text=[book.author]))

@@ -173,8 +173,9 @@ def load_jobs(path: Path) -> JobFile:
             missing.append((entry["path"], where("path")))
             continue
         overrides = {k: v for k, v in {**defaults, **entry}.items() if k not in _BOOK_KEYS}
-        if isinstance(overrides.get("cache_dir"), str):  # like every path in a job file, relative to it
-            overrides["cache_dir"] = base / Path(overrides["cache_dir"]).expanduser()
+        for key in ("cache_dir", "lexicon"):  # like every path in a job file, relative to it
+            if isinstance(overrides.get(key), str):
+                overrides[key] = base / Path(overrides[key]).expanduser()
         if fmt == "m4b":
             overrides["m4b"] = True
         root = base / entry["output"] if "output" in entry else base / output

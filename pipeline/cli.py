@@ -50,6 +50,9 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-retries", type=int, help="retries per request (default 4)")
     g.add_argument("--timeout", type=float, help="seconds to wait for one answer (default 120)")
     g.add_argument("--cache-dir", type=Path, help="where finished parts are kept (default ~/.cache/audiobook-pipeline)")
+    g.add_argument(
+        "--lexicon", type=Path, metavar="FILE", help="pronunciation rules for what the voice says (see README)"
+    )
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -159,6 +162,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_retries",
         "timeout",
         "cache_dir",
+        "lexicon",
         "subtitles",
         "m4b",
         "announce_titles",

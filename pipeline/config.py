@@ -49,6 +49,7 @@ class BookOptions:
     language: str | None = None  # overrides the book's own language
     max_chars: int = 500
     pack: bool | None = None  # sentences across paragraphs into as few requests as fit; None: as the backend says
+    lexicon: Path | None = None  # pronunciation rules for the text sent to the voice (see pipeline.lexicon)
     # Where this book's finished parts are kept; the run opens one store per distinct folder.
     cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/audiobook-pipeline or ~/.cache/audiobook-pipeline
     sample_rate: int = 24_000

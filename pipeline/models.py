@@ -63,6 +63,13 @@ class Segment:
     index: int  # 0-based position within the chapter
     text: str
     pause_after: Pause = Pause.SENTENCE
+    # What the voice is asked to say when it differs from ``text`` (pronunciation rules): the part's key and
+    # request follow it, subtitles show ``text``.
+    spoken: str | None = None
+
+    @property
+    def voice_text(self) -> str:
+        return self.text if self.spoken is None else self.spoken
 
 
 @dataclass(frozen=True)

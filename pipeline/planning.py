@@ -17,9 +17,11 @@ from pipeline import audio
 from pipeline.chunker import chunk_chapter
 from pipeline.config import BookOptions, Settings
 from pipeline.errors import UsageError
+from pipeline.lexicon import Lexicon, load_lexicon
 from pipeline.models import BackendOptions, Book, Chapter, Pause, Segment
 from pipeline.report import PreviousRun, read_previous
 from pipeline.store import PartStore, part_key
+from pipeline.titles import spoken_title
 from pipeline.tts import registry
 
 log = logging.getLogger("audiobook")
@@ -38,7 +40,7 @@ class ChapterPlan:
 
     @property
     def characters(self) -> int:
-        return sum(len(s.text) for s in self.segments)
+        return sum(len(s.voice_text) for s in self.segments)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class BookPlan:
     chapters: tuple[ChapterPlan, ...]
     previous: PreviousRun  # what the last run's report said, read once
     notes: tuple[str, ...] = ()  # what a user should know before paying for the run
+    pronunciation: tuple[tuple[str, int], ...] = ()  # each pronunciation rule and the replacements it made
 
     @property
     def segments(self) -> int:
@@ -70,7 +73,7 @@ class BookPlan:
                 continue
             for seg, key, hit in zip(ch.segments, ch.keys, ch.cached, strict=True):
                 if not hit:
-                    out.setdefault(key, seg.text)
+                    out.setdefault(key, seg.voice_text)
         return out
 
     @property
@@ -120,6 +123,7 @@ class BookPlan:
             ],
             "skipped": list(self.book.skipped),
             "notes": list(self.notes),
+            "pronunciation": [{"rule": rule, "replacements": n} for rule, n in self.pronunciation],
             "segments": self.segments,
             "characters": self.characters,
             "cached_segments": sum(sum(c.cached) for c in self.chapters),
@@ -133,6 +137,7 @@ def chapter_fingerprint(keys: Sequence[str], book: Book, chapter: Chapter, total
     data = {
         "keys": list(keys),
         "title": chapter.title,
+        "part": chapter.part,
         "track": [chapter.index, total],
         "album": book.title,
         "author": book.author,
@@ -176,13 +181,19 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
     _check_owner(book, out_dir, previous)
     total = len(book.chapters)
     notes = list(backend.caveats(adapted))
+    lexicon = load_lexicon(options.lexicon) if options.lexicon else None
+    replaced = [0] * (len(lexicon.rules) if lexicon else 0)
     silent = 0
     chapters = []
     for chapter in book.chapters:
-        chunked = chunk_chapter(chapter, options.max_chars, announce_title=options.announce_titles, pack=pack)
+        # The title is said as a voice should ("Chapter 37", not "CHAPTER XXXVII."); tags keep the book's form.
+        said = dataclasses.replace(chapter, title=spoken_title(chapter.title, book.language))
+        chunked = chunk_chapter(said, options.max_chars, announce_title=options.announce_titles, pack=pack)
+        if lexicon:
+            chunked = tuple(_pronounce(seg, lexicon, replaced) for seg in chunked)
         segments = _speakable(chunked)
         silent += len(chunked) - len(segments)
-        keys = tuple(part_key(identity, spec, seg.text) for seg in segments)
+        keys = tuple(part_key(identity, spec, seg.voice_text) for seg in segments)
         fingerprint = chapter_fingerprint(keys, book, chapter, total, options)
         filename = audio.chapter_filename(chapter.index, total, chapter.title)
         before, duration = previous.current.get(filename, (None, None))
@@ -195,10 +206,31 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
         )
     if silent:
         notes.append(f"{silent} segment(s) with no letter or digit to speak (symbols, emoji) are not sent")
+    pronunciation = (
+        tuple((rule.describe(), n) for rule, n in zip(lexicon.rules, replaced, strict=True)) if lexicon else ()
+    )
     for note in notes:
         log.warning("%s: %s", book.title, note)
-    plan = BookPlan(book, options, adapted, out_dir, store.location, identity, tuple(chapters), previous, tuple(notes))
-    return plan
+    return BookPlan(
+        book,
+        options,
+        adapted,
+        out_dir,
+        store.location,
+        identity,
+        tuple(chapters),
+        previous,
+        tuple(notes),
+        pronunciation,
+    )
+
+
+def _pronounce(segment: Segment, lexicon: Lexicon, replaced: list[int]) -> Segment:
+    """The segment with the pronunciation rules applied to what the voice is asked to say; counts each rule."""
+    spoken, counts = lexicon.apply(segment.text)
+    for i, n in enumerate(counts):
+        replaced[i] += n
+    return segment if spoken == segment.text else dataclasses.replace(segment, spoken=spoken)
 
 
 def _speakable(segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
@@ -207,7 +239,7 @@ def _speakable(segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
     kept: list[Segment] = []
     order = (Pause.SENTENCE, Pause.PARAGRAPH, Pause.TITLE, Pause.END)
     for segment in segments:
-        if any(c.isalnum() for c in segment.text):
+        if any(c.isalnum() for c in segment.voice_text):
             kept.append(segment)
         elif kept and order.index(segment.pause_after) > order.index(kept[-1].pause_after):
             kept[-1] = dataclasses.replace(kept[-1], pause_after=segment.pause_after)

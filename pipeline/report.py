@@ -206,6 +206,9 @@ def format_plan(summary: dict[str, Any]) -> str:
     if summary["skipped"]:
         lines += ["", "Skipped (not read aloud; --include-matter reads them):"]
         lines += [f"  - {s}" for s in summary["skipped"]]
+    if summary.get("pronunciation"):
+        lines += ["", "Pronunciation rules (replacements made):"]
+        lines += [f"  {r['replacements']:>6,}  {r['rule']}" for r in summary["pronunciation"]]
     if summary.get("notes"):
         lines += ["", "Note:"] + [f"  - {s}" for s in summary["notes"]]
     lines += [

@@ -128,7 +128,7 @@ class Run:
                     if key not in self._requests:
                         self._owner[key] = state
                         self._requests[key] = PartRequest(
-                            key, seg.text, plan.options.voice_spec, plan.backend, plan.store
+                            key, seg.voice_text, plan.options.voice_spec, plan.backend, plan.store
                         )
                 if not cs.missing:
                     self._assembly.put_nowait((state, cs))
