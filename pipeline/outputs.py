@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import audio
+from pipeline.config import BookOptions
 from pipeline.errors import UsageError
-from pipeline.models import ChapterAudio
-from pipeline.planning import BookPlan
-from pipeline.report import ChapterOutcome
+from pipeline.models import Book, ChapterAudio
+from pipeline.report import ChapterOutcome, PreviousRun
 
 
 def prepare_output(out_dir: Path) -> None:
@@ -45,43 +45,50 @@ class Finished:
     m4b_fingerprint: str | None = None
 
 
-def finish_book(
-    plan: BookPlan,
-    audios: Sequence[ChapterAudio],
-    chapters: Sequence[ChapterOutcome],
-    note: Callable[[str], None],
-) -> Finished:
+@dataclass(frozen=True)
+class FinishJob:
+    """What a complete book gets besides its chapters, as a plain value (a unit of work an executor runs)."""
+
+    book: Book  # its tags and cover; its chapters' text is not needed
+    options: BookOptions
+    out_dir: Path
+    previous: PreviousRun  # what the last run wrote, to tidy
+    chapters: tuple[ChapterAudio, ...]
+    outcomes: tuple[ChapterOutcome, ...]
+
+
+def finish_book(job: FinishJob, note: Callable[[str], None]) -> Finished:
     """Write the playlist, build the M4B when asked (unless the one from an earlier run is still current),
     then remove what an earlier run wrote that no longer belongs. Only for a complete book: a partial one must
     not look finished. ``note`` tells the user about the slow steps."""
-    playlist = audio.write_playlist(plan.out_dir, plan.book, audios).name
+    playlist = audio.write_playlist(job.out_dir, job.book, job.chapters).name
     m4b = m4b_fingerprint = None
-    if plan.options.m4b:
-        m4b_fingerprint = _m4b_fingerprint(plan, chapters)
-        m4b = audio.book_stem(plan.book) + ".m4b"
-        previous = plan.previous
+    if job.options.m4b:
+        m4b_fingerprint = _m4b_fingerprint(job.options, job.outcomes)
+        m4b = audio.book_stem(job.book) + ".m4b"
+        previous = job.previous
         current = previous.m4b == m4b and previous.m4b_fingerprint == m4b_fingerprint
-        if not (current and (plan.out_dir / m4b).is_file()):
+        if not (current and (job.out_dir / m4b).is_file()):
             note(f"building {m4b} …")
-            built = audio.build_m4b(plan.out_dir, plan.book, audios, plan.options)
+            built = audio.build_m4b(job.out_dir, job.book, job.chapters, job.options)
             note(f"wrote {built.name}")
-    keep = {c.file for c in chapters} | {playlist, m4b}
-    if plan.options.subtitles:
-        keep |= {str(Path(c.file).with_suffix("." + plan.options.subtitles)) for c in chapters}
-    _remove_stale(plan, {k for k in keep if k}, {c.file for c in chapters})
+    keep = {c.file for c in job.outcomes} | {playlist, m4b}
+    if job.options.subtitles:
+        keep |= {str(Path(c.file).with_suffix("." + job.options.subtitles)) for c in job.outcomes}
+    _remove_stale(job, {k for k in keep if k}, {c.file for c in job.outcomes})
     return Finished(playlist, m4b, m4b_fingerprint)
 
 
-def _m4b_fingerprint(plan: BookPlan, chapters: Sequence[ChapterOutcome]) -> str:
-    data = [[c.file, c.fingerprint] for c in chapters] + [plan.options.genre, plan.options.sample_rate]
+def _m4b_fingerprint(options: BookOptions, chapters: Sequence[ChapterOutcome]) -> str:
+    data = [[c.file, c.fingerprint] for c in chapters] + [options.genre, options.sample_rate]
     return hashlib.sha256(json.dumps(data).encode()).hexdigest()  # chapter fingerprints cover tags and cover
 
 
-def _remove_stale(plan: BookPlan, keep: set[str], current_chapters: set[str]) -> None:
+def _remove_stale(job: FinishJob, keep: set[str], current_chapters: set[str]) -> None:
     """Delete what an earlier run of this book wrote that no longer matches it: chapters that are gone (the book
     changed), subtitles in a format no longer asked for, an old playlist or M4B. Only names this program wrote
     (listed in the previous report, or a current chapter's subtitle siblings) are ever touched."""
-    previous = plan.previous
+    previous = job.previous
     names = current_chapters | previous.files | {n for n in (previous.playlist, previous.m4b) if n}
     candidates: set[str] = set()
     for name in names:
@@ -91,4 +98,4 @@ def _remove_stale(plan: BookPlan, keep: set[str], current_chapters: set[str]) ->
         if name.endswith(".mp3"):
             candidates |= {name[:-4] + ".srt", name[:-4] + ".vtt"}
     for name in candidates - keep:
-        (plan.out_dir / name).unlink(missing_ok=True)
+        (job.out_dir / name).unlink(missing_ok=True)

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pipeline import audio
 from pipeline.engines import Executor
-from pipeline.errors import AudioError
+from pipeline.jobs import ChapterJob, light
 from pipeline.limits import GovernorStats
 from pipeline.models import BackendOptions, ChapterAudio, ErrorKind, PartRequest, PartResult, PartStatus
-from pipeline.outputs import clean_partial_files, finish_book
+from pipeline.outputs import FinishJob, clean_partial_files
 from pipeline.planning import BookPlan, ChapterPlan
 from pipeline.progress import Progress
 from pipeline.report import (
@@ -67,6 +65,7 @@ class _BookState:
     waited_s: float = 0.0  # its requests' time held back by the rate governor, summed
     error: str | None = None  # set when a fatal error stopped this book
     rerun_helps: bool = True  # False once something went wrong that the same command cannot get past
+    finishing: asyncio.Task[BookReport] | None = None  # set once every chapter is written
     started: float = field(default_factory=time.time)
     last_answer: float | None = None
 
@@ -133,14 +132,16 @@ class Run:
                 if not cs.missing:
                     self._assembly.put_nowait((state, cs))
         self.progress.start(total_chars, done_chars, len(self._requests))
-        assembler = asyncio.create_task(self._assembler())
+        assemblers = [asyncio.create_task(self._assembler()) for _ in range(self.executor.assembly_slots)]
         try:
             await self.executor.run(self._pending(), self._on_result)
         finally:
-            self._assembly.put_nowait(None)
-            await assembler
+            for _ in assemblers:
+                self._assembly.put_nowait(None)
+            await asyncio.gather(*assemblers)
             self.progress.close()
-        return [self._finish(state) for state in self._books]
+        # A book finished while others were still being spoken has its report; the rest are finished now.
+        return list(await asyncio.gather(*(state.finishing or self._finish(state) for state in self._books)))
 
     def _pending(self) -> Iterator[PartRequest]:
         for key, request in self._requests.items():
@@ -228,38 +229,22 @@ class Run:
 
     async def _assemble(self, state: _BookState, cs: _ChapterState) -> None:
         plan, cp = state.plan, cs.plan
-        store = self.stores.at(plan.store)
-        fmt = plan.options.part_format
-        try:
-            result = await asyncio.to_thread(
-                audio.assemble_chapter,
-                plan.book,
-                cp.chapter,
-                cp.segments,
-                [functools.partial(store.get, key, fmt) for key in cp.keys],
-                plan.out_dir,
-                plan.options,
-                total_chapters=len(plan.chapters),
-            )
-        except OSError as exc:  # the output folder is full or was removed under us
-            state.rerun_helps = False
-            error = f"cannot write {cp.filename}: {exc.strerror or exc}"
-            cs.outcome = _outcome(cp, ChapterStatus.FAILED, None, error)
-            log.error("chapter %d (%s) not written: %s", cp.chapter.index, cp.chapter.title, error)
+        chapter = dataclasses.replace(cp.chapter, paragraphs=())  # its text is in the segments already
+        job = ChapterJob(
+            light(plan.book), chapter, cp.segments, cp.keys, plan.store, plan.out_dir, plan.options, len(plan.chapters)
+        )
+        done = await self.executor.assemble(job)
+        if done.audio is None:
+            state.rerun_helps = state.rerun_helps and done.rerun_helps
+            cs.outcome = _outcome(cp, ChapterStatus.FAILED, None, done.error)
+            log.error("chapter %d (%s) not written: %s", cp.chapter.index, cp.chapter.title, done.error)
             return
-        except AudioError as exc:
-            note = ""
-            if isinstance(exc, audio.PartDecodeError):
-                # A damaged part must not be a hit forever: drop it so the next run asks again.
-                store.evict(cp.keys[exc.segment], fmt)
-                note = "; the damaged part was dropped from the cache, run again to fetch it"
-            cs.outcome = _outcome(cp, ChapterStatus.FAILED, None, f"{exc}{note}")
-            log.error("chapter %d (%s) not written: %s%s", cp.chapter.index, cp.chapter.title, exc, note)
-            return
-        cs.audio = result
-        cs.outcome = _outcome(cp, ChapterStatus.DONE, result.duration_ms / 1000)
-        self.progress.note(f"wrote {result.path.name} ({clock(result.duration_ms / 1000)})")
+        cs.audio = done.audio
+        cs.outcome = _outcome(cp, ChapterStatus.DONE, done.audio.duration_ms / 1000)
+        self.progress.note(f"wrote {done.audio.path.name} ({clock(done.audio.duration_ms / 1000)})")
         await asyncio.to_thread(self._checkpoint, state)
+        if all(c.outcome is not None and c.outcome.status.complete for c in state.chapters):
+            state.finishing = asyncio.ensure_future(self._finish(state))  # its M4B need not wait for other books
 
     def _outcomes(self, state: _BookState) -> tuple[list[ChapterOutcome], list[SegmentFailure]]:
         chapters: list[ChapterOutcome] = []
@@ -293,7 +278,7 @@ class Run:
         except OSError as exc:  # the chapter itself is written; only the head start for a killed run is lost
             log.warning("cannot record progress in %s: %s", state.plan.out_dir, exc.strerror or exc)
 
-    def _finish(self, state: _BookState) -> BookReport:
+    async def _finish(self, state: _BookState) -> BookReport:
         plan = state.plan
         chapters, failures = self._outcomes(state)
         complete = all(c.status.complete for c in chapters)
@@ -304,16 +289,16 @@ class Run:
             error = f"interrupted by {interrupted}"
         report = self._report(state, status, chapters, failures, error)
         if complete and self.assemble:
-            audios = [cs.audio for cs in state.chapters if cs.audio is not None]
-            try:
-                finished = finish_book(plan, audios, chapters, self.progress.note)
-                report = dataclasses.replace(
-                    report, playlist=finished.playlist, m4b=finished.m4b, m4b_fingerprint=finished.m4b_fingerprint
-                )
-            except AudioError as exc:
-                report = dataclasses.replace(report, status=BookStatus.FAILED, error=str(exc))
+            audios = tuple(cs.audio for cs in state.chapters if cs.audio is not None)
+            job = FinishJob(light(plan.book), plan.options, plan.out_dir, plan.previous, audios, tuple(chapters))
+            done = await self.executor.finish(job, self.progress.note)
+            if done.finished is not None:
+                f = done.finished
+                report = dataclasses.replace(report, playlist=f.playlist, m4b=f.m4b, m4b_fingerprint=f.m4b_fingerprint)
+            else:
+                report = dataclasses.replace(report, status=BookStatus.FAILED, error=done.error)
         if self.assemble:
-            write_report(plan.out_dir, report)
+            await asyncio.to_thread(write_report, plan.out_dir, report)
         return report
 
     def _report(

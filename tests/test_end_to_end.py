@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,13 +16,14 @@ import pytest
 from mutagen.id3 import ID3
 
 from pipeline import mp3
-from pipeline.chunker import chunk_book
+from pipeline.chunker import chunk_chapter
 from pipeline.cli import main
 from pipeline.config import load_settings
 from pipeline.media import decode, ffmpeg_exe
 from pipeline.planning import plan_book
 from pipeline.readers import read_book
 from pipeline.store import FileStore
+from pipeline.titles import spoken_title
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer, Fault
 from tests.helpers import FAKE_KEY as KEY
@@ -51,7 +53,9 @@ def test_corpus_book_with_faults_is_complete_in_order_and_paid_once(
     book_path = corpus_file("alice-pg11.txt")
     settings = load_settings()
     book = read_book(book_path)
-    segments = chunk_book(book, settings.book.max_chars, announce_titles=True)
+    # What the run sends: titles as a voice says them ("Chapter 2", not "CHAPTER II."), sentences packed.
+    said = [dataclasses.replace(c, title=spoken_title(c.title, book.language)) for c in book.chapters]
+    segments = [chunk_chapter(c, settings.book.max_chars, announce_title=True) for c in said]
     # A relay's whole repertoire of bad days, spread over the run.
     server.inject(
         Fault.rate_limit(retry_after=3),

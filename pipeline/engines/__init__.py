@@ -2,6 +2,8 @@
 values and gets ``PartResult`` values back; how the work is spread (asyncio tasks in this process today) is
 the executor's business alone.
 
+Part requests, chapters to assemble and books to finish are the units of work (``models``, ``jobs``).
+
     LocalExecutor (engines/local.py)   asyncio workers in this process, the default
 """
 
@@ -11,7 +13,9 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from pipeline.errors import AuthError, BadRequestError, FatalAPIError, QuotaError, SynthesisError
+from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.models import ErrorKind, PartRequest, PartResult, PartStatus
+from pipeline.outputs import FinishJob
 
 
 class Executor(Protocol):
@@ -28,6 +32,19 @@ class Executor(Protocol):
     def stop(self, reason: str, *, abandon: bool = False) -> None:
         """Take no new request. Those in flight are paid for, so they finish and land in the store, unless
         ``abandon`` says every one of them would fail the same way."""
+        ...
+
+    @property
+    def assembly_slots(self) -> int:
+        """How many chapters may be assembled at once."""
+        ...
+
+    async def assemble(self, job: ChapterJob) -> ChapterDone:
+        """Write one chapter from its stored parts (``jobs.assemble``)."""
+        ...
+
+    async def finish(self, job: FinishJob, note: Callable[[str], None]) -> FinishDone:
+        """Give a complete book its playlist and M4B, and tidy its folder (``jobs.finish``)."""
         ...
 
 

@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
+from pipeline import jobs
 from pipeline.engines import failure
 from pipeline.errors import SynthesisError
+from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.models import BackendOptions, ErrorKind, PartRequest, PartResult, PartStatus
+from pipeline.outputs import FinishJob
 from pipeline.store import Stores
 from pipeline.tts.base import Synthesizer
 
@@ -79,6 +82,15 @@ class LocalExecutor:
         if abandon:
             for worker in self._workers:
                 worker.cancel()
+
+    # One chapter at a time: assembly overlaps the requests, and memory stays that of one chapter's two parts.
+    assembly_slots = 1
+
+    async def assemble(self, job: ChapterJob) -> ChapterDone:
+        return await asyncio.to_thread(jobs.assemble, job, self.stores)
+
+    async def finish(self, job: FinishJob, note: Callable[[str], None]) -> FinishDone:
+        return await asyncio.to_thread(jobs.finish, job, note)
 
     async def run(self, requests: Iterator[PartRequest], on_result: Callable[[PartResult], None]) -> None:
         self._workers = [asyncio.create_task(self._worker(requests, on_result)) for _ in range(self.concurrency)]
