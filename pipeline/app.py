@@ -65,16 +65,19 @@ def convert(
     """Make every part the plans lack, assemble every chapter, finish every complete book, write its report.
 
     Checks before the first request what would make paid work useless: a missing key, an unwritable store or
-    output folder (UsageError). ``assemble=False`` only fills the stores."""
+    output folder (UsageError). ``assemble=False`` only fills the stores. With ``run.engine == "celery"`` the
+    work goes to workers through ``run.broker`` (their keys are their own: none is checked or needed here)."""
     stores = stores or Stores()
-    synths = Synthesizers(run.concurrency, env, memory=default_cache_dir() / LIMITS_FILE)
-    for p in plans:
-        synths(p.backend)  # a missing key fails here, before any request
     for location in dict.fromkeys(p.store for p in plans):
         stores.at(location).check_writable()
     for p in plans:
         prepare_output(p.out_dir)
+    if run.engine == "celery":
+        return _convert_on_workers(plans, run, stores, progress, assemble)
 
+    synths = Synthesizers(run.concurrency, env, memory=default_cache_dir() / LIMITS_FILE)
+    for p in plans:
+        synths(p.backend)  # a missing key fails here, before any request
     if progress is not None:
         progress.rate = synths.rate_status  # the line says when the key's rate limit holds the run back
 
@@ -93,6 +96,19 @@ def convert(
         finally:
             synths.remember()
             await synths.aclose()
+
+    return asyncio.run(main())
+
+
+def _convert_on_workers(
+    plans: Sequence[BookPlan], run: RunOptions, stores: Stores, progress: Progress | None, assemble: bool
+) -> RunResult:
+    from pipeline.engines.celery import CeleryExecutor  # Celery is an extra: only imported when asked for
+
+    async def main() -> RunResult:
+        async with CeleryExecutor(run) as executor:
+            reports = await Run(plans, executor, stores, progress=progress, assemble=assemble).execute()
+            return RunResult(tuple(reports), executor.interrupted)
 
     return asyncio.run(main())
 

@@ -47,6 +47,10 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
         help="one paragraph at a time instead of packing sentences across paragraphs (more requests)",
     )
     g.add_argument("--concurrency", type=int, help="requests in flight at once (default 8)")
+    g.add_argument(
+        "--engine", choices=["local", "celery"], help="local: this process (default); celery: workers via --broker"
+    )
+    g.add_argument("--broker", help="redis://HOST:6379/0: where the celery engine's workers take their work")
     g.add_argument("--max-retries", type=int, help="retries per request (default 4)")
     g.add_argument("--timeout", type=float, help="seconds to wait for one answer (default 120)")
     g.add_argument("--cache-dir", type=Path, help="where finished parts are kept (default ~/.cache/audiobook-pipeline)")
@@ -127,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help=argparse.SUPPRESS)
 
     p = sub.add_parser(
+        "worker",
+        help="take work from a batch run on another machine (the celery engine)",
+        description="A worker of the celery engine: takes part requests, chapters and books from --broker and does "
+        "them here, with this machine's keys (from its environment) and settings. Stop it with Ctrl-C.",
+        parents=[common],
+    )
+    p.add_argument("--broker", help="redis://HOST:6379/0 (env: AUDIOBOOK_BROKER)")
+    p.add_argument("--concurrency", type=int, help="tasks at once in this worker (default 8)")
+    p.add_argument("--config", type=Path, help="settings file (see configs/)")
+
+    p = sub.add_parser(
         "batch",
         help="convert every book a job file (or a folder) lists, incrementally",
         description="Convert every book a job file (TOML) lists, or every book in a folder, through one shared "
@@ -138,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jobs", type=Path, help="job file (TOML, see configs/batch.example.toml) or a folder of books")
     p.add_argument("-o", "--output", type=Path, help="with a folder of books: where their audio goes (./audiobooks)")
     p.add_argument("--config", type=Path, help="with a folder of books: the settings file (see configs/)")
+    p.add_argument("--engine", choices=["local", "celery"], help="local: this process (default); celery: workers")
+    p.add_argument("--broker", help="redis://HOST:6379/0: where the celery engine's workers take their work")
     p.add_argument("--dry-run", action="store_true", help="show every book's plan and the totals; send nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--max-cost", type=float, help="refuse work that would cost more than this (USD, estimated)")
@@ -159,6 +176,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_chars",
         "pack",
         "concurrency",
+        "engine",
+        "broker",
         "max_retries",
         "timeout",
         "cache_dir",
@@ -252,6 +271,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.config import load_settings
+
+    try:
+        from pipeline.engines.celery import run_worker
+    except ImportError:
+        raise UsageError("the celery engine is not installed: pip install 'audiobook-pipeline[distributed]'") from None
+    overrides = {"broker": args.broker, "concurrency": args.concurrency}
+    run_worker(load_settings(args.config, overrides=overrides).run, loglevel="DEBUG" if args.verbose else "INFO")
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline import app
     from pipeline.batch import folder_job, format_failures, format_summary, load_jobs
@@ -263,6 +294,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise UsageError("--output and --config go with a folder of books; a job file sets output and settings")
     else:
         job = load_jobs(args.jobs)
+    flags = {k: v for k, v in (("engine", args.engine), ("broker", args.broker)) if v is not None}
+    job = dataclasses.replace(job, run={**job.run, **flags})  # the command line wins over the job file
     result = app.run_batch(
         job, dry_run=args.dry_run, max_cost=args.max_cost, summary_path=args.summary, progress=_progress(args)
     )
@@ -300,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "batch":
             return cmd_batch(args)
+        if args.command == "worker":
+            return cmd_worker(args)
         build_parser().print_help(sys.stderr)
         return 2
     except AudiobookError as exc:

@@ -32,11 +32,17 @@ SUBTITLE_FORMATS = ("srt", "vtt")
 LOUDNESS_TARGETS = ("ebu", "acx")
 
 
+ENGINES = ("local", "celery")
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """One per run, whatever books it holds."""
 
     concurrency: int = 8  # requests in flight at once, for every book of the run together
+    engine: str = "local"  # "local": this process; "celery": workers on any machine, through ``broker``
+    broker: str | None = None  # redis://HOST:6379/0, for the celery engine and its workers
+    redelivery_s: float = 1800.0  # celery: a task whose worker died is given to another after this long
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,7 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
 # Every number a setting may hold, in one place: (low, high) inclusive; floats are also finite (see _coerce).
 RANGES: dict[str, tuple[float, float]] = {
     "concurrency": (1, 64),
+    "redelivery_s": (5, 86_400),
     "max_chars": (20, 4096),  # the API takes at most 4096 characters an input
     "max_retries": (0, 20),
     "speed": (0.25, 4.0),
@@ -226,6 +233,10 @@ def _validate(s: Settings) -> None:
 
     api, book = s.backend, s.book
     registry.get(api.name)  # an unknown backend is a UsageError naming the known ones
+    if s.run.engine not in ENGINES:
+        raise bad(f"engine must be one of {', '.join(ENGINES)}, not {s.run.engine!r}")
+    if s.run.broker is not None and urlsplit(s.run.broker).scheme not in ("redis", "rediss"):
+        raise bad("broker must be a Redis URL such as redis://HOST:6379/0")
     for key, (low, high) in RANGES.items():
         owner, name = KEYS[key]
         value = getattr({"run": s.run, "backend": api, "book": book}[owner], name)

@@ -54,7 +54,7 @@ def test_every_key_has_one_owner_run_backend_or_book() -> None:
     assert settings.run == RunOptions(concurrency=5)
     assert settings.backend == BackendOptions(name="local")
     assert settings.book == BookOptions(genre="Talk")
-    assert {"concurrency"} == RUN_KEYS
+    assert {"concurrency", "engine", "broker", "redelivery_s"} == RUN_KEYS
     assert {"backend", "base_url", "api_key_env", "timeout", "max_retries"} <= {
         k for k, (owner, _) in KEYS.items() if owner == "backend"
     }

@@ -9,8 +9,13 @@ Part requests, chapters to assemble and books to finish are the units of work (`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from pipeline.errors import AuthError, BadRequestError, FatalAPIError, QuotaError, SynthesisError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
@@ -46,6 +51,62 @@ class Executor(Protocol):
     async def finish(self, job: FinishJob, note: Callable[[str], None]) -> FinishDone:
         """Give a complete book its playlist and M4B, and tidy its folder (``jobs.finish``)."""
         ...
+
+
+log = logging.getLogger("audiobook")
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interruptible:
+    """Ctrl-C and SIGTERM for a whole run, assembly included (a signal at any point is an interruption, not a
+    crash): the first stops taking work and lets what is in flight land (it is paid for); a second abandons it.
+    Executors use it as an async context manager around the run."""
+
+    def __init__(self) -> None:
+        self.stop_reason: str | None = None
+        self._interrupted: str | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def interrupted(self) -> str | None:
+        return self._interrupted
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        for sig in _SIGNALS:
+            # Not possible outside the main thread (or on Windows): Ctrl-C then raises KeyboardInterrupt.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in _SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        name = signal.Signals(sig).name
+        if self._interrupted is None:
+            self._interrupted = name
+            log.warning("%s received: finishing the requests in flight, then stopping (again to abort them)", name)
+            self.stop(f"interrupted by {name}")
+        else:
+            log.warning("%s received again: abandoning the requests in flight", name)
+            self.stop(f"interrupted by {name}", abandon=True)
+
+    def stop(self, reason: str, *, abandon: bool = False) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stopping.set()
+        if abandon:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Give up the work in flight (a second signal, or every one of them would fail the same way)."""
 
 
 def failure(request: PartRequest, exc: SynthesisError) -> PartResult:

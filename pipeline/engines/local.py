@@ -1,23 +1,21 @@
 """The local executor: asyncio workers in this process, at most ``concurrency`` requests in flight.
 
 It owns the run's limit on requests in flight (the synthesizers' connections follow from it) and its
-interruption: Ctrl-C or SIGTERM stops scheduling and lets the requests in flight land in the store (they are
-paid for); a second signal abandons them.
+interruption (see ``Interruptible``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
+from typing import Self
 
 from pipeline import jobs
-from pipeline.engines import failure
+from pipeline.engines import Interruptible, failure
 from pipeline.errors import SynthesisError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.models import BackendOptions, ErrorKind, PartRequest, PartResult, PartStatus
@@ -30,58 +28,25 @@ log = logging.getLogger("audiobook")
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class LocalExecutor:
+class LocalExecutor(Interruptible):
     def __init__(self, synths: Callable[[BackendOptions], Synthesizer], stores: Stores, concurrency: int):
+        super().__init__()
         self.synths = synths
         self.stores = stores
         self.concurrency = concurrency
-        self.stop_reason: str | None = None
-        self._interrupted: str | None = None
-        self._stopping = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._stores: set[asyncio.Task[None]] = set()  # parts on their way to the store
 
-    @property
-    def interrupted(self) -> str | None:
-        return self._interrupted
-
-    # A context for the whole run, assembly included: a signal at any point is an interruption, not a crash.
-    async def __aenter__(self) -> LocalExecutor:
-        loop = asyncio.get_running_loop()
+    async def __aenter__(self) -> Self:
         # Parts are stored in threads (write + fsync); the default pool of cores + 4 threads would make stores
         # queue behind each other's fsync, so there is a thread per worker, plus one for assembly.
-        loop.set_default_executor(ThreadPoolExecutor(max_workers=self.concurrency + 2))
-        for sig in _SIGNALS:
-            # Not possible outside the main thread (or on Windows): Ctrl-C then raises KeyboardInterrupt.
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._on_signal, sig)
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=self.concurrency + 2))
+        await super().__aenter__()
         return self
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in _SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        name = signal.Signals(sig).name
-        if self._interrupted is None:
-            self._interrupted = name
-            log.warning("%s received: finishing the requests in flight, then stopping (again to abort them)", name)
-            self.stop(f"interrupted by {name}")
-        else:
-            log.warning("%s received again: abandoning the requests in flight", name)
-            self.stop(f"interrupted by {name}", abandon=True)
-
-    def stop(self, reason: str, *, abandon: bool = False) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        self._stopping.set()
-        if abandon:
-            for worker in self._workers:
-                worker.cancel()
+    def _abandon(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
 
     # One chapter at a time: assembly overlaps the requests, and memory stays that of one chapter's two parts.
     assembly_slots = 1

@@ -1,0 +1,305 @@
+"""The distributed executor: the same units of work (part requests, chapters, books to finish) as Celery tasks
+on a Redis broker, run by ``audiobook worker`` processes on any machine that sees the same parts store and
+output folder (a shared disk, or s3:// for parts).
+
+What it guarantees, and how:
+
+- **A part is paid for once.** A worker looks in the store first; if the part is not there, a lease in Redis
+  (SET NX with an expiry, renewed while the request runs) names the one worker that requests it; any other that
+  wants it waits for it to land. A worker that dies stops renewing, the lease lapses, another takes over.
+- **Crashes lose nothing.** Tasks are acknowledged late: a task whose worker is killed stays unacknowledged in
+  Redis and is given to another worker after ``redelivery_s``. A task redelivered while its first run is
+  alive finds the lease (or the part) and waits: running twice never pays twice.
+- **No secret in the broker.** Messages are JSON of plain values: a backend names the variable that holds its
+  key, never the key; workers read keys from their own environment. Leases and the shared rate budget are keyed
+  by the endpoint and a hash of the key.
+
+Worker processes run tasks in threads (Celery's thread pool) and keep one asyncio loop for all speech
+requests, so HTTP connections and the rate governor are shared by every task of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from pipeline import jobs
+from pipeline.codec import decode, encode
+from pipeline.config import RunOptions, default_cache_dir, load_settings
+from pipeline.engines import Interruptible, failure
+from pipeline.errors import SynthesisError, UsageError
+from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
+from pipeline.models import ErrorKind, PartRequest, PartResult, PartStatus
+from pipeline.outputs import FinishJob
+from pipeline.store import Stores
+
+log = logging.getLogger("audiobook")
+T = TypeVar("T")
+
+POLL_S = 0.1  # how often the driver looks for finished tasks, and a worker for a part another is making
+LIMITS_FILE = "rate-limits.json"
+
+app = Celery("audiobook", set_as_current=False)
+app.conf.update(
+    task_serializer="json",  # never pickle: whoever can write to the broker must not run code on workers
+    result_serializer="json",
+    accept_content=["json"],
+    task_acks_late=True,  # a task is acknowledged when it is done, so a dead worker's task is redone
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,  # a worker takes one task per free thread, never a stock of them
+    result_expires=7 * 86400,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    worker_redirect_stdouts=False,
+)
+
+
+def configure(broker: str, redelivery_s: float) -> None:
+    """Point the app at ``broker`` (Redis also keeps the results). A task whose worker died is given to another
+    after ``redelivery_s`` (Redis' visibility timeout), looked for every quarter of that time."""
+    app.conf.update(
+        broker_url=broker,
+        result_backend=broker,
+        broker_transport_options={
+            "visibility_timeout": redelivery_s,
+            "unacked_restore_interval": max(1, int(redelivery_s / 4)),
+            "unacked_restore_throttle": 1,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------------- the workers
+
+
+class _Worker:
+    """What a worker process keeps for all its tasks: one event loop in a thread, the synthesizers (and their
+    connections), the stores, and the Redis client for leases."""
+
+    def __init__(self) -> None:
+        import redis
+
+        from pipeline.tts.registry import Synthesizers
+
+        self.run = _options or load_settings().run
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.redis = redis.Redis.from_url(app.conf.broker_url)
+        self.stores = Stores()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="speech-loop", daemon=True).start()
+        self.synths = Synthesizers(self.run.concurrency, memory=default_cache_dir() / LIMITS_FILE)
+        self.lease_s = min(60.0, max(2.0, self.run.redelivery_s / 2))
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    @contextlib.contextmanager
+    def lease(self, name: str) -> Iterator[bool]:
+        """Hold ``name`` while the block runs, renewing it; yields False (holding nothing) if another has it."""
+        key = f"audiobook:lease:{name}"
+        token = f"{self.name}:{uuid.uuid4().hex}"
+        if not self.redis.set(key, token, nx=True, px=int(self.lease_s * 1000)):
+            yield False
+            return
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease_s / 3):
+                self.redis.pexpire(key, int(self.lease_s * 1000))
+
+        renewer = threading.Thread(target=renew, name="lease", daemon=True)
+        renewer.start()
+        try:
+            yield True
+        finally:
+            done.set()
+            renewer.join()
+            # Delete it only if it is still ours (it may have lapsed and been taken by another meanwhile).
+            self.redis.eval(_RELEASE, 1, key, token)
+
+    def make_part(self, request: PartRequest) -> PartResult:
+        store = self.stores.at(request.store)
+        where = hashlib.sha256(store.location.encode()).hexdigest()[:16]
+        while True:
+            if store.has(request.key, request.fmt):
+                return PartResult(request.key, PartStatus.CACHED)
+            with self.lease(f"part:{where}:{request.key}") as mine:
+                if mine:
+                    if store.has(request.key, request.fmt):  # it landed between the look and the lease
+                        return PartResult(request.key, PartStatus.CACHED)
+                    return self._request(request, store)
+            time.sleep(POLL_S)  # another worker is making it: wait for it to land, or for its lease to lapse
+
+    def _request(self, request: PartRequest, store: Any) -> PartResult:
+        try:
+            synth = self.synths(request.backend)
+            speech = self.call(synth.synthesize(request.text, request.spec))
+        except UsageError as exc:  # no key on this worker for that backend: every request of it would fail
+            return PartResult(request.key, PartStatus.REFUSED, error=f"on worker {self.name}: {exc}",
+                              error_kind=ErrorKind.AUTH)  # fmt: skip
+        except SynthesisError as exc:
+            return failure(request, exc)
+        done = PartResult(request.key, PartStatus.STORED, speech.attempts, len(request.text), None, None,
+                          speech.rate_limited, speech.waited_s)  # fmt: skip
+        try:
+            store.put(request.key, speech.audio, request.fmt)
+        except OSError as exc:
+            error = f"cannot store audio in the cache {store.location} on {self.name}: {exc.strerror or exc}"
+            return PartResult(request.key, PartStatus.FAILED, done.attempts, done.characters, error, ErrorKind.STORE)
+        return done
+
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_options: RunOptions | None = None  # the worker's own run options (from its command line), once started
+_worker: _Worker | None = None
+_worker_lock = threading.Lock()
+
+
+def _this_worker() -> _Worker:
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = _Worker()
+        return _worker
+
+
+@app.task(name="audiobook.part")
+def part_task(request: dict[str, Any]) -> Any:
+    return encode(_this_worker().make_part(decode(PartRequest, request)))
+
+
+@app.task(name="audiobook.chapter")
+def chapter_task(job: dict[str, Any]) -> Any:
+    worker = _this_worker()
+    chapter = decode(ChapterJob, job)
+    # A redelivered task whose first run is alive waits for it, then writes the chapter again (harmless).
+    while True:
+        with worker.lease(f"chapter:{chapter.out_dir}:{chapter.chapter.index}") as mine:
+            if mine:
+                return encode(jobs.assemble(chapter, worker.stores))
+        time.sleep(POLL_S)
+
+
+@app.task(name="audiobook.finish")
+def finish_task(job: dict[str, Any]) -> Any:
+    worker = _this_worker()
+    book = decode(FinishJob, job)
+    while True:
+        with worker.lease(f"finish:{book.out_dir}") as mine:
+            if mine:
+                return encode(jobs.finish(book, lambda message: log.info("%s", message)))
+        time.sleep(POLL_S)
+
+
+def run_worker(run: RunOptions, *, loglevel: str = "INFO") -> None:
+    """``audiobook worker``: serve tasks until stopped, ``run.concurrency`` at a time (in threads)."""
+    global _options
+    if not run.broker:
+        raise UsageError("a worker needs a broker: --broker redis://HOST:6379/0 (or AUDIOBOOK_BROKER)")
+    _options = run
+    configure(run.broker, run.redelivery_s)
+    app.worker_main(
+        ["worker", "--pool", "threads", "--concurrency", str(run.concurrency), "--loglevel", loglevel,
+         "--without-gossip", "--without-mingle", "--hostname", f"audiobook@{socket.gethostname()}-{os.getpid()}"]
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- the driver
+
+
+class CeleryExecutor(Interruptible):
+    """Submits the run's work as tasks and turns their results back into the run's values. At most
+    ``window`` part requests are outstanding, so what is sent can still be held back (a book that stopped)."""
+
+    def __init__(self, run: RunOptions):
+        super().__init__()
+        if not run.broker:
+            raise UsageError("--engine celery needs a broker: --broker redis://HOST:6379/0 (or AUDIOBOOK_BROKER)")
+        configure(run.broker, run.redelivery_s)
+        self.window = run.concurrency
+        self._outstanding: dict[str, tuple[AsyncResult, PartRequest]] = {}
+
+    # Chapters and books are spread over the workers as they come.
+    assembly_slots = 64
+
+    async def run(self, requests: Iterator[PartRequest], on_result: Callable[[PartResult], None]) -> None:
+        await asyncio.to_thread(self._check_broker)
+        exhausted = False
+        while True:
+            while not exhausted and not self._stopping.is_set() and len(self._outstanding) < self.window:
+                request = next(requests, None)
+                if request is None:
+                    exhausted = True
+                    break
+                sent = part_task.apply_async(args=[encode(request)])
+                self._outstanding[sent.id] = (sent, request)
+            if not self._outstanding and (exhausted or self._stopping.is_set()):
+                return
+            for result, request in await asyncio.to_thread(self._finished):
+                on_result(result if isinstance(result, PartResult) else _crashed(request, result))
+            await asyncio.sleep(POLL_S)
+
+    def _finished(self) -> list[tuple[PartResult | BaseException, PartRequest]]:
+        out = []
+        for task_id, (sent, request) in list(self._outstanding.items()):
+            if sent.ready():
+                value = sent.get(propagate=False)
+                sent.forget()
+                del self._outstanding[task_id]
+                out.append((value if isinstance(value, BaseException) else decode(PartResult, value), request))
+        return out
+
+    def _check_broker(self) -> None:
+        try:
+            with app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1)
+        except Exception as exc:  # kombu raises its own OperationalError
+            raise UsageError(f"cannot reach the broker at {_safe(app.conf.broker_url)}: {exc}") from None
+
+    def _abandon(self) -> None:
+        self._outstanding.clear()  # stop waiting; the workers finish them anyway, into the store
+
+    async def assemble(self, job: ChapterJob) -> ChapterDone:
+        value = await self._wait(chapter_task.apply_async(args=[encode(job)]))
+        if isinstance(value, BaseException):
+            return ChapterDone(None, f"assembly failed on a worker: {value}")
+        return decode(ChapterDone, value)
+
+    async def finish(self, job: FinishJob, note: Callable[[str], None]) -> FinishDone:
+        if job.options.m4b:
+            note(f"building the M4B of {job.book.title} on a worker …")
+        value = await self._wait(finish_task.apply_async(args=[encode(job)]))
+        if isinstance(value, BaseException):
+            return FinishDone(None, f"finishing the book failed on a worker: {value}")
+        return decode(FinishDone, value)
+
+    async def _wait(self, sent: AsyncResult) -> Any:
+        while not await asyncio.to_thread(sent.ready):
+            await asyncio.sleep(POLL_S)
+        value = sent.get(propagate=False)
+        sent.forget()
+        return value
+
+
+def _crashed(request: PartRequest, exc: BaseException) -> PartResult:
+    """A task that raised (a bug, or a worker that could not start): the part failed, the next run retries."""
+    return PartResult(request.key, PartStatus.FAILED, error=f"a worker failed on it: {type(exc).__name__}: {exc}")
+
+
+def _safe(url: str) -> str:
+    """A broker URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
