@@ -4,6 +4,7 @@ Every EPUB here except the corpus book is built by the test itself with zipfile.
 
 from __future__ import annotations
 
+import logging
 import struct
 import zipfile
 from pathlib import Path
@@ -299,6 +300,37 @@ def test_epub_without_any_toc_makes_one_chapter_per_document(tmp_path: Path) -> 
         ("First Light", ("Dawn came.",)),
         ("Chapter 2", ("No heading in this one.",)),
     ]
+
+
+def test_a_spine_item_missing_from_the_archive_is_named_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files: dict[str, str | bytes] = {
+        "OEBPS/c1.xhtml": xhtml("<h1>The Orchard</h1><p>Apples fell all night.</p>"),
+        # c2.xhtml is listed in the manifest and the spine but was never put in the archive.
+        "OEBPS/c3.xhtml": xhtml("<h1>The Harvest</h1><p>Baskets filled by noon.</p>"),
+        "OEBPS/nav.xhtml": nav(
+            '<li><a href="c1.xhtml">The Orchard</a></li><li><a href="c2.xhtml">The Storm</a></li>'
+            '<li><a href="c3.xhtml">The Harvest</a></li>'
+        ),
+    }
+    manifest = [("nav", "nav.xhtml", XHTML, "nav")] + [(f"c{n}", f"c{n}.xhtml", XHTML, "") for n in (1, 2, 3)]
+    # "ghost" is in the spine but not in the manifest at all.
+    files["OEBPS/content.opf"] = opf(manifest, ["c1", "c2", "ghost", "c3"])
+    monkeypatch.setattr(logging.getLogger("audiobook"), "propagate", True)  # the CLI may have turned it off
+    with caplog.at_level(logging.WARNING, logger="audiobook"):
+        book = read_epub(write_zip(tmp_path / "holes.epub", files))
+    assert [c.title for c in book.chapters] == ["The Orchard", "The Harvest"]
+    assert "OEBPS/c2.xhtml (listed in the reading order but missing from the archive)" in book.skipped
+    assert "ghost (listed in the reading order but not in the manifest)" in book.skipped
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("holes.epub" in w and "OEBPS/c2.xhtml" in w and "missing" in w for w in warnings), warnings
+    assert any("holes.epub" in w and "ghost" in w for w in warnings), warnings
+
+
+def test_a_spine_of_only_missing_files_says_so(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {"OEBPS/content.opf": opf([("c1", "c1.xhtml", XHTML, "")], ["c1"])}
+    expect_input_error(write_zip(tmp_path / "hollow.epub", files), "OEBPS/c1.xhtml", "missing from the archive")
 
 
 def test_landmarks_and_epub_types_mark_front_matter(tmp_path: Path) -> None:
