@@ -224,3 +224,125 @@ def test_a_site_suffix_is_dropped_from_a_fallback_page_title(
     book = read_html(write(tmp_path, "page.html", page))
     assert book.title == expected
     assert [c.title for c in book.chapters] == [expected]
+
+
+# -- hostile structure: the whole text, or one clear error -----------------------------------------
+
+# Three paragraphs long enough that readability keeps them as the article.
+FIRST = "The keeper climbed the stairs at dusk, counting each step, trimming the wick, and lighting the lamp."
+MIDDLE = "Ships passed in the night, their crews grateful for the beam that swept across the rocks below."
+LAST = "At dawn he put out the flame, wrote the weather in his log, and slept until the afternoon bell."
+
+
+def page_around(middle: str) -> str:
+    """An article whose second paragraph sits inside ``middle`` (where "{}" is)."""
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>The Lighthouse</title></head><body><article>"
+        f"<p>{FIRST}</p>" + middle.replace("{}", f"<p>{MIDDLE}</p>") + f"<p>{LAST}</p></article></body></html>"
+    )
+
+
+def read_whole(path: Path) -> None:
+    book = read_html(path)
+    assert [p for c in book.chapters for p in c.paragraphs] == [FIRST, MIDDLE, LAST]
+
+
+def refused(path: Path, *words: str) -> str:
+    with pytest.raises(InputError) as info:
+        read_html(path)
+    message = str(info.value)
+    assert "\n" not in message and path.name in message, message
+    for word in words:
+        assert word.lower() in message.lower(), message
+    return message
+
+
+# html, body and article hold the divs, and the paragraph sits in the innermost: 252 divs make 256 levels.
+@pytest.mark.parametrize("divs", [0, 1, 50, 252])
+def test_nesting_up_to_the_limit_is_read_whole(tmp_path: Path, divs: int) -> None:
+    read_whole(write(tmp_path, "nested.html", page_around("<div>" * divs + "{}" + "</div>" * divs)))
+
+
+@pytest.mark.parametrize("divs", [253, 300, 100_000])
+def test_nesting_beyond_the_limit_is_refused_not_cut_short(tmp_path: Path, divs: int) -> None:
+    # libxml2 stops at 256 open elements; lxml's recovering HTML parser used to return what it had so far,
+    # silently dropping the deep paragraph and everything after it (or all of it: "holds no readable text").
+    path = write(tmp_path, "deep.html", page_around("<div>" * divs + "{}" + "</div>" * divs))
+    refused(path, "nested more than 256 levels", "the limit is 256")
+
+
+def test_a_text_over_ten_megabytes_is_refused_not_cut_short(tmp_path: Path) -> None:
+    huge = " ".join(f"word{n % 1000}" for n in range(1_500_000))  # ~11 MB in one text node
+    refused(write(tmp_path, "long.html", page_around(f"<pre>{huge}</pre>{{}}")), "10 MB")
+
+
+def test_an_attribute_over_ten_megabytes_is_refused_not_cut_short(tmp_path: Path) -> None:
+    huge = "x" * 11_000_000
+    refused(write(tmp_path, "attr.html", page_around(f'<div title="{huge}">{{}}</div>')), "10 MB")
+
+
+@pytest.mark.parametrize("end", ["</html>", "</body></html>", "</body>", "</BODY >\n</HTML>"])
+def test_content_after_a_closing_html_tag_is_read(tmp_path: Path, end: str) -> None:
+    # Browsers put it in the body; libxml2 dropped everything after </html> without a word.
+    read_whole(write(tmp_path, "after.html", page_around(end + "{}")))
+
+
+def test_a_stray_nul_byte_is_ignored_as_browsers_do(tmp_path: Path) -> None:
+    page = page_around("{}").replace("keeper", "kee\x00per").replace("<meta charset='utf-8'>", "")
+    read_whole(write(tmp_path, "nul.html", page.encode("utf-8")))
+
+
+def test_a_broken_byte_halfway_through_a_utf8_page_costs_one_character(tmp_path: Path) -> None:
+    data = page_around("{}").replace("<meta charset='utf-8'>", "").replace("grateful", "grate“ful").encode()
+    data = data.replace("“".encode(), b"\x93")  # a cp1252 quote in a UTF-8 page
+    book = read_html(write(tmp_path, "mixed.html", data))
+    text = [p for c in book.chapters for p in c.paragraphs]
+    assert text[0] == FIRST and text[2] == LAST
+    assert text[1].startswith("Ships passed") and text[1].endswith("rocks below.")
+
+
+@pytest.mark.parametrize(
+    ("opening", "what"),
+    [
+        ("<script>var beam = 1;", "<script>"),
+        ("<style>p { color: grey }", "<style>"),
+        ("<!-- note to self", "comment"),
+        ("<title>Logbook", "<title>"),
+        ("<textarea>notes", "<textarea>"),
+        ("<iframe>", "<iframe>"),
+        ('<img alt="a lamp>', "attribute"),
+    ],
+)
+def test_an_unclosed_construct_that_swallows_the_rest_is_refused(tmp_path: Path, opening: str, what: str) -> None:
+    message = refused(write(tmp_path, "open.html", page_around(opening + "\n{}")), what, "line 1", "never")
+    assert "the rest" in message
+
+
+@pytest.mark.parametrize(
+    "opening",
+    ['<nav class="menu"><a href="/">Home</a>', '<sup><a href="#n1">1</a>', '<span class="pagenum">12', "<svg>"],
+)
+def test_an_unclosed_element_that_is_never_read_cannot_hide_what_follows(tmp_path: Path, opening: str) -> None:
+    name = opening[1:].split()[0].split(">")[0]
+    refused(write(tmp_path, "hidden.html", page_around(opening + "{}")), f"<{name}>", "never closed")
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "{}<script>if (a<b) { x = '</p>'; }</script><!-- a <b>comment</b> --><nav><p>Menu</p></nav>",
+        '<span class="pagenum" id="p7"/>{}<script src="x.js"/>',  # XHTML's <tag/>: libxml2 closes it at once
+        "<?php echo 1 \n{}",  # a processing instruction ends at the next ">", as in browsers
+    ],
+)
+def test_closed_or_harmless_constructs_are_read_whole(tmp_path: Path, markup: str) -> None:
+    read_whole(write(tmp_path, "closed.html", page_around(markup)))
+
+
+def test_an_unclosed_marker_inside_a_paragraph_ends_with_it(tmp_path: Path) -> None:
+    page = page_around("{}").replace("rocks below.</p>", "rocks below.<sup><a href='#n1'>1</a></p>")
+    read_whole(write(tmp_path, "sup.html", page))
+
+
+def test_a_file_cut_short_inside_a_trailing_comment_loses_nothing(tmp_path: Path) -> None:
+    read_whole(write(tmp_path, "cut.html", page_around("{}") + "<!-- saved by a brows"))

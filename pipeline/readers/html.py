@@ -15,7 +15,7 @@ from readability.readability import Unparseable
 
 from pipeline.errors import InputError
 from pipeline.models import Book, Chapter
-from pipeline.readers.htmltext import Block, extract_blocks, parse_html
+from pipeline.readers.htmltext import Block, extract_blocks, parse_html, refuse_hidden_text
 from pipeline.text import decode_bytes, normalize_paragraph, primary_language
 
 MAX_HTML_BYTES = 50 * 1024 * 1024
@@ -96,11 +96,12 @@ def _is_furniture(el: etree._Element) -> bool:
     return not any(True for _ in el.iter("article", "main"))
 
 
-def _strip_furniture(root: etree._Element) -> None:
+def _strip_furniture(root: etree._Element, where: str) -> None:
     doomed = [el for el in root.iter() if isinstance(el.tag, str) and _is_furniture(el)]
     for el in doomed:
         parent = el.getparent()
         if parent is not None:
+            refuse_hidden_text(el, where)
             el.drop_tree()
 
 
@@ -188,13 +189,14 @@ def _language(root: etree._Element) -> str | None:
 def _main_blocks(root: etree._Element, where: str) -> list[Block]:
     """The article's blocks: readability's pick when it found something, else the whole cleaned page."""
     cleaned = copy.deepcopy(root)
-    _strip_furniture(cleaned)
-    fallback = list(extract_blocks(cleaned).blocks)
+    _strip_furniture(cleaned, where)
+    fallback = list(extract_blocks(cleaned, where).blocks)
     try:
         summary = Document(copy.deepcopy(cleaned)).summary(html_partial=True)
-    except (Unparseable, ValueError, etree.LxmlError):
+        # readability's wrappers can take a page at the depth limit past it: then the whole page it is.
+        blocks = list(extract_blocks(parse_html(summary, where), where).blocks) if summary.strip() else []
+    except (Unparseable, ValueError, etree.LxmlError, InputError):
         return fallback
-    blocks = list(extract_blocks(parse_html(summary, where)).blocks) if summary.strip() else []
     return blocks or fallback
 
 
@@ -216,6 +218,15 @@ def _split(blocks: list[Block], title: str) -> list[tuple[str, list[Block]]]:
     return [(t, b) for t, b in chapters if b]
 
 
+def _without_stray_nuls(data: bytes) -> bytes:
+    """HTML ignores NUL characters in text. A few in an 8-bit or UTF-8 page are damage, not a sign of binary
+    data: drop them. Many (UTF-16 without a byte-order mark, or binary) are left for decode_bytes to judge."""
+    nuls = data.count(0)
+    if not nuls or nuls * 100 > len(data) or data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        return data
+    return data.replace(b"\x00", b"")
+
+
 def read_html(path: Path) -> Book:
     """Read a saved web page: its title, author, language and main text. Raises InputError when the page
     cannot be read or holds no text."""
@@ -224,7 +235,7 @@ def read_html(path: Path) -> Book:
         size = path.stat().st_size
         if size > MAX_HTML_BYTES:
             raise InputError(f"{where}: {size // 2**20} MB is too large for a web page; refusing it")
-        data = path.read_bytes()
+        data = _without_stray_nuls(path.read_bytes())
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     root = parse_html(decode_bytes(data, where, _declared_charset(data)), where)

@@ -110,7 +110,7 @@ def _load_docs(zf: SafeZip, spine: list[Item], gaps: list[str]) -> list[Doc]:
         names = set()
         if body is not None:
             names = tokens(body.get("class")) | tokens(body.get("id"))
-        docs.append(Doc(item, extract_blocks(root), names))
+        docs.append(Doc(item, extract_blocks(root, f"{zf.label}: {item.path}"), names))
     return docs
 
 

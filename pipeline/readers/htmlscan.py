@@ -1,0 +1,117 @@
+"""A quick pass over HTML source for what would make a parse lose text without a word.
+
+libxml2's HTML parser never fails: where markup is broken it recovers, and some recoveries swallow the rest of
+the document. A comment, a ``<script>`` (or another element whose content is raw text) or a quoted attribute
+value that is never closed runs to the end of the file, and everything after its opening becomes a comment, a
+script or an attribute that no reader speaks. An element we never read (``<nav>``, ``<svg>``, a page-number
+``<span>``) that is never closed takes in everything up to its parent's end. Neither leaves a trace in the
+tree or the parser's error log, so we look at the source: the first kind is refused here, the second is
+returned so the tree can be marked (``UNCLOSED``) and the extractor can refuse to drop text that only an
+unclosed tag put out of reach.
+
+The scan follows the HTML tokenizer where it matters (comments, quoted attribute values, raw-text elements,
+``<tag/>``, which libxml2 closes at once) and is linear in the size of the source.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pipeline.errors import InputError
+
+# Set on an element whose start tag has no end tag in the source; the value is its line.
+UNCLOSED = "data-audiobook-unclosed"
+
+# libxml2 2.14 reads these as text up to their own end tag: unclosed, they take in the rest of the file.
+_RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"})
+# Void elements and those whose end tag HTML lets you leave out: never "unclosed".
+_NO_END_TAG = frozenset(
+    {
+        "area", "base", "br", "col", "embed", "frame", "hr", "image", "img", "input", "keygen", "link", "meta",
+        "param", "source", "track", "wbr",
+        "body", "caption", "colgroup", "dd", "dt", "head", "html", "li", "optgroup", "option", "p", "rb", "rp",
+        "rt", "rtc", "tbody", "td", "tfoot", "th", "thead", "tr",
+    }
+)  # fmt: skip
+_TAG = re.compile(r"<(/?)([A-Za-z][^\s/>]*)")
+_IN_TAG = re.compile(r"""=\s*(["'])|/?>""")  # a quoted attribute value opens, or the tag ends
+_MARKUP = re.compile(r"<[A-Za-z/!?]")
+
+
+def _line(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _swallowed(text: str, start: int, what: str, closer: str, where: str) -> None:
+    """``what``, opened at ``start``, runs to the end of the file. Refuse when markup follows it: the document
+    went on, and all of it would be lost. (A file cut short inside a comment loses nothing else.)"""
+    if _MARKUP.search(text, start + 1):
+        raise InputError(
+            f"{where}: {what} on line {_line(text, start)} is never closed (no {closer}), so it would hide the "
+            f"rest of the file; close it"
+        )
+
+
+def _tag_end(text: str, pos: int, name: str, where: str) -> re.Match[str] | None:
+    """The ">" (or "/>") that ends the tag whose attributes start at ``pos``: the first one outside a quoted
+    attribute value. None when the tag never ends."""
+    while (part := _IN_TAG.search(text, pos)) is not None and part.group(1):
+        quote = part.group(1)
+        close = text.find(quote, part.end())
+        if close < 0:
+            _swallowed(text, part.end() - 1, f"an attribute value of <{name}> opened with {quote}", quote, where)
+            return None
+        pos = close + 1
+    return part
+
+
+def scan(text: str, where: str) -> set[tuple[str, int]]:
+    """Raise InputError where a construct that is never closed would swallow the rest of ``text``; return the
+    (tag name, line) of start tags that have no end tag."""
+    open_tags: dict[str, list[int]] = {}
+    pos = 0
+    while (lt := text.find("<", pos)) >= 0:
+        if text.startswith("<!--", lt):
+            end = text.find("-->", lt + 4)
+            if end < 0:
+                _swallowed(text, lt, "a comment (<!--)", "-->", where)
+                break
+            pos = end + 3
+            continue
+        tag = _TAG.match(text, lt)
+        if tag is None:
+            if text.startswith(("<!", "<?", "</"), lt):  # doctype, processing instruction, bogus comment
+                end = text.find(">", lt + 2)
+                if end < 0:
+                    break  # no ">" anywhere after it: no markup is lost
+                pos = end + 1
+            else:
+                pos = lt + 1  # a "<" in text
+            continue
+        closing, name = tag.group(1) == "/", tag.group(2).lower()
+        tag_end = _tag_end(text, tag.end(), name, where)
+        if tag_end is None:
+            break  # the tag never ends: nothing after it is markup
+        pos = tag_end.end()
+        if closing:
+            if open_tags.get(name):
+                open_tags[name].pop()
+        elif tag_end.group(0) == "/>":
+            pass  # libxml2 closes <tag/> at once, as XHTML means it
+        elif name in _RAW_TEXT:
+            end_tag = re.compile(rf"</{re.escape(name)}[\s/>]", re.IGNORECASE).search(text, pos)
+            if end_tag is None:
+                _swallowed(text, lt, f"<{name}>", f"</{name}>", where)
+                break
+            pos = end_tag.start()
+        elif name == "plaintext":
+            break  # everything after it is its text, and is read
+        elif name not in _NO_END_TAG:
+            open_tags.setdefault(name, []).append(lt)
+    unclosed: set[tuple[str, int]] = set()
+    line, counted = 1, 0
+    for offset, name in sorted((offset, name) for name, offsets in open_tags.items() for offset in offsets):
+        line += text.count("\n", counted, offset)
+        counted = offset
+        unclosed.add((name, line))
+    return unclosed
