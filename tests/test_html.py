@@ -311,11 +311,14 @@ def test_a_broken_byte_halfway_through_a_utf8_page_costs_one_character(tmp_path:
         ("<textarea>notes", "<textarea>"),
         ("<iframe>", "<iframe>"),
         ('<img alt="a lamp>', "attribute"),
+        # The quote left open pairs with one that opens a later value: the text between becomes an attribute.
+        ('<img alt="a lamp>{}<img alt="the lamp">', "attribute"),
     ],
 )
 def test_an_unclosed_construct_that_swallows_the_rest_is_refused(tmp_path: Path, opening: str, what: str) -> None:
-    message = refused(write(tmp_path, "open.html", page_around(opening + "\n{}")), what, "line 1", "never")
-    assert "the rest" in message
+    markup = opening if "{}" in opening else opening + "\n{}"
+    message = refused(write(tmp_path, "open.html", page_around(markup)), what, "line 1", "never")
+    assert "hide the" in message
 
 
 @pytest.mark.parametrize(
@@ -333,6 +336,7 @@ def test_an_unclosed_element_that_is_never_read_cannot_hide_what_follows(tmp_pat
         "{}<script>if (a<b) { x = '</p>'; }</script><!-- a <b>comment</b> --><nav><p>Menu</p></nav>",
         '<span class="pagenum" id="p7"/>{}<script src="x.js"/>',  # XHTML's <tag/>: libxml2 closes it at once
         "<?php echo 1 \n{}",  # a processing instruction ends at the next ">", as in browsers
+        """<div data-html="<b>bold</b>" title='a > b'>{}</div>""",  # markup in a value, quotes closed
     ],
 )
 def test_closed_or_harmless_constructs_are_read_whole(tmp_path: Path, markup: str) -> None:
@@ -344,5 +348,12 @@ def test_an_unclosed_marker_inside_a_paragraph_ends_with_it(tmp_path: Path) -> N
     read_whole(write(tmp_path, "sup.html", page))
 
 
-def test_a_file_cut_short_inside_a_trailing_comment_loses_nothing(tmp_path: Path) -> None:
-    read_whole(write(tmp_path, "cut.html", page_around("{}") + "<!-- saved by a brows"))
+@pytest.mark.parametrize("tail", ["<!-- saved by", "<script>var", '<a href="/next', "<?php", "<div class=x"])
+def test_a_file_ending_inside_an_unclosed_construct_is_refused(tmp_path: Path, tail: str) -> None:
+    # Whatever follows the opening may be the document's own text: we cannot tell, so we do not guess.
+    refused(write(tmp_path, "cut.html", page_around("{}") + tail), "never closed")
+
+
+@pytest.mark.parametrize("tail", ["<!--  \n", "<script>", "</div"])
+def test_a_file_ending_right_after_an_opening_loses_nothing(tmp_path: Path, tail: str) -> None:
+    read_whole(write(tmp_path, "cut.html", page_around("{}") + tail))

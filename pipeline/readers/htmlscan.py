@@ -34,18 +34,18 @@ _NO_END_TAG = frozenset(
     }
 )  # fmt: skip
 _TAG = re.compile(r"<(/?)([A-Za-z][^\s/>]*)")
+_AFTER_VALUE = frozenset(" \t\n\f\r/>")  # what may follow a quoted attribute value
 _IN_TAG = re.compile(r"""=\s*(["'])|/?>""")  # a quoted attribute value opens, or the tag ends
-_MARKUP = re.compile(r"<[A-Za-z/!?]")
 
 
 def _line(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
-def _swallowed(text: str, start: int, what: str, closer: str, where: str) -> None:
-    """``what``, opened at ``start``, runs to the end of the file. Refuse when markup follows it: the document
-    went on, and all of it would be lost. (A file cut short inside a comment loses nothing else.)"""
-    if _MARKUP.search(text, start + 1):
+def _swallowed(text: str, start: int, opened: int, what: str, closer: str, where: str) -> None:
+    """``what``, opened at ``start`` (its opening ends at ``opened``), runs to the end of the file. Refuse when
+    anything but whitespace follows its opening: we cannot tell its own words from the document's."""
+    if text[opened:].strip():
         raise InputError(
             f"{where}: {what} on line {_line(text, start)} is never closed (no {closer}), so it would hide the "
             f"rest of the file; close it"
@@ -59,8 +59,17 @@ def _tag_end(text: str, pos: int, name: str, where: str) -> re.Match[str] | None
         quote = part.group(1)
         close = text.find(quote, part.end())
         if close < 0:
-            _swallowed(text, part.end() - 1, f"an attribute value of <{name}> opened with {quote}", quote, where)
+            what = f"an attribute value of <{name}> opened with {quote}"
+            _swallowed(text, part.end() - 1, part.end(), what, quote, where)
             return None
+        # A value that spans a ">" and whose closing quote runs straight into more text took the quote that
+        # opens a later value: its own was never closed, and the text between went into the attribute.
+        if close + 1 < len(text) and text[close + 1] not in _AFTER_VALUE and ">" in text[part.end() : close]:
+            raise InputError(
+                f"{where}: an attribute value of <{name}> opened with {quote} on line {_line(text, part.end())} "
+                f"is never closed (the next {quote} is on line {_line(text, close)}), so it would hide the text "
+                "in between; close it"
+            )
         pos = close + 1
     return part
 
@@ -74,7 +83,7 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
         if text.startswith("<!--", lt):
             end = text.find("-->", lt + 4)
             if end < 0:
-                _swallowed(text, lt, "a comment (<!--)", "-->", where)
+                _swallowed(text, lt, lt + 4, "a comment (<!--)", "-->", where)
                 break
             pos = end + 3
             continue
@@ -83,7 +92,8 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
             if text.startswith(("<!", "<?", "</"), lt):  # doctype, processing instruction, bogus comment
                 end = text.find(">", lt + 2)
                 if end < 0:
-                    break  # no ">" anywhere after it: no markup is lost
+                    _swallowed(text, lt, lt + 2, text[lt : lt + 2], ">", where)
+                    break
                 pos = end + 1
             else:
                 pos = lt + 1  # a "<" in text
@@ -91,7 +101,8 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
         closing, name = tag.group(1) == "/", tag.group(2).lower()
         tag_end = _tag_end(text, tag.end(), name, where)
         if tag_end is None:
-            break  # the tag never ends: nothing after it is markup
+            _swallowed(text, lt, tag.end(), f"the tag <{name}", ">", where)
+            break
         pos = tag_end.end()
         if closing:
             if open_tags.get(name):
@@ -101,7 +112,7 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
         elif name in _RAW_TEXT:
             end_tag = re.compile(rf"</{re.escape(name)}[\s/>]", re.IGNORECASE).search(text, pos)
             if end_tag is None:
-                _swallowed(text, lt, f"<{name}>", f"</{name}>", where)
+                _swallowed(text, lt, pos, f"<{name}>", f"</{name}>", where)
                 break
             pos = end_tag.start()
         elif name == "plaintext":
