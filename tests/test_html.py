@@ -313,6 +313,8 @@ def test_a_broken_byte_halfway_through_a_utf8_page_costs_one_character(tmp_path:
         ('<img alt="a lamp>', "attribute"),
         # The quote left open pairs with one that opens a later value: the text between becomes an attribute.
         ('<img alt="a lamp>{}<img alt="the lamp">', "attribute"),
+        # The script left open ends at a later script's end tag: the text between becomes script.
+        ("<script>var beam = 1;{}<script>var log = '<script>';</script>", "<script>"),
     ],
 )
 def test_an_unclosed_construct_that_swallows_the_rest_is_refused(tmp_path: Path, opening: str, what: str) -> None:
@@ -337,6 +339,7 @@ def test_an_unclosed_element_that_is_never_read_cannot_hide_what_follows(tmp_pat
         '<span class="pagenum" id="p7"/>{}<script src="x.js"/>',  # XHTML's <tag/>: libxml2 closes it at once
         "<?php echo 1 \n{}",  # a processing instruction ends at the next ">", as in browsers
         """<div data-html="<b>bold</b>" title='a > b'>{}</div>""",  # markup in a value, quotes closed
+        "{}<script>document.write('<script src=ad.js></scr' + 'ipt>');</script>",  # a tag inside a string
     ],
 )
 def test_closed_or_harmless_constructs_are_read_whole(tmp_path: Path, markup: str) -> None:

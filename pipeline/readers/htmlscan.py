@@ -114,6 +114,17 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
             if end_tag is None:
                 _swallowed(text, lt, pos, f"<{name}>", f"</{name}>", where)
                 break
+            # Another start tag of its kind inside (not in a string: '<script' or "<scr" + "ipt>"): the end tag
+            # found is that one's, its own is missing, and all the markup between became its text.
+            nested = re.compile(rf"(?<![\"'+])<{re.escape(name)}[\s/>]", re.IGNORECASE).search(
+                text, pos, end_tag.start()
+            )
+            if nested:
+                raise InputError(
+                    f"{where}: <{name}> on line {_line(text, lt)} is never closed (the </{name}> after it belongs "
+                    f"to the <{name}> on line {_line(text, nested.start())}), so it would hide the text between; "
+                    "close it"
+                )
             pos = end_tag.start()
         elif name == "plaintext":
             break  # everything after it is its text, and is read
