@@ -360,3 +360,46 @@ def test_a_file_ending_inside_an_unclosed_construct_is_refused(tmp_path: Path, t
 @pytest.mark.parametrize("tail", ["<!--  \n", "<script>", "</div"])
 def test_a_file_ending_right_after_an_opening_loses_nothing(tmp_path: Path, tail: str) -> None:
     read_whole(write(tmp_path, "cut.html", page_around("{}") + tail))
+
+
+# readability finds the article; what it then cleans away inside the article is still the article's text.
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Text straight in the article, beside a div of paragraphs (readability picked the div).
+        f"<article> {FIRST} <div><p>{MIDDLE}</p><p>{LAST}</p></div></article>",
+        # Text straight in the body, no article element.
+        f"{FIRST} <div><p>{MIDDLE}</p><p>{LAST}</p></div>",
+        # Paragraphs behind inline wrappers, then more after them.
+        f"<article><em><font><div><p>{FIRST}</p><p>{MIDDLE}</p></div></font></em><p>{LAST}</p></article>",
+        # A short paragraph in a div of its own (readability dropped divs under 25 characters).
+        f"<article><p>{FIRST}</p><div><p>He nodded.</p></div><p>{MIDDLE}</p><p>{LAST}</p></article>",
+    ],
+)
+def test_readability_does_not_drop_text_inside_the_article(tmp_path: Path, body: str) -> None:
+    page = f"<!DOCTYPE html><html><head><title>The Lighthouse</title></head><body>{body}</body></html>"
+    text = [p for c in read_html(write(tmp_path, "loose.html", page)).chapters for p in c.paragraphs]
+    assert [p for p in text if p != "He nodded."] == [FIRST, MIDDLE, LAST]
+    assert ("He nodded." in text) == ("He nodded." in body)
+
+
+def test_text_outside_the_article_stays_out_and_is_reported(tmp_path: Path) -> None:
+    page = (
+        "<html><head><title>The Lighthouse</title></head><body>"
+        "<div><p>Subscribe to our weekly letter about coasts and the sea, it is free, and it is short.</p></div>"
+        f"<article><p>{FIRST}</p><p>{MIDDLE}</p><p>{LAST}</p></article>"
+        "<div><p>Other stories: the harbour master, a history of fog horns, ten lighthouses to visit.</p></div>"
+        "</body></html>"
+    )
+    book = read_html(write(tmp_path, "furnished.html", page))
+    assert [p for c in book.chapters for p in c.paragraphs] == [FIRST, MIDDLE, LAST]
+    # Left out, but not unseen: the plan says how much of the page's text is not read, and how it starts.
+    assert book.skipped == (
+        "2 paragraphs outside the article (169 characters), from “Subscribe to our weekly letter about…”",
+    )
+
+
+def test_an_unclosed_element_that_took_in_bare_text_is_refused(tmp_path: Path) -> None:
+    # No paragraph inside it, but more text than a note or page marker holds: it is the page's, not the svg's.
+    page = page_around("{}").replace("</article>", "<svg> And then the fog lifted over the bay.</article>")
+    refused(write(tmp_path, "svg.html", page), "<svg>", "never closed")

@@ -134,6 +134,7 @@ _NOTE_CLASSES = frozenset({"footnotes", "endnotes"})
 _NOTE_LINK = re.compile(r"noteref|note-ref|fnref|footnote|endnote|fn\d", re.IGNORECASE)
 # The text of a note reference: "1", "[12]", "*", "†", "注3", "iv".
 _NOTE_TEXT = re.compile(r"[\[(（〔【]?\s*(?:\d{1,3}|[*†‡§]{1,3}|[ivx]{1,5}|注\s*\d{1,3}|註\s*\d{1,3})\s*[\])）〕】]?")
+_MARKER_CHARS = 8  # the most text a note reference or page number holds: "[12]", "xiv", "注3"
 # Project Gutenberg wraps its header and licence in these ids/classes.
 _GUTENBERG_HEADER = frozenset({"pg-header", "pgheader"})
 _GUTENBERG_FOOTER = frozenset({"pg-footer", "pgfooter"})
@@ -203,7 +204,7 @@ def _is_note_link(el: etree._Element) -> bool:
     """A link that is a note reference: it holds a superscript, or is named like one, or points at a fragment
     with only a note number for text ("<a href='#n3'>3</a>") — and its text is that short."""
     text = "".join(el.itertext()).strip()
-    if len(text) > 8:
+    if len(text) > _MARKER_CHARS:
         return False
     if any(_local(child.tag) == "sup" for child in el.iter()):
         return True
@@ -213,18 +214,61 @@ def _is_note_link(el: etree._Element) -> bool:
     return "#" in (el.get("href") or "") and _NOTE_TEXT.fullmatch(text) is not None
 
 
-def _holds_blocks(el: etree._Element) -> bool:
-    """Whether paragraphs or headings with text sit inside ``el``."""
-    return any(
-        _local(d.tag) in _BLOCK and any(c.isalnum() for c in "".join(d.itertext())) for d in el.iterdescendants()
-    )
+# Blocks that may hold paragraphs and text side by side ("<div>Text <p>More</p></div>").
+_CONTAINERS = (
+    _BLOCK
+    - {"caption", "dl", "dt", "hgroup", "hr", "ol", "p", "pre", "summary", "table", "tbody"}
+    - {"tfoot", "thead", "tr", "ul", *_HEADINGS}
+)
+
+
+def wrap_loose_text(root: etree._Element) -> None:
+    """Put text that sits straight in a container, beside paragraphs, into paragraphs of its own, as the
+    extractor reads it anyway. Content scorers such as readability count only elements, and left such text out
+    of the article."""
+    for el in list(root.iter(*_CONTAINERS)):
+        if not any(_local(child.tag) in _BLOCK for child in el):
+            continue
+        items: list[etree._Element | str] = [el.text or ""]
+        for child in el:
+            items += [child, child.tail or ""]
+            child.tail = None
+        el.text = None
+        for child in list(el):
+            el.remove(child)
+        run: list[etree._Element | str] = []
+        for item in [*items, None]:
+            if item is not None and not (isinstance(item, etree._Element) and _local(item.tag) in _BLOCK):
+                run.append(item)
+                continue
+            if any(not isinstance(part, str) or part.strip() for part in run):
+                para = etree.SubElement(el, "p")
+                for part in run:
+                    if isinstance(part, str):
+                        last = para[-1] if len(para) else None
+                        if last is None:
+                            para.text = (para.text or "") + part
+                        else:
+                            last.tail = (last.tail or "") + part
+                    else:
+                        para.append(part)
+            run = []
+            if item is not None:
+                el.append(item)
 
 
 def refuse_hidden_text(el: etree._Element, where: str) -> None:
-    """Before dropping ``el`` unread: when its start tag was never closed and paragraphs sit inside it, they are
-    the document's, taken in by the missing end tag, and dropping them would cut the text short."""
+    """Before dropping ``el`` unread: when its start tag was never closed (``UNCLOSED``), everything up to its
+    parent's end went into it. More text than a note or page marker holds, or a paragraph, is the document's
+    text taken in by the missing end tag: refuse rather than leave it out."""
     line = el.get(UNCLOSED)
-    if line and _holds_blocks(el):
+    if not line:
+        return
+    text = normalize_paragraph("".join(el.itertext()))
+    holds_paragraph = any(
+        _local(d.tag) in _BLOCK and any(c.isalnum() for c in "".join(d.itertext())) for d in el.iterdescendants()
+    )
+    if len(text) > _MARKER_CHARS or holds_paragraph:
         raise InputError(
             f"{where}: <{_local(el.tag)}> on line {line} is never closed, so the text after it would be left out "
             "with it; close it"
