@@ -1,13 +1,13 @@
 """A quick pass over HTML source for what would make a parse lose text without a word.
 
-libxml2's HTML parser never fails: where markup is broken it recovers, and some recoveries swallow the rest of
-the document. A comment, a ``<script>`` (or another element whose content is raw text) or a quoted attribute
-value that is never closed runs to the end of the file, and everything after its opening becomes a comment, a
-script or an attribute that no reader speaks. An element we never read (``<nav>``, ``<svg>``, a page-number
-``<span>``) that is never closed takes in everything up to its parent's end. Neither leaves a trace in the
-tree or the parser's error log, so we look at the source: the first kind is refused here, the second is
-returned so the tree can be marked (``UNCLOSED``) and the extractor can refuse to drop text that only an
-unclosed tag put out of reach.
+libxml2's HTML parser never fails: where markup is broken it recovers, and some recoveries swallow text. A
+comment, a ``<script>`` (or another element whose content is raw text) or a quoted attribute value that is
+never closed runs to the end of the file, or to the end tag or quote of a later one, and everything on the way
+becomes a comment, a script or an attribute that no reader speaks. An element we never read (``<nav>``,
+``<svg>``, a page-number ``<span>``) that is never closed takes in everything up to its parent's end. None of
+this leaves a trace in the tree or the parser's error log, so we look at the source: the first kind is refused
+here; the second is returned, so the tree can be marked (``UNCLOSED``) and the extractor can refuse to drop
+text that only an unclosed tag put out of reach.
 
 The scan follows the HTML tokenizer where it matters (comments, quoted attribute values, raw-text elements,
 ``<tag/>``, which libxml2 closes at once) and is linear in the size of the source.
@@ -114,9 +114,9 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
             if end_tag is None:
                 _swallowed(text, lt, pos, f"<{name}>", f"</{name}>", where)
                 break
-            # Another start tag of its kind inside (not in a string: '<script' or "<scr" + "ipt>"): the end tag
-            # found is that one's, its own is missing, and all the markup between became its text.
-            nested = re.compile(rf"(?<![\"'+])<{re.escape(name)}[\s/>]", re.IGNORECASE).search(
+            # Another start tag of its kind inside, not in a string ('<script', `<script`, "<scr" + "ipt>"): the
+            # end tag found is that one's, its own is missing, and all the markup between became its text.
+            nested = re.compile(rf"(?<![\"'`+])<{re.escape(name)}[\s/>]", re.IGNORECASE).search(
                 text, pos, end_tag.start()
             )
             if nested:
