@@ -275,8 +275,9 @@ def _split(blocks: list[Block], title: str) -> list[tuple[str, list[Block]]]:
 
 
 def _without_stray_nuls(data: bytes) -> bytes:
-    """HTML ignores NUL characters in text. A few in an 8-bit or UTF-8 page are damage, not a sign of binary
-    data: drop them. Many (UTF-16 without a byte-order mark, or binary) are left for decode_bytes to judge."""
+    """HTML ignores NUL characters in text. A few (up to 1 % of the bytes) in an 8-bit or UTF-8 page are damage,
+    not a sign of binary data: drop them. More (UTF-16 without a byte-order mark, where ASCII markup alone makes
+    a third of the bytes NUL, or binary) are left for decode_bytes to judge."""
     nuls = data.count(0)
     if not nuls or nuls * 100 > len(data) or data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
         return data
