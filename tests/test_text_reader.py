@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import InputError
@@ -498,6 +498,7 @@ LINES = st.sampled_from(
 
 @settings(max_examples=150, deadline=None)
 @given(lines=st.lists(st.one_of(LINES, st.text(max_size=40)), max_size=40))
+@example(lines=["# Heading", "...", "-----"])  # "..." underlined is a section heading with nothing to say
 def test_readers_never_crash_and_give_clean_paragraphs(lines: list[str]) -> None:
     text = "\n".join(lines)
     for parse in (parse_plain_text, parse_markdown):
