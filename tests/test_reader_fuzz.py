@@ -131,8 +131,9 @@ def encode(draw: st.DrawFn, markup: str, *, declared: bool) -> bytes:
     """``markup`` in a random encoding, declared in it or not, sometimes broken: one stray byte between words,
     or the second half in another encoding than the first."""
     encoding = draw(st.sampled_from(["utf-8", "utf-8", "utf-8-sig", "utf-16", "cp1252", "broken", "mixed"]))
-    spaces = [i for i, c in enumerate(markup) if c == " "]
-    at = draw(st.sampled_from(spaces))  # between words or in a tag, never inside a token
+    # At a space (between words or in a tag, never inside a token) at or after a random point.
+    at = markup.find(" ", draw(st.integers(0, len(markup) - 1)))
+    at = at if at >= 0 else markup.rfind(" ")
     if encoding == "broken":
         return markup[:at].encode() + b"\x93" + markup[at:].encode()
     if encoding == "mixed":
