@@ -4,6 +4,7 @@ Every EPUB here except the corpus book is built by the test itself with zipfile.
 
 from __future__ import annotations
 
+import logging
 import struct
 import zipfile
 from pathlib import Path
@@ -301,6 +302,37 @@ def test_epub_without_any_toc_makes_one_chapter_per_document(tmp_path: Path) -> 
     ]
 
 
+def test_a_spine_item_missing_from_the_archive_is_named_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files: dict[str, str | bytes] = {
+        "OEBPS/c1.xhtml": xhtml("<h1>The Orchard</h1><p>Apples fell all night.</p>"),
+        # c2.xhtml is listed in the manifest and the spine but was never put in the archive.
+        "OEBPS/c3.xhtml": xhtml("<h1>The Harvest</h1><p>Baskets filled by noon.</p>"),
+        "OEBPS/nav.xhtml": nav(
+            '<li><a href="c1.xhtml">The Orchard</a></li><li><a href="c2.xhtml">The Storm</a></li>'
+            '<li><a href="c3.xhtml">The Harvest</a></li>'
+        ),
+    }
+    manifest = [("nav", "nav.xhtml", XHTML, "nav")] + [(f"c{n}", f"c{n}.xhtml", XHTML, "") for n in (1, 2, 3)]
+    # "ghost" is in the spine but not in the manifest at all.
+    files["OEBPS/content.opf"] = opf(manifest, ["c1", "c2", "ghost", "c3"])
+    monkeypatch.setattr(logging.getLogger("audiobook"), "propagate", True)  # the CLI may have turned it off
+    with caplog.at_level(logging.WARNING, logger="audiobook"):
+        book = read_epub(write_zip(tmp_path / "holes.epub", files))
+    assert [c.title for c in book.chapters] == ["The Orchard", "The Harvest"]
+    assert "OEBPS/c2.xhtml (listed in the reading order but missing from the archive)" in book.skipped
+    assert "ghost (listed in the reading order but not in the manifest)" in book.skipped
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("holes.epub" in w and "OEBPS/c2.xhtml" in w and "missing" in w for w in warnings), warnings
+    assert any("holes.epub" in w and "ghost" in w for w in warnings), warnings
+
+
+def test_a_spine_of_only_missing_files_says_so(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {"OEBPS/content.opf": opf([("c1", "c1.xhtml", XHTML, "")], ["c1"])}
+    expect_input_error(write_zip(tmp_path / "hollow.epub", files), "OEBPS/c1.xhtml", "missing from the archive")
+
+
 def test_landmarks_and_epub_types_mark_front_matter(tmp_path: Path) -> None:
     files: dict[str, str | bytes] = {
         "OEBPS/title.xhtml": xhtml('<section epub:type="titlepage"><h1>Test Book</h1><p>A novel.</p></section>'),
@@ -479,6 +511,97 @@ def test_xhtml_named_entities_without_a_loaded_dtd(tmp_path: Path) -> None:
     book = read_epub(path)
     assert book.chapters[0].paragraphs == ("Café au lait & crème.",)
     assert book.chapters[1].paragraphs == ("Wait—what… no XML here",)
+
+
+# -- hostile structure in content documents: the whole text, or one clear error ----------------------
+
+ONE = "<p>The ferry left at six, heavy with crates of apples and one patient goat.</p>"
+TWO = "<p>Halfway across the fog came down, and the captain rang the bell every minute.</p>"
+THREE = "<p>They landed at noon, and the goat was the first one down the gangway.</p>"
+STORY = ["The ferry left", "Halfway across", "They landed"]
+
+
+def story_epub(tmp_path: Path, middle: str, *, sloppy: bool = False, name: str = "ferry.epub") -> Path:
+    """A one-chapter EPUB whose second paragraph sits inside ``middle`` (where "{}" is). ``sloppy`` adds a
+    stray <br>, so the XHTML is not well-formed and goes to the forgiving HTML parser."""
+    path = simple_epub(tmp_path / name, {"The Ferry": "<p>x</p>"})
+    body = "<h1>The Ferry</h1>" + ("<br>" if sloppy else "") + ONE + middle.replace("{}", TWO) + THREE
+    rewrite(path, "OEBPS/c0.xhtml", xhtml(body))
+    return path
+
+
+def story_read_whole(path: Path) -> None:
+    paragraphs = read_epub(path).chapters[0].paragraphs
+    assert [p.split(",")[0] for p in paragraphs] == [
+        "The ferry left at six",
+        "Halfway across the fog came down",
+        "They landed at noon",
+    ], paragraphs
+
+
+@pytest.mark.parametrize("sloppy", [False, True])
+def test_deep_nesting_in_a_chapter_is_refused_not_cut_short(tmp_path: Path, sloppy: bool) -> None:
+    # The XML parser failed at 256 levels and the HTML fallback stopped there: the rest of the chapter was gone.
+    path = story_epub(tmp_path, "<div>" * 300 + "{}" + "</div>" * 300, sloppy=sloppy)
+    expect_input_error(path, "OEBPS/c0.xhtml", "nested more than 256 levels", "the limit is 256")
+
+
+@pytest.mark.parametrize("sloppy", [False, True])
+def test_nesting_within_the_limit_is_read_whole(tmp_path: Path, sloppy: bool) -> None:
+    # html, body and 253 divs around the paragraph: 256 levels.
+    story_read_whole(story_epub(tmp_path, "<div>" * 253 + "{}" + "</div>" * 253, sloppy=sloppy))
+
+
+def test_a_text_over_ten_megabytes_in_a_chapter_is_refused(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {
+        "OEBPS/content.opf": opf([("c0", "c0.xhtml", XHTML, ""), ("c1", "c1.xhtml", XHTML, "")], ["c0", "c1"]),
+        "OEBPS/c0.xhtml": xhtml("<h1>The Ferry</h1>" + ONE),
+    }
+    path = write_zip(tmp_path / "long.epub", files)
+    huge = " ".join(f"word{n % 1000}" for n in range(1_500_000))  # ~11 MB in one text node
+    with zipfile.ZipFile(path, "a") as zf:  # stored, so the zip-bomb ratio check does not get there first
+        zf.writestr("OEBPS/c1.xhtml", xhtml(f"<p>{huge}</p>"), compress_type=zipfile.ZIP_STORED)
+    expect_input_error(path, "OEBPS/c1.xhtml", "10 MB")
+
+
+def test_deep_nesting_in_the_package_document_says_so(tmp_path: Path) -> None:
+    path = simple_epub(tmp_path / "deepopf.epub", {"One": "<p>Text.</p>"})
+    deep = opf([("c0", "c0.xhtml", XHTML, "")], ["c0"], extra_meta="<meta>" * 300 + "</meta>" * 300)
+    rewrite(path, "OEBPS/content.opf", deep)
+    expect_input_error(path, "content.opf", "nested more than 256 levels")
+
+
+@pytest.mark.parametrize("end", ["</body></html>", "</html>"])
+def test_text_after_a_closing_html_tag_in_sloppy_xhtml_is_read(tmp_path: Path, end: str) -> None:
+    story_read_whole(story_epub(tmp_path, end + "{}", sloppy=True))
+
+
+def test_self_closed_page_markers_in_sloppy_xhtml_hide_nothing(tmp_path: Path) -> None:
+    marker = '<span epub:type="pagebreak" id="p7" title="7"/><a id="here"/>'
+    story_read_whole(story_epub(tmp_path, marker + "{}" + marker, sloppy=True))
+
+
+@pytest.mark.parametrize(
+    ("opening", "what"),
+    [("<script>", "<script>"), ("<!--", "comment"), ('<span epub:type="pagebreak" title="7">', "<span>")],
+)
+def test_an_unclosed_construct_in_sloppy_xhtml_is_refused(tmp_path: Path, opening: str, what: str) -> None:
+    path = story_epub(tmp_path, opening + "{}", sloppy=True)
+    expect_input_error(path, "OEBPS/c0.xhtml", what, "never closed")
+
+
+def test_a_nul_byte_in_a_chapter_is_dropped_not_the_chapter(tmp_path: Path) -> None:
+    story_read_whole(story_epub(tmp_path, "{}".replace("{}", "{}\x00")))
+
+
+def test_sloppy_xhtml_is_decoded_in_its_declared_encoding(tmp_path: Path) -> None:
+    path = simple_epub(tmp_path / "latin.epub", {"One": "<p>x</p>"})
+    page = (
+        '<?xml version="1.0" encoding="iso-8859-1"?>\n<html xmlns="http://www.w3.org/1999/xhtml"><body>'
+        "<h1>One</h1><p>Cr\u00e8me br\u00fbl\u00e9e<br>for the na\u00efve.</p></body></html>"
+    )
+    rewrite(path, "OEBPS/c0.xhtml", page.encode("iso-8859-1"))
+    assert read_epub(path).chapters[0].paragraphs == ("Crème brûlée for the naïve.",)
 
 
 def test_titles_are_kept_as_data(tmp_path: Path) -> None:

@@ -224,3 +224,182 @@ def test_a_site_suffix_is_dropped_from_a_fallback_page_title(
     book = read_html(write(tmp_path, "page.html", page))
     assert book.title == expected
     assert [c.title for c in book.chapters] == [expected]
+
+
+# -- hostile structure: the whole text, or one clear error -----------------------------------------
+
+# Three paragraphs long enough that readability keeps them as the article.
+FIRST = "The keeper climbed the stairs at dusk, counting each step, trimming the wick, and lighting the lamp."
+MIDDLE = "Ships passed in the night, their crews grateful for the beam that swept across the rocks below."
+LAST = "At dawn he put out the flame, wrote the weather in his log, and slept until the afternoon bell."
+
+
+def page_around(middle: str) -> str:
+    """An article whose second paragraph sits inside ``middle`` (where "{}" is)."""
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>The Lighthouse</title></head><body><article>"
+        f"<p>{FIRST}</p>" + middle.replace("{}", f"<p>{MIDDLE}</p>") + f"<p>{LAST}</p></article></body></html>"
+    )
+
+
+def read_whole(path: Path) -> None:
+    book = read_html(path)
+    assert [p for c in book.chapters for p in c.paragraphs] == [FIRST, MIDDLE, LAST]
+
+
+def refused(path: Path, *words: str) -> str:
+    with pytest.raises(InputError) as info:
+        read_html(path)
+    message = str(info.value)
+    assert "\n" not in message and path.name in message, message
+    for word in words:
+        assert word.lower() in message.lower(), message
+    return message
+
+
+# html, body and article hold the divs, and the paragraph sits in the innermost: 252 divs make 256 levels.
+@pytest.mark.parametrize("divs", [0, 1, 50, 252])
+def test_nesting_up_to_the_limit_is_read_whole(tmp_path: Path, divs: int) -> None:
+    read_whole(write(tmp_path, "nested.html", page_around("<div>" * divs + "{}" + "</div>" * divs)))
+
+
+@pytest.mark.parametrize("divs", [253, 300, 100_000])
+def test_nesting_beyond_the_limit_is_refused_not_cut_short(tmp_path: Path, divs: int) -> None:
+    # libxml2 stops at 256 open elements; lxml's recovering HTML parser used to return what it had so far,
+    # silently dropping the deep paragraph and everything after it (or all of it: "holds no readable text").
+    path = write(tmp_path, "deep.html", page_around("<div>" * divs + "{}" + "</div>" * divs))
+    refused(path, "nested more than 256 levels", "the limit is 256")
+
+
+def test_a_text_over_ten_megabytes_is_refused_not_cut_short(tmp_path: Path) -> None:
+    huge = " ".join(f"word{n % 1000}" for n in range(1_500_000))  # ~11 MB in one text node
+    refused(write(tmp_path, "long.html", page_around(f"<pre>{huge}</pre>{{}}")), "10 MB")
+
+
+def test_an_attribute_over_ten_megabytes_is_refused_not_cut_short(tmp_path: Path) -> None:
+    huge = "x" * 11_000_000
+    refused(write(tmp_path, "attr.html", page_around(f'<div title="{huge}">{{}}</div>')), "10 MB")
+
+
+@pytest.mark.parametrize("end", ["</html>", "</body></html>", "</body>", "</BODY >\n</HTML>"])
+def test_content_after_a_closing_html_tag_is_read(tmp_path: Path, end: str) -> None:
+    # Browsers put it in the body; libxml2 dropped everything after </html> without a word.
+    read_whole(write(tmp_path, "after.html", page_around(end + "{}")))
+
+
+def test_a_stray_nul_byte_is_ignored_as_browsers_do(tmp_path: Path) -> None:
+    page = page_around("{}").replace("keeper", "kee\x00per").replace("<meta charset='utf-8'>", "")
+    read_whole(write(tmp_path, "nul.html", page.encode("utf-8")))
+
+
+def test_a_broken_byte_halfway_through_a_utf8_page_costs_one_character(tmp_path: Path) -> None:
+    data = page_around("{}").replace("<meta charset='utf-8'>", "").replace("grateful", "grate“ful").encode()
+    data = data.replace("“".encode(), b"\x93")  # a cp1252 quote in a UTF-8 page
+    book = read_html(write(tmp_path, "mixed.html", data))
+    text = [p for c in book.chapters for p in c.paragraphs]
+    assert text[0] == FIRST and text[2] == LAST
+    assert text[1].startswith("Ships passed") and text[1].endswith("rocks below.")
+
+
+@pytest.mark.parametrize(
+    ("opening", "what"),
+    [
+        ("<script>var beam = 1;", "<script>"),
+        ("<style>p { color: grey }", "<style>"),
+        ("<!-- note to self", "comment"),
+        ("<title>Logbook", "<title>"),
+        ("<textarea>notes", "<textarea>"),
+        ("<iframe>", "<iframe>"),
+        ('<img alt="a lamp>', "attribute"),
+        # The quote left open pairs with one that opens a later value: the text between becomes an attribute.
+        ('<img alt="a lamp>{}<img alt="the lamp">', "attribute"),
+        # The script left open ends at a later script's end tag: the text between becomes script.
+        ("<script>var beam = 1;{}<script>var log = '<script>';</script>", "<script>"),
+    ],
+)
+def test_an_unclosed_construct_that_swallows_the_rest_is_refused(tmp_path: Path, opening: str, what: str) -> None:
+    markup = opening if "{}" in opening else opening + "\n{}"
+    message = refused(write(tmp_path, "open.html", page_around(markup)), what, "line 1", "never")
+    assert "hide the" in message
+
+
+@pytest.mark.parametrize(
+    "opening",
+    ['<nav class="menu"><a href="/">Home</a>', '<sup><a href="#n1">1</a>', '<span class="pagenum">12', "<svg>"],
+)
+def test_an_unclosed_element_that_is_never_read_cannot_hide_what_follows(tmp_path: Path, opening: str) -> None:
+    name = opening[1:].split()[0].split(">")[0]
+    refused(write(tmp_path, "hidden.html", page_around(opening + "{}")), f"<{name}>", "never closed")
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "{}<script>if (a<b) { x = '</p>'; }</script><!-- a <b>comment</b> --><nav><p>Menu</p></nav>",
+        '<span class="pagenum" id="p7"/>{}<script src="x.js"/>',  # XHTML's <tag/>: libxml2 closes it at once
+        "<?php echo 1 \n{}",  # a processing instruction ends at the next ">", as in browsers
+        """<div data-html="<b>bold</b>" title='a > b'>{}</div>""",  # markup in a value, quotes closed
+        "{}<script>document.write('<script src=ad.js></scr' + 'ipt>');</script>",  # a tag inside a string
+    ],
+)
+def test_closed_or_harmless_constructs_are_read_whole(tmp_path: Path, markup: str) -> None:
+    read_whole(write(tmp_path, "closed.html", page_around(markup)))
+
+
+def test_an_unclosed_marker_inside_a_paragraph_ends_with_it(tmp_path: Path) -> None:
+    page = page_around("{}").replace("rocks below.</p>", "rocks below.<sup><a href='#n1'>1</a></p>")
+    read_whole(write(tmp_path, "sup.html", page))
+
+
+@pytest.mark.parametrize("tail", ["<!-- saved by", "<script>var", '<a href="/next', "<?php", "<div class=x"])
+def test_a_file_ending_inside_an_unclosed_construct_is_refused(tmp_path: Path, tail: str) -> None:
+    # Whatever follows the opening may be the document's own text: we cannot tell, so we do not guess.
+    refused(write(tmp_path, "cut.html", page_around("{}") + tail), "never closed")
+
+
+@pytest.mark.parametrize("tail", ["<!--  \n", "<script>", "</div"])
+def test_a_file_ending_right_after_an_opening_loses_nothing(tmp_path: Path, tail: str) -> None:
+    read_whole(write(tmp_path, "cut.html", page_around("{}") + tail))
+
+
+# readability finds the article; what it then cleans away inside the article is still the article's text.
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Text straight in the article, beside a div of paragraphs (readability picked the div).
+        f"<article> {FIRST} <div><p>{MIDDLE}</p><p>{LAST}</p></div></article>",
+        # Text straight in the body, no article element.
+        f"{FIRST} <div><p>{MIDDLE}</p><p>{LAST}</p></div>",
+        # Paragraphs behind inline wrappers, then more after them.
+        f"<article><em><font><div><p>{FIRST}</p><p>{MIDDLE}</p></div></font></em><p>{LAST}</p></article>",
+        # A short paragraph in a div of its own (readability dropped divs under 25 characters).
+        f"<article><p>{FIRST}</p><div><p>He nodded.</p></div><p>{MIDDLE}</p><p>{LAST}</p></article>",
+    ],
+)
+def test_readability_does_not_drop_text_inside_the_article(tmp_path: Path, body: str) -> None:
+    page = f"<!DOCTYPE html><html><head><title>The Lighthouse</title></head><body>{body}</body></html>"
+    text = [p for c in read_html(write(tmp_path, "loose.html", page)).chapters for p in c.paragraphs]
+    assert [p for p in text if p != "He nodded."] == [FIRST, MIDDLE, LAST]
+    assert ("He nodded." in text) == ("He nodded." in body)
+
+
+def test_text_outside_the_article_stays_out_and_is_reported(tmp_path: Path) -> None:
+    page = (
+        "<html><head><title>The Lighthouse</title></head><body>"
+        "<div><p>Subscribe to our weekly letter about coasts and the sea, it is free, and it is short.</p></div>"
+        f"<article><p>{FIRST}</p><p>{MIDDLE}</p><p>{LAST}</p></article>"
+        "<div><p>Other stories: the harbour master, a history of fog horns, ten lighthouses to visit.</p></div>"
+        "</body></html>"
+    )
+    book = read_html(write(tmp_path, "furnished.html", page))
+    assert [p for c in book.chapters for p in c.paragraphs] == [FIRST, MIDDLE, LAST]
+    # Left out, but not unseen: the plan says how much of the page's text is not read, and how it starts.
+    assert book.skipped == (
+        "2 paragraphs outside the article (169 characters), from “Subscribe to our weekly letter about…”",
+    )
+
+
+def test_an_unclosed_element_that_took_in_bare_text_is_refused(tmp_path: Path) -> None:
+    # No paragraph inside it, but more text than a note or page marker holds: it is the page's, not the svg's.
+    page = page_around("{}").replace("</article>", "<svg> And then the fog lifted over the bay.</article>")
+    refused(write(tmp_path, "svg.html", page), "<svg>", "never closed")

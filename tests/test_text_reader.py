@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import InputError
@@ -317,6 +320,82 @@ def test_missing_file_and_folder_are_input_errors(tmp_path: Path) -> None:
         read_book(tmp_path)
 
 
+def one_line_error(path: Path) -> str:
+    """The InputError ``read_book`` raises for ``path``: one line that names the file."""
+    with pytest.raises(InputError) as info:
+        read_book(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: "), message
+    return message
+
+
+def test_a_dangling_symlink_names_its_missing_target(tmp_path: Path) -> None:
+    link = tmp_path / "book.txt"
+    link.symlink_to(tmp_path / "moved-away.txt")
+    message = one_line_error(link)
+    assert "symbolic link" in message and "moved-away.txt" in message and "does not exist" in message
+
+
+def test_a_symlink_loop_is_not_reported_as_missing(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").symlink_to(tmp_path / "b.txt")
+    (tmp_path / "b.txt").symlink_to(tmp_path / "a.txt")
+    (tmp_path / "self.txt").symlink_to(tmp_path / "self.txt")
+    for link in (tmp_path / "a.txt", tmp_path / "self.txt"):
+        message = one_line_error(link)
+        assert "loop" in message and "no such file" not in message
+
+
+def test_a_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "book.txt"
+    os.mkfifo(fifo)
+    # Opening a FIFO for reading blocks until a writer comes: reaching the message proves it was not opened.
+    assert "named pipe" in one_line_error(fifo)
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "book.epub"
+    folder.mkdir()
+    assert "is a folder" in one_line_error(folder)
+
+
+def test_a_file_that_cannot_be_read_says_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "secret.txt"
+    path.write_text("A story nobody may read.\n", encoding="utf-8")
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: make the refusal the kernel would give
+        real_open = Path.open
+
+        def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+            if self == path:
+                raise PermissionError(errno.EACCES, "Permission denied", str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", refuse)
+    assert "permission denied" in one_line_error(path).lower()
+
+
+def test_a_folder_that_cannot_be_searched_is_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    path = locked / "book.txt"
+    path.write_text("A story behind a locked door.\n", encoding="utf-8")
+    locked.chmod(0)
+    try:
+        if os.geteuid() == 0:  # root passes any folder: make stat fail as it would for anyone else
+            real_stat = os.stat
+
+            def refuse(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+                if os.fspath(target) == str(path):
+                    raise PermissionError(errno.EACCES, "Permission denied", str(target))
+                return real_stat(target, *args, **kwargs)
+
+            monkeypatch.setattr(os, "stat", refuse)
+        message = one_line_error(path)
+        assert "permission denied" in message.lower() and "no such file" not in message
+    finally:
+        locked.chmod(0o755)
+
+
 def test_binary_garbage_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "garbage.txt"
     path.write_bytes(random.Random(1).randbytes(8192))
@@ -419,6 +498,7 @@ LINES = st.sampled_from(
 
 @settings(max_examples=150, deadline=None)
 @given(lines=st.lists(st.one_of(LINES, st.text(max_size=40)), max_size=40))
+@example(lines=["# Heading", "...", "-----"])  # "..." underlined is a section heading with nothing to say
 def test_readers_never_crash_and_give_clean_paragraphs(lines: list[str]) -> None:
     text = "\n".join(lines)
     for parse in (parse_plain_text, parse_markdown):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import stat
 from pathlib import Path
 
 from pipeline.errors import InputError
@@ -81,13 +84,43 @@ def _sniff(path: Path) -> str:
     return "text"
 
 
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise InputError(f"{path}: no such file; check the path")
-    if path.is_dir():
+    """Refuse what is not a regular file, saying what it is. ``Path.exists()`` would answer False for a symlink
+    loop and raise for a folder we may not search, so stat it and read the error."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise InputError(f"{path}: is a symbolic link to {target}, which does not exist; fix the link") from None
+        raise InputError(f"{path}: no such file; check the path") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(
+                f"{path}: is a symbolic link that loops back on itself (too many levels of links); "
+                "point it at the book file"
+            ) from None
+        if isinstance(exc, PermissionError):
+            raise InputError(
+                f"{path}: cannot be reached (permission denied on a folder in its path); check the permissions"
+            ) from None
+        if exc.errno == errno.ENOTDIR:
+            raise InputError(f"{path}: no such file (a part of the path is a file, not a folder)") from None
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
         raise InputError(f"{path}: is a folder, not a book file; name the file itself")
-    if not path.is_file():
-        raise InputError(f"{path}: is not a regular file; give a .txt, .md, .epub or .html book")
+    if not stat.S_ISREG(info.st_mode):
+        # Never opened: a FIFO would block until something writes to it.
+        kind = next((name for test, name in _SPECIAL_FILES if test(info.st_mode)), "a special file")
+        raise InputError(f"{path}: is {kind}, not a regular file; give a .txt, .md, .epub or .html book")
 
 
 def _read(path: Path, include_matter: bool) -> Book:

@@ -1,12 +1,14 @@
 """Saved web article -> ``Book``: the title and the main text, without navigation, scripts, banners, comments
 and footers. readability-lxml finds the main content; obvious page furniture is removed before it looks, so
-its scoring is not fooled by a long comment thread or cookie notice. Headings inside the article split it into
-chapters when there are several of one level."""
+its scoring is not fooled by a long comment thread or cookie notice. The rest of the page's text is left out,
+and ``Book.skipped`` says how much, so a page whose article readability misjudged never loses text unseen.
+Headings inside the article split it into chapters when there are several of one level."""
 
 from __future__ import annotations
 
 import copy
 import re
+from collections import Counter
 from pathlib import Path
 
 from lxml import etree
@@ -15,7 +17,7 @@ from readability.readability import Unparseable
 
 from pipeline.errors import InputError
 from pipeline.models import Book, Chapter
-from pipeline.readers.htmltext import Block, extract_blocks, parse_html
+from pipeline.readers.htmltext import Block, extract_blocks, parse_html, refuse_hidden_text, wrap_loose_text
 from pipeline.text import decode_bytes, normalize_paragraph, primary_language
 
 MAX_HTML_BYTES = 50 * 1024 * 1024
@@ -96,11 +98,12 @@ def _is_furniture(el: etree._Element) -> bool:
     return not any(True for _ in el.iter("article", "main"))
 
 
-def _strip_furniture(root: etree._Element) -> None:
+def _strip_furniture(root: etree._Element, where: str) -> None:
     doomed = [el for el in root.iter() if isinstance(el.tag, str) and _is_furniture(el)]
     for el in doomed:
         parent = el.getparent()
         if parent is not None:
+            refuse_hidden_text(el, where)
             el.drop_tree()
 
 
@@ -185,17 +188,72 @@ def _language(root: etree._Element) -> str | None:
     return primary_language(lang)
 
 
-def _main_blocks(root: etree._Element, where: str) -> list[Block]:
-    """The article's blocks: readability's pick when it found something, else the whole cleaned page."""
+_NODE = "data-audiobook-node"  # numbers our elements, so readability's pick can be found in our tree
+
+
+def _region(picked: list[etree._Element]) -> etree._Element:
+    """The smallest element that holds everything readability picked, widened to the outermost <article> or
+    <main> it sits in: the page's own word for where its text is."""
+    region = picked[0]
+    for el in picked[1:]:
+        while region is not el and not any(a is region for a in el.iterancestors()):
+            parent = region.getparent()
+            if parent is None:
+                break
+            region = parent
+    semantic = [a for a in (region, *region.iterancestors()) if a.tag in ("article", "main")]
+    return semantic[-1] if semantic else region
+
+
+def _main_blocks(root: etree._Element, where: str) -> tuple[list[Block], list[Block]]:
+    """The article's blocks, and the page's other blocks, left out. readability finds where the article is; we
+    read all of that part of the page, because what readability then cleans away inside it (short paragraphs,
+    text beside paragraphs, lists) is the article's text too. Without a pick from readability: the whole
+    cleaned page."""
     cleaned = copy.deepcopy(root)
-    _strip_furniture(cleaned)
-    fallback = list(extract_blocks(cleaned).blocks)
+    _strip_furniture(cleaned, where)
+    wrap_loose_text(cleaned)
+    nodes: dict[str, etree._Element] = {}
+    for n, el in enumerate(cleaned.iter()):
+        if isinstance(el.tag, str):
+            el.set(_NODE, str(n))
+            nodes[str(n)] = el
+    fallback = list(extract_blocks(cleaned, where).blocks)
     try:
         summary = Document(copy.deepcopy(cleaned)).summary(html_partial=True)
-    except (Unparseable, ValueError, etree.LxmlError):
-        return fallback
-    blocks = list(extract_blocks(parse_html(summary, where)).blocks) if summary.strip() else []
-    return blocks or fallback
+        # readability's wrappers can take a page at the depth limit past it: then the whole page it is.
+        chosen = parse_html(summary, where) if summary.strip() else None
+    except (Unparseable, ValueError, etree.LxmlError, InputError):
+        return fallback, []
+    if chosen is None:
+        return fallback, []
+    # Only the elements readability kept with their text: wrappers it made have no number.
+    picked = [
+        nodes[el.get(_NODE, "")]
+        for el in chosen.iter()
+        if el.get(_NODE) in nodes and any(c.isalnum() for c in "".join(el.itertext()))
+    ]
+    blocks = list(extract_blocks(_region(picked), where).blocks) if picked else []
+    if not blocks:
+        return fallback, []
+    kept = Counter(blocks)
+    left_out = []
+    for block in fallback:
+        if kept[block]:
+            kept[block] -= 1
+        else:
+            left_out.append(block)
+    return blocks, left_out
+
+
+def _left_out(blocks: list[Block]) -> str | None:
+    """What the plan says about the page's text outside the article: how much, and how it starts."""
+    if not blocks:
+        return None
+    chars = sum(len(b.text) for b in blocks)
+    first = blocks[0].text if len(blocks[0].text) <= 40 else blocks[0].text[:40].rsplit(" ", 1)[0] + "…"
+    count = f"{len(blocks)} paragraph{'s' if len(blocks) > 1 else ''}"
+    return f"{count} outside the article ({chars} characters), from “{first}”"
 
 
 def _split(blocks: list[Block], title: str) -> list[tuple[str, list[Block]]]:
@@ -216,6 +274,16 @@ def _split(blocks: list[Block], title: str) -> list[tuple[str, list[Block]]]:
     return [(t, b) for t, b in chapters if b]
 
 
+def _without_stray_nuls(data: bytes) -> bytes:
+    """HTML ignores NUL characters in text. A few (up to 1 % of the bytes) in an 8-bit or UTF-8 page are damage,
+    not a sign of binary data: drop them. More (UTF-16 without a byte-order mark, where ASCII markup alone makes
+    a third of the bytes NUL, or binary) are left for decode_bytes to judge."""
+    nuls = data.count(0)
+    if not nuls or nuls * 100 > len(data) or data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        return data
+    return data.replace(b"\x00", b"")
+
+
 def read_html(path: Path) -> Book:
     """Read a saved web page: its title, author, language and main text. Raises InputError when the page
     cannot be read or holds no text."""
@@ -224,11 +292,11 @@ def read_html(path: Path) -> Book:
         size = path.stat().st_size
         if size > MAX_HTML_BYTES:
             raise InputError(f"{where}: {size // 2**20} MB is too large for a web page; refusing it")
-        data = path.read_bytes()
+        data = _without_stray_nuls(path.read_bytes())
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     root = parse_html(decode_bytes(data, where, _declared_charset(data)), where)
-    blocks = _main_blocks(root, where)
+    blocks, left_out = _main_blocks(root, where)
     title = _title(root, blocks, path.stem)
     chapters = [
         Chapter(n, chapter_title, tuple(b.text for b in chapter_blocks))
@@ -242,4 +310,5 @@ def read_html(path: Path) -> Book:
         author=_meta(root, name="author"),
         language=_language(root),
         source=path,
+        skipped=tuple(filter(None, [_left_out(left_out)])),
     )

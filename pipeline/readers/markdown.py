@@ -137,7 +137,7 @@ def parse_markdown(text: str, *, default_title: str, source: Path | None = None)
                 chapters.append((heading_text, []))
             elif chapter_level is not None and item.level < chapter_level:
                 continue  # a part heading above the chapters
-            else:
+            elif speakable(heading_text):
                 chapters[-1][1].append(heading_text)  # a section heading is read as its own paragraph
             continue
         paragraph = markdown_inline(" ".join(line.strip() for line in item))

@@ -15,6 +15,7 @@ entity declarations in any XML document, a missing container or package document
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pipeline.errors import InputError
@@ -45,6 +46,8 @@ from pipeline.readers.epub.package import (
 from pipeline.readers.epub.safezip import SafeZip
 from pipeline.readers.epub.toc import TocEntry, chapter_entries, read_nav, read_ncx
 from pipeline.readers.htmltext import NOTE_MARKS, extract_blocks, parse_markup
+
+log = logging.getLogger("audiobook")
 
 
 def _build_candidates(docs: list[Doc], starts: list[TocEntry], structural, nav_path) -> list[Candidate]:
@@ -92,17 +95,22 @@ def _build_candidates(docs: list[Doc], starts: list[TocEntry], structural, nav_p
     return candidates
 
 
-def _load_docs(zf: SafeZip, spine: list[Item]) -> list[Doc]:
+def _load_docs(zf: SafeZip, spine: list[Item], gaps: list[str]) -> list[Doc]:
+    """The spine's content documents, parsed. A document the archive lacks is added to ``gaps``: its text is
+    lost, and the listener must hear of it from the plan, not find a chapter missing."""
     docs = []
     for item in spine:
-        if item.media_type not in CONTENT_TYPES or zf.resolve(item.path) is None:
-            continue  # images or missing files in the spine carry no text
+        if item.media_type not in CONTENT_TYPES:
+            continue  # images in the spine carry no text
+        if zf.resolve(item.path) is None:
+            gaps.append(f"{item.path} (listed in the reading order but missing from the archive)")
+            continue
         root = parse_markup(zf.read(item.path), f"{zf.label}: {item.path}")
         body = next(iter(descendants(root, "body")), None)
         names = set()
         if body is not None:
             names = tokens(body.get("class")) | tokens(body.get("id"))
-        docs.append(Doc(item, extract_blocks(root), names))
+        docs.append(Doc(item, extract_blocks(root, f"{zf.label}: {item.path}"), names))
     return docs
 
 
@@ -127,12 +135,16 @@ def read_epub(path: Path, *, include_matter: bool = False) -> Book:
         for kind, target, fragment in pkg.guide:
             if kind in MATTER_TYPES:
                 structural.setdefault((target, fragment), MATTER_TYPES[kind])
-        docs = _load_docs(zf, pkg.spine)
+        gaps = list(pkg.spine_gaps)
+        docs = _load_docs(zf, pkg.spine, gaps)
         cover, cover_mime = cover_of(zf, pkg)
     finally:
         zf.close()
+    for gap in gaps:
+        log.warning("%s: left out %s", path.name, gap)
     if not docs:
-        raise InputError(f"{path.name}: the EPUB's reading order (spine) holds no readable documents")
+        hint = f" ({'; '.join(gaps)})" if gaps else ""
+        raise InputError(f"{path.name}: the EPUB's reading order (spine) holds no readable documents{hint}")
 
     mark_gutenberg(docs)
     candidates = _build_candidates(docs, chapter_entries(toc), structural, nav_path)
@@ -180,6 +192,7 @@ def read_epub(path: Path, *, include_matter: bool = False) -> Book:
         skipped.extend(notices)
     if not chapters:
         hint = f" (left out as front/back matter: {', '.join(skipped)})" if skipped else ""
+        hint += f" (left out: {'; '.join(gaps)})" if gaps else ""
         raise InputError(f"{path.name}: the EPUB holds no readable text{hint}")
     return Book(
         title=pkg.title or path.stem,
@@ -189,5 +202,5 @@ def read_epub(path: Path, *, include_matter: bool = False) -> Book:
         cover=cover,
         cover_mime=cover_mime,
         source=path,
-        skipped=tuple(skipped),
+        skipped=(*gaps, *skipped),
     )

@@ -39,6 +39,7 @@ class Package:
     nav_item: Item | None
     guide: list[tuple[str, str, str | None]]  # (type, path, fragment)
     cover_id: str | None
+    spine_gaps: list[str]  # reading-order entries that name no usable item, described for Book.skipped
 
 
 def resolve_href(base: str, href: str | None) -> tuple[str, str | None] | None:
@@ -132,10 +133,13 @@ def parse_package(zf: SafeZip, opf_path: str) -> Package:
                 cover_id = meta.get("content")
 
     items: dict[str, Item] = {}
+    outside: set[str] = set()
     for el in children(manifest, "item"):
         resolved = resolve_href(opf_path, el.get("href"))
         item_id = el.get("id")
         if resolved is None or not item_id:
+            if item_id:
+                outside.add(item_id)
             continue
         items[item_id] = Item(
             item_id,
@@ -143,11 +147,18 @@ def parse_package(zf: SafeZip, opf_path: str) -> Package:
             (el.get("media-type") or "").lower(),
             frozenset(tokens(el.get("properties"))),
         )
-    spine = [
-        items[ref.get("idref", "")]
-        for ref in children(spine_el, "itemref")
-        if ref.get("idref") in items and ref.get("linear", "yes") != "no"
-    ]
+    spine: list[Item] = []
+    gaps: list[str] = []
+    for ref in children(spine_el, "itemref"):
+        idref = ref.get("idref", "")
+        if ref.get("linear", "yes") == "no":
+            continue
+        if idref in items:
+            spine.append(items[idref])
+        elif idref in outside:
+            gaps.append(f"{idref} (listed in the reading order but its file is outside the book)")
+        else:
+            gaps.append(f"{idref or '(no idref)'} (listed in the reading order but not in the manifest)")
     toc_item = items.get(spine_el.get("toc") or "") or next(
         (i for i in items.values() if i.media_type == "application/x-dtbncx+xml"), None
     )
@@ -157,7 +168,7 @@ def parse_package(zf: SafeZip, opf_path: str) -> Package:
         target = resolve_href(opf_path, ref.get("href"))
         if target and ref.get("type"):
             guide.append((ref.get("type", "").lower(), target[0], target[1]))
-    return Package(title, authors, language, items, spine, toc_item, nav_item, guide, cover_id)
+    return Package(title, authors, language, items, spine, toc_item, nav_item, guide, cover_id, gaps)
 
 
 def tokens(value: str | None) -> set[str]:
