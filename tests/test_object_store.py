@@ -17,10 +17,14 @@ from typing import Any
 
 import pytest
 
+from pipeline import app
+from pipeline.cli import main
+from pipeline.config import load_settings
 from pipeline.errors import UsageError
 from pipeline.models import VoiceSpec
 from pipeline.store import FileStore, ObjectStore, Stores, part_key
-from tests.helpers import child_env
+from tests.fakeserver import FakeSpeechServer
+from tests.helpers import child_env, read_report, write_book
 
 SPEC = VoiceSpec("gpt-4o-mini-tts", "alloy")
 ACCESS_KEY = "AKIAFAKEFORTESTS0001"
@@ -204,3 +208,45 @@ def test_two_workers_writing_one_key_leave_one_whole_object_and_readers_never_se
     found = [blob for blob in seen if blob is not None]
     assert found and set(found) <= data  # whole objects only: never a mix, never a prefix of one
     assert None not in seen[seen.index(found[0]) :]  # once there, it stays there
+
+
+def test_a_book_converts_with_its_parts_in_a_bucket_and_a_second_run_sends_nothing(
+    server: FakeSpeechServer, bucket: Bucket, tmp_path: Path, isolated_env: Path
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=2, paragraphs=2, sentences=2)
+    url = bucket.url("team/cache")
+
+    def convert(out: Path) -> int:
+        return main(["--quiet", "convert", str(book), "-o", str(out), "--cache-dir", url, "--timeout", "2"])
+
+    assert convert(tmp_path / "out") == 0
+    assert read_report(tmp_path / "out")["status"] == "done"
+    paid = len(server.requests)
+    settings = load_settings(overrides={"cache_dir": url})
+    plan = app.plan(app.read(book, settings.book), settings, tmp_path / "elsewhere")
+    keys = {key for chapter in plan.chapters for key in chapter.keys}
+    assert plan.store == url and all(all(chapter.cached) for chapter in plan.chapters)
+    assert bucket.keys() == sorted(f"team/cache/parts/{key[:2]}/{key}.mp3" for key in keys)
+    assert paid == len(keys)
+    assert not (isolated_env / "audiobook-pipeline" / "parts").exists()  # nothing went to the local cache
+
+    # Another machine, another output folder: every part comes from the bucket, no request is sent.
+    server.clear()
+    assert convert(tmp_path / "again") == 0
+    assert server.requests == []
+    report = read_report(tmp_path / "again")
+    assert report["status"] == "done" and report["requests"] == 0 and report["cache_hits"] == len(keys)
+    assert sorted(p.name for p in (tmp_path / "again").glob("*.mp3")) == sorted(
+        p.name for p in (tmp_path / "out").glob("*.mp3")
+    )
+
+
+def test_a_missing_bucket_stops_the_cli_before_any_request(
+    server: FakeSpeechServer, bucket: Bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=1)
+    missing = f"s3://no-such-{bucket.name}/cache"
+    assert main(["convert", str(book), "-o", str(tmp_path / "out"), "--cache-dir", missing]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and missing in err and SECRET not in err
+    assert server.requests == []
