@@ -43,7 +43,7 @@ def read(path: Path, options: BookOptions) -> Book:
 
 def plan(book: Book, settings: Settings, out_dir: Path, stores: Stores | None = None) -> BookPlan:
     """What converting ``book`` into ``out_dir`` would take. ``stores`` lets plans of one run share stores."""
-    store = (stores or Stores()).at(settings.book.resolved_cache_dir)
+    store = (stores or Stores()).at(settings.book.cache_location)
     return plan_book(book, settings, out_dir, store)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from pipeline.config import RUN_KEYS, Settings
 from pipeline.errors import UsageError
 from pipeline.files import atomic_write
+from pipeline.store import is_url
 
 log = logging.getLogger("audiobook")
 
@@ -173,8 +174,8 @@ def load_jobs(path: Path) -> JobFile:
             missing.append((entry["path"], where("path")))
             continue
         overrides = {k: v for k, v in {**defaults, **entry}.items() if k not in _BOOK_KEYS}
-        for key in ("cache_dir", "lexicon"):  # like every path in a job file, relative to it
-            if isinstance(overrides.get(key), str):
+        for key in ("cache_dir", "lexicon"):  # like every path in a job file, relative to it (a URL is not a path)
+            if isinstance(overrides.get(key), str) and not is_url(overrides[key]):
                 overrides[key] = base / Path(overrides[key]).expanduser()
         if fmt == "m4b":
             overrides["m4b"] = True

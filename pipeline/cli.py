@@ -53,7 +53,10 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--broker", help="redis://HOST:6379/0: where the celery engine's workers take their work")
     g.add_argument("--max-retries", type=int, help="retries per request (default 4)")
     g.add_argument("--timeout", type=float, help="seconds to wait for one answer (default 120)")
-    g.add_argument("--cache-dir", type=Path, help="where finished parts are kept (default ~/.cache/audiobook-pipeline)")
+    g.add_argument(
+        "--cache-dir",
+        help="where finished parts are kept: a folder (default ~/.cache/audiobook-pipeline) or s3://bucket/prefix",
+    )
     g.add_argument(
         "--lexicon", type=Path, metavar="FILE", help="pronunciation rules for what the voice says (see README)"
     )

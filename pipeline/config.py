@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from pipeline.errors import UsageError
 from pipeline.models import BackendOptions, VoiceSpec
+from pipeline.store import is_url
 from pipeline.tts import registry
 
 SUBTITLE_FORMATS = ("srt", "vtt")
@@ -56,8 +57,10 @@ class BookOptions:
     max_chars: int = 500
     pack: bool | None = None  # sentences across paragraphs into as few requests as fit; None: as the backend says
     lexicon: Path | None = None  # pronunciation rules for the text sent to the voice (see pipeline.lexicon)
-    # Where this book's finished parts are kept; the run opens one store per distinct folder.
-    cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/audiobook-pipeline or ~/.cache/audiobook-pipeline
+    # Where this book's finished parts are kept: a folder, or a bucket URL (s3://bucket/prefix) that workers on
+    # several machines share; the run opens one store per distinct location. Read as a string, not a Path,
+    # which would turn s3://b/p into s3:/b/p. None: $XDG_CACHE_HOME/audiobook-pipeline or ~/.cache/...
+    cache_dir: str | Path | None = None
     sample_rate: int = 24_000
     bitrate: str = "128k"
     sentence_pause_ms: int = 250
@@ -82,8 +85,13 @@ class BookOptions:
         return self.response_format or "mp3"
 
     @property
-    def resolved_cache_dir(self) -> Path:
-        return Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
+    def cache_location(self) -> str:
+        """The parts store's location, as ``Stores.at`` takes it: a folder (``~`` expanded) or a URL as given."""
+        if self.cache_dir is None:
+            return str(default_cache_dir())
+        if is_url(str(self.cache_dir)):
+            return str(self.cache_dir)
+        return str(Path(self.cache_dir).expanduser())
 
 
 def default_cache_dir() -> Path:

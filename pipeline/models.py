@@ -142,7 +142,7 @@ class PartRequest:
     text: str
     spec: VoiceSpec
     backend: BackendOptions
-    store: str  # the store's location (a folder), see pipeline.store
+    store: str  # the store's location (a folder or a URL), see pipeline.store
 
     @property
     def fmt(self) -> str:

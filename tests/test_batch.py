@@ -258,6 +258,22 @@ def test_a_book_with_its_own_cache_dir_plans_and_runs_against_it(
     assert all(b["status"] == "done" and b["cache_hits"] > 0 for b in summary(tmp_path).values())
 
 
+def test_a_bucket_as_a_books_cache_is_not_taken_for_a_path_of_the_job(tmp_path: Path) -> None:
+    from pipeline.batch import load_jobs
+    from pipeline.config import load_settings
+
+    library(tmp_path, count=2)
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(
+        'output = "out"\n[[book]]\npath = "books/book0.txt"\ncache_dir = "s3://team-bucket/parts"\n'
+        '[[book]]\npath = "books/book1.txt"\ncache_dir = "own-cache"\n',
+        encoding="utf-8",
+    )
+    bucket, folder = load_jobs(jobs).books
+    assert load_settings(env={}, overrides=bucket.overrides).book.cache_location == "s3://team-bucket/parts"
+    assert load_settings(env={}, overrides=folder.overrides).book.cache_location == str(tmp_path / "own-cache")
+
+
 @pytest.mark.parametrize("where", ["book", "defaults"])
 def test_a_run_level_setting_inside_a_book_entry_is_refused(
     server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str

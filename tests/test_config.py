@@ -47,6 +47,20 @@ def test_each_layer_overrides_the_one_below(tmp_path: Path) -> None:
     )
 
 
+def test_the_cache_is_a_folder_or_a_bucket_url_whichever_layer_names_it(
+    tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read as a string: a Path would turn s3://bucket/prefix into s3:/bucket/prefix. A folder is expanded.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_settings(env={}).book.cache_location == str(isolated_env / "audiobook-pipeline")
+    assert load_settings(env={}, overrides={"cache_dir": "~/parts"}).book.cache_location == str(tmp_path / "parts")
+    assert load_settings(env={}, overrides={"cache_dir": tmp_path / "p"}).book.cache_location == str(tmp_path / "p")
+    config = write(tmp_path, 'cache_dir = "s3://team-bucket/from-file"\n')
+    assert load_settings(config, env={}).book.cache_location == "s3://team-bucket/from-file"
+    env = {"AUDIOBOOK_CACHE_DIR": "s3://team-bucket/from-env"}
+    assert load_settings(config, env=env).book.cache_location == "s3://team-bucket/from-env"
+
+
 def test_every_key_has_one_owner_run_backend_or_book() -> None:
     settings = load_settings(
         env={"AUDIOBOOK_BACKEND": "local", "AUDIOBOOK_CONCURRENCY": "5", "AUDIOBOOK_GENRE": "Talk"}

@@ -59,7 +59,7 @@ def run(plans: list[BookPlan], stores: Stores, synth: AudioSynth, concurrency: i
 
 def plans_for(tmp_path: Path, stores: Stores, *books: Book) -> list[BookPlan]:
     s = settings(tmp_path)
-    store = stores.at(s.book.resolved_cache_dir)
+    store = stores.at(s.book.cache_location)
     return [plan_book(b, s, tmp_path / f"out{i}", store) for i, b in enumerate(books)]
 
 

@@ -71,9 +71,12 @@ class LocalExecutor(Interruptible):
             if request is None:
                 return
             store = self.stores.at(request.store)
-            if store.has(request.key, request.fmt):  # another book or process made it meanwhile
+            # In a thread: for a bucket it is a request, which must not hold up the answers of the others in flight.
+            if await asyncio.to_thread(store.has, request.key, request.fmt):  # another book or process made it
                 on_result(PartResult(request.key, PartStatus.CACHED))
                 continue
+            if self._stopping.is_set():
+                return  # stopped while looking: nothing new is sent after a stop
             try:
                 speech = await self.synths(request.backend).synthesize(request.text, request.spec)
             except SynthesisError as exc:
