@@ -7,7 +7,8 @@ chapter would keep the differences between its parts. The measurement rides alon
 
     previous = None
     for data in parts:
-        part = level_part(decode_and_measure(data, "mp3", rate), EBU, previous=previous)
+        decoded = decode_and_measure(data, "mp3", rate, true_peak=EBU.true_peak)
+        part = level_part(decoded, EBU, previous=previous)
         encoder.write(part.pcm)              # then the pause
         levels.append(part.level)            # a few numbers per part, no audio
         previous = part.level
@@ -18,6 +19,9 @@ ACX measures it); its gain brings that level to the target unless its peak would
 which case the peak decides and the part ends quieter than the target (``Gain.limited_by == "peak"``). A part
 too short for a gated measurement (under 400 ms of sound) is levelled by its RMS and the LUFS-RMS offset of
 the part before it; a silent one is left as it is.
+
+The chapter's MP3 encoder plays back a little quieter than the PCM it is given (libmp3lame: 0.95x, -0.45 dB,
+measured), so gains aim at the target minus ``encoder_gain_db`` and the file, not the PCM, lands on the target.
 
 Levels are dBFS with full scale 32768 (a full-scale sine has an RMS of -3 dB, as ACX and Audacity count), and
 digital silence is ``FLOOR_DB`` rather than minus infinity, so reports stay valid JSON.
@@ -46,6 +50,7 @@ __all__ = [
     "ACX",
     "EBU",
     "FLOOR_DB",
+    "LAME_GAIN_DB",
     "TARGETS",
     "ChapterLoudness",
     "DecodedPart",
@@ -72,6 +77,10 @@ _FULL_SCALE = 32768.0
 _WIDTH = 2  # s16le mono throughout
 _GATE_LUFS = -70.0  # ebur128's absolute gate: it prints exactly this when no 400 ms block passed the gates
 RAW_PCM_RATE = 24_000  # OpenAI's "pcm" answers: headerless s16le mono at 24 kHz
+# What libmp3lame (through ffmpeg) does to the level: steady sound decodes 0.95x (-0.45 dB) as loud as it went
+# in, measured at every rate from 16 to 48 kHz and 32 to 128 kbps, mono or stereo (-0.27 dB at 192 kbps and
+# over for 32-48 kHz). ffmpeg's own mp2 encoder keeps the level, so it is the encoder, not the decoder.
+LAME_GAIN_DB = -0.45
 
 
 def _db(amplitude: float) -> float:
@@ -87,9 +96,11 @@ class LoudnessTarget:
 
     ``measure`` says what ``level_db`` means: ``"lufs"`` is EBU R128 integrated loudness (K-weighted, gated),
     ``"rms"`` the plain RMS in dBFS. ``ceiling_db`` is the highest peak the decoded chapter MP3 may have: the
-    gain keeps the part's true peak at ``ceiling_db - codec_margin_db``, as MP3 encoding lifts peaks of
-    speech-like sound by up to ~0.4 dB (measured: 128 kbps, 24 kHz). ``low_db``..``high_db`` is the range a
-    chapter must land in to comply. ``max_boost_db`` keeps a part that is nearly all noise from being blown up.
+    gain keeps the PCM's peak at ``ceiling_db - codec_margin_db``, as MP3 encoding lifts the peaks of
+    speech-like sound by up to ~0.4 dB, its -0.45 dB included (measured: 128 kbps, 24 kHz). The peak is the
+    true peak (4x oversampled, dBTP) when ``true_peak``, as EBU R128 counts, else the sample peak, as ACX
+    counts (oversampling costs as much CPU as decoding). ``low_db``..``high_db`` is the range a chapter must
+    land in to comply. ``max_boost_db`` keeps a part that is nearly all noise from being blown up.
     """
 
     name: str
@@ -98,6 +109,7 @@ class LoudnessTarget:
     ceiling_db: float
     low_db: float
     high_db: float
+    true_peak: bool
     codec_margin_db: float = 0.5
     max_boost_db: float = 24.0
 
@@ -108,9 +120,9 @@ class LoudnessTarget:
 
 
 # -18 LUFS suits speech on headphones and phones (EBU R128's -23 is for broadcast with its wide dynamics).
-EBU = LoudnessTarget("ebu", "lufs", level_db=-18.0, ceiling_db=-1.0, low_db=-19.0, high_db=-17.0)
+EBU = LoudnessTarget("ebu", "lufs", level_db=-18.0, ceiling_db=-1.0, low_db=-19.0, high_db=-17.0, true_peak=True)
 # ACX (Audible): RMS -23..-18 dB measured unweighted over the whole file, peaks at or below -3 dBFS.
-ACX = LoudnessTarget("acx", "rms", level_db=-20.0, ceiling_db=-3.0, low_db=-23.0, high_db=-18.0)
+ACX = LoudnessTarget("acx", "rms", level_db=-20.0, ceiling_db=-3.0, low_db=-23.0, high_db=-18.0, true_peak=False)
 TARGETS: dict[str, LoudnessTarget] = {t.name: t for t in (EBU, ACX)}
 
 
@@ -163,14 +175,19 @@ def parse_ebur128_summary(stderr: str) -> Ebur128Summary:
 @dataclass(frozen=True)
 class Measurement:
     """A part as decoded, before trimming or gain. Peaks and RMS are dBFS; ``true_peak_db`` is ffmpeg's
-    4x-oversampled true peak (dBTP), never below the sample peak."""
+    4x-oversampled true peak (dBTP, never below the sample peak), None when it was not asked for."""
 
     samples: int
     rate: int
     integrated_lufs: float | None  # None: no gated 400 ms block (shorter than that, or silent)
-    true_peak_db: float
+    true_peak_db: float | None
     sample_peak_db: float
     rms_db: float
+
+    @property
+    def peak_db(self) -> float:
+        """The true peak when measured, else the sample peak: what the gain rule keeps under the ceiling."""
+        return self.sample_peak_db if self.true_peak_db is None else self.true_peak_db
 
     @property
     def duration_ms(self) -> int:
@@ -185,12 +202,13 @@ class DecodedPart:
 
 # ebur128 wants doubles: after aformat to s16 it measures exactly the samples written out (s16 -> double is
 # exact, and the output is bit-identical to a decode without it: checked).
-_MEASURE = "ebur128=peak=true:framelog=quiet"
+_MEASURE = "ebur128=framelog=quiet"
 _DEMUXERS = {"mp3": "mp3", "wav": "wav", "flac": "flac", "aac": "aac", "opus": "ogg", "ogg": "ogg"}
 
 
-def decode_and_measure(data: bytes, fmt: str, rate: int) -> DecodedPart:
-    """Decode a part to s16le mono PCM at ``rate`` and measure it, with one ffmpeg process.
+def decode_and_measure(data: bytes, fmt: str, rate: int, *, true_peak: bool = True) -> DecodedPart:
+    """Decode a part to s16le mono PCM at ``rate`` and measure it, with one ffmpeg process (``true_peak``
+    only when asked: it costs as much CPU as the decoding; pass ``target.true_peak``).
 
     MP3 is decoded exactly as ``mp3.decode_part_pcm`` does (same samples, one-frame parts included: two
     silent frames follow the part's frames so ffmpeg opens it, and are cut off again by sample count); the
@@ -210,7 +228,8 @@ def decode_and_measure(data: bytes, fmt: str, rate: int) -> DecodedPart:
     else:
         stream = data
         source = ["-f", _DEMUXERS.get(fmt, fmt), "-i", "pipe:0"]
-    filters += [f"aresample={rate}", f"aformat=sample_fmts=s16:sample_rates={rate}:channel_layouts=mono", _MEASURE]
+    measure = _MEASURE + (":peak=true" if true_peak else "")
+    filters += [f"aresample={rate}", f"aformat=sample_fmts=s16:sample_rates={rate}:channel_layouts=mono", measure]
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", *source,
            "-af", ",".join(filters), "-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"]  # fmt: skip
     proc = subprocess.run(cmd, input=stream, capture_output=True, check=False)
@@ -231,7 +250,7 @@ def decode_and_measure(data: bytes, fmt: str, rate: int) -> DecodedPart:
             samples=len(pcm) // _WIDTH,
             rate=rate,
             integrated_lufs=summary.integrated_lufs,
-            true_peak_db=max(sample_peak, summary.true_peak_db if summary.true_peak_db is not None else FLOOR_DB),
+            true_peak_db=None if summary.true_peak_db is None else max(sample_peak, summary.true_peak_db),
             sample_peak_db=sample_peak,
             rms_db=_db(audioop.rms(pcm, _WIDTH)),
         ),
@@ -365,12 +384,13 @@ class Gain:
         return 10 ** (self.db / 20)
 
 
-def part_gain(level_db: float | None, peak_db: float, target: LoudnessTarget) -> Gain:
+def part_gain(level_db: float | None, peak_db: float, target: LoudnessTarget, encoder_gain_db: float = 0.0) -> Gain:
     """The gain that brings a part at ``level_db`` (in the target's measure; None when there is nothing to
-    measure) to the target, limited so its true peak ``peak_db`` ends at or below ``target.peak_limit_db``."""
+    measure) to the target once encoded (``encoder_gain_db`` later), limited so its peak ``peak_db`` ends at
+    or below ``target.peak_limit_db``."""
     if level_db is None or level_db <= FLOOR_DB:
         return Gain(0.0, "silent")
-    wanted = target.level_db - level_db
+    wanted = target.level_db - encoder_gain_db - level_db
     allowed = target.peak_limit_db - peak_db
     if allowed < wanted and allowed <= target.max_boost_db:
         return Gain(allowed, "peak", shortfall_db=wanted - allowed)
@@ -398,6 +418,7 @@ class PartLevel:
 
     samples: int  # after trimming
     rate: int
+    encoder_gain_db: float  # what the encoder will do to the level, aimed around
     trimmed_lead: int  # samples removed
     trimmed_tail: int
     gain: Gain
@@ -405,13 +426,13 @@ class PartLevel:
     rms_db_before: float
     estimated: bool  # no gated measurement: the loudness is the RMS plus a neighbour's offset
     lufs_offset_db: float
-    rms_db: float  # after gain, exact
-    sample_peak_db: float  # after gain, exact
-    true_peak_db: float  # after gain: measured true peak plus the gain
+    rms_db: float  # the PCM after gain, exact
+    sample_peak_db: float  # the PCM after gain, exact
+    true_peak_db: float | None  # the measured true peak plus the gain; None when not measured
 
     @property
     def lufs(self) -> float | None:
-        """Integrated loudness after gain (the gain is linear and never clips, so it simply adds)."""
+        """Integrated loudness of the PCM after gain (linear and never clipping, so the gain simply adds)."""
         return None if self.lufs_before is None else self.lufs_before + self.gain.db
 
 
@@ -427,8 +448,10 @@ def level_part(
     *,
     previous: PartLevel | None = None,
     trim: TrimRule | None = TrimRule(),
+    encoder_gain_db: float = LAME_GAIN_DB,
 ) -> LevelledPart:
-    """Trim a decoded part (unless ``trim`` is None) and bring it to ``target`` (None: measure only, 0 dB).
+    """Trim a decoded part (unless ``trim`` is None) and bring it to ``target`` (None: measure only, 0 dB) as
+    it will be once encoded by an encoder of ``encoder_gain_db`` (0 for a lossless one).
 
     ``previous`` is the chapter's part before this one: a part with no gated loudness (under ~400 ms of
     sound) is taken to be as loud as its active RMS plus the offset between the two that ``previous`` had
@@ -451,13 +474,14 @@ def level_part(
         gain = Gain(0.0, "silent" if silent else "target")
     else:
         level = None if silent else (lufs if target.measure == "lufs" else rms_before)
-        gain = part_gain(level, m.true_peak_db, target)
+        gain = part_gain(level, m.peak_db, target, encoder_gain_db)
     pcm = apply_gain(trimmed.pcm, gain.db)
     return LevelledPart(
         pcm,
         PartLevel(
             samples=len(pcm) // _WIDTH,
             rate=m.rate,
+            encoder_gain_db=encoder_gain_db,
             trimmed_lead=trimmed.lead_samples,
             trimmed_tail=trimmed.tail_samples,
             gain=gain,
@@ -467,7 +491,7 @@ def level_part(
             lufs_offset_db=offset,
             rms_db=_db(audioop.rms(pcm, _WIDTH)),
             sample_peak_db=_db(audioop.max(pcm, _WIDTH)),
-            true_peak_db=m.true_peak_db + gain.db if m.true_peak_db > FLOOR_DB else FLOOR_DB,
+            true_peak_db=None if m.true_peak_db is None else max(FLOOR_DB, m.true_peak_db + gain.db),
         ),
     )
 
@@ -477,22 +501,23 @@ def level_part(
 
 @dataclass(frozen=True)
 class ChapterLoudness:
-    """A chapter's loudness after levelling, for the report.
+    """A chapter's loudness after levelling, as its encoded file will measure, for the report.
 
-    ``integrated_lufs`` is the parts' loudness energy-weighted over their durations (silence is below the
-    absolute gate, so pauses do not count; the relative gate is taken per part, so it is an estimate within a
-    few tenths of an LU of a gated measurement of the whole chapter: tested). ``rms_db`` is exact over the
-    whole chapter, pauses included, as ACX measures it; ``peak_db`` the exact sample peak of the PCM sent to
-    the encoder; ``true_peak_db`` the highest part's measured true peak plus its gain.
+    Every level is the PCM's plus the encoder's gain. ``integrated_lufs`` is the parts' loudness
+    energy-weighted over their durations (silence is below the absolute gate, so pauses do not count; the
+    relative gate is taken per part, so it is an estimate, within a few tenths of an LU of ffmpeg's measurement
+    of the encoded chapter: tested). ``rms_db`` is over the whole chapter, pauses included, as ACX measures it;
+    ``peak_db`` the sample peak, ``true_peak_db`` the highest measured true peak (None when not measured):
+    the encoder's own overshoot, up to ~0.5 dB, is what each target's ``codec_margin_db`` leaves room for.
     """
 
     parts: int
     duration_ms: int
     integrated_lufs: float | None  # None: nothing but silence
-    source_lufs: float | None  # the same before gain: how loud the answers were
+    source_lufs: float | None  # the parts before gain (as decoded): how loud the answers were
     rms_db: float
     peak_db: float
-    true_peak_db: float
+    true_peak_db: float | None
     gain_min_db: float
     gain_max_db: float
     peak_limited: int  # parts the ceiling kept below the target
@@ -504,7 +529,8 @@ class ChapterLoudness:
     def complies(self, target: LoudnessTarget) -> bool:
         """Within the target's range and under its ceiling, as its measure counts."""
         level = self.integrated_lufs if target.measure == "lufs" else self.rms_db
-        return level is not None and target.low_db <= level <= target.high_db and self.true_peak_db <= target.ceiling_db
+        peak = self.true_peak_db if target.true_peak and self.true_peak_db is not None else self.peak_db
+        return level is not None and target.low_db <= level <= target.high_db and peak <= target.ceiling_db
 
 
 def _energy_mean_db(pairs: Iterable[tuple[int, float]]) -> float | None:
@@ -521,14 +547,19 @@ def chapter_loudness(levels: Iterable[PartLevel], *, silence_samples: int, rate:
     total = silence_samples + sum(p.samples for p in parts)
     square_sum = sum(p.samples * 10 ** (p.rms_db / 10) for p in parts if p.rms_db > FLOOR_DB)
     gains = [p.gain.db for p in parts if p.gain.limited_by != "silent"] or [0.0]
+    shift = parts[0].encoder_gain_db if parts else 0.0  # one encoder per chapter
+    true_peaks = [p.true_peak_db + shift for p in parts if p.true_peak_db is not None]
+    integrated = _energy_mean_db((p.samples, p.lufs + shift) for p in parts if p.lufs is not None)
     return ChapterLoudness(
         parts=len(parts),
         duration_ms=round(total * 1000 / rate),
-        integrated_lufs=_energy_mean_db((p.samples, p.lufs) for p in parts if p.lufs is not None),
+        integrated_lufs=integrated,
         source_lufs=_energy_mean_db((p.samples, p.lufs_before) for p in parts if p.lufs_before is not None),
-        rms_db=round(10 * math.log10(square_sum / total), 2) if square_sum and total else FLOOR_DB,
-        peak_db=round(max((p.sample_peak_db for p in parts), default=FLOOR_DB), 2),
-        true_peak_db=round(max((p.true_peak_db for p in parts), default=FLOOR_DB), 2),
+        rms_db=round(10 * math.log10(square_sum / total) + shift, 2) if square_sum and total else FLOOR_DB,
+        peak_db=round(
+            max((p.sample_peak_db + shift for p in parts if p.sample_peak_db > FLOOR_DB), default=FLOOR_DB), 2
+        ),
+        true_peak_db=round(max(true_peaks), 2) if true_peaks else None,
         gain_min_db=round(min(gains), 2),
         gain_max_db=round(max(gains), 2),
         peak_limited=sum(p.gain.limited_by == "peak" for p in parts),
