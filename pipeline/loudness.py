@@ -8,7 +8,7 @@ chapter would keep the differences between its parts. The measurement rides alon
     encoder = ...  # the chapter's one ffmpeg encoder, with "-af", EBU.encoder_filter(rate) (its limiter)
     previous = None
     for data in parts:
-        decoded = decode_and_measure(data, "mp3", rate, true_peak=EBU.true_peak)
+        decoded = decode_and_measure(data, "mp3", rate, true_peak=EBU.measures_true_peak)
         part = level_part(decoded, EBU, previous=previous)
         encoder.write(part.pcm)              # then the pause
         levels.append(part.level)            # a few numbers per part, no audio
@@ -106,9 +106,9 @@ class LoudnessTarget:
     ``"rms"`` the plain RMS in dBFS. ``ceiling_db`` is the highest peak the decoded chapter MP3 may have; the
     limiter (or without one, the gain) keeps the PCM's peaks at ``ceiling_db - codec_margin_db``, as MP3
     encoding lifts the peaks of speech-like sound by up to ~0.4 dB, its -0.45 dB included (measured: 128 kbps,
-    24 kHz). The gain rule counts the true peak (4x oversampled, dBTP) when ``true_peak``, as EBU R128 does,
-    else the sample peak, as ACX does (oversampling costs as much CPU as decoding). ``max_limiting_db`` is the
-    most the encoder's limiter may take off a part's peaks (0: no limiter). ``low_db``..``high_db`` is the
+    24 kHz). ``true_peak``: the ceiling counts peaks between samples (dBTP), as EBU R128 does, else samples, as
+    ACX does. ``max_limiting_db`` is the most the encoder's limiter may take off a part's peaks (0: no
+    limiter). ``low_db``..``high_db`` is the
     range a chapter must land in to comply. ``max_boost_db`` keeps a part that is nearly all noise from being
     blown up.
     """
@@ -134,6 +134,13 @@ class LoudnessTarget:
     def peak_limit_db(self) -> float:
         """The highest peak a part's PCM may keep once the limiter has done its work."""
         return self.ceiling_db - self.codec_margin_db
+
+    @property
+    def measures_true_peak(self) -> bool:
+        """Whether parts need their true peak measured (``decode_and_measure(true_peak=...)``): only when the gain
+        alone keeps a true-peak ceiling. With a limiter, the limiter holds the ceiling (oversampled), and the
+        measurement, a third of the decode lane's CPU, would only shift its allowance by a few tenths of a dB."""
+        return self.true_peak and not self.max_limiting_db
 
     @property
     def headroom_db(self) -> float:
@@ -241,9 +248,9 @@ _MEASURE = "ebur128=framelog=quiet"
 _DEMUXERS = {"mp3": "mp3", "wav": "wav", "flac": "flac", "aac": "aac", "opus": "ogg", "ogg": "ogg"}
 
 
-def decode_and_measure(data: bytes, fmt: str, rate: int, *, true_peak: bool = True) -> DecodedPart:
-    """Decode a part to s16le mono PCM at ``rate`` and measure it, with one ffmpeg process (``true_peak``
-    only when asked: it costs as much CPU as the decoding; pass ``target.true_peak``).
+def decode_and_measure(data: bytes, fmt: str, rate: int, *, true_peak: bool = False) -> DecodedPart:
+    """Decode a part to s16le mono PCM at ``rate`` and measure it, with one ffmpeg process (the true peak only
+    when asked: it costs half as much CPU as the decoding; pass ``target.measures_true_peak``).
 
     MP3 is decoded exactly as ``mp3.decode_part_pcm`` does (same samples, one-frame parts included: two
     silent frames follow the part's frames so ffmpeg opens it, and are cut off again by sample count); the
@@ -553,11 +560,12 @@ class ChapterLoudness:
     Levels are the parts' after gain plus the encoder's gain. ``integrated_lufs`` is the parts' loudness
     energy-weighted over their durations (silence is below the absolute gate, so pauses do not count; the
     relative gate is taken per part), an estimate within a few tenths of an LU of ffmpeg's measurement of the
-    encoded chapter (tested); where the limiter works on every peak (``limited`` parts, ``max_limiting_db``
-    deep) the file measures ~0.3 LU lower (eSpeak speech, 4 dB of limiting). ``rms_db`` is over the whole
-    chapter, pauses included, as ACX measures it. ``peak_db`` (sample) and ``true_peak_db`` (None when not
-    measured) are the parts' as the limiter leaves them; the file's are within ~0.4 dB (the encoder's 0.95x
-    and its overshoot about cancel), which each target's ``codec_margin_db`` leaves room for.
+    encoded chapter (tested); where the limiter works hard (``limited`` parts, ``max_limiting_db`` deep) the
+    file measures lower: 0.3 LU for eSpeak speech limited by 4 dB, up to ~1 LU for a full-scale plosive on
+    every syllable. ``rms_db`` is over the whole chapter, pauses included, as ACX measures it. ``peak_db``
+    (sample) and ``true_peak_db`` (None when not measured) are the parts' as the limiter leaves them; the
+    file's are within ~0.4 dB (the encoder's 0.95x and its overshoot about cancel), which each target's
+    ``codec_margin_db`` leaves room for.
     """
 
     parts: int
