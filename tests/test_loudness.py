@@ -9,10 +9,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import random
+import re
 import subprocess
+import tempfile
+import time
 import warnings
 from array import array
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -40,7 +46,7 @@ from pipeline.loudness import (
     part_gain,
     trim_silence,
 )
-from pipeline.media import encode_pcm, ffmpeg_exe
+from pipeline.media import decode, encode_pcm, ffmpeg_exe
 from pipeline.mp3 import NotAudio, decode_part_pcm, parse_frames
 from tests.fakeserver import FRAME_BYTES, audio_for
 
@@ -525,3 +531,108 @@ def test_trimming_never_cuts_into_sound(lead: int, body: int, tail: int, level: 
     assert trimmed.lead_samples <= max(0, lead - margin) and trimmed.tail_samples <= max(0, tail - margin)
     assert trimmed.lead_samples > lead - margin - RATE // 100  # and no more than a window's worth is kept
     assert trimmed.tail_samples > tail - margin - RATE // 100
+
+
+# --------------------------------------------------------------------------------------------- benchmark
+# Not a test: `python -m tests.test_loudness [--minutes 30] [--repeat 3]` times the decoding path with loudness as
+# assemble_chapter would run it (parts decoded, measured, trimmed and levelled one ahead in a helper thread,
+# streamed with 250 ms pauses into one MP3 encoder with the target's limiter), against today's pydub path and
+# plain decode_part_pcm, on the offline voice's speech and on the fake server's tone. With speech the encoder
+# is the critical path (LAME alone: ~190x here); `--lame-q 7` shows the path with a 2.5x faster LAME setting.
+
+
+def _bench_parts(kind: str, count: int) -> list[bytes]:
+    if kind == "tone":  # the fake server's answers, 15-35 s
+        return [audio_for("x" * (250 + i * 7919 % 350), 60) for i in range(count)]
+    corpus = Path(os.environ.get("AUDIOBOOK_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+    book = corpus / "alice-pg11.txt"
+    text = book.read_text(encoding="utf-8")[5000:200_000] if book.is_file() else " ".join(SPOKEN) * 40
+    chunks = re.findall(r".{300,480}?[.!?]\s", text, re.S)[:count]  # ~20-30 s each
+    return [spoken(" ".join(chunk.split()), -8.0 if i % 3 == 0 else 0.0) for i, chunk in enumerate(chunks)]
+
+
+def _bench_run(parts: list[bytes], mode: str, out: Path, lame_q: str | None) -> tuple[float, float, float, str]:
+    """(audio seconds, wall seconds, CPU seconds of this process and its children, loudness note)."""
+    levels: list[PartLevel] = []
+    target = TARGETS.get(mode)
+
+    def load(i: int) -> bytes:
+        if mode == "pydub":  # what assemble_chapter does today
+            return decode(parts[i], "mp3").set_channels(1).set_frame_rate(RATE).set_sample_width(2).raw_data
+        if target is None:  # "plain": mp3.decode_part_pcm, no loudness
+            return decode_part_pcm(parts[i], RATE)
+        decoded = decode_and_measure(parts[i], "mp3", RATE, true_peak=target.measures_true_peak)
+        part = level_part(decoded, target, previous=levels[-1] if levels else None)
+        levels.append(part.level)  # one worker, so in order
+        return part.pcm
+
+    af = target.encoder_filter(RATE) if target is not None else None
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-f", "s16le", "-ar", str(RATE),
+           "-ac", "1", "-i", "pipe:0", *(["-af", af] if af else []), "-ar", str(RATE), "-ac", "1",
+           "-c:a", "libmp3lame", "-b:a", "128k", *(["-compression_level", lame_q] if lame_q else []),
+           "-id3v2_version", "0", "-write_xing", "1", "-map_metadata", "-1", "-f", "mp3", "-y", str(out)]  # fmt: skip
+    pause = silence(250)
+    before, start, samples = os.times(), time.perf_counter(), 0
+    enc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    assert enc.stdin is not None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(load, 0)
+        for i in range(len(parts)):
+            pcm = ahead.result()
+            if i + 1 < len(parts):
+                ahead = pool.submit(load, i + 1)
+            enc.stdin.write(pcm + pause)
+            samples += (len(pcm) + len(pause)) // 2
+    enc.stdin.close()
+    assert enc.wait() == 0
+    wall, after = time.perf_counter() - start, os.times()
+    cpu = sum(after[k] - before[k] for k in range(4))  # user, system, children's user and system
+    note = ""
+    if levels:
+        s = chapter_loudness(levels, silence_samples=len(parts) * len(pause) // 2, rate=RATE)
+        check = [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(out), "-af",
+                 "ebur128=peak=sample+true:framelog=quiet", "-f", "null", "-"]  # fmt: skip
+        got = parse_ebur128_summary(subprocess.run(check, capture_output=True, text=True, check=True).stderr)
+        note = (
+            f"estimate I {s.integrated_lufs} RMS {s.rms_db} peak {s.peak_db} ({s.limited} parts limited, "
+            f"{s.peak_limited} short); file I {got.integrated_lufs} SP {got.sample_peak_db} TP {got.true_peak_db}"
+        )
+    return samples / RATE, wall, cpu, note
+
+
+def main() -> None:
+    import argparse
+    import statistics
+
+    parser = argparse.ArgumentParser(description="Throughput of the decoding path with loudness")
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--modes", default="pydub,plain,ebu,acx")
+    parser.add_argument("--sets", default="speech,tone")
+    parser.add_argument("--lame-q", help="the encoder's -compression_level (LAME -q; default: LAME's own)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.sets.split(","):
+            distinct = _bench_parts(kind, 16)
+            parts: list[bytes] = []
+            seconds = 0.0
+            while seconds < args.minutes * 60:
+                parts.append(distinct[len(parts) % len(distinct)])
+                seconds += len(decode_part_pcm(parts[-1])) / 2 / RATE
+            print(f"{kind}: {len(parts)} parts, {seconds / 60:.1f} min; load average {os.getloadavg()[0]:.1f}")
+            runs: dict[str, list[tuple[float, float, float, str]]] = {mode: [] for mode in args.modes.split(",")}
+            for _ in range(args.repeat):  # interleaved, so a neighbour's load spreads over every mode
+                for mode, results in runs.items():
+                    results.append(_bench_run(parts, mode, Path(tmp) / "out.mp3", args.lame_q))
+            for mode, results in runs.items():
+                speeds = [audio / wall for audio, wall, _, _ in results]
+                cpu = statistics.median(r[2] for r in results)
+                print(
+                    f"  {mode:6} median {statistics.median(speeds):5.1f}x, best {max(speeds):5.1f}x real time, "
+                    f"CPU {cpu:4.1f} s  {results[-1][3]}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
