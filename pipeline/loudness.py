@@ -108,9 +108,8 @@ class LoudnessTarget:
     encoding lifts the peaks of speech-like sound by up to ~0.4 dB, its -0.45 dB included (measured: 128 kbps,
     24 kHz). ``true_peak``: the ceiling counts peaks between samples (dBTP), as EBU R128 does, else samples, as
     ACX does. ``max_limiting_db`` is the most the encoder's limiter may take off a part's peaks (0: no
-    limiter). ``low_db``..``high_db`` is the
-    range a chapter must land in to comply. ``max_boost_db`` keeps a part that is nearly all noise from being
-    blown up.
+    limiter). ``low_db``..``high_db`` is the range a chapter must land in to comply. ``max_boost_db`` keeps a
+    part that is nearly all noise from being blown up.
     """
 
     name: str
