@@ -43,7 +43,7 @@ class RunOptions:
     concurrency: int = 8  # requests in flight at once, for every book of the run together
     engine: str = "local"  # "local": this process; "celery": workers on any machine, through ``broker``
     broker: str | None = None  # redis://HOST:6379/0, for the celery engine and its workers
-    redelivery_s: float = 1800.0  # celery: a task whose worker died is given to another after this long
+    redelivery_s: float = 300.0  # celery: a task whose worker died is given to another after this long
 
 
 @dataclass(frozen=True)

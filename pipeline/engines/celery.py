@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -50,6 +51,7 @@ T = TypeVar("T")
 
 POLL_S = 0.1  # how often the driver looks for finished tasks, and a worker for a part another is making
 LIMITS_FILE = "rate-limits.json"
+DONE_TTL_S = 3600  # how long a finished chapter or book answers a late redelivery of its task
 
 app = Celery("audiobook", set_as_current=False)
 app.conf.update(
@@ -69,6 +71,11 @@ app.conf.update(
 def configure(broker: str, redelivery_s: float) -> None:
     """Point the app at ``broker`` (Redis also keeps the results). A task whose worker died is given to another
     after ``redelivery_s`` (Redis' visibility timeout), looked for every quarter of that time."""
+    if app.conf.broker_url not in (None, broker):
+        # Celery keeps its connection pool and (per thread) its result backend once made: a process that
+        # drives runs on two brokers one after the other must not keep talking to the first.
+        app.close()
+        app._local = threading.local()
     app.conf.update(
         broker_url=broker,
         result_backend=broker,
@@ -128,6 +135,23 @@ class _Worker:
             # Delete it only if it is still ours (it may have lapsed and been taken by another meanwhile).
             self.redis.eval(_RELEASE, 1, key, token)
 
+    def once(self, task_id: str, kind: str, job: dict[str, Any], work: Callable[[], Any]) -> Any:
+        """Run ``work`` for ``job`` once: a redelivery of a task that another worker is still doing (it outlived
+        the visibility timeout) waits for it and returns its result, and one that comes after it finished gets
+        that result, so an M4B is never encoded twice at once, nor again once it is done. Two tasks for the same
+        job (two runs at once) take turns."""
+        name = f"{kind}:{hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()}"
+        done_key = f"audiobook:done:{task_id}"
+        while True:
+            if (done := self.redis.get(done_key)) is not None:
+                return json.loads(done)
+            with self.lease(name) as mine:
+                if mine:
+                    result = work()
+                    self.redis.set(done_key, json.dumps(result), ex=DONE_TTL_S)
+                    return result
+            time.sleep(POLL_S)
+
     def make_part(self, request: PartRequest) -> PartResult:
         store = self.stores.at(request.store)
         where = hashlib.sha256(store.location.encode()).hexdigest()[:16]
@@ -179,27 +203,20 @@ def part_task(request: dict[str, Any]) -> Any:
     return encode(_this_worker().make_part(decode(PartRequest, request)))
 
 
-@app.task(name="audiobook.chapter")
-def chapter_task(job: dict[str, Any]) -> Any:
+@app.task(name="audiobook.chapter", bind=True)
+def chapter_task(task: Any, job: dict[str, Any]) -> Any:
     worker = _this_worker()
-    chapter = decode(ChapterJob, job)
-    # A redelivered task whose first run is alive waits for it, then writes the chapter again (harmless).
-    while True:
-        with worker.lease(f"chapter:{chapter.out_dir}:{chapter.chapter.index}") as mine:
-            if mine:
-                return encode(jobs.assemble(chapter, worker.stores))
-        time.sleep(POLL_S)
+    return worker.once(
+        task.request.id, "chapter", job, lambda: encode(jobs.assemble(decode(ChapterJob, job), worker.stores))
+    )
 
 
-@app.task(name="audiobook.finish")
-def finish_task(job: dict[str, Any]) -> Any:
-    worker = _this_worker()
-    book = decode(FinishJob, job)
-    while True:
-        with worker.lease(f"finish:{book.out_dir}") as mine:
-            if mine:
-                return encode(jobs.finish(book, lambda message: log.info("%s", message)))
-        time.sleep(POLL_S)
+@app.task(name="audiobook.finish", bind=True)
+def finish_task(task: Any, job: dict[str, Any]) -> Any:
+    def finish() -> Any:
+        return encode(jobs.finish(decode(FinishJob, job), lambda message: log.info("%s", message)))
+
+    return _this_worker().once(task.request.id, "finish", job, finish)
 
 
 def run_worker(run: RunOptions, *, loglevel: str = "INFO") -> None:
