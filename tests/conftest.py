@@ -15,6 +15,7 @@ from pipeline import limits
 from pipeline.tts import openai_http
 from tests.fakeserver import FakeSpeechServer
 from tests.helpers import FAKE_KEY
+from tests.redisserver import RedisServer, require_redis_server
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("AUDIOBOOK_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -70,3 +71,16 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSpeechServer]:
         monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
         monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
         yield srv
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own (see ``tests/redisserver.py``); skips where Debian's package is missing."""
+    with RedisServer(require_redis_server()) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:PORT/0`` of the test's own redis-server."""
+    return redis_server.url
