@@ -133,16 +133,19 @@ return refunded
 # top: tat + (said - after), less the corrections other syncs made since (they are in tat already; `adjusted`
 # is what adj was at the reservation). Exact while the bucket was never full meanwhile; when it was, the
 # result errs by at most the idle time, where the bucket had room anyway. An answer to an older reservation
-# than the last synced is ignored. When the bucket has expired (full for KEEP_S) an old answer cannot harm:
-# a mirror's burst is a minute's worth, so `said` is at most a minute after `at`, long past.
-# KEYS: buckets. ARGV: now, keep_ms, seq, at, then after, adjusted, owed, interval per bucket.
+# than the last synced is ignored, and so is one numbered above the counter: reserved before Redis lost its
+# data (a restart), it would block the answers to every reservation since. When the bucket has expired (full
+# for KEEP_S) an old answer cannot harm: a mirror's burst is a minute's worth, so `said` is at most a minute
+# after `at`, long past.
+# KEYS: seq, then buckets. ARGV: now, keep_ms, seq, at, then after, adjusted, owed, interval per bucket.
 _SYNC = (
     _PRELUDE
     + """
 local keep, seq, at = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if seq > tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
 local synced = 0
-for i = 1, #KEYS do
-  local a = 4 * i + 1
+for i = 2, #KEYS do
+  local a = 4 * i - 3
   local after, adjusted = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local owed, interval = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local last = tonumber(redis.call('HGET', KEYS[i], 'synced') or '')
@@ -284,7 +287,8 @@ class RedisLimits:
         args: list[Any] = [_time(at), _ms(KEEP_S), grant.seq, repr(grant.at)]
         for r in mirrors:
             args += [repr(r.after), repr(r.adjusted), repr(float(owed[r.bucket.name])), repr(r.bucket.interval)]
-        return int(self._run(self._sync_script, [self.key(r.bucket.name) for r in mirrors], args))
+        keys = [self.key("seq"), *(self.key(r.bucket.name) for r in mirrors)]
+        return int(self._run(self._sync_script, keys, args))
 
     def pause_now(self, seconds: float, holds: Sequence[Bucket], at: float | None = None) -> float:
         args: list[Any] = [_time(at), _ms(KEEP_S), repr(float(seconds))]

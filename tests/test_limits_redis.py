@@ -146,6 +146,20 @@ def test_a_sync_carries_the_reservations_made_after_the_answered_one(shared: Red
     assert shared.sync_now(c, {"other": 1.0}, at=T0 + 0.2) == 0  # a mirror it did not reserve in
 
 
+def test_an_answer_from_before_redis_lost_its_data_is_not_synced(
+    redis_server: RedisServer, shared: RedisLimits
+) -> None:
+    mirror = Bucket("requests", 0.1, 600)
+    for _ in range(5):
+        old = shared.reserve_now([mirror], at=T0)
+    redis_server.stop()
+    redis_server.start()  # empty: the reservation counter starts again from 1
+    new = shared.reserve_now([mirror], at=T0)
+    assert new.seq == 1 < old.seq
+    assert shared.sync_now(old, {"requests": 600}, at=T0) == 0  # it would hide the next 4 answers
+    assert shared.sync_now(new, {"requests": 10}, at=T0) == 1
+
+
 # --- governors sharing one budget ------------------------------------------------------------------------
 
 
