@@ -230,8 +230,8 @@ class Gcra:
     ``max(0, new_tat - burst * interval - now)`` seconds later. A cost above the burst is not refused: it waits
     for the refill (the bucket goes into debt), so a big request cannot starve.
 
-    The port to Redis is the same arithmetic in a Lua script over one key (``now`` from ``redis.call('TIME')``
-    so machines share a clock; a key that expired is a full bucket)::
+    The port to Redis (``pipeline.limits_redis``) is the same arithmetic in a Lua script over one key (``now``
+    from ``redis.call('TIME')`` so machines share a clock; a key that expired is a full bucket), in short::
 
         local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
         local new_tat = tat + cost * interval
