@@ -45,8 +45,24 @@ How it decides (every figure is a constant below, with its reason):
   last minute; each success raises the cap by one request per minute (back where it was in about 18 s,
   whatever the rate) until the next 429. The caller re-queues the request.
 
-The pacing state of each limit is one number (GCRA's theoretical arrival time), so it can move to Redis for
-a governor shared across machines; see ``Gcra``.
+**Shared by many processes** (``Governor(..., shared=RedisLimits(client, where))``, see
+``pipeline.limits_redis``): workers on several machines speaking through one key keep one budget. The pacing
+state of each limit is one number (GCRA's theoretical arrival time), so it lives in the store: the pace, the
+configured characters per minute and the mirrors of the server's buckets are reserved there atomically, and
+what one worker learns (the limits in the headers, the server's remaining and reset, a 429's pause) holds for
+all. Concurrency (AIMD) and a cap learned from 429s stay per process: they measure what this process gets
+through. Three differences from the process-local governor:
+
+- *Reserve, then sleep.* The head of the line claims a slot in the store (which answers how long to wait)
+  and sleeps until it; locally it would compute the delay, sleep and look again. A reservation not used (the
+  waiter was cancelled, a 429 paused everyone meanwhile) is given back if nobody reserved after it, else it
+  is lost: only the head of each process's line holds one, so at most one slot per process, the safe way.
+- *Answers sync the shared mirrors* by how far the server's count differs from what the reservation expected,
+  which carries every worker's later reservations along (the local governor replays its own log instead).
+- *When the store fails* (unreachable, too slow, an error), the process paces alone at the whole key's rate
+  for ``SHARED_RETRY_S``, with a warning, then asks again. Failing the requests instead would waste the ones
+  in flight for a store the server does not need: the server still enforces its limit, and its 429s and
+  headers (synced into the local mirrors) slow N lone workers down, as they would slow down one.
 """
 
 from __future__ import annotations
@@ -54,14 +70,16 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from pipeline.files import atomic_write
 
@@ -76,6 +94,10 @@ MIN_CAP_RPM = 1.0
 MIN_SAMPLES = 4  # answers needed before a rate is measured
 RATE_WINDOW = 60.0  # seconds over which achieved and answered rates are measured
 LOG_SIZE = 4096  # releases remembered to replay after a header sync; older answers are too stale to sync from
+SHARED_RETRY_S = 5.0  # after the shared store failed, pace this process alone this long before asking it again
+SHARED_TIMEOUT_S = 1.0  # a call to the shared store slower than this counts as failed: it is one round trip
+
+log = logging.getLogger("audiobook")
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -208,8 +230,8 @@ class Gcra:
     ``max(0, new_tat - burst * interval - now)`` seconds later. A cost above the burst is not refused: it waits
     for the refill (the bucket goes into debt), so a big request cannot starve.
 
-    The port to Redis is the same arithmetic in a Lua script over one key (``now`` from ``redis.call('TIME')``
-    so machines share a clock; a key that expired is a full bucket)::
+    The port to Redis (``pipeline.limits_redis``) is the same arithmetic in a Lua script over one key (``now``
+    from ``redis.call('TIME')`` so machines share a clock; a key that expired is a full bucket), in short::
 
         local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
         local new_tat = tat + cost * interval
@@ -261,6 +283,91 @@ class Gcra:
         self.set_available(now, units)
 
 
+# --- the limits shared between processes -----------------------------------------------------------------
+
+
+class SharedLimitsError(Exception):
+    """The shared store failed (unreachable, too slow, an error): the governor paces this process alone for a
+    while (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One GCRA kept in the shared store: ``name`` is ``pace``, ``chars`` (a configured characters per minute),
+    or ``requests`` / ``tokens`` (mirrors of the server's buckets); ``interval`` is seconds per unit, ``burst``
+    units, and ``cost`` what this request takes from it."""
+
+    name: str
+    interval: float
+    burst: float
+    cost: float = 1.0
+
+
+@dataclass(frozen=True)
+class Learned:
+    """Limits a worker read in the server's headers, with when (seconds on the store's clock); None: unknown."""
+
+    rpm: float | None = None
+    rpm_at: float | None = None
+    tpm: float | None = None
+    tpm_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """One bucket's part of a reservation: its state before and after (for a refund), and the sum of sync
+    corrections made to it before (for a sync from this reservation's answer)."""
+
+    bucket: Bucket
+    before: float | None  # None: the bucket was full and idle (no state)
+    after: float
+    adjusted: float
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A reservation in the shared store. Times are the store's seconds."""
+
+    wait: float  # from the store's answer until the request may go
+    pause: float  # left of a 429 pause some worker set (the wait includes it)
+    seq: int  # reservations are numbered: an answer older than the one synced from is ignored
+    at: float  # when the request is due to go
+    reserved: tuple[Reserved, ...]
+    learned: Learned
+
+
+class SharedLimits(Protocol):
+    """Where governors in many processes keep one key's rate limits: ``pipeline.limits_redis.RedisLimits``.
+    Every method raises ``SharedLimitsError`` when the store fails."""
+
+    @property
+    def where(self) -> str:
+        """The endpoint and the key's hash (never the key)."""
+        ...
+
+    async def reserve(self, buckets: Sequence[Bucket]) -> Grant:
+        """Claim a slot in every bucket at once and say how long to wait for it (a 429 pause included), and
+        what the workers learned. Cancelled after the store reserved, it gives the reservation back."""
+        ...
+
+    async def refund(self, grant: Grant) -> None:
+        """Give an unused reservation back, in each bucket where nobody reserved after it."""
+        ...
+
+    async def sync(self, grant: Grant, owed: Mapping[str, float]) -> None:
+        """The server's answer to ``grant``'s request said it owed ``owed[name]`` units (including this one)
+        in the mirror ``name``: set the mirror so, carrying the reservations made after it."""
+        ...
+
+    async def pause(self, seconds: float, holds: Sequence[Bucket]) -> None:
+        """A 429: nobody goes for ``seconds``, then ``holds`` release one interval apart (``Gcra.hold``)."""
+        ...
+
+    async def publish(self, rpm: float | None, tpm: float | None) -> None:
+        """Limits read in the headers, for every worker."""
+        ...
+
+
 # --- the governor ----------------------------------------------------------------------------------------
 
 
@@ -284,6 +391,7 @@ class GovernorStats:
     achieved_rpm: float  # requests released over the last minute
     throttled: bool  # a request is waiting for the pace, a pause or the lowered concurrency right now
     paused_s: float  # seconds left of a 429 pause
+    shared: bool | None = None  # the limits are shared with other processes (False: the store failed); None: not
 
     def line(self) -> str:
         """One phrase for the progress line, e.g. ``held back by the rate limit: 58/min (limit 60/min from
@@ -298,6 +406,8 @@ class GovernorStats:
             details.append(f"{self.concurrency} of {self.max_concurrency} in flight allowed")
         if self.paused_s > 0:
             details.append(f"paused {self.paused_s:.1f} s after a 429")
+        if self.shared is False:
+            details.append("pacing alone: the shared limits are unreachable")
         return f"held back by the rate limit: {rate}" + (f" ({', '.join(details)})" if details else "")
 
 
@@ -318,16 +428,23 @@ class _Waiter:
 class Slot:
     """One released request. Report its outcome once: ``done``, ``rate_limited`` or ``failed``."""
 
-    __slots__ = ("_governor", "seq", "released_at", "cost_chars", "waited_s", "_settled")
+    __slots__ = ("_governor", "seq", "released_at", "cost_chars", "waited_s", "grant", "_settled")
 
     def __init__(
-        self, governor: Governor, seq: int, released_at: float, cost_chars: int, waited_s: float = 0.0
+        self,
+        governor: Governor,
+        seq: int,
+        released_at: float,
+        cost_chars: int,
+        waited_s: float = 0.0,
+        grant: Grant | None = None,
     ) -> None:
         self._governor = governor
         self.seq = seq
         self.released_at = released_at
         self.cost_chars = cost_chars
         self.waited_s = waited_s  # how long the request was held back before it could go
+        self.grant = grant  # its reservation in the shared store, if it went through one
         self._settled = False
 
     @property
@@ -381,7 +498,9 @@ class Governor:
     requests and characters per minute (None: unknown, learned from headers if the server sends them);
     ``burst`` overrides the request burst (default: one second's worth, at least 1); ``tokens_per_char``
     estimates a request's tokens; ``margin`` is the share of a known limit paced at. ``clock`` (monotonic
-    seconds) and ``sleep`` are injectable so tests run in virtual time. Use from one event loop."""
+    seconds) and ``sleep`` are injectable so tests run in virtual time. ``shared`` keeps the key's budget with
+    other processes (see the module docstring); ``flush`` waits until what this one told it has landed. Use
+    from one event loop."""
 
     def __init__(
         self,
@@ -395,6 +514,7 @@ class Governor:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         remembered_rpm: float | None = None,
+        shared: SharedLimits | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -420,6 +540,7 @@ class Governor:
         self._header_tpm: float | None = None
         self._cap_rpm: float | None = None
         self._pace: Gcra | None = None  # our own pace for requests
+        self._cap_pace: Gcra | None = None  # shared: the 429 cap paces this process apart (it is its own rate)
         self._cpm: Gcra | None = None  # our own pace for characters, when configured
         if cpm is not None:
             self._cpm = Gcra(cpm * margin, max(cpm * margin / 60 * BURST_SECONDS, CPM_MIN_BURST))
@@ -444,6 +565,12 @@ class Governor:
         self._answers: deque[float] = deque()  # success times over the last RATE_WINDOW
         self._succeeded = self._rate_limited = self._failed = 0
         self._waited_s = self._held_s = 0.0
+
+        self._shared = shared
+        self._shared_down_until = -math.inf  # pacing alone until then: the store failed
+        self._shared_failing = False  # it failed and has not answered since
+        self._shared_seen = Learned()  # what the store said the workers learned, at the last reservation
+        self._pending: set[asyncio.Task[None]] = set()  # what is being told to the store
         self._retune(clock())
 
     # --- the caller's side
@@ -455,17 +582,31 @@ class Governor:
 
     async def acquire(self, cost_chars: int = 0) -> Slot:
         """Wait (first come, first served) until a request of ``cost_chars`` may go, then reserve it. Returns at
-        once, without yielding, when no limit holds it back. Cancelling the wait reserves nothing."""
+        once, without yielding, when no limit holds it back and nothing is shared. Cancelling the wait reserves
+        nothing (shared: gives back what the store reserved, where it can)."""
         asked = self._clock()
-        if not self._queue and self._in_flight < self._limit and self._release_time(asked, cost_chars) <= asked:
+        if (
+            self._shared is None
+            and not self._queue
+            and self._in_flight < self._limit
+            and self._release_time(asked, cost_chars) <= asked
+        ):
             return self._release(asked, asked, cost_chars)
         waiter = _Waiter()
         self._queue.append(waiter)
+        grant: Grant | None = None
         try:
             now = await self._wait_turn(waiter, cost_chars)
+            if self._shared is not None:
+                now, grant = await self._shared_turn(waiter, cost_chars, now)
         finally:
             self._leave(waiter)
-        return self._release(asked, now, cost_chars)
+        return self._release(asked, now, cost_chars, grant)
+
+    async def flush(self) -> None:
+        """Wait until what this governor told the shared store (limits, syncs, pauses, refunds) has landed."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     @property
     def learned_rpm(self) -> float | None:
@@ -484,7 +625,7 @@ class Governor:
             held_s=self._held_s,
             limit_rpm=limit,
             limit_source=source,
-            pace_rpm=self._pace.per_minute if self._pace is not None else None,
+            pace_rpm=min((g.per_minute for g in (self._pace, self._cap_pace) if g is not None), default=None),
             limit_tpm=self._header_tpm,
             concurrency=self._limit,
             max_concurrency=self._max,
@@ -492,6 +633,7 @@ class Governor:
             achieved_rpm=self._per_minute(self._releases, now),
             throttled=self._held is not None or self._paused_until > now,
             paused_s=max(0.0, self._paused_until - now),
+            shared=None if self._shared is None else not self._shared_failing,
         )
 
     # --- waiting
@@ -539,10 +681,140 @@ class Governor:
             if self._queue:
                 self._queue[0].turn.set()
 
+    # --- waiting on the shared store
+
+    def _sharing(self, now: float) -> bool:
+        return self._shared is not None and now >= self._shared_down_until
+
+    async def _shared_turn(self, waiter: _Waiter, cost_chars: int, now: float) -> tuple[float, Grant | None]:
+        """Reserve, then sleep: the head of the line (local limits met) claims its slot in the store and sleeps
+        until it. Returns the release time and the grant (None: the store failed, paced alone)."""
+        while self._sharing(now):
+            buckets = self._buckets(cost_chars)
+            grant = await self._reserve(buckets)
+            now = self._clock()
+            if grant is None:
+                return await self._wait_turn(waiter, cost_chars), None  # the local limits, all of them now
+            self._adopt(grant, now)
+            if {b.name for b in self._buckets(cost_chars)} != {b.name for b in buckets}:
+                self._refund(grant)  # it taught us a limit it did not reserve by (a worker that just started)
+                continue
+            go_at = now + grant.wait
+            kept = True
+            if go_at > now:
+                self._held = "pause" if self._paused_until > now else "pace"
+                try:
+                    kept = await self._sleep_until(go_at)
+                except asyncio.CancelledError:
+                    self._refund(grant)
+                    raise
+                self._held_s += self._clock() - now
+                now = self._clock()
+            if kept and self._in_flight < self._limit and self._release_time(now, cost_chars) <= now:
+                return now, grant
+            self._refund(grant)  # a 429 paused everyone or cut the concurrency meanwhile: the slot is stale
+            now = await self._wait_turn(waiter, cost_chars)
+        return now, None
+
+    async def _sleep_until(self, go_at: float) -> bool:
+        """Sleep until ``go_at``; False as soon as a 429 makes the reservation stale (a pause beyond it, or
+        fewer places than are in flight)."""
+        while (now := self._clock()) < go_at:
+            await self._sleep_or_news(go_at - now)
+            if self._paused_until > go_at or self._in_flight >= self._limit:
+                return False
+        return True
+
+    def _buckets(self, cost_chars: int) -> list[Bucket]:
+        """What the store paces by: every limit of the key (the cap from 429s is this process's own)."""
+        buckets = []
+        for name, g, cost in (
+            ("pace", self._pace, 1.0),
+            ("requests", self._server_requests, 1.0),
+            ("chars", self._cpm, float(cost_chars)),
+            ("tokens", self._server_tokens, self._tokens(cost_chars)),
+        ):
+            if g is not None and cost > 0:
+                buckets.append(Bucket(name, g.interval, g.burst, cost))
+        return buckets
+
+    async def _reserve(self, buckets: Sequence[Bucket]) -> Grant | None:
+        assert self._shared is not None
+        try:
+            grant = await asyncio.wait_for(self._shared.reserve(buckets), SHARED_TIMEOUT_S)
+        except (SharedLimitsError, TimeoutError) as exc:
+            self._shared_failed(exc)
+            return None
+        self._shared_answered()
+        return grant
+
+    def _adopt(self, grant: Grant, now: float) -> None:
+        """Take what the store said: a pause some worker set, limits some worker read (newest wins)."""
+        if grant.pause > 0:
+            self._paused_until = max(self._paused_until, now + grant.pause)
+        seen, learned = self._shared_seen, grant.learned
+        if learned.rpm is not None and learned.rpm_at is not None and learned.rpm_at > (seen.rpm_at or -math.inf):
+            self._learn_rpm(learned.rpm, now)
+        if learned.tpm is not None and learned.tpm_at is not None and learned.tpm_at > (seen.tpm_at or -math.inf):
+            self._learn_tpm(learned.tpm, now)
+        self._shared_seen = learned
+
+    def _refund(self, grant: Grant) -> None:
+        if grant.reserved:
+            shared = self._shared
+            assert shared is not None
+            self._tell(lambda: shared.refund(grant))
+
+    def _tell(self, call: Callable[[], Awaitable[None]]) -> None:
+        """Tell the store something in the background (outcomes are reported from synchronous code); its
+        failure is the store failing like any other."""
+        if not self._sharing(self._clock()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # reported outside any event loop: nothing to share it with
+        task = loop.create_task(self._told(call))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _told(self, call: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await asyncio.wait_for(call(), SHARED_TIMEOUT_S)
+        except (SharedLimitsError, TimeoutError) as exc:
+            self._shared_failed(exc)
+
+    def _shared_failed(self, exc: BaseException) -> None:
+        assert self._shared is not None
+        why = str(exc) or type(exc).__name__
+        if not self._shared_failing:  # once per outage, not once per SHARED_RETRY_S
+            log.warning(
+                "rate limits shared for %s unavailable (%s): this process paces alone, at the whole key's rate, "
+                "asking again every %g s",
+                self._shared.where,
+                why,
+                SHARED_RETRY_S,
+            )
+        else:
+            log.debug("rate limits shared for %s still unavailable (%s)", self._shared.where, why)
+        self._shared_failing = True
+        self._shared_down_until = self._clock() + SHARED_RETRY_S
+
+    def _shared_answered(self) -> None:
+        if self._shared_failing:
+            assert self._shared is not None
+            log.warning("rate limits shared for %s available again", self._shared.where)
+            self._shared_failing = False
+            self._shared_down_until = -math.inf
+
+    # --- the limits in force
+
     def _costs(self, cost_chars: int) -> list[tuple[Gcra, float]]:
         costs: list[tuple[Gcra, float]] = []
         if self._pace is not None:
             costs.append((self._pace, 1.0))
+        if self._cap_pace is not None:
+            costs.append((self._cap_pace, 1.0))
         if self._server_requests is not None:
             costs.append((self._server_requests, 1.0))
         if self._cpm is not None and cost_chars > 0:
@@ -555,10 +827,15 @@ class Governor:
         return float(max(1, math.ceil(cost_chars * self._tokens_per_char)))
 
     def _release_time(self, now: float, cost_chars: int) -> float:
-        wait = max((g.delay(now, cost) for g, cost in self._costs(cost_chars)), default=0.0)
+        if self._sharing(now):  # the store paces by the key's limits; only this process's cap is waited for here
+            costs = [] if self._cap_pace is None else [(self._cap_pace, 1.0)]
+        else:
+            costs = self._costs(cost_chars)
+        wait = max((g.delay(now, cost) for g, cost in costs), default=0.0)
         return max(self._paused_until, now + wait)
 
-    def _release(self, asked: float, now: float, cost_chars: int) -> Slot:
+    def _release(self, asked: float, now: float, cost_chars: int, grant: Grant | None = None) -> Slot:
+        # Shared too: the local buckets then count this process's requests alone, a start if the store fails.
         for g, cost in self._costs(cost_chars):
             g.reserve(now, cost)
         seq = self._seq
@@ -569,7 +846,7 @@ class Governor:
             self._first_release = now
         self._log.append(_Release(seq, now, self._tokens(cost_chars)))
         self._record(self._releases, now)
-        return Slot(self, seq, now, cost_chars, now - asked)
+        return Slot(self, seq, now, cost_chars, now - asked, grant)
 
     # --- outcomes
 
@@ -618,26 +895,60 @@ class Governor:
                     self._retune(now)
         until = now + pause
         self._paused_until = max(self._paused_until, until)
-        for g in (self._pace, self._server_requests):
-            if g is not None:
-                g.hold(until)
+        holds = [(name, g) for name, g in (("pace", self._pace), ("requests", self._server_requests)) if g is not None]
+        for _, g in holds:
+            g.hold(until)
+        if self._shared is not None:
+            shared, held = self._shared, [Bucket(name, g.interval, g.burst) for name, g in holds]
+            self._tell(lambda: shared.pause(pause, held))
 
     def _learn(self, slot: Slot, info: RateLimitInfo, now: float) -> None:
-        if info.limit_requests is not None:
-            rpm = float(info.limit_requests)
-            self._remembered = False
-            if rpm != self._header_rpm:
-                self._header_rpm = rpm
-                self._cap_rpm = None  # the server said what the limit is
-                self._retune(now)
-            self._server_requests = self._mirror(self._server_requests, rpm, now)
-        if info.limit_tokens is not None:
-            self._header_tpm = float(info.limit_tokens)
-            self._server_tokens = self._mirror(self._server_tokens, self._header_tpm, now)
+        rpm = None if info.limit_requests is None else float(info.limit_requests)
+        tpm = None if info.limit_tokens is None else float(info.limit_tokens)
+        seen = self._shared_seen
+        if self._shared is not None and (rpm not in (None, seen.rpm) or tpm not in (None, seen.tpm)):
+            self._publish(rpm, tpm)
+        if rpm is not None:
+            self._learn_rpm(rpm, now)
+        if tpm is not None:
+            self._learn_tpm(tpm, now)
         if self._server_requests is not None:
             self._sync("requests", self._server_requests, slot, info.remaining_requests, info.reset_requests)
         if self._server_tokens is not None:
             self._sync("tokens", self._server_tokens, slot, info.remaining_tokens, info.reset_tokens)
+        if self._shared is not None and slot.grant is not None:
+            owed = {
+                kind: self._owed(mirror, remaining, reset)
+                for kind, mirror, remaining, reset in (
+                    ("requests", self._server_requests, info.remaining_requests, info.reset_requests),
+                    ("tokens", self._server_tokens, info.remaining_tokens, info.reset_tokens),
+                )
+                if mirror is not None and (remaining is not None or reset is not None)
+            }
+            if owed:
+                shared, grant = self._shared, slot.grant
+                self._tell(lambda: shared.sync(grant, owed))
+
+    def _publish(self, rpm: float | None, tpm: float | None) -> None:
+        """This answer's limits differ from what the store holds (news, or the store lost them): tell it."""
+        shared, seen = self._shared, self._shared_seen
+        assert shared is not None
+        self._tell(lambda: shared.publish(rpm, tpm))
+        # Told once, not once per answer until the next reservation reads it back.
+        self._shared_seen = Learned(rpm if rpm is not None else seen.rpm, seen.rpm_at,
+                                    tpm if tpm is not None else seen.tpm, seen.tpm_at)  # fmt: skip
+
+    def _learn_rpm(self, rpm: float, now: float) -> None:
+        self._remembered = False
+        if rpm != self._header_rpm:
+            self._header_rpm = rpm
+            self._cap_rpm = None  # the server said what the limit is
+            self._retune(now)
+        self._server_requests = self._mirror(self._server_requests, rpm, now)
+
+    def _learn_tpm(self, tpm: float, now: float) -> None:
+        self._header_tpm = tpm
+        self._server_tokens = self._mirror(self._server_tokens, tpm, now)
 
     @staticmethod
     def _mirror(mirror: Gcra | None, per_minute: float, now: float) -> Gcra:
@@ -654,14 +965,7 @@ class Governor:
             return  # nothing said, or an answer older than the one already synced from
         if not self._log or self._log[0].seq > slot.seq:
             return  # too old to replay from
-        # For a token bucket both say the same, but "remaining" is the direct statement and wins: OpenAI's own
-        # sample pairs 149984 of 150000 tokens left with a reset of 6m0s, which would read as six minutes of
-        # debt. A reset alone never reads as more than an empty bucket.
-        if remaining is not None:
-            owed = mirror.burst - remaining
-        else:
-            assert reset is not None
-            owed = min(reset / mirror.interval, mirror.burst)
+        owed = self._owed(mirror, remaining, reset)
         later: list[_Release] = []
         for entry in reversed(self._log):
             if entry.seq <= slot.seq:
@@ -674,6 +978,17 @@ class Governor:
         mirror.tat = tat
         self._synced[kind] = slot.seq
 
+    @staticmethod
+    def _owed(mirror: Gcra, remaining: int | None, reset: float | None) -> float:
+        """Units the server's bucket owed when it counted the request, that request included."""
+        # For a token bucket both say the same, but "remaining" is the direct statement and wins: OpenAI's own
+        # sample pairs 149984 of 150000 tokens left with a reset of 6m0s, which would read as six minutes of
+        # debt. A reset alone never reads as more than an empty bucket.
+        if remaining is not None:
+            return mirror.burst - remaining
+        assert reset is not None
+        return min(reset / mirror.interval, mirror.burst)
+
     def _entry(self, seq: int) -> _Release | None:
         if not self._log or not self._log[0].seq <= seq <= self._log[-1].seq:
             return None
@@ -681,27 +996,32 @@ class Governor:
 
     # --- the rate in force
 
-    def _limit_rpm(self) -> tuple[float | None, str | None]:
+    def _limit_rpm(self, with_cap: bool = True) -> tuple[float | None, str | None]:
         headers = "an earlier run's headers" if self._remembered else "headers"
         known = [(r, s) for r, s in ((self._config_rpm, "config"), (self._header_rpm, headers),
-                                     (self._cap_rpm, "429")) if r is not None]  # fmt: skip
+                                     (self._cap_rpm if with_cap else None, "429")) if r is not None]  # fmt: skip
         if not known:
             return None, None
         return min(known, key=lambda pair: pair[0])
 
     def _retune(self, now: float) -> None:
-        limit, _ = self._limit_rpm()
-        if limit is None:
-            self._pace = None
-            return
+        # Shared, the pace is the key's (from the configuration and headers, the same for every worker) and the
+        # cap paces this process alone: it was measured on what this process got through, a share of the key.
+        limit, _ = self._limit_rpm(with_cap=self._shared is None)
+        self._pace = None if limit is None else self._paced(self._pace, limit, now)
+        if self._shared is not None:
+            self._cap_pace = None if self._cap_rpm is None else self._paced(self._cap_pace, self._cap_rpm, now)
+
+    def _paced(self, g: Gcra | None, limit: float, now: float) -> Gcra:
         pace = limit * self._margin
         burst = self._burst if self._burst is not None else max(1.0, math.floor(pace / 60 * BURST_SECONDS))
-        if self._pace is None:
-            self._pace = Gcra(pace, burst)
+        if g is None:
+            g = Gcra(pace, burst)
             if self._seq:  # learned mid-run: whatever burst the server had, the requests in flight used it
-                self._pace.set_available(now, 1.0)
-        elif self._pace.per_minute != pace or self._pace.burst != burst:
-            self._pace.set_rate(now, pace, burst)
+                g.set_available(now, 1.0)
+        elif g.per_minute != pace or g.burst != burst:
+            g.set_rate(now, pace, burst)
+        return g
 
     # --- rates
 

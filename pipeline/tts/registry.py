@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pipeline import limits
 from pipeline.errors import UsageError
-from pipeline.limits import Governor
+from pipeline.limits import Governor, SharedLimits
 from pipeline.models import BackendOptions
 from pipeline.tts.base import Backend, Synthesizer
 
@@ -45,12 +45,22 @@ class Synthesizers:
     flight, which the pool owns: a synthesizer never needs more connections than that.
 
     Each endpoint and key has one rate governor, whichever synthesizers use them (books may differ in
-    timeouts, never in the key's limit): the first options seen for a key give its configured limits."""
+    timeouts, never in the key's limit): the first options seen for a key give its configured limits.
+    ``shared`` makes the store that governors on other machines share a key's budget through, from the
+    governor's name (the endpoint and the key's hash, never the key): e.g. ``lambda where: RedisLimits(client,
+    where)``."""
 
-    def __init__(self, connections: int, env: Mapping[str, str] | None = None, memory: Path | None = None):
+    def __init__(
+        self,
+        connections: int,
+        env: Mapping[str, str] | None = None,
+        memory: Path | None = None,
+        shared: Callable[[str], SharedLimits] | None = None,
+    ):
         self.connections = connections
         self._env = os.environ if env is None else env
         self._memory = memory  # where limits learned from headers are kept for the next run
+        self._shared = shared
         self._made: dict[BackendOptions, Synthesizer] = {}
         self.governors: dict[str, Governor] = {}
 
@@ -65,7 +75,11 @@ class Synthesizers:
         if where not in self.governors:
             earlier = limits.recall(self._memory, where) if self._memory else None
             self.governors[where] = limits.Governor(
-                self.connections, rpm=options.rpm, cpm=options.cpm, remembered_rpm=earlier
+                self.connections,
+                rpm=options.rpm,
+                cpm=options.cpm,
+                remembered_rpm=earlier,
+                shared=self._shared(where) if self._shared is not None else None,
             )
         return self.governors[where]
 
@@ -85,3 +99,5 @@ class Synthesizers:
         made, self._made = list(self._made.values()), {}
         for synth in made:
             await synth.aclose()
+        for governor in self.governors.values():
+            await governor.flush()  # a last pause or limit told to the other workers lands
