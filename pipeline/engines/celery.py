@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -97,6 +98,7 @@ class _Worker:
     def __init__(self) -> None:
         import redis
 
+        from pipeline.limits_redis import RedisLimits, connect
         from pipeline.tts.registry import Synthesizers
 
         self.run = _options or load_settings().run
@@ -105,7 +107,13 @@ class _Worker:
         self.stores = Stores()
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="speech-loop", daemon=True).start()
-        self.synths = Synthesizers(self.run.concurrency, memory=default_cache_dir() / LIMITS_FILE)
+        # One rate budget per key for every worker: the governors' state lives in the broker's Redis.
+        limits_client = connect(app.conf.broker_url)
+        self.synths = Synthesizers(
+            self.run.concurrency,
+            memory=default_cache_dir() / LIMITS_FILE,
+            shared=lambda where: RedisLimits(limits_client, where),
+        )
         self.lease_s = min(60.0, max(2.0, self.run.redelivery_s / 2))
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -173,7 +181,8 @@ class _Worker:
             return PartResult(request.key, PartStatus.REFUSED, error=f"on worker {self.name}: {exc}",
                               error_kind=ErrorKind.AUTH)  # fmt: skip
         except SynthesisError as exc:
-            return failure(request, exc)
+            failed = failure(request, exc)  # which machine said it: its key, its network, its server
+            return dataclasses.replace(failed, error=f"{failed.error} (on worker {self.name})")
         done = PartResult(request.key, PartStatus.STORED, speech.attempts, len(request.text), None, None,
                           speech.rate_limited, speech.waited_s)  # fmt: skip
         try:

@@ -1,0 +1,273 @@
+"""The celery engine for real: a redis-server of the test's own, ``audiobook worker`` processes, the driver as a
+user runs it (``audiobook batch jobs.toml --engine celery --broker ...``), against the fake speech server."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakeserver import FakeSpeechServer
+from tests.helpers import FAKE_KEY as KEY
+from tests.helpers import child_env, run_cli, write_book
+from tests.redisserver import RedisServer
+
+pytest.importorskip("celery", reason="the celery engine needs the 'distributed' extra: pip install -e '.[distributed]'")
+redis = pytest.importorskip("redis", reason="the celery engine needs the 'distributed' extra")
+
+READY_TIMEOUT_S = 60
+
+
+class Workers:
+    """``audiobook worker`` processes on one broker, each with its own log and cache folder (as on machines of
+    their own), and the key and server in their environment."""
+
+    def __init__(self, root: Path, broker: str, server_url: str, extra: dict[str, str] | None = None):
+        self.root, self.broker, self.server_url, self.extra = root, broker, server_url, extra or {}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
+        n = len(self.procs)
+        log = self.root / f"worker{n}.log"
+        env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.server_url, **self.extra}
+        env["XDG_CACHE_HOME"] = str(self.root / f"worker{n}-cache")
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "worker",
+                    "--broker",
+                    self.broker,
+                    "--concurrency",
+                    str(concurrency),
+                ],
+                env=child_env(env),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while b" ready." not in log.read_bytes():
+            assert proc.poll() is None, f"worker exited: {log.read_text(errors='replace')[-2000:]}"
+            assert time.monotonic() < deadline, f"worker not ready: {log.read_text(errors='replace')[-2000:]}"
+            time.sleep(0.05)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def workers(tmp_path: Path, redis_server: RedisServer, server: FakeSpeechServer) -> Iterator[Workers]:
+    w = Workers(tmp_path, redis_server.url, server.url, {"AUDIOBOOK_REDELIVERY_S": "5"})
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def library(root: Path, count: int, **kw: int) -> None:
+    (root / "books").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        write_book(root / "books" / f"book{i}.txt", seed=i + 1, **kw)
+
+
+def job_file(root: Path, output: str, settings: str = "") -> Path:
+    path = root / f"{output}.toml"
+    path.write_text(f'output = "{output}"\n{settings}[[book]]\npath = "books/*"\n', encoding="utf-8")
+    return path
+
+
+def driver_env(root: Path, name: str, server_url: str) -> dict[str, str]:
+    """The driver's environment names the endpoint (the job decides where its speech comes from) but holds no
+    key: the workers speak to the server with keys of their own."""
+    return {"XDG_CACHE_HOME": str(root / f"{name}-cache"), "AUDIOBOOK_REDELIVERY_S": "5", "OPENAI_BASE_URL": server_url}
+
+
+def files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def comparable(value: Any) -> Any:
+    """A report or summary without what differs between any two runs: times, and the run's own folders."""
+    if isinstance(value, dict):
+        return {
+            k: comparable(v)
+            for k, v in value.items()
+            if not any(
+                w in k for w in ("time", "elapsed", "started", "finished", "seconds_", "_s", "waited", "per_minute")
+            )
+            and k not in ("output", "out_dir", "cache", "store", "job", "summary")
+        }
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def redis_holds(url: str, needle: str) -> list[str]:
+    """Every key of the server whose name or value holds ``needle``, plain or inside a base64 message body."""
+    client = redis.Redis.from_url(url)
+    found = []
+    probe = needle.encode()
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key).decode()
+        if kind == "string":
+            values = [client.get(key) or b""]
+        elif kind == "list":
+            values = client.lrange(key, 0, -1)
+        elif kind == "hash":
+            values = [b for pair in client.hgetall(key).items() for b in pair]
+        elif kind == "set":
+            values = list(client.smembers(key))
+        elif kind == "zset":
+            values = [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+        else:
+            values = []
+        blobs = [key, *values]
+        for blob in list(blobs):  # kombu keeps a message's body base64-encoded inside its JSON envelope
+            try:
+                body = json.loads(blob).get("body")
+                blobs.append(base64.b64decode(body))
+            except (ValueError, AttributeError, TypeError):
+                pass
+        if any(probe in b for b in blobs):
+            found.append(key.decode(errors="replace"))
+    return found
+
+
+def test_a_batch_on_two_workers_matches_the_local_engine_and_leaves_no_key_in_redis(
+    tmp_path: Path, workers: Workers, redis_server: RedisServer, server: FakeSpeechServer
+) -> None:
+    library(tmp_path, count=3, chapters=2, paragraphs=4, sentences=4)
+    local = run_cli(
+        "batch", str(job_file(tmp_path, "local")), cwd=tmp_path,
+        env={"OPENAI_API_KEY": KEY, **driver_env(tmp_path, "local", server.url)},
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr
+    local_requests = collections.Counter(r.input for r in server.requests)
+    server.clear()
+
+    workers.start()
+    workers.start()
+    jobs = job_file(tmp_path, "celery")
+    proc = run_cli(
+        "batch", str(jobs), "--engine", "celery", "--broker", redis_server.url,
+        env=driver_env(tmp_path, "celery", server.url), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + "".join(p.read_text() for p in tmp_path.glob("worker*.log"))
+
+    # Every part was made once, by one worker or the other, and the same parts as the local engine made.
+    made = collections.Counter(r.input for r in server.requests)
+    assert made == local_requests and set(made.values()) == {1}
+    logs = [p.read_text() for p in sorted(tmp_path.glob("worker*.log"))]
+    assert all("audiobook.part" in log for log in logs), "both workers took part requests"
+
+    ours, theirs = files(tmp_path / "local"), files(tmp_path / "celery")
+    assert sorted(ours) == sorted(theirs) and len([n for n in ours if n.endswith(".mp3")]) == 6
+    for name, data in ours.items():
+        if name.endswith((".mp3", ".m3u", ".m3u8", ".cue", ".srt", ".vtt")):
+            assert theirs[name] == data, f"{name} differs"
+        elif name.endswith(".json"):
+            assert comparable(json.loads(theirs[name])) == comparable(json.loads(data)), f"{name} differs"
+    # The same summary on the terminal, but for the folder it names.
+    assert proc.stdout.replace("/celery/", "/local/") == local.stdout
+
+    assert redis_holds(redis_server.url, KEY) == []
+    assert any(k.startswith("celery-task-meta") or k.startswith("audiobook:") for k in _keys(redis_server.url))
+
+
+def _keys(url: str) -> list[str]:
+    return [k.decode() for k in redis.Redis.from_url(url).scan_iter()]
+
+
+def test_kill_9_of_a_worker_mid_batch_completes_the_batch_asking_again_only_what_died_in_flight(
+    tmp_path: Path, workers: Workers, redis_server: RedisServer, server: FakeSpeechServer
+) -> None:
+    server.latency = 0.4  # requests long enough in flight that the kill lands during some
+    library(tmp_path, count=2, chapters=2, paragraphs=6, sentences=3)
+    victim = workers.start(concurrency=2)
+    workers.start(concurrency=2)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "batch", str(job_file(tmp_path, "out", "[defaults]\npack = false\n")),
+         "--engine", "celery", "--broker", redis_server.url],
+        env=child_env(driver_env(tmp_path, "driver", server.url)), cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(server.served_inputs()) < 6 or server.in_flight == 0:
+        assert time.monotonic() < deadline and driver.poll() is None, "the batch did not get going"
+        time.sleep(0.01)
+    killed_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL)
+    out, err = driver.communicate(timeout=180)
+    assert driver.returncode == 0, err + "".join(p.read_text() for p in tmp_path.glob("worker*.log"))
+    assert "2 books done" in out + err or all(
+        b["status"] == "done" for b in json.loads((tmp_path / "out" / "batch-summary.json").read_text())["books"]
+    )
+
+    requests = server.requests
+    by_input = collections.defaultdict(list)
+    for r in requests:
+        by_input[r.input].append(r)
+    twice = {text: rs for text, rs in by_input.items() if len(rs) > 1}
+    # Asked again only what the dead worker had in flight, whose answer died with it: at most its concurrency,
+    # each first asked before the kill and not answered before it.
+    assert len(twice) <= 2
+    for rs in twice.values():
+        first = rs[0]
+        assert first.time < killed_at < first.time + server.latency + 0.5
+        assert len(rs) == 2
+    # Every part of both books was made: 24 paragraphs and 4 chapter titles.
+    assert len(by_input) == 2 * 2 * 6 + 4
+    assert b"audiobook.part" in (tmp_path / "worker0.log").read_bytes(), "the killed worker had taken work"
+    assert not list((tmp_path / "out").rglob("*.part"))
+    assert len(list((tmp_path / "out").rglob("*.mp3"))) == 4
+
+
+def test_two_workers_share_one_rate_budget(tmp_path: Path, redis_server: RedisServer, isolated_env: Path) -> None:
+    # 60 a minute at the server (bursts of 5), and 60 a minute configured: each worker alone would keep to it;
+    # two that did not share would send twice that, and be refused.
+    with FakeSpeechServer(api_key=KEY, latency=0.05, rpm=60) as srv:
+        w = Workers(tmp_path, redis_server.url, srv.url)
+        try:
+            w.start(concurrency=3)
+            w.start(concurrency=3)
+            library(tmp_path, count=1, chapters=2, paragraphs=5, sentences=1)
+            proc = run_cli(
+                "batch", str(job_file(tmp_path, "out", "[defaults]\nrpm = 60\npack = false\n")),
+                "--engine", "celery", "--broker", redis_server.url,
+                env=driver_env(tmp_path, "driver", srv.url), cwd=tmp_path,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+        finally:
+            w.stop()
+        stats = srv.stats()
+        arrivals = sorted(r.time for r in srv.requests)
+    assert len(arrivals) == 2 * 5 + 2  # paragraphs and chapter titles
+    assert stats.rate_limited == 0
+    # Never more than the bucket holds plus what refills: burst 5, then one a second.
+    for i, start in enumerate(arrivals):
+        for j in range(i, len(arrivals)):
+            assert j - i + 1 <= 5 + (arrivals[j] - start) * 1.0 + 0.5
+    assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 5) * 0.9  # paced, not merely lucky
+    assert redis_holds(redis_server.url, KEY) == []
