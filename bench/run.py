@@ -47,7 +47,7 @@ from pipeline.report import BookReport, BookStatus  # noqa: E402
 from pipeline.store import Stores  # noqa: E402
 
 T = TypeVar("T")
-SECTIONS = ("synthesis", "batch", "rate", "chunking", "assembly", "voice")
+SECTIONS = ("synthesis", "batch", "rate", "chunking", "assembly", "voice", "distributed")
 API_KEY = "bench-key"
 KEY_ENV = "AUDIOBOOK_BENCH_API_KEY"  # the variable Settings.api_key_env names for the fake server's key
 MS_PER_CHAR = 50.0  # audio per character the fake server answers: ~13 characters a second, as real speech
@@ -215,11 +215,12 @@ def fake_server(latency: float, ms_per_char: float = MS_PER_CHAR) -> Iterator[Se
 
 
 def _run_pool(
-    plans: Sequence[BookPlan], stores: Stores, concurrency: int, *, assemble: bool
+    plans: Sequence[BookPlan], stores: Stores, concurrency: int, *, assemble: bool, run: RunOptions | None = None
 ) -> tuple[PhaseTimer, tuple[BookReport, ...]]:
     """The plans through ``app.convert``, as the CLI runs them; ``assemble=False`` only fills the store."""
     timer = PhaseTimer()
-    result = app.convert(plans, RunOptions(concurrency), stores=stores, progress=timer, assemble=assemble)
+    run = run or RunOptions(concurrency)
+    result = app.convert(plans, run, stores=stores, progress=timer, assemble=assemble)
     _exit_on_sigterm()  # the run's own handler is gone now; put ours back
     if result.interrupted:
         sys.exit(f"benchmark interrupted by {result.interrupted}")
@@ -706,6 +707,150 @@ def measure_espeak(cfg: Config) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------------------ distributed
+
+
+class _Cluster:
+    """A redis-server of the benchmark's own and ``audiobook worker`` processes on it, each with ``threads``
+    threads, the fake server's key in their environment and a cache folder of their own."""
+
+    def __init__(self, root: Path, workers: int, threads: int):
+        from tests.redisserver import RedisServer
+
+        self.root, self.count, self.threads = root, workers, threads
+        self.redis = RedisServer()
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> _Cluster:
+        self.redis.start()
+        try:
+            for n in range(self.count):
+                self._start(n)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _start(self, n: int) -> None:
+        log = self.root / f"worker{n}.log"
+        env = {**os.environ, KEY_ENV: API_KEY, "XDG_CACHE_HOME": str(self.root / f"worker{n}-cache")}
+        env["PYTHONPATH"] = str(REPO)
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "worker", "--broker", self.redis.url, "--concurrency",
+                 str(self.threads)], env=env, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        self.procs.append(proc)
+        deadline = time.monotonic() + 60
+        while b" ready: " not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start: {log.read_text(errors='replace')[-1000:]}")
+            time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_of(p.pid) or 0.0 for p in self.procs)
+
+    def __exit__(self, *_: object) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.redis.stop()
+
+
+def _distributed_missing() -> str | None:
+    """Why the distributed section cannot run here, or None."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        return "redis-server not found: install Debian's redis-server package"
+    if importlib.util.find_spec("celery") is None:
+        return "celery not installed: pip install -e '.[distributed]'"
+    return None
+
+
+def measure_engine_overhead(cfg: Config) -> dict[str, Any]:
+    """The same chapter of distinct segments, against the same kind of fake server, through the local engine
+    and through the celery engine (2 workers of 8 threads, the driver keeping 16 in flight): each as an
+    efficiency against segments x latency / 16, and the second as a ratio of the first."""
+    concurrency, count = 16, max(cfg.min_requests, cfg.rounds * 16)
+    rows: dict[str, Any] = {}
+    for engine in ("local", "celery"):
+        tag = uuid.uuid4().hex[:8]
+        book = Book("Bench", (Chapter(1, "Bench", tuple(_text(tag, i) for i in range(count))),), language="en")
+        with contextlib.ExitStack() as stack:
+            srv = stack.enter_context(fake_server(cfg.latency))
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dist-")))
+            run = RunOptions(concurrency)
+            cluster = None
+            if engine == "celery":
+                cluster = stack.enter_context(_Cluster(tmp, workers=2, threads=concurrency // 2))
+                run = RunOptions(concurrency, engine="celery", broker=cluster.redis.url)
+            settings = _settings(srv.url, tmp / "cache", concurrency)
+            stores = Stores()
+            plan = app.plan(book, settings, tmp / "out", stores)
+            cpu0 = cluster.cpu_seconds() if cluster else 0.0
+            timer, (report,) = _run_pool([plan], stores, concurrency, assemble=False, run=run)
+            workers_cpu = (cluster.cpu_seconds() - cpu0) if cluster else 0.0
+        rows[engine] = _efficiency(report.requests, cfg.latency, concurrency, timer, srv)
+        rows[engine]["workers_cpu_ms_per_request"] = round(workers_cpu * 1000 / report.requests, 2)
+    rows["ratio"] = round(rows["celery"]["efficiency"] / rows["local"]["efficiency"], 3)
+    return rows
+
+
+def _offline_library(books: int, chapters: int, paragraphs: int) -> list[Book]:
+    out = []
+    for b in range(books):
+        tag = f"{b}"
+        chs = tuple(
+            Chapter(c + 1, f"Chapter {c + 1}", tuple(_text(f"{tag}-{c}", p, 400) for p in range(paragraphs)))
+            for c in range(chapters)
+        )
+        out.append(Book(f"Offline {b}", chs, language="en"))
+    return out
+
+
+def measure_offline_batch(cfg: Config) -> list[dict[str, Any]]:
+    """An assembly-heavy batch: the offline voice (CPU, no server) and an M4B per book, on the local engine and
+    on the celery engine with 1 and with 2 workers of 2 threads. Wall time from submission to the last book
+    finished, and the audio made per wall second."""
+    books = _offline_library(*((2, 2, 3) if cfg.quick else (4, 2, 6)))
+    rows = []
+    for engine, workers in (("local", 0), ("celery", 1), ("celery", 2)):
+        with contextlib.ExitStack() as stack:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-offline-")))
+            run = RunOptions(2)
+            if workers:
+                cluster = stack.enter_context(_Cluster(tmp, workers=workers, threads=2))
+                run = RunOptions(2 * workers, engine="celery", broker=cluster.redis.url)
+            settings = load_settings(env={}, overrides={"backend": "local", "cache_dir": tmp / "cache", "m4b": True})
+            stores = Stores()
+            plans = [app.plan(b, settings, tmp / f"book{i}", stores) for i, b in enumerate(books)]
+            t0 = time.perf_counter()
+            result = app.convert(plans, run, stores=stores, progress=None)
+            wall = time.perf_counter() - t0
+            _exit_on_sigterm()
+        if any(r.status != BookStatus.DONE for r in result.reports):
+            raise RuntimeError(f"offline batch on {engine} not done: {[r.problem() for r in result.reports]}")
+        audio_s = sum(r.duration_s or 0.0 for r in result.reports)
+        rows.append({
+            "engine": engine,
+            "workers": workers,
+            "books": len(books),
+            "requests": sum(r.requests for r in result.reports),
+            "audio_s": round(audio_s, 1),
+            "wall_s": round(wall, 2),
+            "x_realtime": round(audio_s / wall, 1),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        })  # fmt: skip
+    return rows
+
+
 # ------------------------------------------------------------------------------------------ output
 
 
@@ -737,6 +882,8 @@ def _table(results: dict[str, Any], cfg: Config, json_out: Path) -> str:
         lines += _assembly_lines(results)
     if "espeak" in results:
         lines += _espeak_lines(results)
+    if "distributed" in results:
+        lines += _distributed_lines(results["distributed"], cfg)
     lines += ["", f"Total {results['elapsed_s']:.1f} s; figures in {json_out}"]
     return "\n".join(lines)
 
@@ -838,6 +985,26 @@ def _espeak_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _distributed_lines(d: dict[str, Any], cfg: Config) -> list[str]:
+    lines = ["", "7. Distributed engine (celery on a redis-server of our own, workers as processes)"]
+    if "skipped" in d:
+        return [*lines, f"   skipped: {d['skipped']}"]
+    o = d["overhead"]
+    lines.append(
+        f"   part requests, latency {cfg.latency:g} s, 16 in flight: local {o['local']['measured_s']:.2f} s "
+        f"(efficiency {o['local']['efficiency']:.3f}), celery 2x8 {o['celery']['measured_s']:.2f} s "
+        f"(efficiency {o['celery']['efficiency']:.3f}): {o['ratio']:.3f} of local; workers' CPU "
+        f"{o['celery']['workers_cpu_ms_per_request']:.1f} ms/request"
+    )
+    lines.append("   offline voice + M4B batch:  engine  workers  books  requests  audio s  wall s  x realtime")
+    for r in d["offline"]:
+        lines.append(
+            f"   {'':26}{r['engine']:>7} {r['workers']:>8} {r['books']:>6} {r['requests']:>9} {r['audio_s']:>8.0f} "
+            f"{r['wall_s']:>7.1f} {r['x_realtime']:>11.1f}"
+        )
+    return lines
+
+
 def _step(name: str, fn: Callable[..., T], *args: Any) -> T:
     print(f"... {name}", file=sys.stderr, flush=True)
     return fn(*args)
@@ -892,6 +1059,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["end_to_end"] = _step("a whole book, assembly included", measure_end_to_end, cfg)
     if "voice" in only:
         results["espeak"] = _step("offline voice", measure_espeak, cfg)
+    if "distributed" in only:
+        missing = _distributed_missing()
+        if missing:
+            results["distributed"] = {"skipped": missing}
+        else:
+            results["distributed"] = {
+                "overhead": _step("celery engine against local", measure_engine_overhead, cfg),
+                "offline": _step("offline voice + M4B batch on 1 and 2 workers", measure_offline_batch, cfg),
+            }
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -282,7 +282,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except ImportError:
         raise UsageError("the celery engine is not installed: pip install 'audiobook-pipeline[distributed]'") from None
     overrides = {"broker": args.broker, "concurrency": args.concurrency}
-    run_worker(load_settings(args.config, overrides=overrides).run, loglevel="DEBUG" if args.verbose else "INFO")
+    run_worker(load_settings(args.config, overrides=overrides).run, verbose=args.verbose)
     return 0
 
 

@@ -54,8 +54,18 @@ def _decode(kind: Any, data: Any) -> Any:
     if origin in (typing.Union, types.UnionType):  # X | None
         if data is None:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _decode(inner, data)
+        choices = [a for a in args if a is not type(None)]
+        if len(choices) == 1:
+            return _decode(choices[0], data)
+        # str | Path and the like: a string stays the string it was encoded as; otherwise the first that fits.
+        if isinstance(data, str) and str in choices:
+            return data
+        for choice in choices:
+            try:
+                return _decode(choice, data)
+            except (TypeError, ValueError, KeyError):
+                continue
+        raise TypeError(f"cannot decode {kind!r} from {type(data).__name__} in a message")
     if kind is Any:
         return data
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):

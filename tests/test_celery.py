@@ -48,6 +48,7 @@ class Workers:
                     "-m",
                     "pipeline",
                     "worker",
+                    "--verbose",  # Celery's line per task: which worker took what
                     "--broker",
                     self.broker,
                     "--concurrency",
@@ -59,7 +60,7 @@ class Workers:
             )
         self.procs.append(proc)
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while b" ready." not in log.read_bytes():
+        while b" ready: " not in log.read_bytes():
             assert proc.poll() is None, f"worker exited: {log.read_text(errors='replace')[-2000:]}"
             assert time.monotonic() < deadline, f"worker not ready: {log.read_text(errors='replace')[-2000:]}"
             time.sleep(0.05)

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from celery import Celery
 from celery.result import AsyncResult
+from celery.signals import worker_ready
 
 from pipeline import jobs
 from pipeline.codec import decode, encode
@@ -50,42 +51,48 @@ from pipeline.store import Stores
 log = logging.getLogger("audiobook")
 T = TypeVar("T")
 
-POLL_S = 0.1  # how often the driver looks for finished tasks, and a worker for a part another is making
+POLL_S = 0.1  # how often a worker looks for a part another is making, and the driver for a chapter or book
+RESULTS_POLL_S = 0.02  # how often the driver looks for finished part requests (one MGET for all of them)
 LIMITS_FILE = "rate-limits.json"
 DONE_TTL_S = 3600  # how long a finished chapter or book answers a late redelivery of its task
 
-app = Celery("audiobook", set_as_current=False)
-app.conf.update(
-    task_serializer="json",  # never pickle: whoever can write to the broker must not run code on workers
-    result_serializer="json",
-    accept_content=["json"],
-    task_acks_late=True,  # a task is acknowledged when it is done, so a dead worker's task is redone
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,  # a worker takes one task per free thread, never a stock of them
-    result_expires=7 * 86400,
-    broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
-    worker_redirect_stdouts=False,
-)
+
+def make_app(broker: str | None = None, redelivery_s: float = 300.0) -> Celery:
+    """A Celery app on ``broker`` (Redis also keeps the results). A task whose worker died is given to another
+    after ``redelivery_s`` (Redis' visibility timeout), looked for every quarter of that time. Each driver has
+    an app of its own (Celery keeps connections per app: a process that drives two runs on two brokers must
+    not keep talking to the first), and sends tasks by name; the workers' app below holds the tasks."""
+    made = Celery("audiobook", set_as_current=False)
+    made.conf.update(
+        task_serializer="json",  # never pickle: whoever can write to the broker must not run code on workers
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,  # a task is acknowledged when it is done, so a dead worker's task is redone
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a worker takes one task per free thread, never a stock of them
+        result_expires=7 * 86400,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    if broker is not None:
+        made.conf.update(_on_broker(broker, redelivery_s))
+    return made
 
 
-def configure(broker: str, redelivery_s: float) -> None:
-    """Point the app at ``broker`` (Redis also keeps the results). A task whose worker died is given to another
-    after ``redelivery_s`` (Redis' visibility timeout), looked for every quarter of that time."""
-    if app.conf.broker_url not in (None, broker):
-        # Celery keeps its connection pool and (per thread) its result backend once made: a process that
-        # drives runs on two brokers one after the other must not keep talking to the first.
-        app.close()
-        app._local = threading.local()
-    app.conf.update(
-        broker_url=broker,
-        result_backend=broker,
-        broker_transport_options={
+def _on_broker(broker: str, redelivery_s: float) -> dict[str, Any]:
+    return {
+        "broker_url": broker,
+        "result_backend": broker,
+        "broker_transport_options": {
             "visibility_timeout": redelivery_s,
             "unacked_restore_interval": max(1, int(redelivery_s / 4)),
             "unacked_restore_throttle": 1,
         },
-    )
+    }
+
+
+app = make_app()  # the workers': configured by run_worker, from the worker's command line
 
 
 # ------------------------------------------------------------------------------------------- the workers
@@ -102,7 +109,7 @@ class _Worker:
         from pipeline.tts.registry import Synthesizers
 
         self.run = _options or load_settings().run
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = _node()
         self.redis = redis.Redis.from_url(app.conf.broker_url)
         self.stores = Stores()
         self.loop = asyncio.new_event_loop()
@@ -115,6 +122,9 @@ class _Worker:
             shared=lambda where: RedisLimits(limits_client, where),
         )
         self.lease_s = min(60.0, max(2.0, self.run.redelivery_s / 2))
+        self._held: dict[str, str] = {}  # lease key -> our token, renewed together by one thread
+        self._held_lock = threading.Lock()
+        threading.Thread(target=self._renew, name="leases", daemon=True).start()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -127,21 +137,32 @@ class _Worker:
         if not self.redis.set(key, token, nx=True, px=int(self.lease_s * 1000)):
             yield False
             return
-        done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(self.lease_s / 3):
-                self.redis.pexpire(key, int(self.lease_s * 1000))
-
-        renewer = threading.Thread(target=renew, name="lease", daemon=True)
-        renewer.start()
+        with self._held_lock:
+            self._held[key] = token
         try:
             yield True
         finally:
-            done.set()
-            renewer.join()
+            with self._held_lock:
+                del self._held[key]
             # Delete it only if it is still ours (it may have lapsed and been taken by another meanwhile).
             self.redis.eval(_RELEASE, 1, key, token)
+
+    def _renew(self) -> None:
+        """Every third of a lease's life, extend every lease this process holds (one round trip for all). A
+        process that dies or hangs stops renewing; its leases lapse and another worker takes the work over."""
+        while True:
+            time.sleep(self.lease_s / 3)
+            with self._held_lock:
+                held = list(self._held)
+            if not held:
+                continue
+            try:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for key in held:
+                        pipe.pexpire(key, int(self.lease_s * 1000))
+                    pipe.execute()
+            except Exception as exc:  # Redis away for a moment: the next round tries again
+                log.warning("could not renew %d leases in Redis: %s", len(held), exc)
 
     def once(self, task_id: str, kind: str, job: dict[str, Any], work: Callable[[], Any]) -> Any:
         """Run ``work`` for ``job`` once: a redelivery of a task that another worker is still doing (it outlived
@@ -228,32 +249,47 @@ def finish_task(task: Any, job: dict[str, Any]) -> Any:
     return _this_worker().once(task.request.id, "finish", job, finish)
 
 
-def run_worker(run: RunOptions, *, loglevel: str = "INFO") -> None:
-    """``audiobook worker``: serve tasks until stopped, ``run.concurrency`` at a time (in threads)."""
+def run_worker(run: RunOptions, *, verbose: bool = False) -> None:
+    """``audiobook worker``: serve tasks until stopped, ``run.concurrency`` at a time (in threads). Celery's
+    own banner and a line per task only with ``verbose``; this project's log (retries, failures) always."""
     global _options
     if not run.broker:
         raise UsageError("a worker needs a broker: --broker redis://HOST:6379/0 (or AUDIOBOOK_BROKER)")
     _options = run
-    configure(run.broker, run.redelivery_s)
+    app.conf.update(_on_broker(run.broker, run.redelivery_s))
+
+    @worker_ready.connect(weak=False)
+    def ready(**_: Any) -> None:
+        log.info("worker %s ready: %d at a time, broker %s", _node(), run.concurrency, _safe(run.broker or ""))
+
     app.worker_main(
-        ["worker", "--pool", "threads", "--concurrency", str(run.concurrency), "--loglevel", loglevel,
-         "--without-gossip", "--without-mingle", "--hostname", f"audiobook@{socket.gethostname()}-{os.getpid()}"]
+        [*([] if verbose else ["--quiet"]), "worker", "--pool", "threads", "--concurrency", str(run.concurrency),
+         "--without-gossip", "--without-mingle", "--hostname", f"audiobook@{_node()}",
+         "--loglevel", "INFO" if verbose else "WARNING"]
     )  # fmt: skip
+
+
+def _node() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # ------------------------------------------------------------------------------------------- the driver
 
 
 class CeleryExecutor(Interruptible):
-    """Submits the run's work as tasks and turns their results back into the run's values. At most
-    ``window`` part requests are outstanding, so what is sent can still be held back (a book that stopped)."""
+    """Submits the run's work as tasks and turns their results back into the run's values.
+
+    At most ``window`` part requests are outstanding (queued or running), so what is not yet sent can still be
+    held back (a book that stopped). The workers' own concurrency decides how many are in flight at the speech
+    server; the window is twice the run's concurrency, so that with ``--concurrency`` set to the workers' total
+    a worker that finishes a request always finds the next one queued."""
 
     def __init__(self, run: RunOptions):
         super().__init__()
         if not run.broker:
             raise UsageError("--engine celery needs a broker: --broker redis://HOST:6379/0 (or AUDIOBOOK_BROKER)")
-        configure(run.broker, run.redelivery_s)
-        self.window = run.concurrency
+        self.app = make_app(run.broker, run.redelivery_s)
+        self.window = 2 * run.concurrency
         self._outstanding: dict[str, tuple[AsyncResult, PartRequest]] = {}
 
     # Chapters and books are spread over the workers as they come.
@@ -268,36 +304,39 @@ class CeleryExecutor(Interruptible):
                 if request is None:
                     exhausted = True
                     break
-                sent = part_task.apply_async(args=[encode(request)])
+                sent = self.app.send_task("audiobook.part", args=[encode(request)])
                 self._outstanding[sent.id] = (sent, request)
             if not self._outstanding and (exhausted or self._stopping.is_set()):
                 return
             for result, request in await asyncio.to_thread(self._finished):
                 on_result(result if isinstance(result, PartResult) else _crashed(request, result))
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(RESULTS_POLL_S)
 
     def _finished(self) -> list[tuple[PartResult | BaseException, PartRequest]]:
+        """The part requests done since the last look: one MGET of every outstanding result (Celery's
+        ``get_many``, one pass, no wait)."""
         out = []
-        for task_id, (sent, request) in list(self._outstanding.items()):
-            if sent.ready():
-                value = sent.get(propagate=False)
-                sent.forget()
-                del self._outstanding[task_id]
-                out.append((value if isinstance(value, BaseException) else decode(PartResult, value), request))
+        backend = self.app.backend
+        for task_id, meta in list(backend.get_many(list(self._outstanding), interval=0, max_iterations=1)):
+            _sent, request = self._outstanding.pop(task_id)
+            backend.forget(task_id)
+            value = meta["result"]
+            ok = meta["status"] == "SUCCESS"
+            out.append((decode(PartResult, value) if ok else _as_error(value), request))
         return out
 
     def _check_broker(self) -> None:
         try:
-            with app.connection_for_write() as connection:
+            with self.app.connection_for_write() as connection:
                 connection.ensure_connection(max_retries=1)
         except Exception as exc:  # kombu raises its own OperationalError
-            raise UsageError(f"cannot reach the broker at {_safe(app.conf.broker_url)}: {exc}") from None
+            raise UsageError(f"cannot reach the broker at {_safe(self.app.conf.broker_url)}: {exc}") from None
 
     def _abandon(self) -> None:
         self._outstanding.clear()  # stop waiting; the workers finish them anyway, into the store
 
     async def assemble(self, job: ChapterJob) -> ChapterDone:
-        value = await self._wait(chapter_task.apply_async(args=[encode(job)]))
+        value = await self._wait(self.app.send_task("audiobook.chapter", args=[encode(job)]))
         if isinstance(value, BaseException):
             return ChapterDone(None, f"assembly failed on a worker: {value}")
         return decode(ChapterDone, value)
@@ -305,7 +344,7 @@ class CeleryExecutor(Interruptible):
     async def finish(self, job: FinishJob, note: Callable[[str], None]) -> FinishDone:
         if job.options.m4b:
             note(f"building the M4B of {job.book.title} on a worker …")
-        value = await self._wait(finish_task.apply_async(args=[encode(job)]))
+        value = await self._wait(self.app.send_task("audiobook.finish", args=[encode(job)]))
         if isinstance(value, BaseException):
             return FinishDone(None, f"finishing the book failed on a worker: {value}")
         return decode(FinishDone, value)
@@ -316,6 +355,10 @@ class CeleryExecutor(Interruptible):
         value = sent.get(propagate=False)
         sent.forget()
         return value
+
+
+def _as_error(value: Any) -> BaseException:
+    return value if isinstance(value, BaseException) else RuntimeError(str(value))
 
 
 def _crashed(request: PartRequest, exc: BaseException) -> PartResult:
