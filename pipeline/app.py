@@ -26,7 +26,7 @@ from pipeline.models import Book
 from pipeline.outputs import prepare_output
 from pipeline.planning import BookPlan, plan_book
 from pipeline.progress import Progress
-from pipeline.readers import read_book
+from pipeline.readers import check_file, read_book
 from pipeline.report import BookReport
 from pipeline.runner import Run
 from pipeline.store import Stores
@@ -100,6 +100,15 @@ def convert(
     return asyncio.run(main())
 
 
+def _not_a_book(path: Path) -> str:
+    """Why a job's path names no book: missing, a dangling or looping link, a folder, a FIFO..."""
+    try:
+        check_file(path)
+    except AudiobookError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    return "no such file"
+
+
 def _convert_on_workers(
     plans: Sequence[BookPlan], run: RunOptions, stores: Stores, progress: Progress | None, assemble: bool
 ) -> RunResult:
@@ -168,7 +177,9 @@ def _run_batch(
             log.warning("%s: no book matches this pattern", pattern)
             summaries[Path(pattern)] = BookSummary(pattern, "", BatchStatus.NO_MATCH)
         else:
-            summaries[Path(pattern)] = BookSummary(pattern, "", BatchStatus.FAILED, error="no such file")
+            summaries[Path(pattern)] = BookSummary(
+                pattern, "", BatchStatus.FAILED, error=_not_a_book(job.path.parent / pattern)
+            )
 
     todo: list[tuple[BookJob, BookPlan]] = []
     spent = 0.0

@@ -53,7 +53,7 @@ def test_one_bad_book_does_not_stop_the_others_and_reruns_are_free(
     assert main(["batch", str(jobs)]) == 1
     err = capsys.readouterr().err
     assert "more/*.txt: no book matches" in err  # an empty glob is a warning, a missing file a failure
-    assert "gone.txt: failed (no such file)" in err
+    assert "gone.txt: failed (no such file" in err
     assert "broken.epub" in err and "book1.txt" in err and "3 of 6 books not done" in err
     s = summary(tmp_path)
     assert s["book0.txt"]["status"] == "done" and s["book2.txt"]["status"] == "done"
@@ -185,6 +185,24 @@ def test_sigterm_mid_batch_keeps_parts_and_the_next_run_resumes(tmp_path: Path) 
         assert not set(first) & set(second)
         assert all(b["status"] == "done" for b in summary(tmp_path).values())
         assert len(list((tmp_path / "out").rglob("*.m3u"))) == 3
+
+
+def test_a_job_path_that_is_a_link_loop_or_a_folder_says_so(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    library(tmp_path, count=1)
+    (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
+    (tmp_path / "dangling.txt").symlink_to(tmp_path / "nowhere.txt")
+    (tmp_path / "shelf.txt").mkdir()
+    jobs = job_file(
+        tmp_path, '[[book]]\npath = "loop.txt"\n[[book]]\npath = "dangling.txt"\n[[book]]\npath = "shelf.txt"\n'
+    )
+    assert main(["batch", str(jobs)]) == 1
+    err = capsys.readouterr().err
+    assert "loop.txt: failed (is a symbolic link that loops back on itself" in err
+    assert "dangling.txt: failed (is a symbolic link to" in err and "nowhere.txt, which does not exist" in err
+    assert "shelf.txt: failed (is a folder, not a book file" in err
+    assert summary(tmp_path)["book0.txt"]["status"] == "done"
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -92,7 +92,7 @@ _SPECIAL_FILES = (
 )
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
     """Refuse what is not a regular file, saying what it is. ``Path.exists()`` would answer False for a symlink
     loop and raise for a folder we may not search, so stat it and read the error."""
     try:
@@ -159,7 +159,7 @@ def read_book(path: Path, *, include_matter: bool = False, language: str | None 
     Raises InputError (one line, naming the file) when the book is missing, unreadable, empty or in a format
     we cannot read (PDF, Word, MOBI ...)."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     _refuse_unsupported(path)
     try:
         book = _read(path, include_matter)
