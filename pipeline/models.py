@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from pipeline.loudness import ChapterLoudness
+
 
 @dataclass(frozen=True)
 class Chapter:
@@ -98,6 +100,7 @@ class ChapterAudio:
     chapter: Chapter
     path: Path
     duration_ms: int
+    loudness: ChapterLoudness | None = None  # with a loudness target: the chapter's levels, as levelled
 
 
 @dataclass(frozen=True)
