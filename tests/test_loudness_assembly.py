@@ -19,7 +19,7 @@ from pipeline.cli import main
 from pipeline.config import BookOptions, load_settings
 from pipeline.jobs import ChapterDone
 from pipeline.loudness import ACX, EBU, TARGETS, Ebur128Summary, parse_ebur128_summary
-from pipeline.media import ffmpeg_exe
+from pipeline.media import encode_pcm, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
 from pipeline.mp3 import decode_part_pcm
 from pipeline.planning import plan_book
@@ -115,6 +115,27 @@ def test_real_speech_10_db_apart_needs_and_gets_the_limiter(tmp_path: Path) -> N
     whole = file_loudness(result.path)
     assert whole.true_peak_db is not None and whole.true_peak_db <= EBU.ceiling_db + 0.1
     assert result.loudness is not None and result.loudness.limited == 2 and result.loudness.complies(EBU)
+
+
+def test_wav_parts_are_levelled_too(tmp_path: Path) -> None:
+    parts = [encode_pcm(speech_like(3.0, level, seed=5), in_rate=RATE, fmt="wav") for level in (-14.0, -30.0)]
+    result = assemble(parts, dataclasses.replace(PAUSES, response_format="wav", loudness="ebu"), tmp_path)
+    whole = file_loudness(result.path)
+    assert whole.integrated_lufs is not None and abs(whole.integrated_lufs - EBU.level_db) <= 1.0
+    assert result.loudness is not None and result.loudness.gain_max_db - result.loudness.gain_min_db > 14
+
+
+@pytest.mark.parametrize("damage", ["garbage", "gone"])
+def test_a_damaged_part_is_named_when_levelling(tmp_path: Path, damage: str) -> None:
+    good = mp3(speech_like(2.0, -20.0, seed=6))
+    bad = {"garbage": b"\xff\xfb" + b"\x00" * 50, "gone": None}[damage]
+    sources: list[audio.PartSource] = [lambda: good, lambda: bad, lambda: good]
+    settings = dataclasses.replace(PAUSES, loudness="ebu")
+    pauses = [Pause.SENTENCE, Pause.SENTENCE, Pause.END]
+    with pytest.raises(audio.PartDecodeError) as caught:
+        assemble_chapter(BOOK, BOOK.chapters[0], segments(1, pauses), sources, tmp_path, settings)
+    assert (caught.value.chapter, caught.value.segment) == (1, 1)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left
 
 
 # --------------------------------------------------------------------------------------------- timing
