@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/run.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from pipeline import app, audio  # noqa: E402
+from pipeline import app, audio, mp3  # noqa: E402
 from pipeline.chunker import chunk_book  # noqa: E402
 from pipeline.config import RunOptions, Settings, load_settings  # noqa: E402
 from pipeline.models import Book, Chapter, Pause, Segment, VoiceSpec  # noqa: E402
@@ -565,8 +565,15 @@ class TreeMemory:
 ASSEMBLY_MODES = {
     "lossless": {},  # the default where the parts allow it
     "decoded": {"bitrate": "96k"},  # another bitrate than the parts': every part decoded, the chapter encoded once
-    "loudness": {"loudness": "ebu"},  # decoded, each part measured and brought to -18 LUFS
+    # Every part decoded and measured, trimmed and brought to -18 LUFS; the encoder limits (2x oversampled) and
+    # encodes at LAME quality 7 (audio.LEVELLED_MP3_QUALITY).
+    "loudness": {"loudness": "ebu"},
 }
+# What the parts say: the fake server's quiet tone, or speech from the offline voice (eSpeak NG) with every third
+# part 8 dB quieter, as answers to separate requests can be. Speech costs LAME more than a tone and has the
+# peaks that make the limiter work; tone parts keep the figures comparable with earlier runs.
+ASSEMBLY_RUNS = (("lossless", "tone"), ("decoded", "tone"), ("loudness", "tone"), ("decoded", "speech"),
+                 ("loudness", "speech"))  # fmt: skip
 
 
 def assembly_child(parts_dir: Path, count: int, out_dir: Path, mode: str) -> None:
@@ -581,12 +588,18 @@ def assembly_child(parts_dir: Path, count: int, out_dir: Path, mode: str) -> Non
         fh.write("5")
     start_kb = _status_kb("self", "VmRSS")
     with TreeMemory().watching() as tree:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), os.times()
         result = audio.assemble_chapter(book, chapter, segments, parts, out_dir, settings, total_chapters=1)
-        seconds = time.perf_counter() - t0
+        seconds, cpu1 = time.perf_counter() - t0, os.times()
+    levels = result.loudness
+    if (levels is not None) != bool(settings.loudness):
+        raise RuntimeError(f"{mode}: the chapter was {'' if levels else 'not '}levelled")
     data = {
         "mode": mode,
         "seconds": seconds,
+        "cpu_s": sum(cpu1[k] - cpu0[k] for k in range(4)),  # this process and its ffmpeg processes, user + system
+        "lufs": levels.integrated_lufs if levels else None,  # the chapter as levelled (its estimate)
+        "limited": levels.limited if levels else None,  # parts whose peaks the limiter took down
         "audio_s": result.duration_ms / 1000,
         "baseline_kb": start_kb,
         "self_kb": _status_kb("self", "VmHWM"),
@@ -611,46 +624,68 @@ def _assemble_once(parts_dir: Path, count: int, out_dir: Path, mode: str) -> dic
     return data
 
 
-def measure_assembly(cfg: Config) -> dict[str, Any]:
-    """assemble_chapter on MP3 parts of 500 characters (~25 s of the fake server's audio), each way of joining
-    at a short and a long chapter: the difference gives memory per hour of audio."""
+def _distinct_parts(source: str) -> list[bytes]:
+    """Parts as the API answers them (24 kHz, 128 kbps MP3): the fake server's answer to a 500-character segment
+    (~25 s of tone), or 16 passages of the offline voice's speech (~30 s each)."""
     from tests.fakeserver import audio_for
 
-    text = _text("asm", 0, 500)
-    part = audio_for(text, MS_PER_CHAR)
-    part_s = len(text) * MS_PER_CHAR / 1000
+    if source == "tone":
+        return [audio_for(_text("asm", 0, 500), MS_PER_CHAR)]
+    from pipeline.loudness import apply_gain
+    from pipeline.media import encode_pcm
+    from pipeline.tts.espeak import engine
+
+    voice = engine()
+    speech = [voice.pcm(_text("asm", i, 500), "en-us", 175) for i in range(16)]
+    pcm = [apply_gain(p, -8.0 if i % 3 == 2 else 0.0) for i, p in enumerate(speech)]
+    return [encode_pcm(p, in_rate=voice.sample_rate) for p in pcm]
+
+
+def measure_assembly(cfg: Config) -> dict[str, Any]:
+    """assemble_chapter on MP3 parts of ~25-30 s, each way of joining at a short and a long chapter (the
+    difference gives memory per hour of audio), on the fake server's tone and on the offline voice's speech."""
     runs: list[dict[str, Any]] = []
     lengths = {"lossless": cfg.lossless_minutes, "decoded": cfg.assembly_minutes, "loudness": cfg.assembly_minutes}
     with tempfile.TemporaryDirectory(prefix="bench-assembly-") as tmp:
-        parts_dir = Path(tmp) / "parts"
-        parts_dir.mkdir()
-        longest = max(math.ceil(m * 60 / part_s) for ms in lengths.values() for m in ms)
-        for i in range(longest):  # one file per part, as in the cache
-            (parts_dir / f"{i:04d}.mp3").write_bytes(part)
-        for mode, minutes_list in lengths.items():
-            for minutes in minutes_list:
-                count = math.ceil(minutes * 60 / part_s)
-                raw = _assemble_once(parts_dir, count, Path(tmp) / f"out-{mode}-{minutes:g}", mode)
+        seconds_per_part: dict[str, float] = {}
+        for source in dict.fromkeys(source for _, source in ASSEMBLY_RUNS):
+            distinct = _distinct_parts(source)
+            seconds_per_part[source] = sum(mp3.check_part(p).samples for p in distinct) / 24_000 / len(distinct)
+            longest = max(max(lengths[mode]) for mode, s in ASSEMBLY_RUNS if s == source)
+            (Path(tmp) / source).mkdir()
+            for i in range(math.ceil(longest * 60 / seconds_per_part[source])):  # one file per part, as cached
+                (Path(tmp) / source / f"{i:04d}.mp3").write_bytes(distinct[i % len(distinct)])
+        for mode, source in ASSEMBLY_RUNS:
+            for minutes in lengths[mode]:
+                count = math.ceil(minutes * 60 / seconds_per_part[source])
+                out = Path(tmp) / f"out-{mode}-{source}-{minutes:g}"
+                raw = _assemble_once(Path(tmp) / source, count, out, mode)
                 runs.append(
                     {
                         "mode": mode,
+                        "parts_are": source,
                         "parts": count,
                         "audio_s": round(raw["audio_s"], 1),
                         "seconds": round(raw["seconds"], 3),
                         "x_realtime": round(raw["audio_s"] / raw["seconds"], 1),
+                        "cpu_s": round(raw["cpu_s"], 2),  # on a busy machine, steadier than the wall time
+                        "lufs": raw["lufs"],
+                        "limited_parts": raw["limited"],
                         "python_start_mb": round(raw["baseline_kb"] / 1024, 1),
                         "python_peak_mb": round(raw["self_kb"] / 1024, 1),
                         "largest_ffmpeg_mb": round((raw["child_kb"] or 0) / 1024, 1),
                         "ffmpeg_processes": raw["children"],
                         "peak_mb": round(raw["total_kb"] / 1024, 1),  # python + its ffmpeg children, sampled
+                        "load_average_1m": round(os.getloadavg()[0], 2),
                     }
                 )
     growth: dict[str, float | None] = {}
-    for mode in lengths:
-        mine = [r for r in runs if r["mode"] == mode]
+    for mode, source in ASSEMBLY_RUNS:
+        mine = [r for r in runs if r["mode"] == mode and r["parts_are"] == source]
         short, long = mine[0], mine[-1]
         hours = (long["audio_s"] - short["audio_s"]) / 3600
-        growth[mode] = round((long["peak_mb"] - short["peak_mb"]) / hours, 1) if hours > 0 else None
+        label = f"{mode} ({source})"
+        growth[label] = round((long["peak_mb"] - short["peak_mb"]) / hours, 1) if hours > 0 else None
     return {"runs": runs, "peak_growth_mb_per_audio_hour": growth}
 
 
@@ -948,17 +983,20 @@ def _assembly_lines(results: dict[str, Any]) -> list[str]:
     a = results["assembly"]
     lines = [
         "",
-        "4. Assembly (assemble_chapter, MP3 parts of 500 characters, ~25 s; in a subprocess; memory from /proc)",
+        "4. Assembly (assemble_chapter, MP3 parts of ~25-30 s: the fake server's tone, or eSpeak speech; in a "
+        "subprocess; memory from /proc)",
     ]
     lines.append(
-        f"   {'join':<9} {'audio':>8} {'parts':>5} {'wall s':>7} {'x real time':>11} {'python MB':>9} {'(start)':>7} "
-        f"{'one ffmpeg MB':>13} {'tree peak MB':>12}"
+        f"   {'join':<9} {'parts are':<9} {'audio':>8} {'parts':>5} {'wall s':>7} {'x real time':>11} {'CPU s':>6} "
+        f"{'python MB':>9} {'(start)':>7} {'one ffmpeg MB':>13} {'tree peak MB':>12} {'load':>5}  levelled"
     )
     for r in a["runs"]:
+        levelled = f"{r['lufs']:.1f} LUFS, {r['limited_parts']} parts limited" if r.get("lufs") is not None else "-"
         lines.append(
-            f"   {r['mode']:<9} {r['audio_s'] / 60:>6.1f} m {r['parts']:>5} {r['seconds']:>7.2f} "
-            f"{r['x_realtime']:>11.1f} {r['python_peak_mb']:>9.1f} {r['python_start_mb']:>7.1f} "
-            f"{r['largest_ffmpeg_mb']:>13.1f} {r['peak_mb']:>12.1f}"
+            f"   {r['mode']:<9} {r.get('parts_are', 'tone'):<9} {r['audio_s'] / 60:>6.1f} m {r['parts']:>5} "
+            f"{r['seconds']:>7.2f} {r['x_realtime']:>11.1f} {r.get('cpu_s', 0):>6.1f} {r['python_peak_mb']:>9.1f} "
+            f"{r['python_start_mb']:>7.1f} {r['largest_ffmpeg_mb']:>13.1f} {r['peak_mb']:>12.1f} "
+            f"{r.get('load_average_1m', 0):>5.1f}  {levelled}"
         )
     growth = ", ".join(
         f"{mode} {g:+.1f} MB" if g is not None else f"{mode} n/a"

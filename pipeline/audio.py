@@ -27,7 +27,7 @@ from typing import IO
 
 from mutagen.id3 import APIC, ID3, TALB, TCON, TIT1, TIT2, TLAN, TPE1, TPE2, TRCK, Encoding
 
-from pipeline import mp3
+from pipeline import loudness, mp3
 from pipeline.chunker import split_sentences
 from pipeline.config import BookOptions
 from pipeline.errors import AudioError
@@ -39,6 +39,16 @@ from pipeline.text import iso639_2
 log = logging.getLogger("audiobook")  # one logger: the CLI formats it for terminals and cron
 
 M4B_BITRATE = "64k"  # AAC-LC mono speech is transparent well below MP3's 128k
+# LAME's quality (-q, ffmpeg's -compression_level) for a chapter encoded from levelled parts. It sets how hard
+# LAME works (noise shaping, Huffman search), not the bitrate: CBR files are the same size. At 7 LAME still runs
+# its psychoacoustic model (block switching) but shapes no noise. At 128 kbps for mono 24 kHz speech (5 bits a
+# sample) that costs nothing audible; by the numbers it is cleaner: the default's shaping lets noise rise to what
+# its model calls masked, q 7 just quantizes finely. Measured on 15 minutes of eSpeak speech levelled to -18 LUFS,
+# against LAME's default (q 3; q 5 measures alike): LAME alone 355x vs 166x real time; SNR (gain-compensated)
+# 45 vs 24 dB; wideband PESQ 4.59 vs 4.15 (16 excerpts of 20 s); a whole levelled 30-minute chapter 14 vs 19 s of
+# CPU. Its gain is the default's (LAME_GAIN_DB, -0.45 dB: tested). q 9 gives q 7's bytes. The plain decoded path
+# keeps LAME's default, so a chapter made without levelling stays byte for byte what it was.
+LEVELLED_MP3_QUALITY = 7
 _SAMPLE_BYTES = 2  # signed 16-bit mono PCM throughout
 _CHUNK = 1 << 16
 
@@ -282,23 +292,55 @@ def _load_part(chapter: Chapter, index: int, part: PartSource, fmt: str, rate: i
     return pcm
 
 
-def _decoded_parts(chapter: Chapter, parts: Sequence[PartSource], fmt: str, rate: int) -> Generator[bytes, None, None]:
-    """Each part's PCM in order, the next one decoding in a helper thread meanwhile.
+def _load_levelled(
+    chapter: Chapter,
+    index: int,
+    part: PartSource,
+    fmt: str,
+    rate: int,
+    target: loudness.LoudnessTarget,
+    previous: loudness.PartLevel | None,
+) -> loudness.LevelledPart:
+    """The part decoded and measured by one ffmpeg, trimmed at its silent edges and brought to ``target``
+    (``previous``: the part before it, for a part too short to measure); PartDecodeError as ``_load_part``."""
+    data = _read_part(chapter, index, part)
+    try:
+        decoded = loudness.decode_and_measure(data, fmt, rate, true_peak=target.measures_true_peak)
+    except AudioError as exc:  # NotAudio included
+        raise _part_error(chapter, index, str(exc)) from exc
+    if not decoded.pcm:
+        raise _part_error(chapter, index, "it decodes to no sound at all")
+    return loudness.level_part(decoded, target, previous=previous)
+
+
+def _decoded_parts(
+    chapter: Chapter, parts: Sequence[PartSource], fmt: str, rate: int, target: loudness.LoudnessTarget | None
+) -> Generator[tuple[bytes, loudness.PartLevel | None], None, None]:
+    """Each part's PCM in order, the next one decoding in a helper thread meanwhile; with a ``target``, each
+    part levelled (trimmed, its gain applied) and its level, else the part as decoded and None.
 
     The decoder is an ffmpeg subprocess, so decoding part i+1 overlaps encoding part i on another core
     (measured on 2 cores: 30 minutes of parts went from ~143x to 160-210x real time). At most two parts
-    are held in memory.
+    are held in memory. Levelling runs in the helper too: part i+1 is submitted only once part i is done,
+    so its ``previous`` level is known, and the parts are levelled in order as ``level_part`` needs.
     """
+
+    def load(index: int, previous: loudness.PartLevel | None) -> tuple[bytes, loudness.PartLevel | None]:
+        if target is None:
+            return _load_part(chapter, index, parts[index], fmt, rate), None
+        levelled = _load_levelled(chapter, index, parts[index], fmt, rate, target, previous)
+        return levelled.pcm, levelled.level
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-part") as pool:
         try:
-            ahead = pool.submit(_load_part, chapter, 0, parts[0], fmt, rate) if parts else None
+            ahead = pool.submit(load, 0, None) if parts else None
             for i in range(len(parts)):
                 assert ahead is not None
-                pcm = ahead.result()
+                pcm, level = ahead.result()
                 following = i + 1
                 if following < len(parts):
-                    ahead = pool.submit(_load_part, chapter, following, parts[following], fmt, rate)
-                yield pcm
+                    ahead = pool.submit(load, following, level)
+                yield pcm, level
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -347,6 +389,10 @@ def assemble_chapter(
     sample rate and (when constant) its bitrate, what one endpoint and voice answer, and no loudness
     normalization is asked for; the chapter is then the parts' own frames with pauses of silent frames,
     written once, no decode and no re-encode. Otherwise each part is decoded and the chapter encoded once.
+
+    With ``settings.loudness`` ("ebu" or "acx", ``loudness.TARGETS``) every part is decoded and levelled: its
+    silent edges trimmed (cues and the chapter's length follow the trimmed parts), its gain set to bring it to
+    the target, the chapter encoder's limiter holding the ceiling; the result's ``loudness`` sums it up.
     """
     if len(segments) != len(parts):
         raise ValueError(f"{len(segments)} segments but {len(parts)} parts")
@@ -365,10 +411,11 @@ def assemble_chapter(
     ]
     try:
         joined = None
+        summary = None
         if settings.part_format == "mp3" and not settings.loudness:
             joined = _join_lossless(tmp, chapter, segments, parts, pauses, settings)
         if joined is None:
-            joined = _join_decoded(tmp, chapter, segments, parts, pauses, settings)
+            joined, summary = _join_decoded(tmp, chapter, segments, parts, pauses, settings)
         duration_ms, cues = joined
         _tag_mp3(tmp, book, chapter, title, f"{chapter.index}/{total}", settings)
         if sub_final is not None:
@@ -377,7 +424,7 @@ def assemble_chapter(
     except BaseException:
         _remove(tmp)
         raise
-    return ChapterAudio(chapter=chapter, path=final, duration_ms=duration_ms)
+    return ChapterAudio(chapter=chapter, path=final, duration_ms=duration_ms, loudness=summary)
 
 
 def _join_lossless(
@@ -419,9 +466,11 @@ def _join_decoded(
     parts: Sequence[PartSource],
     pauses: Sequence[int],
     settings: BookOptions,
-) -> tuple[int, list[Cue]]:
-    """Each part decoded to PCM (the next one while this one is encoded) and the chapter encoded once."""
+) -> tuple[tuple[int, list[Cue]], loudness.ChapterLoudness | None]:
+    """Each part decoded to PCM (the next one while this one is encoded) and the chapter encoded once; with a
+    loudness target, each part levelled on the way and the encoder limiting, and the chapter's loudness."""
     rate = settings.sample_rate
+    target = loudness.TARGETS[settings.loudness] if settings.loudness else None
     silence: dict[int, bytes] = {}
 
     def pad(enc: _PcmEncoder, ms: int) -> None:
@@ -430,20 +479,30 @@ def _join_decoded(
             enc.write(silence.setdefault(n, bytes(n * _SAMPLE_BYTES)))
 
     cues: list[Cue] = []
+    levels: list[loudness.PartLevel] = []
     codec = ["-c:a", "libmp3lame", "-b:a", settings.bitrate, "-id3v2_version", "0", "-write_xing", "1",
              "-map_metadata", "-1", "-f", "mp3"]  # fmt: skip
+    if target is not None:
+        limiter = target.encoder_filter(rate)
+        codec = [*(["-af", limiter] if limiter else []), "-compression_level", str(LEVELLED_MP3_QUALITY), *codec]
     with (
         _encoder(out, rate, codec, f"chapter {chapter.index} to {out}") as enc,
-        contextlib.closing(_decoded_parts(chapter, parts, settings.part_format, rate)) as decoded,
+        contextlib.closing(_decoded_parts(chapter, parts, settings.part_format, rate, target)) as decoded,
     ):
         pad(enc, pauses[0])
-        for i, (segment, pcm) in enumerate(zip(segments, decoded, strict=True)):
+        for i, (segment, (pcm, level)) in enumerate(zip(segments, decoded, strict=True)):
             start = enc.frames
-            enc.write(pcm)
+            enc.write(pcm)  # levelled: trimmed, so the cues are timed by what is really written
             cues.extend(segment_cues(segment.text, _ms(start, rate), _ms(enc.frames, rate)))
+            if level is not None:
+                levels.append(level)
             pad(enc, pauses[i + 1])
         total_frames = enc.frames
-    return _ms(total_frames, rate), cues
+    summary = None
+    if target is not None:
+        silent = total_frames - sum(level.samples for level in levels)
+        summary = loudness.chapter_loudness(levels, silence_samples=silent, rate=rate)
+    return (_ms(total_frames, rate), cues), summary
 
 
 # --------------------------------------------------------------------------------------------- text outputs

@@ -67,6 +67,11 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subtitles", choices=["srt", "vtt"], help="write subtitles next to each chapter")
     g.add_argument("--m4b", action="store_true", default=None, help="also build one M4B with chapter markers")
     g.add_argument(
+        "--loudness",
+        choices=["ebu", "acx"],
+        help="even loudness, part by part: ebu (-18 LUFS, peaks to -1 dBTP) or acx (RMS -20 dB, peaks to -3 dBFS)",
+    )
+    g.add_argument(
         "--no-titles", dest="announce_titles", action="store_false", default=None, help="do not speak chapter titles"
     )
     g.add_argument(
@@ -186,6 +191,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "cache_dir",
         "lexicon",
         "subtitles",
+        "loudness",
         "m4b",
         "announce_titles",
         "include_matter",

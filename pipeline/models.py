@@ -9,6 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.loudness import LoudnessTarget
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,52 @@ class SpeechResult:
 
 
 @dataclass(frozen=True)
+class ChapterLoudness:
+    """A chapter's loudness after levelling (``loudness.chapter_loudness``), as its file will measure, for the report.
+
+    Levels are the parts' after gain plus the encoder's gain. ``integrated_lufs`` is the parts' loudness
+    energy-weighted over their durations (silence is below the absolute gate, so pauses do not count; the
+    relative gate is taken per part), an estimate within a few tenths of an LU of ffmpeg's measurement of the
+    encoded chapter (tested); where the limiter works hard (``limited`` parts, ``max_limiting_db`` deep) the
+    file measures lower: 0.3 LU for eSpeak speech limited by 4 dB, up to ~1 LU for a full-scale plosive on
+    every syllable. ``rms_db`` is over the whole chapter, pauses included, as ACX measures it. ``peak_db``
+    (sample) and ``true_peak_db`` (None when not measured) are the parts' as the limiter leaves them; the
+    file's are within ~0.4 dB (the encoder's 0.95x and its overshoot about cancel), which each target's
+    ``codec_margin_db`` leaves room for.
+    """
+
+    parts: int
+    duration_ms: int
+    integrated_lufs: float | None  # None: nothing but silence
+    source_lufs: float | None  # the parts before gain (as decoded): how loud the answers were
+    rms_db: float
+    peak_db: float
+    true_peak_db: float | None
+    gain_min_db: float
+    gain_max_db: float
+    limited: int  # parts whose peaks the encoder's limiter takes down
+    max_limiting_db: float
+    peak_limited: int  # parts the ceiling kept below the target, even with the limiter
+    max_shortfall_db: float  # the most any part ended below the target
+    estimated: int  # parts too short for a gated measurement
+    silent: int
+    trimmed_ms: int  # leading and trailing silence removed, all parts together
+
+    def complies(self, target: LoudnessTarget) -> bool:
+        """Within the target's range and under its ceiling, as its measure counts."""
+        level = self.integrated_lufs if target.measure == "lufs" else self.rms_db
+        peak = self.true_peak_db if target.true_peak and self.true_peak_db is not None else self.peak_db
+        return level is not None and target.low_db <= level <= target.high_db and peak <= target.ceiling_db
+
+
+@dataclass(frozen=True)
 class ChapterAudio:
     """A finished chapter file and what is known about it."""
 
     chapter: Chapter
     path: Path
     duration_ms: int
+    loudness: ChapterLoudness | None = None  # with a loudness target: the chapter's levels, as levelled
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,8 @@ def chapter_fingerprint(keys: Sequence[str], book: Book, chapter: Chapter, total
             o.subtitles,
         ],
     }
+    if o.loudness:  # only when set, so chapters made without levelling keep the fingerprints they had
+        data["loudness"] = o.loudness
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pipeline import codec
 from pipeline.files import atomic_write
+from pipeline.loudness import TARGETS, ChapterLoudness, LoudnessTarget
 
 REPORT_NAME = "report.json"
 
@@ -46,6 +49,41 @@ class SegmentFailure:
 
 
 @dataclass(frozen=True)
+class LoudnessFigures:
+    """A levelled chapter's loudness, as its report entry gives it. Levels are those of the levelled parts plus
+    the encoder's gain, energy-weighted (``loudness.chapter_loudness``): within a few tenths of what ffmpeg
+    measures on the file, a little under it where the limiter worked hard."""
+
+    target: str  # "ebu" or "acx" (loudness.TARGETS)
+    integrated_lufs: float | None  # EBU R128 integrated loudness; None: nothing but silence
+    rms_db: float  # over the whole chapter, pauses included, as ACX measures it
+    peak_db: float  # sample peak, dBFS
+    true_peak_db: float | None  # dBTP, when measured (only without the limiter, which holds a true-peak ceiling)
+    complies: bool  # within the target's range and under its ceiling
+    parts: int
+    limited: int  # parts whose peaks the encoder's limiter took down
+    short: int  # parts the ceiling kept below the target, even with the limiter
+    source_lufs: float | None = None  # the parts as the voice answered them, before levelling
+    trimmed_ms: int = 0  # silence trimmed from the parts' edges, all parts together
+
+    @classmethod
+    def of(cls, summary: ChapterLoudness, target: LoudnessTarget) -> LoudnessFigures:
+        return cls(
+            target=target.name,
+            integrated_lufs=summary.integrated_lufs,
+            rms_db=summary.rms_db,
+            peak_db=summary.peak_db,
+            true_peak_db=summary.true_peak_db,
+            complies=summary.complies(target),
+            parts=summary.parts,
+            limited=summary.limited,
+            short=summary.peak_limited,
+            source_lufs=summary.source_lufs,
+            trimmed_ms=summary.trimmed_ms,
+        )
+
+
+@dataclass(frozen=True)
 class ChapterOutcome:
     index: int
     title: str
@@ -56,6 +94,7 @@ class ChapterOutcome:
     duration_s: float | None
     fingerprint: str | None
     error: str | None = None
+    loudness: LoudnessFigures | None = None  # with a loudness target, for a complete chapter
 
 
 @dataclass(frozen=True)
@@ -124,6 +163,7 @@ class PreviousRun:
     m4b_fingerprint: str | None = None
     title: str | None = None  # the book the folder holds
     source: str | None = None  # and the file it was read from
+    loudness: dict[str, LoudnessFigures] = field(default_factory=dict)  # finished chapter file -> its loudness
 
 
 def read_previous(out_dir: Path) -> PreviousRun:
@@ -145,12 +185,14 @@ def read_previous(out_dir: Path) -> PreviousRun:
 
     book = data.get("plan", {}).get("book", {}) if isinstance(data.get("plan"), dict) else {}
     book = book if isinstance(book, dict) else {}
+    finished = [
+        c
+        for c in chapters
+        if isinstance(c.get("file"), str) and c.get("status") in (ChapterStatus.DONE, ChapterStatus.UNCHANGED)
+    ]
+    levels = {c["file"]: figures for c in finished if (figures := _loudness(c.get("loudness"))) is not None}
     return PreviousRun(
-        current={
-            c["file"]: (text(c.get("fingerprint")), number(c.get("duration_s")))
-            for c in chapters
-            if isinstance(c.get("file"), str) and c.get("status") in (ChapterStatus.DONE, ChapterStatus.UNCHANGED)
-        },
+        current={c["file"]: (text(c.get("fingerprint")), number(c.get("duration_s"))) for c in finished},
         files=frozenset(
             [c["file"] for c in chapters if isinstance(c.get("file"), str)]
             + [f for f in data.get("leftovers", []) if isinstance(f, str)]
@@ -160,7 +202,19 @@ def read_previous(out_dir: Path) -> PreviousRun:
         m4b_fingerprint=text(data.get("m4b_fingerprint")),
         title=text(book.get("title")),
         source=text(book.get("source")),
+        loudness=levels,
     )
+
+
+def _loudness(value: Any) -> LoudnessFigures | None:
+    """A chapter entry's loudness as an earlier run wrote it; None when absent (a report from before levelling,
+    or a chapter made without it) or not readable."""
+    if not isinstance(value, dict) or value.get("target") not in TARGETS:
+        return None
+    try:
+        return codec.decode(LoudnessFigures, value)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def write_report(out_dir: Path, report: BookReport) -> Path:
@@ -232,4 +286,50 @@ def format_report(report: BookReport, out_dir: Path) -> str:
         f"{report.requests} requests, {report.retries} retries, {report.cache_hits} cached parts; "
         f"report: {out_dir / REPORT_NAME}"
     )
+    lines += format_loudness(report.chapters)
     return "\n".join(lines)
+
+
+def _span(values: list[float], unit: str) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.1f} {unit}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}..{high:.1f} {unit}"
+
+
+def format_loudness(chapters: Sequence[ChapterOutcome]) -> list[str]:
+    """A line for the complete chapters levelled to a target (one target a book): their levels, the highest
+    peak, and whether all are within the target's range, else which are not; parts limited or short."""
+    lines = []
+    for name, target in TARGETS.items():
+        mine = [(c.index, f) for c in chapters if c.status.complete and (f := c.loudness) and f.target == name]
+        if not mine:
+            continue
+        lufs = target.measure == "lufs"
+        unit = "LUFS" if lufs else "dB RMS"
+        levels = [v for _, f in mine if (v := f.integrated_lufs if lufs else f.rms_db) is not None]
+        true_peaks = [f.true_peak_db for _, f in mine if f.true_peak_db is not None]
+        if target.true_peak and true_peaks:
+            peak = f"{max(true_peaks):.1f} dBTP"
+        else:  # with the limiter only sample peaks are measured: it holds the true-peak ceiling (oversampled)
+            peak = f"{max(f.peak_db for _, f in mine):.1f} dBFS"
+        rule = f"{name}'s range ({target.low_db:g}..{target.high_db:g} {unit}, peaks to {target.ceiling_db:g} dB)"
+        outside = [(index, f) for index, f in mine if not f.complies]
+        if outside:
+            named = ", ".join(f"{index} ({_level_text(f, lufs)})" for index, f in outside[:5])
+            more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+            verdict = f"outside {rule}: chapter {named}{more}"
+        else:
+            verdict = f"all within {rule}"
+        limited, short = sum(f.limited for _, f in mine), sum(f.short for _, f in mine)
+        extras = ([f"{limited} parts limited"] if limited else []) + ([f"{short} short of the target"] if short else [])
+        lines.append(
+            f"loudness: {len(mine)} chapter{'' if len(mine) == 1 else 's'} at "
+            f"{_span(levels, unit) if levels else 'silence'}, peak {peak}; {verdict}"
+            + ("; " + ", ".join(extras) if extras else "")
+        )
+    return lines
+
+
+def _level_text(figures: LoudnessFigures, lufs: bool) -> str:
+    level = figures.integrated_lufs if lufs else figures.rms_db
+    peak = figures.true_peak_db if figures.true_peak_db is not None else figures.peak_db
+    return ("silent" if level is None else f"{level:.1f} {'LUFS' if lufs else 'dB RMS'}") + f", peak {peak:.1f}"

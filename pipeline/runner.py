@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pipeline.engines import Executor
 from pipeline.jobs import ChapterJob, light
 from pipeline.limits import GovernorStats
+from pipeline.loudness import TARGETS
 from pipeline.models import BackendOptions, ChapterAudio, ErrorKind, PartRequest, PartResult, PartStatus
 from pipeline.outputs import FinishJob, clean_partial_files
 from pipeline.planning import BookPlan, ChapterPlan
@@ -29,6 +30,7 @@ from pipeline.report import (
     BookStatus,
     ChapterOutcome,
     ChapterStatus,
+    LoudnessFigures,
     RateFigures,
     SegmentFailure,
     clock,
@@ -107,8 +109,9 @@ class Run:
             for cp in plan.chapters:
                 cs = _ChapterState(cp, set())
                 state.chapters.append(cs)
-                if cp.up_to_date:
-                    cs.outcome = _outcome(cp, ChapterStatus.UNCHANGED, cp.previous_duration_s)
+                if cp.up_to_date:  # its loudness too is the earlier run's (the target is in the fingerprint)
+                    levels = plan.previous.loudness.get(cp.filename) if plan.options.loudness else None
+                    cs.outcome = _outcome(cp, ChapterStatus.UNCHANGED, cp.previous_duration_s, loudness=levels)
                     duration_ms = int((cs.outcome.duration_s or 0) * 1000)
                     cs.audio = ChapterAudio(cp.chapter, plan.out_dir / cp.filename, duration_ms)
                     continue
@@ -240,7 +243,10 @@ class Run:
             log.error("chapter %d (%s) not written: %s", cp.chapter.index, cp.chapter.title, done.error)
             return
         cs.audio = done.audio
-        cs.outcome = _outcome(cp, ChapterStatus.DONE, done.audio.duration_ms / 1000)
+        levels = None
+        if done.audio.loudness is not None and plan.options.loudness:
+            levels = LoudnessFigures.of(done.audio.loudness, TARGETS[plan.options.loudness])
+        cs.outcome = _outcome(cp, ChapterStatus.DONE, done.audio.duration_ms / 1000, loudness=levels)
         self.progress.note(f"wrote {done.audio.path.name} ({clock(done.audio.duration_ms / 1000)})")
         await asyncio.to_thread(self._checkpoint, state)
         if all(c.outcome is not None and c.outcome.status.complete for c in state.chapters):
@@ -344,7 +350,12 @@ class Run:
 
 
 def _outcome(
-    cp: ChapterPlan, status: ChapterStatus, duration: float | None, error: str | None = None
+    cp: ChapterPlan,
+    status: ChapterStatus,
+    duration: float | None,
+    error: str | None = None,
+    *,
+    loudness: LoudnessFigures | None = None,
 ) -> ChapterOutcome:
     return ChapterOutcome(
         index=cp.chapter.index,
@@ -356,6 +367,7 @@ def _outcome(
         duration_s=round(duration, 3) if duration is not None else None,
         fingerprint=cp.fingerprint if status.complete else None,
         error=error,
+        loudness=loudness if status.complete else None,
     )
 
 

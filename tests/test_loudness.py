@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.audio import LEVELLED_MP3_QUALITY
 from pipeline.errors import AudioError
 from pipeline.loudness import (
     ACX,
@@ -109,17 +110,21 @@ def peak_db(pcm: bytes) -> float:
 HARD = dataclasses.replace(EBU, name="ebu-hard", max_limiting_db=0.0)  # no limiter: the gain alone keeps peaks
 
 
-def encoder(target: LoudnessTarget | None, out: str = "mp3") -> list[str]:
-    """The chapter encoder as assemble_chapter runs it, with the target's limiter."""
+def encoder(target: LoudnessTarget | None, out: str = "mp3", quality: int | None = None) -> list[str]:
+    """The chapter encoder as assemble_chapter runs it, with the target's limiter and, with a target, its LAME
+    quality (``quality`` overrides it)."""
     af = target.encoder_filter(RATE) if target is not None else None
-    codec = ["-c:a", "libmp3lame", "-b:a", "128k", "-f", "mp3"] if out == "mp3" else ["-f", "s16le"]
+    q = quality if quality is not None else LEVELLED_MP3_QUALITY if target is not None else None
+    lame = ["-compression_level", str(q)] if q is not None else []
+    codec = ["-c:a", "libmp3lame", "-b:a", "128k", *lame, "-f", "mp3"] if out == "mp3" else ["-f", "s16le"]
     return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(RATE), "-ac", "1",
             "-i", "pipe:0", *(["-af", af] if af else []), *codec, "pipe:1"]  # fmt: skip
 
 
-def heard(pcm: bytes, target: LoudnessTarget | None) -> bytes:
+def heard(pcm: bytes, target: LoudnessTarget | None, quality: int | None = None) -> bytes:
     """What a listener gets: the chapter PCM through the chapter encoder, decoded."""
-    return decode_part_pcm(subprocess.run(encoder(target), input=pcm, capture_output=True, check=True).stdout)
+    cmd = encoder(target, quality=quality)
+    return decode_part_pcm(subprocess.run(cmd, input=pcm, capture_output=True, check=True).stdout)
 
 
 # --------------------------------------------------------------------------------------------- decoding
@@ -267,9 +272,10 @@ def test_the_gain_makes_up_for_the_encoder_but_the_peak_limit_is_on_the_pcm() ->
     assert limited.shortfall_db == pytest.approx(3.95)  # the file ends at -28 + 6.5 - 0.45
 
 
-def test_libmp3lame_plays_back_quieter_by_the_encoder_gain() -> None:
+@pytest.mark.parametrize("quality", [None, LEVELLED_MP3_QUALITY], ids=["lame-default", "levelled-chapters"])
+def test_libmp3lame_plays_back_quieter_by_the_encoder_gain(quality: int | None) -> None:
     pcm = tone(3000, level_db=-10.0, freq=1000.0)
-    steady = heard(pcm, None)[2 * RATE : 2 * 2 * RATE]  # a steady second: no edges
+    steady = heard(pcm, None, quality)[2 * RATE : 2 * 2 * RATE]  # a steady second: no edges
     assert rms_db(steady) - rms_db(pcm) == pytest.approx(LAME_GAIN_DB, abs=0.03)
 
 
@@ -538,7 +544,8 @@ def test_trimming_never_cuts_into_sound(lead: int, body: int, tail: int, level: 
 # assemble_chapter would run it (parts decoded, measured, trimmed and levelled one ahead in a helper thread,
 # streamed with 250 ms pauses into one MP3 encoder with the target's limiter), against today's pydub path and
 # plain decode_part_pcm, on the offline voice's speech and on the fake server's tone. With speech the encoder
-# is the critical path (LAME alone: ~190x here); `--lame-q 7` shows the path with a 2.5x faster LAME setting.
+# is the critical path (LAME alone at its default quality: ~190x here); the levelled modes encode at the quality
+# assemble_chapter gives a levelled chapter (LEVELLED_MP3_QUALITY, 7: 2-2.5x faster), `--lame-q 3` at LAME's own.
 
 
 def _bench_parts(kind: str, count: int) -> list[bytes]:
@@ -567,6 +574,8 @@ def _bench_run(parts: list[bytes], mode: str, out: Path, lame_q: str | None) -> 
         return part.pcm
 
     af = target.encoder_filter(RATE) if target is not None else None
+    if lame_q is None and target is not None:  # as assemble_chapter encodes a levelled chapter
+        lame_q = str(LEVELLED_MP3_QUALITY)
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-f", "s16le", "-ar", str(RATE),
            "-ac", "1", "-i", "pipe:0", *(["-af", af] if af else []), "-ar", str(RATE), "-ac", "1",
            "-c:a", "libmp3lame", "-b:a", "128k", *(["-compression_level", lame_q] if lame_q else []),
@@ -609,7 +618,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--modes", default="pydub,plain,ebu,acx")
     parser.add_argument("--sets", default="speech,tone")
-    parser.add_argument("--lame-q", help="the encoder's -compression_level (LAME -q; default: LAME's own)")
+    parser.add_argument(
+        "--lame-q", help="the encoder's -compression_level (LAME -q; default: assemble_chapter's, 7 when levelling)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.sets.split(","):
