@@ -1,8 +1,8 @@
 """What travels between machines: every unit of work and every result, through JSON and back, unchanged.
 
-The celery engine sends these values as JSON. Rather than build each by hand, a real run (offline voice, M4B,
-a cover, subtitles, a lexicon, cache folder given as a path) goes through an executor that sends everything through
-the codec, and each value must come back equal to what was sent."""
+The celery engine sends these values as JSON. Rather than build each by hand, a real run (offline voice, M4B, a
+cover, subtitles, a lexicon, loudness levelling, the cache folder given as a path or a string) goes through an
+executor that sends everything through the codec, and each value must come back equal to what was sent."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def test_every_unit_of_work_and_result_survives_json(tmp_path: Path, cache: str)
             "backend": "local",
             "cache_dir": cache_dir,
             "m4b": True,
+            "loudness": "ebu",
             "subtitles": "srt",
             "lexicon": lexicon,
         },
