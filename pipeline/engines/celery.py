@@ -52,7 +52,7 @@ log = logging.getLogger("audiobook")
 T = TypeVar("T")
 
 POLL_S = 0.1  # how often a worker looks for a part another is making, and the driver for a chapter or book
-RESULTS_POLL_S = 0.02  # how often the driver looks for finished part requests (one MGET for all of them)
+RESULTS_POLL_S = 0.01  # how often the driver looks for finished part requests (one MGET for all of them)
 LIMITS_FILE = "rate-limits.json"
 DONE_TTL_S = 3600  # how long a finished chapter or book answers a late redelivery of its task
 
