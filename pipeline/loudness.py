@@ -130,6 +130,12 @@ class LoudnessTarget:
         if not -24 <= self.peak_limit_db <= 0:  # alimiter's limit is 1/16..1
             raise ValueError(f"the peak limit must be within -24..0 dBFS, not {self.peak_limit_db}")
 
+    def accepts(self, chapter: ChapterLoudness) -> bool:
+        """Whether a chapter is within this target's range and under its ceiling, as its measure counts."""
+        level = chapter.integrated_lufs if self.measure == "lufs" else chapter.rms_db
+        peak = chapter.true_peak_db if self.true_peak and chapter.true_peak_db is not None else chapter.peak_db
+        return level is not None and self.low_db <= level <= self.high_db and peak <= self.ceiling_db
+
     @property
     def peak_limit_db(self) -> float:
         """The highest peak a part's PCM may keep once the limiter has done its work."""

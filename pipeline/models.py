@@ -9,10 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pipeline.loudness import LoudnessTarget
 
 
 @dataclass(frozen=True)
@@ -126,12 +122,6 @@ class ChapterLoudness:
     estimated: int  # parts too short for a gated measurement
     silent: int
     trimmed_ms: int  # leading and trailing silence removed, all parts together
-
-    def complies(self, target: LoudnessTarget) -> bool:
-        """Within the target's range and under its ceiling, as its measure counts."""
-        level = self.integrated_lufs if target.measure == "lufs" else self.rms_db
-        peak = self.true_peak_db if target.true_peak and self.true_peak_db is not None else self.peak_db
-        return level is not None and target.low_db <= level <= target.high_db and peak <= target.ceiling_db
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class LoudnessFigures:
             rms_db=summary.rms_db,
             peak_db=summary.peak_db,
             true_peak_db=summary.true_peak_db,
-            complies=summary.complies(target),
+            complies=target.accepts(summary),
             parts=summary.parts,
             limited=summary.limited,
             short=summary.peak_limited,
