@@ -263,7 +263,7 @@ def measure_synthesis(cfg: Config, concurrency: int) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     book = Book("Bench", (Chapter(1, "Bench", tuple(_text(tag, i) for i in range(count))),), language="en")
     with fake_server(cfg.latency) as srv, tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
-        settings = _settings(srv.url, Path(tmp) / "cache", concurrency)
+        settings = _settings(srv.url, Path(tmp) / "cache", concurrency, pack=False)  # a request a paragraph
         stores = Stores()
         plan = app.plan(book, settings, Path(tmp) / "out", stores)
         if plan.segments != count:
