@@ -320,7 +320,7 @@ def measure_batch(cfg: Config) -> dict[str, Any]:
         paragraphs = tuple(_text(f"{tag}-{a}", p, 200) for p in range(2 if a % 5 < 3 else 1))
         books.append(Book(f"Article {a}", (Chapter(1, f"Article {a}", paragraphs),), language="en"))
     with fake_server(cfg.latency) as srv, tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
-        settings = _settings(srv.url, Path(tmp) / "cache", cfg.batch_concurrency)
+        settings = _settings(srv.url, Path(tmp) / "cache", cfg.batch_concurrency, pack=False)  # the pool, not packing
         stores = Stores()
         plans = [app.plan(b, settings, Path(tmp) / f"article-{i:02d}", stores) for i, b in enumerate(books)]
         timer, reports = _run_pool(plans, stores, cfg.batch_concurrency, assemble=True)
@@ -345,9 +345,12 @@ def _rate_run(cfg: Config, sc: RateScenario, srv: Any, tmp: Path, name: str) -> 
     tag = uuid.uuid4().hex[:8]
     book = Book("Rate", (Chapter(1, "Rate", tuple(_text(tag, i, 120) for i in range(sc.requests))),), language="en")
     more = {"rpm": sc.configured_rpm} if sc.configured_rpm else {}
-    settings = _settings(srv.url, tmp / "cache", sc.concurrency, **more)
+    # A request a paragraph: this measures the pacing, so the book is `sc.requests` requests, packing aside.
+    settings = _settings(srv.url, tmp / "cache", sc.concurrency, pack=False, **more)
     stores = Stores()
     plan = app.plan(book, settings, tmp / f"out-{tag}", stores)
+    if plan.segments != sc.requests:
+        raise RuntimeError(f"expected {sc.requests} segments, the chunker made {plan.segments}")
     seen = len(srv.requests)
     timer, (report,) = _run_pool([plan], stores, sc.concurrency, assemble=False)
     records = list(srv.requests)[seen:]

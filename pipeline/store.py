@@ -47,6 +47,8 @@ def part_key(identity: str, spec: VoiceSpec, text: str) -> str:
 class PartStore(Protocol):
     """Parts by key. ``put`` is atomic: a reader sees the whole part or none, whatever crashes when."""
 
+    remote: bool  # a look costs a network round trip (an event loop asks it from a thread)
+
     @property
     def location(self) -> str:
         """Where the parts are (a folder or a URL): names the store in messages and in part requests."""
@@ -71,6 +73,8 @@ class PartStore(Protocol):
 
 class FileStore:
     """Parts as files ``<root>/parts/<2 hex>/<key>.<fmt>``: a layout every version so far has used."""
+
+    remote = False
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -133,6 +137,8 @@ class ObjectStore:
     botocore reads it (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for MinIO or any S3-compatible
     server), never from the URL, so no location or message carries a secret.
     """
+
+    remote = True
 
     def __init__(self, url: str):
         parts = urlsplit(url)

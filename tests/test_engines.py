@@ -142,9 +142,10 @@ def test_stop_takes_no_new_request_and_lets_those_in_flight_land(tmp_path: Path)
 def test_a_stop_while_a_worker_looks_in_the_store_sends_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Looking is awaited in a thread (in a bucket it is a request), so a stop can land meanwhile: then the part
-    # it was looking for is not requested, as no part is after a stop.
+    # Looking in a bucket is awaited in a thread (it is a request), so a stop can land meanwhile: then the part
+    # it was looking for is not requested, as no part is after a stop. (A folder standing in for a bucket.)
     looking, release = threading.Event(), threading.Event()
+    monkeypatch.setattr(FileStore, "remote", True)
 
     def slow_has(self: FileStore, key: str, fmt: str = "mp3") -> bool:
         looking.set()
