@@ -116,7 +116,10 @@ def _convert_on_workers(
 
     async def main() -> RunResult:
         async with CeleryExecutor(run) as executor:
-            reports = await Run(plans, executor, stores, progress=progress, assemble=assemble).execute()
+            work = Run(plans, executor, stores, progress=progress, assemble=assemble)
+            if progress is not None:
+                progress.rate = work.rate_status  # the workers hold the governors: their notes tell
+            reports = await work.execute()
             return RunResult(tuple(reports), executor.interrupted)
 
     return asyncio.run(main())

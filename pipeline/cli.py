@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jobs", type=Path, help="job file (TOML, see configs/batch.example.toml) or a folder of books")
     p.add_argument("-o", "--output", type=Path, help="with a folder of books: where their audio goes (./audiobooks)")
     p.add_argument("--config", type=Path, help="with a folder of books: the settings file (see configs/)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="requests in flight at once for the whole batch (with --engine celery: across every worker); "
+        "default: the job file's, else 8",
+    )
     p.add_argument("--engine", choices=["local", "celery"], help="local: this process (default); celery: workers")
     p.add_argument("--broker", help="redis://HOST:6379/0: where the celery engine's workers take their work")
     p.add_argument("--dry-run", action="store_true", help="show every book's plan and the totals; send nothing")
@@ -303,7 +309,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise UsageError("--output and --config go with a folder of books; a job file sets output and settings")
     else:
         job = load_jobs(args.jobs)
-    flags = {k: v for k, v in (("engine", args.engine), ("broker", args.broker)) if v is not None}
+    given = (("concurrency", args.concurrency), ("engine", args.engine), ("broker", args.broker))
+    flags = {k: v for k, v in given if v is not None}
     job = dataclasses.replace(job, run={**job.run, **flags})  # the command line wins over the job file
     result = app.run_batch(
         job, dry_run=args.dry_run, max_cost=args.max_cost, summary_path=args.summary, progress=_progress(args)

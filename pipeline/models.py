@@ -205,6 +205,16 @@ class ErrorKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class RateNote:
+    """What the rate governor that made a part knew when the answer came: travels back with the result, so a
+    run whose requests go out elsewhere (the celery engine's workers) can show and report the key's limit."""
+
+    limit_rpm: float | None = None  # the request limit in force, if any is known
+    limit_source: str | None = None  # "config", "headers" or "429"
+    throttled: bool = False  # requests were being held back by the limit
+
+
+@dataclass(frozen=True)
 class PartResult:
     key: str
     status: PartStatus
@@ -214,6 +224,7 @@ class PartResult:
     error_kind: ErrorKind | None = None
     rate_limited: int = 0  # 429s of the key's rate limit met on the way
     waited_s: float = 0.0  # held back by the rate governor
+    rate: RateNote | None = None  # set by executors whose governors are not the run's (celery workers)
 
     @property
     def ok(self) -> bool:

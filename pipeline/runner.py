@@ -10,6 +10,7 @@ the run ends with exit 1 and names what is missing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import time
@@ -21,7 +22,7 @@ from pipeline.engines import Executor
 from pipeline.jobs import ChapterJob, light
 from pipeline.limits import GovernorStats
 from pipeline.loudness import TARGETS
-from pipeline.models import BackendOptions, ChapterAudio, ErrorKind, PartRequest, PartResult, PartStatus
+from pipeline.models import BackendOptions, ChapterAudio, ErrorKind, PartRequest, PartResult, PartStatus, RateNote
 from pipeline.outputs import FinishJob, clean_partial_files
 from pipeline.planning import BookPlan, ChapterPlan
 from pipeline.progress import Progress
@@ -43,6 +44,9 @@ log = logging.getLogger("audiobook")
 # After this many segments in a row fail even with their retries, the server is taken to be down: stop
 # instead of paying for (or waiting on) every remaining request.
 MAX_CONSECUTIVE_FAILURES = 3
+# A worker's word that the limit holds requests back stands this long (answers come every few seconds at the
+# slowest limits: 50 a minute).
+NOTE_FRESH_S = 5.0
 
 
 @dataclass(eq=False)
@@ -97,6 +101,11 @@ class Run:
         self._owner: dict[str, _BookState] = {}  # the first book that needs a part: its counters pay for it
         self._waiting: dict[str, list[tuple[_BookState, _ChapterState]]] = {}  # key -> the chapters that need it
         self._assembly: asyncio.Queue[tuple[_BookState, _ChapterState] | None] = asyncio.Queue()
+        # What the workers' governors said of each endpoint (engines whose governors are not this process's)
+        # and when requests were answered: the progress line's and the report's word on the rate limit.
+        self._notes: dict[BackendOptions, tuple[RateNote, float]] = {}
+        self._answers: collections.deque[float] = collections.deque()
+        self._started = time.monotonic()
 
     async def execute(self) -> list[BookReport]:
         """Run to completion or interruption; every book's report is written either way."""
@@ -135,6 +144,7 @@ class Run:
                 if not cs.missing:
                     self._assembly.put_nowait((state, cs))
         self.progress.start(total_chars, done_chars, len(self._requests))
+        self._started = time.monotonic()
         assemblers = [asyncio.create_task(self._assembler()) for _ in range(self.executor.assembly_slots)]
         try:
             await self.executor.run(self._pending(), self._on_result)
@@ -165,6 +175,9 @@ class Run:
         book.waited_s += result.waited_s
         if result.attempts:
             book.last_answer = time.time()
+            self._answers.append(time.monotonic())
+        if result.rate is not None:
+            self._notes[self._requests[result.key].backend] = (result.rate, time.monotonic())
         if result.status == PartStatus.CACHED:
             book.cache_hits += 1
         elif result.status == PartStatus.STORED:
@@ -176,6 +189,22 @@ class Run:
             self._refused(book, result)
         else:
             self._failed(result)
+
+    def rate_status(self) -> str | None:
+        """The progress line's word on the rate limit from the notes results carry (the celery engine; the
+        local one asks its own governors): "held back by the rate limit: 58/min (limit 60/min from config)"
+        while a worker says its requests wait for the limit, else None. The rate is the whole run's answers
+        over the last minute, every worker's together."""
+        now = time.monotonic()
+        while self._answers and self._answers[0] < now - 60:
+            self._answers.popleft()
+        for note, at in self._notes.values():
+            if note.throttled and now - at <= NOTE_FRESH_S:
+                span = min(60.0, now - self._started)
+                rate = len(self._answers) * 60 / span if span > 0 else 0.0
+                limit = "" if note.limit_rpm is None else f" (limit {note.limit_rpm:.0f}/min from {note.limit_source})"
+                return f"held back by the rate limit: {rate:.0f}/min{limit}"
+        return None
 
     def _arrived(self, key: str) -> None:
         """A part is in the store: every chapter that waited for it may now be complete."""
@@ -338,7 +367,9 @@ class Run:
         )
 
     def _rate(self, state: _BookState) -> RateFigures:
-        limit = self.limits(state.plan.backend)
+        limit: GovernorStats | RateNote | None = self.limits(state.plan.backend)
+        if limit is None and state.plan.backend in self._notes:
+            limit = self._notes[state.plan.backend][0]  # the workers' last word
         span = (state.last_answer or state.started) - state.started
         return RateFigures(
             requests_per_minute=round(state.requests * 60 / span, 1) if span > 0 else 0.0,

@@ -249,6 +249,19 @@ def test_a_batch_has_as_many_requests_in_flight_as_its_concurrency(server: FakeS
     assert len(server.requests) >= 40 and server.max_in_flight == 16
 
 
+def test_the_command_line_sets_a_batch_s_concurrency_over_the_job_file(
+    server: FakeSpeechServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.latency = 0.3
+    library(tmp_path, count=2, paragraphs=10)
+    jobs = job_file(tmp_path, top="concurrency = 4\n")
+    assert main(["--quiet", "batch", str(jobs), "--concurrency", "12"]) == 0
+    assert len(server.requests) >= 40 and server.max_in_flight == 12
+    assert main(["--quiet", "batch", str(jobs), "--concurrency", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "concurrency" in err[0]  # one line naming the setting, no traceback
+
+
 def test_a_book_with_its_own_cache_dir_plans_and_runs_against_it(
     server: FakeSpeechServer, tmp_path: Path, isolated_env: Path
 ) -> None:

@@ -272,3 +272,6 @@ def test_two_workers_share_one_rate_budget(tmp_path: Path, redis_server: RedisSe
             assert j - i + 1 <= 5 + (arrivals[j] - start) * 1.0 + 0.5
     assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 5) * 0.9  # paced, not merely lucky
     assert redis_holds(redis_server.url, KEY) == []
+    # The driver has no governor: the limit in its report is what the workers' results said.
+    (report,) = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("report.json")]
+    assert report["rate"]["limit_rpm"] == 60 and report["rate"]["limit_source"] in ("config", "headers")

@@ -4,12 +4,15 @@ reports out. No HTTP here; the end-to-end tests cover the same through the CLI a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Settings, load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AuthError, BadRequestError, RetryableError, SynthesisError
-from pipeline.models import Book, Chapter, SpeechResult, VoiceSpec
+from pipeline.models import Book, Chapter, PartRequest, PartResult, RateNote, SpeechResult, VoiceSpec
 from pipeline.planning import BookPlan, plan_book
 from pipeline.report import BookReport, BookStatus, ChapterStatus, read_previous
 from pipeline.runner import Run
@@ -146,3 +149,40 @@ def test_a_run_stopped_early_keeps_the_answers_already_paid_for(tmp_path: Path) 
             if store.has(key, "mp3")}  # fmt: skip
     assert {"Good one.", "Good two.", "Good three."} <= kept
     assert kept - {"Good one.", "Good two.", "Good three."} <= set(later)  # and so did any sent meanwhile
+
+
+class NotingExecutor(LocalExecutor):
+    """The local executor with a rate note on each result, as the celery engine's workers send them: their
+    governors are not the run's, so the run learns of the key's limit only from what results carry."""
+
+    def __init__(self, note: RateNote, *args: Any) -> None:
+        super().__init__(*args)
+        self.note = note
+
+    async def run(self, requests: Iterator[PartRequest], on_result: Callable[[PartResult], None]) -> None:
+        await super().run(requests, lambda result: on_result(dataclasses.replace(result, rate=self.note)))
+
+
+def run_noting(tmp_path: Path, note: RateNote) -> tuple[Run, BookReport]:
+    stores = Stores()
+    plans = plans_for(tmp_path, stores, book("B", ("One line.", "Two lines.", "Three lines.")))
+
+    async def go() -> tuple[Run, BookReport]:
+        async with NotingExecutor(note, lambda _options: AudioSynth(), stores, 2) as executor:
+            work = Run(plans, executor, stores)
+            (report,) = await work.execute()
+            return work, report
+
+    return asyncio.run(go())
+
+
+def test_a_run_whose_governors_are_elsewhere_shows_and_reports_the_limit_its_results_carry(tmp_path: Path) -> None:
+    work, report = run_noting(tmp_path, RateNote(60.0, "config", throttled=True))
+    assert report.rate.limit_rpm == 60.0 and report.rate.limit_source == "config"
+    status = work.rate_status()  # the progress line's words, as the run ends
+    assert status is not None
+    assert status.startswith("held back by the rate limit: ") and status.endswith("(limit 60/min from config)")
+
+    work, report = run_noting(tmp_path / "free", RateNote(60.0, "headers", throttled=False))
+    assert report.rate.limit_rpm == 60.0 and report.rate.limit_source == "headers"
+    assert work.rate_status() is None  # a limit that holds nothing back is not news on the progress line

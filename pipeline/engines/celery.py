@@ -44,7 +44,7 @@ from pipeline.config import RunOptions, default_cache_dir, load_settings
 from pipeline.engines import Interruptible, failure
 from pipeline.errors import SynthesisError, UsageError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
-from pipeline.models import ErrorKind, PartRequest, PartResult, PartStatus
+from pipeline.models import ErrorKind, PartRequest, PartResult, PartStatus, RateNote, SpeechResult
 from pipeline.outputs import FinishJob
 from pipeline.store import Stores
 
@@ -194,10 +194,16 @@ class _Worker:
                     return self._request(request, store)
             time.sleep(POLL_S)  # another worker is making it: wait for it to land, or for its lease to lapse
 
+    async def _speak(self, request: PartRequest) -> tuple[SpeechResult, RateNote]:
+        """The speech, and what this process's governor for its key knew then (read on the loop that changes
+        it): the driver has no governor of its own to show or report."""
+        speech = await self.synths(request.backend).synthesize(request.text, request.spec)
+        stats = self.synths.governor(request.backend).stats()
+        return speech, RateNote(stats.limit_rpm, stats.limit_source, stats.throttled)
+
     def _request(self, request: PartRequest, store: Any) -> PartResult:
         try:
-            synth = self.synths(request.backend)
-            speech = self.call(synth.synthesize(request.text, request.spec))
+            speech, note = self.call(self._speak(request))
         except UsageError as exc:  # no key on this worker for that backend: every request of it would fail
             return PartResult(request.key, PartStatus.REFUSED, error=f"on worker {self.name}: {exc}",
                               error_kind=ErrorKind.AUTH)  # fmt: skip
@@ -205,7 +211,7 @@ class _Worker:
             failed = failure(request, exc)  # which machine said it: its key, its network, its server
             return dataclasses.replace(failed, error=f"{failed.error} (on worker {self.name})")
         done = PartResult(request.key, PartStatus.STORED, speech.attempts, len(request.text), None, None,
-                          speech.rate_limited, speech.waited_s)  # fmt: skip
+                          speech.rate_limited, speech.waited_s, note)  # fmt: skip
         try:
             store.put(request.key, speech.audio, request.fmt)
         except OSError as exc:
