@@ -1,14 +1,17 @@
 """ffmpeg location and the few audio primitives every stage shares.
 
-pydub needs an ffmpeg binary. A system ffmpeg wins when one is on PATH; otherwise the static build shipped by
-the ``imageio-ffmpeg`` wheel is used, so nothing outside pip is required. That build has no ffprobe, so MP3 is
-always decoded with an explicit ``format`` and ``codec`` (pydub then skips its ffprobe call).
+pydub needs an ffmpeg binary. We use one known build: the static ffmpeg shipped by the ``imageio-ffmpeg`` wheel,
+so nothing outside pip is required and every machine runs the same filters (Debian 12's ffmpeg 5.1, for one,
+lacks ``ebur128=framelog``). ``$AUDIOBOOK_FFMPEG`` names another binary explicitly; an ffmpeg that happens to be
+on PATH is never taken by accident. That build has no ffprobe, so MP3 is always decoded with an explicit
+``format`` and ``codec`` (pydub then skips its ffprobe call).
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import os
 import shutil
 import subprocess
 import warnings
@@ -27,10 +30,16 @@ SAMPLE_RATE = 24_000
 BITRATE = "128k"
 
 
+FFMPEG_ENV = "AUDIOBOOK_FFMPEG"  # an explicit ffmpeg binary (a path, or a name looked up on PATH)
+
+
 @functools.cache
 def ffmpeg_exe() -> str:
-    found = shutil.which("ffmpeg")
-    if found:
+    chosen = os.environ.get(FFMPEG_ENV, "").strip()
+    if chosen:
+        found = shutil.which(chosen)
+        if not found:
+            raise AudioError(f"${FFMPEG_ENV} names {chosen!r}, which is not an executable; unset it to use ours")
         return found
     import imageio_ffmpeg
 
