@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pipeline import audio
+from pipeline import assembly
 from pipeline.chunker import chunk_chapter
 from pipeline.config import BookOptions, Settings
 from pipeline.errors import UsageError
@@ -197,7 +197,7 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
         silent += len(chunked) - len(segments)
         keys = tuple(part_key(identity, spec, seg.voice_text) for seg in segments)
         fingerprint = chapter_fingerprint(keys, book, chapter, total, options)
-        filename = audio.chapter_filename(chapter.index, total, chapter.title)
+        filename = assembly.chapter_filename(chapter.index, total, chapter.title)
         before, duration = previous.current.get(filename, (None, None))
         up_to_date = before == fingerprint and (out_dir / filename).is_file()
         cached = tuple(store.has(k, fmt) for k in keys)

@@ -14,9 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pipeline import codec
+from pipeline import wire
+from pipeline.assembly.loudness import TARGETS, ChapterLoudness, LoudnessTarget
 from pipeline.files import atomic_write
-from pipeline.loudness import TARGETS, ChapterLoudness, LoudnessTarget
 
 REPORT_NAME = "report.json"
 
@@ -212,7 +212,7 @@ def _loudness(value: Any) -> LoudnessFigures | None:
     if not isinstance(value, dict) or value.get("target") not in TARGETS:
         return None
     try:
-        return codec.decode(LoudnessFigures, value)
+        return wire.decode(LoudnessFigures, value)
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -389,16 +389,16 @@ def test_an_unwritable_cache_fails_before_any_request(server: FakeSpeechServer, 
 def test_a_sentence_repeated_in_a_chapter_is_paid_once_and_the_chapter_built_once(
     server: FakeSpeechServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline import audio
+    from pipeline import assembly
 
     built: list[str] = []
-    real = audio.assemble_chapter
+    real = assembly.assemble_chapter
 
     def counting(*args: object, **kwargs: object) -> object:
         built.append(args[1].title)  # type: ignore[attr-defined]
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(audio, "assemble_chapter", counting)
+    monkeypatch.setattr(assembly, "assemble_chapter", counting)
     book = tmp_path / "refrain.txt"
     book.write_text("Chapter 1: Refrain\n\nOh dear!\n\nThe rabbit ran.\n\nOh dear!\n", encoding="utf-8")
     assert convert(book, tmp_path / "out", "--no-titles", "--no-pack") == 0  # a part per paragraph

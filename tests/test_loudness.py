@@ -24,9 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.audio import LEVELLED_MP3_QUALITY
-from pipeline.errors import AudioError
-from pipeline.loudness import (
+from pipeline.assembly import LEVELLED_MP3_QUALITY
+from pipeline.assembly.loudness import (
     ACX,
     EBU,
     FLOOR_DB,
@@ -47,6 +46,7 @@ from pipeline.loudness import (
     part_gain,
     trim_silence,
 )
+from pipeline.errors import AudioError
 from pipeline.media import decode, encode_pcm, ffmpeg_exe
 from pipeline.mp3 import NotAudio, decode_part_pcm, parse_frames
 from tests.fakeserver import FRAME_BYTES, audio_for

@@ -27,14 +27,15 @@ from typing import IO
 
 from mutagen.id3 import APIC, ID3, TALB, TCON, TIT1, TIT2, TLAN, TPE1, TPE2, TRCK, Encoding
 
-from pipeline import loudness, mp3
+from pipeline import mp3
+from pipeline.assembly import loudness
 from pipeline.chunker import split_sentences
 from pipeline.config import BookOptions
 from pipeline.errors import AudioError
 from pipeline.files import atomic_write
 from pipeline.media import decode, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
-from pipeline.text import iso639_2
+from pipeline.textfacts import iso639_2
 
 log = logging.getLogger("audiobook")  # one logger: the CLI formats it for terminals and cron
 

@@ -18,7 +18,7 @@ from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4
 
 from pipeline import mp3
-from pipeline.audio import (
+from pipeline.assembly import (
     PartDecodeError,
     PartSource,
     assemble_chapter,
