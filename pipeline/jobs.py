@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import assembly
-from pipeline.config import BookOptions
 from pipeline.errors import AudioError
 from pipeline.models import Book, Chapter, ChapterAudio, Segment
+from pipeline.options import BookOptions
 from pipeline.outputs import Finished, FinishJob, finish_book
 from pipeline.store import Stores
 

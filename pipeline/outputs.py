@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import assembly
-from pipeline.config import BookOptions
 from pipeline.errors import UsageError
 from pipeline.models import Book, ChapterAudio
+from pipeline.names import book_stem
+from pipeline.options import BookOptions
 from pipeline.report import ChapterOutcome, PreviousRun
 
 
@@ -65,7 +66,7 @@ def finish_book(job: FinishJob, note: Callable[[str], None]) -> Finished:
     m4b = m4b_fingerprint = None
     if job.options.m4b:
         m4b_fingerprint = _m4b_fingerprint(job.options, job.outcomes)
-        m4b = assembly.book_stem(job.book) + ".m4b"
+        m4b = book_stem(job.book) + ".m4b"
         previous = job.previous
         current = previous.m4b == m4b and previous.m4b_fingerprint == m4b_fingerprint
         if not (current and (job.out_dir / m4b).is_file()):

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import wire
-from pipeline.assembly.loudness import TARGETS, ChapterLoudness, LoudnessTarget
 from pipeline.files import atomic_write
+from pipeline.models import TARGETS, ChapterLoudness, LoudnessTarget
 
 REPORT_NAME = "report.json"
 

@@ -18,11 +18,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pipeline.assembly.loudness import TARGETS
 from pipeline.engines import Executor
 from pipeline.jobs import ChapterJob, light
 from pipeline.limits import GovernorStats
-from pipeline.models import BackendOptions, ChapterAudio, ErrorKind, PartRequest, PartResult, PartStatus, RateNote
+from pipeline.models import (
+    TARGETS,
+    BackendOptions,
+    ChapterAudio,
+    ErrorKind,
+    PartRequest,
+    PartResult,
+    PartStatus,
+    RateNote,
+)
 from pipeline.outputs import FinishJob, clean_partial_files
 from pipeline.planning import BookPlan, ChapterPlan
 from pipeline.progress import Progress
