@@ -1,27 +1,18 @@
-"""ffmpeg location and the few audio primitives every stage shares.
+"""ffmpeg location and the few audio primitives every stage shares (a part is decoded in one place only:
+``pipeline.assembly.decode``).
 
-pydub needs an ffmpeg binary. We use one known build: the static ffmpeg shipped by the ``imageio-ffmpeg`` wheel,
+We use one known ffmpeg build: the static ffmpeg shipped by the ``imageio-ffmpeg`` wheel,
 so nothing outside pip is required and every machine runs the same filters (Debian 12's ffmpeg 5.1, for one,
 lacks ``ebur128=framelog``). ``$AUDIOBOOK_FFMPEG`` names another binary explicitly; an ffmpeg that happens to be
-on PATH is never taken by accident. That build has no ffprobe, so MP3 is always decoded with an explicit
-``format`` and ``codec`` (pydub then skips its ffprobe call).
+on PATH is never taken by accident. That build has no ffprobe: nothing here needs one.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import os
 import shutil
 import subprocess
-import warnings
-
-with warnings.catch_warnings():
-    # pydub looks for ffmpeg on PATH at import and warns when there is none; we point it at one below.
-    warnings.simplefilter("ignore", RuntimeWarning)
-    # pydub imports the stdlib audioop, which warns on Python 3.11-3.12 (audioop-lts replaces it from 3.13).
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from pydub import AudioSegment
 
 from pipeline.errors import AudioError
 
@@ -46,11 +37,6 @@ def ffmpeg_exe() -> str:
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def configure_pydub() -> None:
-    AudioSegment.converter = ffmpeg_exe()
-    AudioSegment.ffmpeg = ffmpeg_exe()
-
-
 def looks_like_mp3(data: bytes) -> bool:
     """Cheap sniff: an ID3v2 tag or an MPEG audio frame header at the start (no decoding)."""
     if len(data) < 4:
@@ -63,19 +49,6 @@ def looks_like_mp3(data: bytes) -> bool:
     version, layer = (b1 >> 3) & 0b11, (b1 >> 1) & 0b11
     bitrate_index, rate_index = b2 >> 4, (b2 >> 2) & 0b11
     return version != 0b01 and layer != 0 and bitrate_index not in (0, 15) and rate_index != 3
-
-
-def decode(data: bytes, fmt: str = "mp3") -> AudioSegment:
-    """Decode a complete audio file held in memory; raises AudioError when it is not decodable."""
-    configure_pydub()
-    try:
-        if fmt == "mp3":
-            return AudioSegment.from_file(io.BytesIO(data), format="mp3", codec="mp3")
-        if fmt == "wav":
-            return AudioSegment.from_wav(io.BytesIO(data))
-        return AudioSegment.from_file(io.BytesIO(data), format=fmt)
-    except Exception as exc:  # pydub raises CouldntDecodeError, IndexError, ... on bad input
-        raise AudioError(f"audio could not be decoded ({fmt}): {str(exc).splitlines()[0][:200]}") from exc
 
 
 def encode_pcm(

@@ -28,11 +28,12 @@ from pipeline.assembly import (
     segment_cues,
     write_playlist,
 )
+from pipeline.assembly.decode import decode_part_pcm
 from pipeline.config import BookOptions
 from pipeline.errors import AudioError
-from pipeline.media import decode, encode_pcm, ffmpeg_exe
+from pipeline.media import encode_pcm, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
-from tests.helpers import tiny_png
+from tests.helpers import decode, tiny_png
 
 RATE = 24_000
 # Small distinct pauses so each one is identifiable in the timings.
@@ -185,7 +186,7 @@ JOINS = {"lossless": SETTINGS, "decoded": dataclasses.replace(SETTINGS, bitrate=
 
 def assembled_samples(part: bytes, join: str) -> int:
     """A part's length in the chapter: every frame when joined losslessly; decoded, what ffmpeg gives."""
-    return mp3.check_part(part).samples if join == "lossless" else len(mp3.decode_part_pcm(part, RATE)) // 2
+    return mp3.check_part(part).samples if join == "lossless" else len(decode_part_pcm(part, RATE)) // 2
 
 
 def pause_samples(ms: int, join: str) -> int:

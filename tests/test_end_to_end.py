@@ -19,7 +19,7 @@ from pipeline import mp3
 from pipeline.chunker import chunk_chapter
 from pipeline.cli import main
 from pipeline.config import load_settings
-from pipeline.media import decode, ffmpeg_exe
+from pipeline.media import ffmpeg_exe
 from pipeline.planning import plan_book
 from pipeline.readers import read_book
 from pipeline.store import FileStore
@@ -27,7 +27,7 @@ from pipeline.titles import spoken_title
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer, Fault
 from tests.helpers import FAKE_KEY as KEY
-from tests.helpers import REPO, read_report, run_cli, write_book
+from tests.helpers import REPO, decode, read_report, run_cli, write_book
 from tests.helpers import child_env as make_child_env
 
 

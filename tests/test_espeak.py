@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pipeline.errors import FatalAPIError
-from pipeline.media import decode, looks_like_mp3
+from pipeline.media import looks_like_mp3
 from pipeline.models import VoiceSpec
 from pipeline.tts.espeak import ENGINE_IDENTITY, OPENAI_VOICES, EspeakSynth, VoiceInfo, list_voices
+from tests.helpers import decode
 
 if TYPE_CHECKING:  # importing pydub directly warns (audioop); pipeline.media imports it quietly
     from pydub import AudioSegment

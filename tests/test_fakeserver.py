@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from pipeline.limits import RateLimitInfo, parse_duration
-from pipeline.media import decode, looks_like_mp3
+from pipeline.media import looks_like_mp3
 from tests.conftest import REPO
 from tests.fakeserver import FRAME_MS, MAX_INPUT, FakeSpeechServer, Fault, ServerStats, go_duration
+from tests.helpers import decode
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.assembly import LEVELLED_MP3_QUALITY
+from pipeline.assembly.decode import decode_part_pcm
 from pipeline.assembly.loudness import (
     ACX,
     EBU,
@@ -47,9 +48,10 @@ from pipeline.assembly.loudness import (
     trim_silence,
 )
 from pipeline.errors import AudioError
-from pipeline.media import decode, encode_pcm, ffmpeg_exe
-from pipeline.mp3 import NotAudio, decode_part_pcm, parse_frames
+from pipeline.media import encode_pcm, ffmpeg_exe
+from pipeline.mp3 import NotAudio, parse_frames
 from tests.fakeserver import FRAME_BYTES, audio_for
+from tests.helpers import decode
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -566,7 +568,7 @@ def _bench_run(parts: list[bytes], mode: str, out: Path, lame_q: str | None) -> 
     def load(i: int) -> bytes:
         if mode == "pydub":  # what assemble_chapter does today
             return decode(parts[i], "mp3").set_channels(1).set_frame_rate(RATE).set_sample_width(2).raw_data
-        if target is None:  # "plain": mp3.decode_part_pcm, no loudness
+        if target is None:  # "plain": decode_part_pcm, no loudness
             return decode_part_pcm(parts[i], RATE)
         decoded = decode_and_measure(parts[i], "mp3", RATE, true_peak=target.measures_true_peak)
         part = level_part(decoded, target, previous=levels[-1] if levels else None)

@@ -15,13 +15,13 @@ from mutagen.mp4 import MP4
 
 from pipeline import assembly, wire
 from pipeline.assembly import assemble_chapter, build_m4b
+from pipeline.assembly.decode import decode_part_pcm
 from pipeline.assembly.loudness import ACX, EBU, TARGETS, Ebur128Summary, parse_ebur128_summary
 from pipeline.cli import main
 from pipeline.config import BookOptions, load_settings
 from pipeline.jobs import ChapterDone
 from pipeline.media import encode_pcm, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
-from pipeline.mp3 import decode_part_pcm
 from pipeline.planning import plan_book
 from pipeline.readers import read_book
 from pipeline.report import (

@@ -19,11 +19,11 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import FatalAPIError, UsageError
-from pipeline.media import decode, looks_like_mp3
+from pipeline.media import looks_like_mp3
 from pipeline.models import SpeechResult, VoiceSpec
 from pipeline.server import MAX_INPUT_CHARS, SpeechServer, check_access, make_server, serve
 from pipeline.tts.espeak import EspeakSynth
-from tests.helpers import child_env
+from tests.helpers import child_env, decode
 
 KEY = "sk-local-test-key-1234"
 SENTENCE = "The lighthouse keeper climbed the stairs at dusk. "

@@ -8,13 +8,12 @@ from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline import mp3
 from pipeline.assembly import loudness
 from pipeline.assembly.cues import Cue, segment_cues
+from pipeline.assembly.decode import decode_part_pcm
 from pipeline.assembly.encoder import SAMPLE_BYTES, PcmEncoder, encoder, frames_of, ms_of
 from pipeline.assembly.parts import PartSource, part_error, read_part
 from pipeline.errors import AudioError
-from pipeline.media import decode
 from pipeline.models import Chapter, Segment
 from pipeline.options import BookOptions
 
@@ -34,11 +33,7 @@ def _load_part(chapter: Chapter, index: int, part: PartSource, fmt: str, rate: i
     """The part as s16le mono PCM at ``rate``; PartDecodeError names chapter and segment."""
     data = read_part(chapter, index, part)
     try:
-        if fmt == "mp3":  # read by its frames: any valid answer decodes, a single frame included
-            pcm = mp3.decode_part_pcm(data, rate)
-        else:
-            audio = decode(data, fmt).set_channels(1).set_frame_rate(rate).set_sample_width(SAMPLE_BYTES)
-            pcm = audio.raw_data
+        pcm = decode_part_pcm(data, rate, fmt=fmt)  # an MP3 read by its frames: a single frame decodes too
     except AudioError as exc:
         raise part_error(chapter, index, str(exc)) from exc
     if not pcm:

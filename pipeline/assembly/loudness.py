@@ -39,19 +39,17 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.errors import AudioError
-from pipeline.media import ffmpeg_exe
+from pipeline.assembly.decode import decode_part
+from pipeline.errors import ToolError
 
 # Defined in models: a chapter's loudness travels in ChapterAudio and the targets are read by the report, both
 # of which must stay light (no ffmpeg, no audio code).
 from pipeline.models import ACX, EBU, TARGETS, ChapterLoudness, LoudnessTarget
-from pipeline.mp3 import _DECODER_DELAY, _STYLE, parse_frames, silent_frame
 
 with warnings.catch_warnings():
     # Deprecated on Python 3.11-3.12 (audioop-lts provides it from 3.13); pydub needs it anyway.
@@ -88,7 +86,6 @@ FLOOR_DB = -100.0  # what digital silence measures (s16's smallest step is -90.3
 _FULL_SCALE = 32768.0
 _WIDTH = 2  # s16le mono throughout
 _GATE_LUFS = -70.0  # ebur128's absolute gate: it prints exactly this when no 400 ms block passed the gates
-RAW_PCM_RATE = 24_000  # OpenAI's "pcm" answers: headerless s16le mono at 24 kHz
 # What libmp3lame (through ffmpeg) does to the level: steady sound decodes 0.95x (-0.45 dB) as loud as it went
 # in, measured at every rate from 16 to 48 kHz and 32 to 128 kbps, mono or stereo (-0.27 dB at 192 kbps and
 # over for 32-48 kHz). ffmpeg's own mp2 encoder keeps the level, so it is the encoder, not the decoder.
@@ -121,11 +118,12 @@ _SECTIONS = {
 
 
 def parse_ebur128_summary(stderr: str) -> Ebur128Summary:
-    """The last ``ebur128`` summary in ffmpeg's stderr (log level info or more). Raises AudioError when there
-    is none. Works as well on an encoder's stderr, should the chapter's own loudness be measured there."""
+    """The last ``ebur128`` summary in ffmpeg's stderr (log level info or more). Raises ToolError when there
+    is none: ffmpeg's fault, not the part's. Works as well on an encoder's stderr, should the chapter's own
+    loudness be measured there."""
     at = stderr.rfind("Summary:")
-    if at < 0:
-        raise AudioError("ffmpeg printed no loudness summary")
+    if at < 0:  # a tool's failure, not the part's: the part decoded
+        raise ToolError("ffmpeg printed no loudness summary")
     text = stderr[at:]
 
     def value(key: str) -> float | None:
@@ -137,7 +135,7 @@ def parse_ebur128_summary(stderr: str) -> Ebur128Summary:
 
     integrated = value("integrated")
     if integrated is None:
-        raise AudioError("ffmpeg's loudness summary has no integrated loudness")
+        raise ToolError("ffmpeg's loudness summary has no integrated loudness")
     return Ebur128Summary(
         integrated_lufs=integrated if integrated > _GATE_LUFS else None,
         sample_peak_db=value("sample"),
@@ -173,49 +171,20 @@ class DecodedPart:
     measurement: Measurement
 
 
-# ebur128 wants doubles: after aformat to s16 it measures exactly the samples written out (s16 -> double is
-# exact, and the output is bit-identical to a decode without it: checked).
 _MEASURE = "ebur128=framelog=quiet"
-_DEMUXERS = {"mp3": "mp3", "wav": "wav", "flac": "flac", "aac": "aac", "opus": "ogg", "ogg": "ogg"}
 
 
 def decode_and_measure(data: bytes, fmt: str, rate: int, *, true_peak: bool = False) -> DecodedPart:
     """Decode a part to s16le mono PCM at ``rate`` and measure it, with one ffmpeg process (the true peak only
     when asked: it costs half as much CPU as the decoding; pass ``target.measures_true_peak``).
 
-    MP3 is decoded exactly as ``mp3.decode_part_pcm`` does (same samples, one-frame parts included: two
-    silent frames follow the part's frames so ffmpeg opens it, and are cut off again by sample count); the
-    measurement sits at the end of the same filter chain. ``fmt`` "pcm" is headerless s16le mono at 24 kHz
-    (OpenAI's), anything else goes to ffmpeg's demuxer of that name. Raises NotAudio for a bad MP3 part and
-    AudioError when ffmpeg fails.
+    The decoding is ``decode.decode_part``'s (the same samples as a plain decode), with the measurement at the
+    end of its filter chain. Raises NotAudio for a bad MP3 part, ToolError when ffmpeg fails or
+    prints no summary.
     """
-    expected: int | None = None  # MP3: the exact sample count, give or take ``slack``
-    slack = 0
-    filters: list[str] = []
-    if fmt == "mp3":
-        stream, filters, expected, slack = _mp3_input(data, rate)
-        source = ["-f", "mp3", "-i", "pipe:0"]
-    elif fmt == "pcm":
-        stream = data[: len(data) - len(data) % _WIDTH]
-        source = ["-f", "s16le", "-ar", str(RAW_PCM_RATE), "-ac", "1", "-i", "pipe:0"]
-    else:
-        stream = data
-        source = ["-f", _DEMUXERS.get(fmt, fmt), "-i", "pipe:0"]
-    measure = _MEASURE + (":peak=true" if true_peak else "")
-    filters += [f"aresample={rate}", f"aformat=sample_fmts=s16:sample_rates={rate}:channel_layouts=mono", measure]
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", *source,
-           "-af", ",".join(filters), "-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"]  # fmt: skip
-    proc = subprocess.run(cmd, input=stream, capture_output=True, check=False)
-    log = proc.stderr.decode(errors="replace")
-    if proc.returncode != 0:
-        raise AudioError(f"ffmpeg could not decode the part ({fmt}): {_error_line(log)}")
-    pcm = proc.stdout
-    if expected is not None:
-        got = len(pcm) // _WIDTH
-        if abs(got - expected) > slack:
-            raise AudioError(f"ffmpeg decoded {got} samples where {expected} were expected")
-        pcm = pcm[: _WIDTH * expected] + bytes(_WIDTH * max(0, expected - got))
-    summary = parse_ebur128_summary(log)
+    decoded = decode_part(data, fmt, rate, measure=_MEASURE + (":peak=true" if true_peak else ""))
+    pcm = decoded.pcm
+    summary = parse_ebur128_summary(decoded.log)
     sample_peak = _db(audioop.max(pcm, _WIDTH))
     return DecodedPart(
         pcm,
@@ -228,37 +197,6 @@ def decode_and_measure(data: bytes, fmt: str, rate: int, *, true_peak: bool = Fa
             rms_db=_db(audioop.rms(pcm, _WIDTH)),
         ),
     )
-
-
-def _mp3_input(data: bytes, rate: int) -> tuple[bytes, list[str], int, int]:
-    """The stream, leading filters, sample count and its slack that make ``mp3.decode_part_pcm``'s output."""
-    frames = parse_frames(data)
-    fmt = frames.format
-    total = frames.samples
-    start, stop = 0, total
-    if frames.encoder_delay is not None and frames.encoder_padding is not None:
-        start = min(total, frames.encoder_delay + _DECODER_DELAY)
-        stop = max(start, total - frames.encoder_padding + _DECODER_DELAY)
-    if fmt.layer == 3:
-        tail = silent_frame(fmt, style=frames.first_header & _STYLE) * 2
-    else:  # layers I/II: the part's first frame twice, cut off again
-        first_len = (frames.offsets[1] if frames.count > 1 else frames.end) - frames.offsets[0]
-        tail = data[frames.offsets[0] : frames.offsets[0] + first_len] * 2
-    stream = data[frames.offsets[0] : frames.end] + tail
-    filters = [f"atrim=start_sample={start}:end_sample={stop}"]
-    if fmt.channels == 2:
-        filters.append("pan=mono|c0=0.5*c0+0.5*c1")
-    samples = stop - start
-    # ffmpeg's resampler ends on the floor or the ceiling of the exact count (see decode_part_pcm): nearest.
-    if rate == fmt.sample_rate:
-        return stream, filters, samples, 0
-    return stream, filters, (2 * samples * rate + fmt.sample_rate) // (2 * fmt.sample_rate), 1
-
-
-def _error_line(log: str) -> str:
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [line for line in lines if "[error]" in line or "[fatal]" in line]
-    return (errors or lines or ["no message"])[-1][:200]
 
 
 # --------------------------------------------------------------------------------------------- trimming
