@@ -37,20 +37,6 @@ def ffmpeg_exe() -> str:
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def looks_like_mp3(data: bytes) -> bool:
-    """Cheap sniff: an ID3v2 tag or an MPEG audio frame header at the start (no decoding)."""
-    if len(data) < 4:
-        return False
-    if data[:3] == b"ID3":
-        return len(data) > 10
-    b0, b1, b2 = data[0], data[1], data[2]
-    if b0 != 0xFF or (b1 & 0xE0) != 0xE0:
-        return False
-    version, layer = (b1 >> 3) & 0b11, (b1 >> 1) & 0b11
-    bitrate_index, rate_index = b2 >> 4, (b2 >> 2) & 0b11
-    return version != 0b01 and layer != 0 and bitrate_index not in (0, 15) and rate_index != 3
-
-
 def encode_pcm(
     pcm: bytes,
     *,

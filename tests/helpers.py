@@ -20,6 +20,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from pydub import AudioSegment
 
+from pipeline import mp3
 from pipeline.media import ffmpeg_exe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,3 +149,12 @@ def decode(data: bytes, fmt: str = "mp3") -> AudioSegment:
     if fmt == "wav":
         return AudioSegment.from_wav(io.BytesIO(data))
     return AudioSegment.from_file(io.BytesIO(data), format=fmt)
+
+
+def is_mp3(data: bytes) -> bool:
+    """Whether ``data`` is a whole MP3 part by the pipeline's own frame check (what a part must pass on arrival)."""
+    try:
+        mp3.check_part(data)
+    except mp3.NotAudio:
+        return False
+    return True

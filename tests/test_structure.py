@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,36 @@ def test_parts_are_decoded_in_one_place() -> None:
         if '"-f", "mp3", "-i", "pipe:0"' in text:
             feeding.append(Path(path).relative_to(REPO).as_posix())
     assert feeding == ["pipeline/assembly/decode.py"]
+
+
+def _module_names(tree: ast.Module) -> list[tuple[str, bool]]:
+    """Module-level functions, classes and constants, with whether each is decorated (registered by that)."""
+    names: list[tuple[str, bool]] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append((node.name, bool(node.decorator_list)))
+        elif isinstance(node, ast.Assign):
+            names += [(t.id, False) for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.append((node.target.id, False))
+    return names
+
+
+# Public names only tests call, kept on purpose: chunk_book is the chunker's whole-book entry, which its tests
+# and the chunk measures drive (the pipeline chunks chapter by chapter).
+_TESTED_API = {"chunk_book"}
+
+
+def test_no_dead_code_in_the_pipeline() -> None:
+    """A private name its module never uses, or a public name nothing in the pipeline uses, is dead code."""
+    sources = {path: path.read_text(encoding="utf-8") for path in sorted((REPO / "pipeline").rglob("*.py"))}
+    words = {path: Counter(re.findall(r"\w+", text)) for path, text in sources.items()}
+    everywhere = sum(words.values(), Counter())
+    dead = []
+    for path, text in sources.items():
+        for name, decorated in _module_names(ast.parse(text)):
+            if name.startswith("__") or decorated or name in _TESTED_API:
+                continue
+            if (words[path] if name.startswith("_") else everywhere)[name] < 2:  # the definition alone
+                dead.append(f"{path.relative_to(REPO)}: {name}")
+    assert dead == []
