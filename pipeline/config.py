@@ -55,7 +55,10 @@ class Settings:
             if key not in KEYS:
                 raise UsageError(f"unknown setting {key!r}")
             part, name = KEYS[key]
-            parts[part] = replace(parts[part], **{name: _coerce(key, value)})
+            value = _coerce(key, value)
+            if key == "backend" and value is not None:
+                value = registry.canonical(value)  # an old name ("local") becomes today's ("espeak")
+            parts[part] = replace(parts[part], **{name: value})
         settings = Settings(**parts)
         _validate(settings)
         return settings

@@ -94,7 +94,8 @@ class SpeechResult:
 
 @dataclass(frozen=True)
 class ChapterLoudness:
-    """A chapter's loudness after levelling (``loudness.chapter_loudness``), as its file will measure, for the report.
+    """A chapter's loudness after levelling (``assembly.loudness.chapter_loudness``), as its file will measure,
+    for the report.
 
     Levels are the parts' after gain plus the encoder's gain. ``integrated_lufs`` is the parts' loudness
     energy-weighted over their durations (silence is below the absolute gate, so pauses do not count; the

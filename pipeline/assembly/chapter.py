@@ -49,7 +49,7 @@ def assemble_chapter(
     normalization is asked for; the chapter is then the parts' own frames with pauses of silent frames,
     written once, no decode and no re-encode. Otherwise each part is decoded and the chapter encoded once.
 
-    With ``settings.loudness`` ("ebu" or "acx", ``loudness.TARGETS``) every part is decoded and levelled: its
+    With ``settings.loudness`` ("ebu" or "acx", ``models.TARGETS``) every part is decoded and levelled: its
     silent edges trimmed (cues and the chapter's length follow the trimmed parts), its gain set to bring it to
     the target, the chapter encoder's limiter holding the ceiling; the result's ``loudness`` sums it up.
     """

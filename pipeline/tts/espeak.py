@@ -346,7 +346,7 @@ def _caveats(options: BackendOptions) -> list[str]:
 
 
 BACKEND = Backend(
-    name="local",
+    name="espeak",
     build=_build,
     identity=_identity,
     describe=_identity,
