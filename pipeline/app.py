@@ -22,6 +22,7 @@ from pipeline.batch import BatchStatus, BookJob, BookSummary, JobFile, write_sum
 from pipeline.config import BookOptions, RunOptions, Settings, default_cache_dir, load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
+from pipeline.media import require_ffmpeg
 from pipeline.models import Book
 from pipeline.outputs import prepare_output
 from pipeline.planning import BookPlan, plan_book
@@ -74,6 +75,9 @@ def convert(
         prepare_output(p.out_dir)
     if run.engine == "celery":
         return _convert_on_workers(plans, run, stores, progress, assemble)
+    if assemble:  # an ffmpeg named in $AUDIOBOOK_FFMPEG that lacks what these books need fails before a request
+        uses = {"mp3"} | {"loudness" for p in plans if p.options.loudness} | {"m4b" for p in plans if p.options.m4b}
+        require_ffmpeg(*sorted(uses))
 
     synths = Synthesizers(run.concurrency, env, memory=default_cache_dir() / LIMITS_FILE)
     for p in plans:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import assembly
-from pipeline.errors import AudioError
+from pipeline.errors import AudioError, ToolError
 from pipeline.models import Book, Chapter, ChapterAudio, Segment
 from pipeline.options import BookOptions
 from pipeline.outputs import Finished, FinishJob, finish_book
@@ -75,7 +75,8 @@ def assemble(job: ChapterJob, stores: Stores) -> ChapterDone:
             # A damaged part must not be a hit forever: drop it so the next run asks again.
             store.evict(job.keys[exc.segment], fmt)
             note = "; the damaged part was dropped from the cache, run again to fetch it"
-        return ChapterDone(None, f"{exc}{note}")
+        # A local tool's failure meets the same command again: something on this machine must change first.
+        return ChapterDone(None, f"{exc}{note}", rerun_helps=not isinstance(exc, ToolError))
     return ChapterDone(written)
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 
-from pipeline.errors import AudioError
+from pipeline.errors import AudioError, ToolError
 
 # Defaults documented by the API contract: 24 kHz mono MP3 at 128 kbps.
 SAMPLE_RATE = 24_000
@@ -30,11 +32,75 @@ def ffmpeg_exe() -> str:
     if chosen:
         found = shutil.which(chosen)
         if not found:
-            raise AudioError(f"${FFMPEG_ENV} names {chosen!r}, which is not an executable; unset it to use ours")
+            raise ToolError(f"${FFMPEG_ENV} names {chosen!r}, which is not an executable; unset it to use ours")
         return found
     import imageio_ffmpeg
 
     return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+@dataclass(frozen=True)
+class _Need:
+    """Something of ffmpeg's we use: an encoder, muxer or filter (``ffmpeg -h kind=name`` describes it), and
+    for a filter an option value it must accept (``framelog=quiet``: Debian 12's 5.1 knows only info and
+    verbose there, and fails on every part)."""
+
+    kind: str
+    name: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        return f"the {self.name} {self.kind}" + (f" with {self.value}" if self.value else "")
+
+
+# What each use of ffmpeg needs, by use: every chapter encodes MP3 (and a decoded part is cut and resampled),
+# levelling measures and limits, an M4B is AAC in an iPod container.
+_NEEDS = {
+    "mp3": (_Need("encoder", "libmp3lame"), _Need("filter", "atrim"), _Need("filter", "aresample")),
+    "loudness": (_Need("filter", "ebur128", "framelog=quiet"), _Need("filter", "alimiter"), _Need("filter", "aformat")),
+    "m4b": (_Need("encoder", "aac"), _Need("muxer", "ipod")),
+}
+
+
+def require_ffmpeg(*uses: str) -> None:
+    """Raise ToolError, one line naming the binary and all it lacks, when the ffmpeg named by
+    ``$AUDIOBOOK_FFMPEG`` lacks what ``uses`` ("mp3", "loudness", "m4b") need. Each need is probed once a
+    process (``ffmpeg -h``, a few ms). Ours is the known build: not probed."""
+    if not os.environ.get(FFMPEG_ENV, "").strip():
+        return
+    exe = ffmpeg_exe()
+    missing = list(dict.fromkeys(str(need) for use in uses for need in _NEEDS[use] if not _has(exe, need)))
+    if missing:
+        raise ToolError(
+            f"ffmpeg {exe} (from ${FFMPEG_ENV}) lacks {', '.join(missing)}: name another build in "
+            f"${FFMPEG_ENV}, or unset it to use ours"
+        )
+
+
+@functools.cache
+def _has(exe: str, need: _Need) -> bool:
+    try:
+        proc = subprocess.run([exe, "-hide_banner", "-h", f"{need.kind}={need.name}"],
+                              capture_output=True, text=True, errors="replace", timeout=30, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    lines = proc.stdout.splitlines()
+    title = f"{need.kind.title()} {need.name}"  # "Filter atrim", "Encoder aac [AAC ...]:"; else "Unknown ..."
+    if proc.returncode != 0 or not lines or not (lines[0] == title or lines[0].startswith(title + " ")):
+        return False
+    if need.value is None:
+        return True
+    option, _, value = need.value.partition("=")
+    # The option's line, then its named values one level deeper: "   framelog  <int> ...", "     quiet  -8 ...".
+    for at, line in enumerate(lines):
+        if re.match(rf"\s+{re.escape(option)}\s", line):
+            depth = len(line) - len(line.lstrip())
+            for named in lines[at + 1 :]:
+                if len(named) - len(named.lstrip()) <= depth:
+                    break
+                if named.split()[0] == value:
+                    return True
+    return False
 
 
 def encode_pcm(

@@ -8,12 +8,13 @@ from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pipeline import media, mp3
 from pipeline.assembly import loudness
 from pipeline.assembly.cues import Cue, segment_cues
 from pipeline.assembly.decode import decode_part_pcm
 from pipeline.assembly.encoder import SAMPLE_BYTES, PcmEncoder, encoder, frames_of, ms_of
 from pipeline.assembly.parts import PartSource, part_error, read_part
-from pipeline.errors import AudioError
+from pipeline.errors import ToolError
 from pipeline.models import Chapter, Segment
 from pipeline.options import BookOptions
 
@@ -29,13 +30,21 @@ from pipeline.options import BookOptions
 LEVELLED_MP3_QUALITY = 7
 
 
+def _tool_error(chapter: Chapter, index: int, exc: ToolError) -> ToolError:
+    """ffmpeg failed on a part our frame check accepts (or that has no check of ours, like WAV): the machine's
+    fault, so the part stays cached, paid for, and the chapter fails naming the tool."""
+    return ToolError(f"chapter {chapter.index} ({chapter.title!r}), segment {index}: {exc}; the part is kept")
+
+
 def _load_part(chapter: Chapter, index: int, part: PartSource, fmt: str, rate: int) -> bytes:
     """The part as s16le mono PCM at ``rate``; PartDecodeError names chapter and segment."""
     data = read_part(chapter, index, part)
     try:
         pcm = decode_part_pcm(data, rate, fmt=fmt)  # an MP3 read by its frames: a single frame decodes too
-    except AudioError as exc:
+    except mp3.NotAudio as exc:  # our own frame check: the part is bad, and only then is it dropped
         raise part_error(chapter, index, str(exc)) from exc
+    except ToolError as exc:
+        raise _tool_error(chapter, index, exc) from exc
     if not pcm:
         raise part_error(chapter, index, "it decodes to no sound at all")
     return pcm
@@ -55,8 +64,10 @@ def _load_levelled(
     data = read_part(chapter, index, part)
     try:
         decoded = loudness.decode_and_measure(data, fmt, rate, true_peak=target.measures_true_peak)
-    except AudioError as exc:  # NotAudio included
+    except mp3.NotAudio as exc:
         raise part_error(chapter, index, str(exc)) from exc
+    except ToolError as exc:
+        raise _tool_error(chapter, index, exc) from exc
     if not decoded.pcm:
         raise part_error(chapter, index, "it decodes to no sound at all")
     return loudness.level_part(decoded, target, previous=previous)
@@ -106,6 +117,7 @@ def join_decoded(
     loudness target, each part levelled on the way and the encoder limiting, and the chapter's loudness."""
     rate = settings.sample_rate
     target = loudness.TARGETS[settings.loudness] if settings.loudness else None
+    media.require_ffmpeg("mp3", *(["loudness"] if target is not None else []))  # before a part is decoded
     silence: dict[int, bytes] = {}
 
     def pad(enc: PcmEncoder, ms: int) -> None:

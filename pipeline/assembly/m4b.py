@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.assembly.encoder import CHUNK, PcmEncoder, encoder, last_line, remove, run_ffmpeg
 from pipeline.assembly.tags import cover_mime
 from pipeline.errors import AudioError
-from pipeline.media import ffmpeg_exe
+from pipeline.media import ffmpeg_exe, require_ffmpeg
 from pipeline.models import Book, ChapterAudio
 from pipeline.names import book_stem
 from pipeline.options import BookOptions
@@ -74,6 +74,7 @@ def build_m4b(out_dir: Path, book: Book, chapters: Sequence[ChapterAudio], setti
     """
     if not chapters:
         raise AudioError(f"no chapter files to build an M4B for {book.title!r}")
+    require_ffmpeg("m4b")
     out_dir.mkdir(parents=True, exist_ok=True)
     rate = settings.sample_rate
     stem = book_stem(book)
