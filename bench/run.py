@@ -880,7 +880,7 @@ def measure_offline_batch(cfg: Config) -> list[dict[str, Any]]:
             if workers:
                 cluster = stack.enter_context(_Cluster(tmp, workers=workers, threads=2))
                 run = RunOptions(2 * workers, engine="celery", broker=cluster.redis.url)
-            settings = load_settings(env={}, overrides={"backend": "local", "cache_dir": tmp / "cache", "m4b": True})
+            settings = load_settings(env={}, overrides={"backend": "espeak", "cache_dir": tmp / "cache", "m4b": True})
             stores = Stores()
             plans = [app.plan(b, settings, tmp / f"book{i}", stores) for i, b in enumerate(books)]
             t0 = time.perf_counter()

@@ -522,7 +522,7 @@ def test_hostile_epub_is_one_line_exit_2(kind: str, tmp_path: Path) -> None:
     word = HOSTILE[kind](book)
     before = files_under(tmp_path)
     out = tmp_path / "out"
-    result = run_cli("convert", str(book), "-o", str(out), "--backend", "local", timeout=60)
+    result = run_cli("convert", str(book), "-o", str(out), "--backend", "espeak", timeout=60)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("audiobook: error: "), result.stderr
