@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct
 import subprocess
 import sys
-import warnings
 import zlib
 from pathlib import Path
 from typing import Any
-
-with warnings.catch_warnings():
-    # pydub looks for ffmpeg on PATH at import and warns when there is none; decode() points it at ours.
-    warnings.simplefilter("ignore", RuntimeWarning)
-    # pydub imports the stdlib audioop, which warns on Python 3.11-3.12 (audioop-lts replaces it from 3.13).
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from pydub import AudioSegment
-
-from pipeline import mp3
-from pipeline.media import ffmpeg_exe
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,24 +125,3 @@ def claim_huge_size(path: Path, member: str) -> None:
             struct.pack_into("<I", data, entry + 24, 0xFFFFFFFE)  # uncompressed size
         pos = entry + 4
     path.write_bytes(bytes(data))
-
-
-def decode(data: bytes, fmt: str = "mp3") -> AudioSegment:
-    """A whole audio file (an output, an answer) as pydub reads it, for tests to look at: an independent reader,
-    not the pipeline's own decoder (``pipeline.assembly.decode``). MP3 with an explicit codec, so pydub skips
-    its ffprobe call (imageio-ffmpeg ships no ffprobe)."""
-    AudioSegment.converter = AudioSegment.ffmpeg = ffmpeg_exe()
-    if fmt == "mp3":
-        return AudioSegment.from_file(io.BytesIO(data), format="mp3", codec="mp3")
-    if fmt == "wav":
-        return AudioSegment.from_wav(io.BytesIO(data))
-    return AudioSegment.from_file(io.BytesIO(data), format=fmt)
-
-
-def is_mp3(data: bytes) -> bool:
-    """Whether ``data`` is a whole MP3 part by the pipeline's own frame check (what a part must pass on arrival)."""
-    try:
-        mp3.check_part(data)
-    except mp3.NotAudio:
-        return False
-    return True

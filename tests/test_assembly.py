@@ -33,7 +33,8 @@ from pipeline.config import BookOptions
 from pipeline.errors import AudioError
 from pipeline.media import encode_pcm, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
-from tests.helpers import decode, tiny_png
+from tests.audiocheck import decode
+from tests.helpers import tiny_png
 
 RATE = 24_000
 # Small distinct pauses so each one is identifiable in the timings.

@@ -19,9 +19,10 @@ from mutagen.id3 import ID3
 from mutagen.mp4 import MP4
 
 from pipeline.cli import main
+from tests.audiocheck import decode
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer
-from tests.helpers import ALICE_TOC, claim_huge_size, decode, read_report, run_cli, tiny_png
+from tests.helpers import ALICE_TOC, claim_huge_size, read_report, run_cli, tiny_png
 
 KEY = "sk-formats-test-key-0123456789"
 MS_PER_CHAR = 2.0  # short audio: a 100-character segment is 0.2 s, so assembly and the M4B stay fast

@@ -24,10 +24,11 @@ from pipeline.planning import plan_book
 from pipeline.readers import read_book
 from pipeline.store import FileStore
 from pipeline.titles import spoken_title
+from tests.audiocheck import decode
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer, Fault
 from tests.helpers import FAKE_KEY as KEY
-from tests.helpers import REPO, decode, read_report, run_cli, write_book
+from tests.helpers import REPO, read_report, run_cli, write_book
 from tests.helpers import child_env as make_child_env
 
 

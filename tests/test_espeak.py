@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import FatalAPIError
 from pipeline.models import VoiceSpec
 from pipeline.tts.espeak import ENGINE_IDENTITY, OPENAI_VOICES, EspeakSynth, VoiceInfo, list_voices
-from tests.helpers import decode, is_mp3
+from tests.audiocheck import decode, is_mp3
 
 if TYPE_CHECKING:  # importing pydub directly warns (audioop); pipeline.media imports it quietly
     from pydub import AudioSegment

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from pipeline.limits import RateLimitInfo, parse_duration
+from tests.audiocheck import decode, is_mp3
 from tests.conftest import REPO
 from tests.fakeserver import FRAME_MS, MAX_INPUT, FakeSpeechServer, Fault, ServerStats, go_duration
-from tests.helpers import decode, is_mp3
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -50,8 +50,8 @@ from pipeline.assembly.loudness import (
 from pipeline.errors import AudioError
 from pipeline.media import encode_pcm, ffmpeg_exe
 from pipeline.mp3 import NotAudio, parse_frames
+from tests.audiocheck import decode
 from tests.fakeserver import FRAME_BYTES, audio_for
-from tests.helpers import decode
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -34,8 +34,8 @@ from pipeline.tts.openai_http import (
     retry_wait,
     server_message,
 )
+from tests.audiocheck import is_mp3
 from tests.fakeserver import FakeSpeechServer, Fault, audio_for
-from tests.helpers import is_mp3
 
 KEY = "sk-test-0123456789abcdef"
 SPEC = VoiceSpec(model="tts-1", voice="alloy")

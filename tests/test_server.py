@@ -22,7 +22,8 @@ from pipeline.errors import FatalAPIError, UsageError
 from pipeline.models import SpeechResult, VoiceSpec
 from pipeline.server import MAX_INPUT_CHARS, SpeechServer, check_access, make_server, serve
 from pipeline.tts.espeak import EspeakSynth
-from tests.helpers import child_env, decode, is_mp3
+from tests.audiocheck import decode, is_mp3
+from tests.helpers import child_env
 
 KEY = "sk-local-test-key-1234"
 SENTENCE = "The lighthouse keeper climbed the stairs at dusk. "

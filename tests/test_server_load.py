@@ -20,7 +20,7 @@ import pytest
 from pipeline.models import SpeechResult, VoiceSpec
 from pipeline.server import MAX_BODY_BYTES, ServerLimits, SpeechServer, make_server
 from pipeline.tts.espeak import EspeakSynth
-from tests.helpers import is_mp3
+from tests.audiocheck import is_mp3
 
 SPEECH = json.dumps({"model": "tts-1", "voice": "alloy", "input": "Hello there."}).encode()
 
