@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -12,6 +13,11 @@ import pytest
 
 from pipeline import media
 from pipeline.errors import AudioError, ToolError
+from pipeline.jobs import ChapterJob, assemble
+from pipeline.media import encode_pcm
+from pipeline.models import Book, Chapter, Pause, Segment
+from pipeline.options import BookOptions
+from pipeline.store import Stores
 from tests.fakeserver import FakeSpeechServer
 from tests.helpers import FAKE_KEY, run_cli, write_book
 
@@ -55,11 +61,11 @@ def test_an_explicit_ffmpeg_that_is_not_there_says_so(tmp_path, monkeypatch, fre
 def _ffmpeg_failing_on(folder: Path, pattern: str) -> tuple[Path, Path]:
     """An ffmpeg that is ours except that it exits 1, with a message, when its arguments contain ``pattern``
     (as a build without that filter would); it logs every call."""
-    exe, calls = folder / f"ffmpeg-without-{pattern.replace('=', '-')}", folder / "calls.log"
+    exe, calls = folder / ("ffmpeg-without-" + re.sub(r"\W+", "-", pattern).strip("-")), folder / "calls.log"
     real = imageio_ffmpeg.get_ffmpeg_exe()
     exe.write_text(
         f'#!/bin/sh\necho "$*" >> "{calls}"\n'
-        f'case "$*" in *{pattern}*) echo "[error] No such filter: \'{pattern}\'" >&2; exit 1;; esac\n'
+        f'case "$*" in *"{pattern}"*) echo "[error] No such filter: \'{pattern}\'" >&2; exit 1;; esac\n'
         f'exec "{real}" "$@"\n'
     )
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
@@ -148,3 +154,37 @@ def test_an_ffmpeg_failing_while_levelling_keeps_the_part_and_fails_the_run_nami
     again = run_cli("convert", str(book), "-o", str(out), "--loudness", "ebu", env=env)
     assert again.returncode == 0, again.stderr
     assert len(server.requests) == paid
+
+
+def _wav_chapter_job(tmp_path: Path, parts: list[bytes], loudness: str | None) -> tuple[ChapterJob, Stores]:
+    stores = Stores()
+    store = stores.at(str(tmp_path / "cache"))
+    keys = tuple(f"{i:064x}" for i in range(len(parts)))
+    for key, data in zip(keys, parts, strict=True):
+        store.put(key, data, "wav")
+    chapter = Chapter(1, "One", ("x",))
+    segments = tuple(Segment(1, i, f"Part {i}.", Pause.END if i == len(parts) - 1 else Pause.SENTENCE)
+                     for i in range(len(parts)))  # fmt: skip
+    options = BookOptions(response_format="wav", loudness=loudness)
+    job = ChapterJob(Book("B", ()), chapter, segments, keys, str(tmp_path / "cache"), tmp_path / "out", options, 1)
+    return job, stores
+
+
+@pytest.mark.parametrize("loudness", [None, "ebu"])
+def test_a_wav_part_is_dropped_only_when_it_is_not_wav_not_when_ffmpeg_fails_on_it(
+    tmp_path, monkeypatch, fresh_choice, loudness
+):
+    good = encode_pcm(bytes(2 * 24_000), in_rate=24_000, fmt="wav")
+    broken = b"RIFF\xff\xff\xff\xffWAVE" + b"junk" * 10  # a RIFF header and nothing a WAV holds
+    job, stores = _wav_chapter_job(tmp_path / "broken", [good, broken], loudness)
+    done = assemble(job, stores)
+    assert done.audio is None and "not a WAV file" in (done.error or "") and "dropped from the cache" in done.error
+    assert stores.at(job.store).get(job.keys[1], "wav") is None and stores.at(job.store).get(job.keys[0], "wav")
+
+    fake, _ = _ffmpeg_failing_on(tmp_path, "-f wav")  # ffmpeg fails on WAV input: a tool's failure
+    monkeypatch.setenv(media.FFMPEG_ENV, str(fake))
+    media.ffmpeg_exe.cache_clear()
+    job, stores = _wav_chapter_job(tmp_path / "tool", [good, good], loudness)
+    done = assemble(job, stores)
+    assert done.audio is None and str(fake) in (done.error or "") and "the part is kept" in done.error
+    assert not done.rerun_helps and all(stores.at(job.store).get(key, "wav") == good for key in job.keys)

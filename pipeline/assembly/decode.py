@@ -53,6 +53,8 @@ def decode_part(
             stream = data[: len(data) - len(data) % _WIDTH]
             source = ["-f", "s16le", "-ar", str(RAW_PCM_RATE), "-ac", "1", "-i", "pipe:0"]
         else:
+            if fmt == "wav" and (problem := wav_problem(data)):
+                raise mp3.NotAudio(f"not a WAV file: {problem}")
             stream = data
             source = ["-f", _DEMUXERS.get(fmt, fmt), "-i", "pipe:0"]
     if measure:
@@ -84,6 +86,26 @@ def decode_part(
 def decode_part_pcm(data: bytes, rate: int | None = None, *, trim: bool = True, fmt: str = "mp3") -> bytes:
     """Just the PCM of ``decode_part``: the part as the chapter's encoder is given it."""
     return decode_part(data, fmt, rate, trim=trim).pcm
+
+
+def wav_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a WAV file, by its structure alone, or None: what our own check can say before a tool
+    is asked, so a broken part is dropped and made again rather than blamed on ffmpeg. Lenient on sizes: a
+    streamed WAV (as OpenAI sends) gives its RIFF and data sizes as 0xFFFFFFFF."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return "no RIFF/WAVE header"
+    at, seen = 12, set()
+    while at + 8 <= len(data):
+        chunk, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        if chunk == b"data":
+            if "fmt " not in seen:
+                return "its data comes before its format"
+            return None if at + 8 < len(data) else "its data chunk is empty"
+        seen.add(chunk.decode("latin-1"))
+        if chunk == b"fmt " and size < 16:
+            return "its format chunk is too short"
+        at += 8 + size + size % 2
+    return "no data chunk"
 
 
 def error_line(log: str) -> str:
