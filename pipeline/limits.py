@@ -741,7 +741,10 @@ class Governor:
     async def _reserve(self, buckets: Sequence[Bucket]) -> Grant | None:
         assert self._shared is not None
         try:
-            grant = await asyncio.wait_for(self._shared.reserve(buckets), SHARED_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when the store answers in
+            # the loop turn the task is cancelled, swallowing the cancel (a stopped run's task goes on for ever).
+            async with asyncio.timeout(SHARED_TIMEOUT_S):
+                grant = await self._shared.reserve(buckets)
         except (SharedLimitsError, TimeoutError) as exc:
             self._shared_failed(exc)
             return None
@@ -780,7 +783,8 @@ class Governor:
 
     async def _told(self, call: Callable[[], Awaitable[None]]) -> None:
         try:
-            await asyncio.wait_for(call(), SHARED_TIMEOUT_S)
+            async with asyncio.timeout(SHARED_TIMEOUT_S):  # not wait_for: see _reserve
+                await call()
         except (SharedLimitsError, TimeoutError) as exc:
             self._shared_failed(exc)
 
