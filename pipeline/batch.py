@@ -34,11 +34,11 @@ from typing import Any
 from pipeline.config import RUN_KEYS, Settings
 from pipeline.errors import UsageError
 from pipeline.files import atomic_write
+from pipeline.readers import BOOK_SUFFIXES  # the readers own which files are books
 from pipeline.store import is_url
 
 log = logging.getLogger("audiobook")
 
-BOOK_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".epub", ".html", ".htm", ".xhtml"}
 _JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book"} | RUN_KEYS
 _BOOK_KEYS = {"path", "output", "format"}
 
