@@ -35,7 +35,6 @@ from pipeline.tts.registry import Synthesizers
 log = logging.getLogger("audiobook")
 
 
-
 def read(path: Path, options: BookOptions) -> Book:
     return read_book(path, include_matter=options.include_matter, language=options.language)
 
