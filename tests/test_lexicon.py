@@ -211,7 +211,9 @@ def test_plan_stops_with_one_line_on_a_rule_that_backtracks(tmp_path: Path) -> N
     book, rules = tmp_path / "book.txt", tmp_path / "rules.txt"
     book.write_text("Title\n\n" + "a" * 5000 + "\n", encoding="utf-8")
     rules.write_text("re:(a|a)*\\d => x\n", encoding="utf-8")
-    done = run_cli("plan", str(book), "--lexicon", str(rules), "--config", "configs/local.toml", timeout=90)
+    done = run_cli(
+        "plan", str(book), "--lexicon", str(rules), "--config", str(REPO / "configs" / "local.toml"), timeout=90
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{rules}:1: the regular expression ran for over" in lines[0], done.stderr
