@@ -19,7 +19,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pipeline.batch import BatchStatus, BookJob, BookSummary, JobFile, write_summary
-from pipeline.config import BookOptions, RunOptions, Settings, default_cache_dir, load_settings
+from pipeline.config import BookOptions, RunOptions, Settings, limits_file, load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
 from pipeline.models import Book
@@ -33,8 +33,6 @@ from pipeline.store import Stores
 from pipeline.tts.registry import Synthesizers
 
 log = logging.getLogger("audiobook")
-
-LIMITS_FILE = "rate-limits.json"  # in the user's cache folder: what keys' headers said, by endpoint and key hash
 
 
 def read(path: Path, options: BookOptions) -> Book:
@@ -75,7 +73,7 @@ def convert(
     if run.engine == "celery":
         return _convert_on_workers(plans, run, stores, progress, assemble)
 
-    synths = Synthesizers(run.concurrency, env, memory=default_cache_dir() / LIMITS_FILE)
+    synths = Synthesizers(run.concurrency, env, memory=limits_file(p.store for p in plans))
     for p in plans:
         synths(p.backend)  # a missing key fails here, before any request
     if progress is not None:

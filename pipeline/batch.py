@@ -23,6 +23,7 @@ import glob
 import json
 import logging
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -34,11 +35,11 @@ from typing import Any
 from pipeline.config import RUN_KEYS, Settings
 from pipeline.errors import UsageError
 from pipeline.files import atomic_write
+from pipeline.readers import BOOK_SUFFIXES  # the readers own which files are books
 from pipeline.store import is_url
 
 log = logging.getLogger("audiobook")
 
-BOOK_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".epub", ".html", ".htm", ".xhtml"}
 _JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book"} | RUN_KEYS
 _BOOK_KEYS = {"path", "output", "format"}
 
@@ -200,14 +201,21 @@ def load_jobs(path: Path) -> JobFile:
     )
 
 
-def folder_job(folder: Path, output: Path, config: Path | None) -> JobFile:
-    """Every book in ``folder`` (not its subfolders), as if a job file listed ``folder/*``: what
-    ``make audiobooks`` runs. Books of the same name (book.txt, book.md) get folders of their own."""
+def folder_job(folder: Path, output: Path, config: Path | None, recursive: bool = False) -> JobFile:
+    """Every book in ``folder`` (with ``recursive``, in its subfolders too, hidden ones and links to folders
+    left out), as if a job file listed ``folder/*`` (``folder/**/*``): what ``make audiobooks`` runs. Books of
+    the same name (book.txt, book.md, a/book.txt) get folders of their own."""
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder of books (nor a job file)")
+    found = list(folder.iterdir())
+    if recursive:
+        found = []
+        for top, dirs, names in os.walk(folder):  # never into links to folders: a loop cannot run for ever
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found += [Path(top, name) for name in names]
     books = [
         BookJob(p, output / p.stem, {})
-        for p in sorted(folder.iterdir())
+        for p in sorted(found)
         if p.is_file() and p.suffix.lower() in BOOK_SUFFIXES and not p.name.startswith(".")
     ]
     if not books:

@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jobs", type=Path, help="job file (TOML, see configs/batch.example.toml) or a folder of books")
     p.add_argument("-o", "--output", type=Path, help="with a folder of books: where their audio goes (./audiobooks)")
     p.add_argument("--config", type=Path, help="with a folder of books: the settings file (see configs/)")
+    p.add_argument("--recursive", action="store_true", help="with a folder of books: the books in its subfolders too")
     p.add_argument(
         "--concurrency",
         type=int,
@@ -304,9 +305,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.report import format_plan
 
     if args.jobs.is_dir():
-        job = folder_job(args.jobs, args.output or Path("audiobooks"), args.config)
-    elif args.output or args.config:
-        raise UsageError("--output and --config go with a folder of books; a job file sets output and settings")
+        job = folder_job(args.jobs, args.output or Path("audiobooks"), args.config, recursive=args.recursive)
+    elif args.output or args.config or args.recursive:
+        raise UsageError(
+            "--output, --config and --recursive go with a folder of books; a job file sets output, settings "
+            "and its books' paths (a glob such as library/**/*.epub reaches into subfolders)"
+        )
     else:
         job = load_jobs(args.jobs)
     given = (("concurrency", args.concurrency), ("engine", args.engine), ("broker", args.broker))

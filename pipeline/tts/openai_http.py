@@ -24,12 +24,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from pipeline import mp3
+from pipeline.addresses import endpoint, is_this_machine, parse_base_url
 from pipeline.errors import (
     AuthError,
     BadRequestError,
@@ -196,19 +196,15 @@ class OpenAISpeech:
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        try:
-            url = httpx.URL(base_url.strip())
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise UsageError(f"base_url {base_url!r} is not a URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise UsageError(f"base_url {base_url!r} must start with http:// or https:// and name a host")
+        base = parse_base_url(base_url)  # the config's own check and normal form: no userinfo, query kept
         if max_retries < 0 or connections < 1:
             raise UsageError("max_retries must be >= 0 and connections >= 1")
-        path = url.path.rstrip("/")
-        self._host = url.host + (f":{url.port}" if url.port is not None else "")
-        self._where = self._host + path  # what messages and the identity name: no scheme, userinfo, key
-        # Keep any query (some relays want ?api-version=...), drop userinfo so no credential rides along.
-        self._endpoint = url.copy_with(path=path + "/audio/speech", username=None, password=None)
+        self._host = base.netloc
+        self._where = base.where  # what messages and the identity name: no scheme, userinfo, key
+        try:
+            self._endpoint = httpx.URL(base.url("/audio/speech"))
+        except httpx.InvalidURL as exc:  # what urlsplit lets through and httpx does not (a bad host name)
+            raise UsageError(f"base_url {base_url!r} is not a URL: {exc}") from None
         self._api_key = api_key
         self._key_env = key_env  # where the key came from, for messages (never the key)
         self._timeout = timeout
@@ -449,20 +445,11 @@ class OpenAISpeech:
 # gpt-4o-mini-tts is billed by tokens; OpenAI quotes about $0.015 a minute, ~900 characters of English.
 PRICE_PER_MILLION_CHARS = {"gpt-4o-mini-tts": 15.0, "tts-1": 15.0, "tts-1-hd": 30.0}
 DEFAULT_PRICE = 15.0
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
-
-
-def endpoint(base_url: str) -> str:
-    """Host and path of an endpoint, without scheme, credentials, query or trailing slash."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return host + parts.path.rstrip("/")
 
 
 def is_local_endpoint(base_url: str) -> bool:
-    return (urlsplit(base_url).hostname or "") in LOCAL_HOSTS
+    """Whether the endpoint is on this machine (loopback, or 0.0.0.0 and :: as a client reaches them)."""
+    return is_this_machine(parse_base_url(base_url).host)
 
 
 def _build(options: BackendOptions, connections: int, env: Mapping[str, str], governor: Governor) -> OpenAISpeech:
