@@ -399,3 +399,31 @@ def test_a_job_whose_paths_all_match_nothing_is_a_mistake_not_a_quiet_night(
     assert main(["batch", str(jobs)]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{jobs}:3:" in err and "no book matches 'bokos/*.txt'" in err
+
+
+def test_a_part_shared_with_a_book_of_another_cache_is_copied_to_the_store_it_reads(
+    server: FakeSpeechServer, tmp_path: Path, isolated_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Three books whose chapters are all called "Chapter 1": the spoken title is one part, requested once on
+    # behalf of the first book (the default cache), while the last book reads its parts from a cache of its own.
+    books = tmp_path / "books"
+    books.mkdir()
+    for name in ("a", "b", "c"):
+        (books / f"{name}.txt").write_text(f"Chapter 1\n\nThe tale of book {name} begins here.\n", "utf-8")
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(
+        'output = "out"\n[[book]]\npath = "books/a.txt"\n[[book]]\npath = "books/b.txt"\n'
+        '[[book]]\npath = "books/c.txt"\ncache_dir = "own-cache"\n',
+        encoding="utf-8",
+    )
+    assert main(["--quiet", "batch", str(jobs)]) == 0, capsys.readouterr().err
+    assert server.served_inputs().count("Chapter 1") == 1  # still paid for once
+    assert all(b["status"] == "done" for b in summary(tmp_path).values())
+    assert (tmp_path / "out" / "c" / "01 Chapter 1.mp3").is_file()
+    # The book with its own cache finds every part there on the next run, even with the shared cache gone.
+    shutil.rmtree(isolated_env / "audiobook-pipeline")
+    shutil.rmtree(tmp_path / "out" / "c")
+    server.clear()
+    assert main(["--quiet", "batch", str(jobs)]) == 0
+    assert server.requests == []
+    assert summary(tmp_path)["c.txt"]["status"] == "done"

@@ -186,3 +186,27 @@ def test_a_run_whose_governors_are_elsewhere_shows_and_reports_the_limit_its_res
     work, report = run_noting(tmp_path / "free", RateNote(60.0, "headers", throttled=False))
     assert report.rate.limit_rpm == 60.0 and report.rate.limit_source == "headers"
     assert work.rate_status() is None  # a limit that holds nothing back is not news on the progress line
+
+
+def test_a_part_another_store_holds_is_copied_not_bought_again(tmp_path: Path) -> None:
+    # A batch whose books keep their parts apart: a part found in, or requested into, one book's store serves
+    # a book of another store too (copied there before its chapter is assembled), and is paid for once.
+    stores = Stores()
+    shared = book("Shared", ("Common line.", "Only shared."))
+    (done,) = run(plans_for(tmp_path, stores, shared), stores, AudioSynth())
+    assert done.status == BookStatus.DONE
+    own = settings(tmp_path).replace(cache_dir=tmp_path / "own")
+    other = book("Other", ("Common line.", "Only other."), ("Only shared.", "Last line."))
+    third = book("Third", ("Last line.",))
+    plans = [
+        plan_book(other, own, tmp_path / "other", stores.at(tmp_path / "own")),
+        plan_book(third, settings(tmp_path), tmp_path / "third", stores.at(tmp_path / "cache")),
+    ]
+    synth = AudioSynth()
+    reports = run(plans, stores, synth)
+    assert sorted(synth.calls) == ["Last line.", "Only other."]
+    assert [r.status for r in reports] == [BookStatus.DONE, BookStatus.DONE]
+    own_store, main_store = stores.at(tmp_path / "own"), stores.at(tmp_path / "cache")
+    for chapter in plans[0].chapters:
+        assert all(own_store.has(key, "mp3") for key in chapter.keys)  # the next run plans every part as kept
+    assert all(main_store.has(key, "mp3") for key in plans[1].chapters[0].keys)
