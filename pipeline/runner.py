@@ -172,8 +172,8 @@ class Run:
 
     def _pending(self) -> Iterator[PartRequest]:
         for key, request in self._requests.items():
-            if self.aborted:
-                return
+            if self.aborted or self.stores.at(request.store).failure is not None:
+                return  # a failed write stops the sending at once; its result, on its way, says why
             if all(book.error for book, _ in self._waiting.get(key, [])):
                 continue  # every book that needs it has stopped; the report names what is left undone
             yield request
@@ -239,7 +239,8 @@ class Run:
             book.error = message
             log.error("%s: stopping this book: %s", book.plan.book.title, message)
         if result.error_kind == ErrorKind.STORE:
-            self._record_failure(result)
+            # Said once, by the line that stops the run: the answers in flight meet the same disk.
+            self._record_failure(result, quiet=True)
 
     def _failed(self, result: PartResult) -> None:
         self._record_failure(result)
@@ -247,13 +248,15 @@ class Run:
         if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
             self._abort(f"{self._consecutive_failures} segments in a row failed after retries; last: {result.error}")
 
-    def _record_failure(self, result: PartResult) -> None:
+    def _record_failure(self, result: PartResult, *, quiet: bool = False) -> None:
         for _state, cs in self._waiting.get(result.key, []):
             seg = cs.plan.keys.index(result.key)
             text = _preview(self._requests[result.key].text)
             failure = SegmentFailure(cs.plan.chapter.index, cs.plan.chapter.title, seg, text, result.error or "failed")
             cs.failed.append(failure)
-            log.error("chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error)
+            (log.debug if quiet else log.error)(
+                "chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error
+            )
 
     def _abort(self, message: str, *, final: bool = False) -> None:
         """Stop the whole run: whatever is left would fail the same way. The requests in flight are paid for,
