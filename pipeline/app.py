@@ -10,6 +10,7 @@ out. Nothing here parses arguments or prints; the front ends do that and format 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import logging
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipeline.batch import BatchStatus, BookJob, BookSummary, JobFile, write_summary
+from pipeline.batch import OUTPUT_LOCK, BatchStatus, BookJob, BookSummary, JobFile, write_summary
 from pipeline.config import BookOptions, RunOptions, Settings, default_cache_dir, load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
@@ -151,17 +152,27 @@ def run_batch(
 ) -> BatchResult:
     """Every book of a job file through one run, incrementally: unchanged books are settled without a request,
     a book that fails does not stop the others, work past the budget is refused by name. One run at a time
-    per job file (LockHeld otherwise). A summary is written unless this is a dry run with no ``summary_path``."""
-    job.lock.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(job.lock))
+    per job file, and one per output folder, whichever job writes to it (LockHeld otherwise: two runs would
+    overwrite each other's summary and books). A summary is written unless this is a dry run with no
+    ``summary_path``; a dry run writes nothing to the output folder, so it does not lock it."""
+    with contextlib.ExitStack() as held:
+        _lock(held, job.lock, f"another run of {job.path} is in progress")
+        folder_lock = job.output / OUTPUT_LOCK
+        if not dry_run and folder_lock != job.lock:
+            _lock(held, folder_lock, f"output folder {job.output} is in use by another run")
+        return _run_batch(job, dry_run, job.max_cost if max_cost is None else max_cost, summary_path, progress, env)
+
+
+def _lock(held: contextlib.ExitStack, path: Path, busy: str) -> None:
+    """Hold an OS lock on ``path`` until ``held`` closes, or raise LockHeld at once (a killed run's lock file
+    holds no lock: the OS released it with the process)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise LockHeld(f"another run of {job.path} is in progress (lock {job.lock}); try again later") from None
-    try:
-        return _run_batch(job, dry_run, job.max_cost if max_cost is None else max_cost, summary_path, progress, env)
-    finally:
-        lock.release()
+        raise LockHeld(f"{busy} (lock {path}); try again later") from None
+    held.callback(lock.release)
 
 
 def _run_batch(

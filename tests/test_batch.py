@@ -143,6 +143,30 @@ def test_second_invocation_is_refused_and_a_stale_lock_is_not(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
 
 
+def test_two_jobs_writing_to_one_output_folder_do_not_run_at_once(server: FakeSpeechServer, tmp_path: Path) -> None:
+    # Two job files (their own locks), one output folder: the second would overwrite the first's books and
+    # batch-summary.json. It is refused at once, in one line, before anything is read or sent.
+    library(tmp_path, count=1)
+    jobs = job_file(tmp_path)
+    other = tmp_path / "other.toml"
+    other.write_text(jobs.read_text(encoding="utf-8"), encoding="utf-8")
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.url}
+    (tmp_path / "out").mkdir()
+    with FileLock(str(tmp_path / "out" / ".audiobook-batch.lock")):  # what a run of jobs.toml holds
+        proc = run_cli("batch", str(other), env=env)
+        assert proc.returncode == 75
+        assert proc.stderr.strip().splitlines() == [
+            f"audiobook: error: output folder {tmp_path / 'out'} is in use by another run "
+            f"(lock {tmp_path / 'out' / '.audiobook-batch.lock'}); try again later"
+        ]
+        assert server.requests == [] and not (tmp_path / "out" / "batch-summary.json").exists()
+        proc = run_cli("batch", str(other), "--dry-run", env=env)  # a dry run writes nothing there: allowed
+        assert proc.returncode == 0, proc.stderr
+    proc = run_cli("batch", str(other), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "batch-summary.json").is_file()
+
+
 def test_sigterm_mid_batch_keeps_parts_and_the_next_run_resumes(tmp_path: Path) -> None:
     library(tmp_path, count=3, chapters=2, paragraphs=20, sentences=2)
     jobs = job_file(tmp_path)
@@ -330,8 +354,11 @@ def test_books_with_the_same_name_never_share_a_folder(
     jobs = tmp_path / "jobs.toml"
     jobs.write_text('output = "out"\n[[book]]\npath = "*/book.*"\n', encoding="utf-8")
     assert main(["batch", str(jobs)]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "3 books share this folder name" in err
+    # The run's lines name each apart, as their folders are named.
+    done = sorted(line.split()[1] for line in out.splitlines() if line.startswith("done"))
+    assert done == ["a/book.txt", "b/book.txt", "book.md"]
     folders = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir())
     assert folders == ["a - book.md", "a - book.txt", "b - book.txt"]
     for folder in folders:
