@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pipeline.models import Book, Chapter, PartRequest, PartResult, RateNote, Sp
 from pipeline.planning import BookPlan, plan_book
 from pipeline.report import BookReport, BookStatus, ChapterStatus, read_previous
 from pipeline.runner import Run
-from pipeline.store import Stores
+from pipeline.store import FileStore, Stores
 from tests.fakeserver import audio_for
 
 
@@ -210,3 +211,42 @@ def test_a_part_another_store_holds_is_copied_not_bought_again(tmp_path: Path) -
     for chapter in plans[0].chapters:
         assert all(own_store.has(key, "mp3") for key in chapter.keys)  # the next run plans every part as kept
     assert all(main_store.has(key, "mp3") for key in plans[1].chapters[0].keys)
+
+
+class SlowDiskStore(FileStore):
+    """A folder whose writes wait until ``release`` is set, as a slow disk's fsync does under load."""
+
+    def __init__(self, root: Path, release: threading.Event):
+        super().__init__(root)
+        self.release = release
+
+    def put(self, key: str, data: bytes, fmt: str = "mp3") -> None:
+        self.release.wait(timeout=60)
+        super().put(key, data, fmt)
+
+
+def test_answers_do_not_pile_up_in_memory_behind_a_slow_store(tmp_path: Path) -> None:
+    # Memory stays that of a few answers whatever the book's size: a worker sends its next request while its
+    # last answer is written, but never a third while that write has not finished.
+    release = threading.Event()
+    stores = Stores()
+    stores._open[str(tmp_path / "cache")] = SlowDiskStore(tmp_path / "cache", release)
+    b = book("B", tuple(f"Line {i}." for i in range(30)))
+    sent_while_blocked: list[int] = []
+
+    class CountingSynth(AudioSynth):
+        async def synthesize(self, text: str, spec: VoiceSpec) -> SpeechResult:
+            if not release.is_set():
+                sent_while_blocked.append(1)
+            return await super().synthesize(text, spec)
+
+    synth = CountingSynth()
+    timer = threading.Timer(0.5, release.set)  # only ends the wait; the bound below holds at any speed
+    timer.start()
+    try:
+        (report,) = run(plans_for(tmp_path, stores, b), stores, synth, concurrency=3)
+    finally:
+        timer.cancel()
+        release.set()
+    assert report.status == BookStatus.DONE and len(synth.calls) == 30
+    assert len(sent_while_blocked) <= 2 * 3  # one answer being written and one on its way, per worker
