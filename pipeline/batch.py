@@ -42,6 +42,7 @@ log = logging.getLogger("audiobook")
 
 _JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book"} | RUN_KEYS
 _BOOK_KEYS = {"path", "output", "format"}
+OUTPUT_LOCK = ".audiobook-batch.lock"  # in the output folder: one run writes there at a time, whatever its job
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def folder_job(folder: Path, output: Path, config: Path | None, recursive: bool 
         raise UsageError(f"{folder}: holds no book ({', '.join(sorted(BOOK_SUFFIXES))})")
     return JobFile(
         path=folder,
-        lock=output / ".audiobook-batch.lock",
+        lock=output / OUTPUT_LOCK,
         base_config=config,
         output=output,
         max_cost=None,
@@ -305,9 +306,24 @@ def name_of(b: BookSummary) -> str:
     return Path(b.source).name if b.output else b.source  # a path that matched nothing is shown whole
 
 
+def names_of(books: list[BookSummary]) -> list[str]:
+    """Each book's name in the run's lines: its file name, or for books of the same file name (a/book.txt,
+    b/book.txt) as much of their path as tells them apart, as their output folders are named."""
+    names = [name_of(b) for b in books]
+    for name in set(names):
+        same = [i for i, n in enumerate(names) if n == name and books[i].output]
+        if len(same) < 2:
+            continue
+        parts = [Path(books[i].source).parts for i in same]
+        depth = next((d for d in range(2, 64) if len({p[-d:] for p in parts}) == len(parts)), 64)
+        for i, p in zip(same, parts, strict=True):
+            names[i] = "/".join(p[-depth:])
+    return names
+
+
 def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_run: bool) -> str:
     lines = []
-    for b in books:
+    for b, name in zip(books, names_of(books), strict=True):
         extra = f"{b.chapters} chapter{'' if b.chapters == 1 else 's'}"
         if b.duration_s:
             extra += f", {b.duration_s / 60:.1f} min"
@@ -315,7 +331,7 @@ def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_r
             extra += f", {b.characters_to_send:,} chars to send, ~${b.estimated_cost_usd:.2f}"
         elif b.requests or b.cache_hits:
             extra += f", {b.requests} requests, {b.retries} retries, {b.cache_hits} cached"
-        line = f"{b.status:<12} {name_of(b)}  ({extra})"
+        line = f"{b.status:<12} {name}  ({extra})"
         if b.error:
             line += f"\n             {b.error}"
         lines.append(line)
@@ -332,9 +348,9 @@ def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_r
 
 def format_failures(books: list[BookSummary]) -> str | None:
     """The one line that says which books were not done, or None when all were."""
-    failed = [s for s in books if not s.status.ok]
+    failed = [(s, name) for s, name in zip(books, names_of(books), strict=True) if not s.status.ok]
     if not failed:
         return None
-    names = "; ".join(f"{name_of(s)}: {s.status}" + (f" ({s.error})" if s.error else "") for s in failed[:3])
+    names = "; ".join(f"{name}: {s.status}" + (f" ({s.error})" if s.error else "") for s, name in failed[:3])
     more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
     return f"{len(failed)} of {len(books)} books not done: {names}{more}"

@@ -13,7 +13,7 @@ one line and exits with its ``exit_code``. Anything else is a bug and gets a tra
     │       └── BadRequestError             400/404/422, an unknown voice: this book's settings are wrong, it stops
     ├── AudioError                 exit 1   decoding, joining, encoding or tagging failed
     ├── RunFailed                  exit 1   the run ended with segments or books not done (named in the message)
-    ├── LockHeld                   exit 75  another run of the same job holds its lock
+    ├── LockHeld                   exit 75  another run of the job or its output folder holds the lock
     └── Interrupted                exit 130 Ctrl-C or SIGTERM; finished work is kept
 """
 
@@ -92,7 +92,7 @@ class RunFailed(AudiobookError):
 
 
 class LockHeld(AudiobookError):
-    """Another run of the same job is in progress."""
+    """Another run of the same job, or another run writing to the same output folder, is in progress."""
 
     exit_code = 75
 

@@ -66,6 +66,7 @@ class LocalExecutor(Interruptible):
                 raise outcome
 
     async def _worker(self, requests: Iterator[PartRequest], on_result: Callable[[PartResult], None]) -> None:
+        writing: asyncio.Task[None] | None = None  # this worker's last part on its way to the store
         while not self._stopping.is_set():
             request = next(requests, None)
             if request is None:
@@ -97,8 +98,12 @@ class LocalExecutor(Interruptible):
                 waited_s=speech.waited_s,
             )
             # Stored (write, fsync, rename) while this worker already sends its next request; the part counts
-            # as done only once it is in the store, so an interruption never loses a stored part.
+            # as done only once it is in the store, so an interruption never loses a stored part. One write at a
+            # time per worker: answers never pile up in memory behind a slow disk (at most two a worker).
+            if writing is not None:
+                await asyncio.wait([writing])
             task = asyncio.create_task(self._keep(request, speech.audio, done, on_result))
+            writing = task
             self._stores.add(task)
             task.add_done_callback(self._stores.discard)
 
