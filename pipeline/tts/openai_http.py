@@ -5,8 +5,15 @@ What is retried, and how long to wait, follows ``openai-python`` (``_base_client
 - retried: timeouts, connection errors (refused, DNS, dropped), HTTP 408, 409, 429 and 5xx, and a 200 whose
   body is not audio (JSON error, empty, garbage: some relays answer errors with status 200);
 - the server may force the decision with ``x-should-retry: true|false``;
-- the wait is the server's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date) when it lies in
-  (0, 60] seconds, else ``0.5 * 2**n`` seconds capped at 8, less up to 25 % jitter.
+- the wait is the server's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date) when it is finite and
+  lies in (0, 120] seconds, else ``0.5 * 2**n`` seconds capped at 8, less up to 25 % jitter;
+- a ``retry-after`` over 120 s is not retried at all, whatever the status or ``x-should-retry`` says: the
+  server wants nobody back for longer than a run should sit waiting. It stops the run (``KeyResting``) with
+  one line saying when the server asked to be tried again.
+
+That is openai-python 3.3.1 (``src/openai/_base_client.py`` ``_calculate_retry_timeout`` and ``_should_retry``,
+``MAX_RETRY_AFTER_DELAY = 2 * 60`` in ``_constants.py``; the rule came with commit 7fa79464 "honor Retry-After
+delays up to two minutes", read at e43b4224), and its test table is ours (``tests/test_openai_http.py``).
 
 Failures no retry can fix raise a ``FatalAPIError`` at once with the server's own message, typed by what it
 stops: ``AuthError`` (401, 403) and ``QuotaError`` (a 429 whose code is ``insufficient_quota``) the whole run,
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,13 +41,14 @@ from pipeline import mp3
 from pipeline.errors import (
     AuthError,
     BadRequestError,
+    KeyResting,
     QuotaError,
     RateLimited,
     RetryableError,
     SynthesisError,
     UsageError,
 )
-from pipeline.limits import Governor, RateLimitInfo, parse_retry_after
+from pipeline.limits import MAX_RETRY_AFTER, Governor, RateLimitInfo, parse_retry_after
 from pipeline.models import BackendOptions, SpeechResult, VoiceSpec
 from pipeline.tts.base import OPENAI_VOICES, Backend, VoiceInfo
 
@@ -47,7 +56,6 @@ log = logging.getLogger("audiobook")  # one logger: the CLI formats it for termi
 
 INITIAL_RETRY_DELAY = 0.5  # seconds before the first retry when the server names no delay
 MAX_RETRY_DELAY = 8.0
-MAX_RETRY_AFTER = 60.0  # a server-named delay above this is ignored in favour of our own backoff
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
 FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
@@ -75,10 +83,30 @@ def backoff_delay(retries_done: int, rand: float) -> float:
 
 
 def retry_wait(retries_done: int, retry_after: float | None, rand: float) -> float:
-    """The pause before the next attempt: the server's delay when it is reasonable, else our backoff."""
-    if retry_after is not None and 0 < retry_after <= MAX_RETRY_AFTER:
+    """The pause before the next attempt: the server's delay when it is finite and in (0, 120] s, else our
+    backoff (the SDK's ``_calculate_retry_timeout``)."""
+    if retry_after is not None and math.isfinite(retry_after) and 0 < retry_after <= MAX_RETRY_AFTER:
         return retry_after
     return backoff_delay(retries_done, rand)
+
+
+def too_long(retry_after: float | None) -> bool:
+    """Whether the server's delay is one not to retry after at all (the SDK's ``_should_retry``: a finite
+    delay over 120 s; zero, negative, infinite or unparseable ones fall back to the backoff instead)."""
+    return retry_after is not None and math.isfinite(retry_after) and retry_after > MAX_RETRY_AFTER
+
+
+def _after(seconds: float) -> str:
+    """``seconds`` from now as people read it: ``1 day 0 h (until 2026-12-08 18:20 UTC)``."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    span = (f"{days} day{'s' if days > 1 else ''} {hours} h" if days else f"{hours} h {rest // 60} min"
+            if hours else f"{rest // 60} min {rest % 60} s")  # fmt: skip
+    try:
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + seconds))
+    except (OverflowError, OSError, ValueError):  # beyond what the platform's calendar holds
+        return span
+    return f"{span} (until {until})"
 
 
 def server_message(body: bytes, content_type: str = "") -> tuple[str | None, frozenset[str]]:
@@ -332,6 +360,13 @@ class OpenAISpeech:
                             status=exc.status,
                         ) from None
                     continue
+                except KeyResting as exc:
+                    if exc.status == 429:  # counted as what it is, a refusal of the rate limit (not a retry)
+                        slot.rate_limited(MAX_RETRY_AFTER, info)
+                        tally.rate_limited += 1
+                    else:
+                        slot.failed(info)
+                    raise
                 except SynthesisError:
                     slot.failed(info)
                     raise
@@ -392,6 +427,11 @@ class OpenAISpeech:
         detail = f"{self._where} answered {reason}: {message or 'no message'}"
         if status == 429 and "insufficient_quota" in codes:
             raise QuotaError(self._scrub(f"{detail} ({_QUOTA_HINT})"), status=status)
+        if too_long(retry_after):
+            assert retry_after is not None
+            wait = f"{_after(retry_after)}, longer than the {MAX_RETRY_AFTER:g} s a retry waits"
+            raise KeyResting(self._scrub(f"{detail}; it asks to be tried again in {wait}: run again then"),
+                             status=status, retry_after=retry_after)  # fmt: skip
         if status == 429:
             raise RateLimited(self._scrub(detail), status=status, retry_after=retry_after)
 
