@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline import mp3
 from pipeline.errors import (
     AuthError,
     BadRequestError,
@@ -457,10 +458,41 @@ def test_audio_under_a_wrong_label_is_still_audio(label: str) -> None:
     assert result.audio == MP3 and result.attempts == 1 and len(seen) == 1
 
 
-def test_a_wav_answer_is_sniffed_as_wav() -> None:
-    client, _, _ = mock_client(audio_ok, max_retries=0)  # MP3 bytes where WAV was asked for
-    with pytest.raises(RetryableError, match="not wav audio"):
+def test_mp3_where_wav_was_asked_stops_the_book_at_once() -> None:
+    client, seen, sleep = mock_client(audio_ok)  # MP3 bytes where WAV was asked for: no retry can change that
+    with pytest.raises(BadRequestError, match=r"answers mp3 audio when wav is asked for.*response_format"):
         synth(client, spec=VoiceSpec("tts-1", "alloy", response_format="wav"))
+    assert len(seen) == 1 and sleep.calls == []
+
+
+WAV = audio_for("hello there, a wave", ms_per_char=50, fmt="wav")
+
+
+def test_wav_where_mp3_was_asked_is_converted_once_never_retried(caplog: pytest.LogCaptureFixture) -> None:
+    wav = httpx.Response(200, content=WAV, headers={"content-type": "audio/wav"})
+    client, seen, sleep = mock_client(lambda r: wav)
+
+    async def go() -> list[Any]:
+        try:
+            return [await client.synthesize(text, SPEC) for text in ("One.", "Two.")]
+        finally:
+            await client.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="audiobook"):
+        results = asyncio.run(go())
+    assert len(seen) == 2 and sleep.calls == [] and [r.attempts for r in results] == [1, 1]
+    for result in results:
+        info = mp3.check_part(result.audio)  # an MP3 part like the API's own, ready for the lossless join
+        assert (info.format.sample_rate, info.format.channels, info.bitrate_kbps) == (24_000, 1, 128)
+        assert abs(info.duration_ms - len("hello there, a wave") * 50) < 100
+    warned = [r.getMessage() for r in caplog.records if "answers wav audio" in r.getMessage()]
+    assert len(warned) == 1  # said once, not once a part
+
+
+def test_a_broken_wav_is_retried_like_any_answer_that_is_not_audio() -> None:
+    broken = httpx.Response(200, content=b"RIFF\x00\x00\x00\x00WAVEjunk", headers={"content-type": "audio/wav"})
+    client, seen, _ = mock_client(sequence(broken))
+    assert synth(client).attempts == 2 and len(seen) == 2
 
 
 def test_fatal_after_a_retry_stops_there() -> None:
@@ -642,3 +674,21 @@ def test_connections_above_one_shard_are_fully_used(server: FakeSpeechServer) ->
     gather_live(client, [f"part {i}" for i in range(24)])
     assert len(server.served_inputs()) == 24
     assert server.max_in_flight == 12
+
+
+def test_live_a_server_that_answers_wav_costs_one_request_a_text(server: FakeSpeechServer) -> None:
+    """It used to cost five (each answer refused as 'not mp3', retried four times) and fail every segment."""
+    server.inject_for(lambda body: True, Fault.wrong_format("wav"))
+    client, sleep = live(server)
+    texts = [f"Text number {n} to speak." for n in range(10)]
+
+    async def go() -> list[Any]:
+        try:
+            return await asyncio.gather(*(client.synthesize(text, SPEC) for text in texts))
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(go())
+    assert len(server.requests) == 10 and sleep.calls == []
+    assert all(r.attempts == 1 and mp3.check_part(r.audio).frames > 0 for r in results)
+    assert all(r.body is not None and "response_format" not in r.body for r in server.requests)  # MP3 asked

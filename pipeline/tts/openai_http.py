@@ -20,6 +20,11 @@ stops: ``AuthError`` (401, 403) and ``QuotaError`` (a 429 whose code is ``insuff
 ``BadRequestError`` (400, 404, 422, a redirect) the book; so a run never pays for a thousand identical errors.
 Every error carries the number of attempts made. The API key goes in one header and nowhere else: every
 message is scrubbed of it.
+
+A 200 of real audio in another format than the one asked for (a relay that ignores ``response_format`` and
+answers WAV) is never retried: the same request gets the same answer. Where MP3 was asked, it is converted with
+our ffmpeg (``media.to_mp3``), once per part; where another format was asked, the book stops at once naming
+the format the server answers.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from pipeline import mp3
 from pipeline.errors import (
+    AudioError,
     AuthError,
     BadRequestError,
     KeyResting,
@@ -190,6 +196,26 @@ def audio_problem(fmt: str | None, body: bytes) -> str | None:
     return f"it does not start with {magic!r}"
 
 
+def sniff(body: bytes) -> str | None:
+    """The audio format a body is in, by its bytes: ``mp3``, ``wav``, ``flac``, ``opus`` (Ogg); None when it
+    is none of these (garbage, or aac and raw pcm, which have no reliable cheap magic)."""
+    if body[:4] == b"RIFF" and body[8:12] == b"WAVE":
+        return "wav"
+    if body[:4] == b"fLaC":
+        return "flac"
+    if body[:4] == b"OggS":
+        return "opus"
+    return "mp3" if audio_problem("mp3", body) is None else None
+
+
+class _OtherFormat(Exception):
+    """A 200 of audio in ``found``, not the format asked for: usable if it can be converted, never retried."""
+
+    def __init__(self, found: str, body: bytes) -> None:
+        super().__init__(found)
+        self.found, self.body = found, body
+
+
 # --- the client ----------------------------------------------------------------------------------------
 
 
@@ -249,6 +275,7 @@ class OpenAISpeech:
         # uses them, when the caller passes one): it paces requests to the key's limit and takes 429s.
         self.governor = governor or Governor(connections, sleep=sleep, clock=clock)
         self._transport = transport
+        self._converting: str | None = None  # the format this server answers instead of MP3, once said
         self._clients: list[httpx.AsyncClient] = []  # the shards; see _open
         self._capacity: list[int] = []
         self._busy: list[int] = []
@@ -348,6 +375,9 @@ class OpenAISpeech:
                 info = RateLimitInfo.from_headers(response.headers)
                 try:
                     audio = self._check(response, fmt)
+                except _OtherFormat as other:
+                    slot.done(info)  # a real answer, paid for: the request went through
+                    return await self._converted(other, fmt or "mp3")
                 except RateLimited as exc:
                     slot.rate_limited(exc.retry_after, info)
                     tally.rate_limited += 1
@@ -372,6 +402,25 @@ class OpenAISpeech:
                     raise
                 slot.done(info)
                 return audio
+
+    async def _converted(self, other: _OtherFormat, asked: str) -> bytes:
+        """An answer in another format than ``asked``: MP3 made from it, or the book stops (no retry changes
+        what format a server answers)."""
+        if asked != "mp3":
+            raise BadRequestError(
+                f"{self._where} answers {other.found} audio when {asked} is asked for; only MP3 is converted "
+                f'here: leave response_format unset (MP3), or set response_format = "{other.found}"'
+            )
+        if self._converting != other.found:
+            self._converting = other.found
+            log.warning("%s answers %s audio when mp3 is asked for: each part is converted to MP3", self._where,
+                        other.found)  # fmt: skip
+        from pipeline import media  # pydub and ffmpeg only for a server that needs them
+
+        try:
+            return await asyncio.to_thread(media.to_mp3, other.body)
+        except AudioError as exc:  # looked like audio, but is broken: another answer may be whole
+            raise self._retryable(f"{self._where} answered {other.found} audio that {exc}") from None
 
     # One request: the response, or the right SynthesisError subclass with a scrubbed one-line message.
     async def _send(self, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
@@ -414,6 +463,9 @@ class OpenAISpeech:
                 )
             # The bytes decide, not the label: relays mislabel audio (octet-stream, text/plain, text/html).
             problem = audio_problem(fmt, body)
+            found = sniff(body) if problem is not None else None
+            if found is not None and found != (fmt or "mp3"):
+                raise _OtherFormat(found, body)
             if problem is not None:
                 raise self._retryable(
                     f"{self._where} answered 200 with {len(body)} bytes that are not {fmt or 'mp3'} audio: "
