@@ -431,10 +431,7 @@ class GovernorStats:
         headers, 4 of 8 in flight allowed)``; just the achieved rate when nothing holds requests back. The
         rate is the answers of the last minute, or ``41 in the first 23 s`` before a minute has passed; after
         a long spell of refusals it says so: ``nothing but 429s for 5:02 (38 refused since the last answer)``."""
-        if self.window_s >= RATE_WINDOW:
-            rate = f"{self.answered}/min"
-        else:
-            rate = f"{self.answered} in the first {self.window_s:.0f} s"
+        rate = answered_in(self.answered, self.window_s)
         quiet = None
         if self.refused_s >= QUIET_S:
             minutes, seconds = divmod(int(self.refused_s), 60)
@@ -452,6 +449,12 @@ class GovernorStats:
             details.append("pacing alone: the shared limits are unreachable")
         said = quiet or f"held back by the rate limit: {rate}"
         return said + (f" ({', '.join(details)})" if details else "")
+
+
+def answered_in(count: int, window_s: float) -> str:
+    """Requests answered over the last minute as the progress line says it: ``58/min``, or, while the run is
+    younger than a minute, ``41 in the first 23 s`` (a count over its true window, never extrapolated)."""
+    return f"{count}/min" if window_s >= RATE_WINDOW else f"{count} in the first {window_s:.0f} s"
 
 
 class _Release:
