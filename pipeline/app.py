@@ -85,7 +85,7 @@ def convert(
 
     async def main() -> RunResult:
         try:
-            async with LocalExecutor(synths, stores, run.concurrency) as executor:
+            async with LocalExecutor(synths, stores, run.concurrency, on_stop=synths.stop) as executor:
                 reports = await Run(
                     plans,
                     executor,

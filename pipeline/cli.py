@@ -54,6 +54,12 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-retries", type=int, help="retries per request (default 4)")
     g.add_argument("--timeout", type=float, help="seconds to wait for one answer (default 120)")
     g.add_argument(
+        "--rate-limit-patience",
+        type=float,
+        metavar="SECONDS",
+        help="stop when the key has answered nothing but 429s this long (default 600)",
+    )
+    g.add_argument(
         "--cache-dir",
         help="where finished parts are kept: a folder (default ~/.cache/audiobook-pipeline) or s3://bucket/prefix",
     )
@@ -195,6 +201,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "broker",
         "max_retries",
         "timeout",
+        "rate_limit_patience",
         "cache_dir",
         "lexicon",
         "subtitles",

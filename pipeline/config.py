@@ -236,6 +236,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "timeout": (0.1, 3600),
     "connect_timeout": (0.1, 600),
     "rpm": (0.01, 1_000_000),
+    "rate_limit_patience": (1, 7 * 86_400),
     "cpm": (1, 1_000_000_000),
     "price_per_million_chars": (0, 10_000),
     "sentence_pause_ms": (0, 60_000),

@@ -10,6 +10,7 @@ one line and exits with its ``exit_code``. Anything else is a bug and gets a tra
     │   └── FatalAPIError                   retrying cannot fix it: stop instead of paying for the same error again
     │       ├── AuthError                   401/403: every request with this key fails, so the whole run stops
     │       ├── QuotaError                  429 insufficient_quota: no credit left, so the whole run stops
+    │       ├── KeyResting                  429 asking to wait over 2 minutes, or only 429s for long: the run stops
     │       └── BadRequestError             400/404/422, an unknown voice: this book's settings are wrong, it stops
     ├── AudioError                 exit 1   decoding, joining, encoding or tagging failed
     ├── RunFailed                  exit 1   the run ended with segments or books not done (named in the message)
@@ -75,6 +76,13 @@ class AuthError(FatalAPIError):
 
 class QuotaError(FatalAPIError):
     """The account has no credit left (429 ``insufficient_quota``)."""
+
+    stops_run = True
+
+
+class KeyResting(FatalAPIError):
+    """The key cannot be used for a long while: a 429 whose ``Retry-After`` is longer than the SDK waits
+    (``limits.MAX_RETRY_AFTER``), or nothing but 429s for the run's patience. Every request would meet it."""
 
     stops_run = True
 

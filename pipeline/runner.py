@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from pipeline.engines import Executor
 from pipeline.jobs import ChapterJob, light
-from pipeline.limits import GovernorStats
+from pipeline.limits import GovernorStats, answered_in
 from pipeline.loudness import TARGETS
 from pipeline.models import BackendOptions, ChapterAudio, ErrorKind, PartRequest, PartResult, PartStatus, RateNote
 from pipeline.outputs import FinishJob, clean_partial_files
@@ -214,10 +214,9 @@ class Run:
             self._answers.popleft()
         for note, at in self._notes.values():
             if note.throttled and now - at <= NOTE_FRESH_S:
-                span = min(60.0, now - self._started)
-                rate = len(self._answers) * 60 / span if span > 0 else 0.0
+                rate = answered_in(len(self._answers), min(60.0, now - self._started))  # counted, not extrapolated
                 limit = "" if note.limit_rpm is None else f" (limit {note.limit_rpm:.0f}/min from {note.limit_source})"
-                return f"held back by the rate limit: {rate:.0f}/min{limit}"
+                return f"held back by the rate limit: {rate}{limit}"
         return None
 
     def _arrived(self, key: str) -> None:

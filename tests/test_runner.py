@@ -183,6 +183,8 @@ def test_a_run_whose_governors_are_elsewhere_shows_and_reports_the_limit_its_res
     status = work.rate_status()  # the progress line's words, as the run ends
     assert status is not None
     assert status.startswith("held back by the rate limit: ") and status.endswith("(limit 60/min from config)")
+    # Three answers in a run a fraction of a second old: counted, not extrapolated to thousands a minute.
+    assert status.startswith("held back by the rate limit: 3 in the first 0 s ")
 
     work, report = run_noting(tmp_path / "free", RateNote(60.0, "headers", throttled=False))
     assert report.rate.limit_rpm == 60.0 and report.rate.limit_source == "headers"

@@ -18,6 +18,7 @@ from pipeline import jobs
 from pipeline.engines import Interruptible, failure
 from pipeline.errors import SynthesisError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
+from pipeline.limits import GovernorStopped
 from pipeline.models import BackendOptions, ErrorKind, PartRequest, PartResult, PartStatus
 from pipeline.outputs import FinishJob
 from pipeline.store import Stores
@@ -29,9 +30,16 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class LocalExecutor(Interruptible):
-    def __init__(self, synths: Callable[[BackendOptions], Synthesizer], stores: Stores, concurrency: int):
+    def __init__(
+        self,
+        synths: Callable[[BackendOptions], Synthesizer],
+        stores: Stores,
+        concurrency: int,
+        on_stop: Callable[[], None] = lambda: None,
+    ):
         super().__init__()
         self.synths = synths
+        self._on_stop = on_stop  # tells the rate governors: a request refused or waiting now is not sent
         self.stores = stores
         self.concurrency = concurrency
         self._workers: list[asyncio.Task[None]] = []
@@ -43,6 +51,10 @@ class LocalExecutor(Interruptible):
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=self.concurrency + 2))
         await super().__aenter__()
         return self
+
+    def stop(self, reason: str, *, abandon: bool = False) -> None:
+        super().stop(reason, abandon=abandon)
+        self._on_stop()
 
     def _abandon(self) -> None:
         for worker in self._workers:
@@ -86,6 +98,8 @@ class LocalExecutor(Interruptible):
                 return  # stopped while looking: nothing new is sent after a stop
             try:
                 speech = await self.synths(request.backend).synthesize(request.text, request.spec)
+            except GovernorStopped:
+                return  # stopping: refused or not yet sent, it is not sent again; the next run makes it
             except SynthesisError as exc:
                 on_result(failure(request, exc))
                 continue
