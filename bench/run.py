@@ -47,7 +47,7 @@ from pipeline.report import BookReport, BookStatus  # noqa: E402
 from pipeline.store import Stores  # noqa: E402
 
 T = TypeVar("T")
-SECTIONS = ("synthesis", "batch", "rate", "chunking", "assembly", "voice", "distributed")
+SECTIONS = ("synthesis", "batch", "rate", "chunking", "assembly", "voice", "distributed", "memory")
 API_KEY = "bench-key"
 KEY_ENV = "AUDIOBOOK_BENCH_API_KEY"  # the variable Settings.api_key_env names for the fake server's key
 MS_PER_CHAR = 50.0  # audio per character the fake server answers: ~13 characters a second, as real speech
@@ -339,6 +339,7 @@ class RateScenario:
     concurrency: int = 16
     configured_rpm: float | None = None  # what the user's config says, if anything
     again: bool = False  # also a second run (another book, same key) once the bucket has refilled
+    first_contact: bool = False  # reported on a line of its own: a key met for the first time, limit in headers
 
 
 def _rate_run(cfg: Config, sc: RateScenario, srv: Any, tmp: Path, name: str) -> dict[str, Any]:
@@ -376,6 +377,7 @@ def _rate_run(cfg: Config, sc: RateScenario, srv: Any, tmp: Path, name: str) -> 
         "limit_used": round(sc.requests / timer.seconds / (sc.rpm / 60), 3),
         "limit_known": report.rate.limit_rpm if report.rate else None,
         "limit_source": report.rate.limit_source if report.rate else None,
+        "first_contact": sc.first_contact,
     }
 
 
@@ -407,6 +409,8 @@ def _rate_scenarios(cfg: Config) -> list[RateScenario]:
         RateScenario("60/min b5, rpm = 60 in the config", 60, 5, False, 60 // scale, configured_rpm=60),
         RateScenario("60/min b5, advertised", 60, 5, True, 60 // scale, again=True),
         RateScenario("600/min b10, advertised", 600, 10, True, 240 // scale),
+        # Issue 20 item 10: 16 at once before any header was read had 11 of 87 refused (12.6 %).
+        RateScenario("120/min b5, advertised, first contact", 120, 5, True, 76 // scale, first_contact=True),
     ]
 
 
@@ -903,6 +907,68 @@ def measure_offline_batch(cfg: Config) -> list[dict[str, Any]]:
     return rows
 
 
+# ------------------------------------------------------------------------------------------ peak memory
+
+MEMORY_BOOK_CHARS = {False: 850_000, True: 200_000}  # a long novel (full run) / a short one (--quick)
+MEMORY_PLAN_BYTES = {False: 50_000_000, True: 10_000_000}  # the text a dry run reads
+
+
+def _peak_of(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run ``cmd`` to its end; its peak RSS in MB (the largest of it and the children it waited for, i.e.
+    ffmpeg: wait4's ru_maxrss) and its wall time."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:5])} failed: {err.decode(errors='replace')[-500:]}")
+    return usage.ru_maxrss / 1024, time.perf_counter() - t0
+
+
+def measure_memory(cfg: Config) -> dict[str, Any]:
+    """Peak memory of a whole run, as a user starts one (its own process): a long generated novel converted
+    against the fake server (every part requested, stored and assembled), twice its length to show the peak
+    does not grow with the book, and a dry run of tens of MB of text."""
+    from tests.webnovel import webnovel
+
+    chars = MEMORY_BOOK_CHARS[cfg.quick]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp, fake_server(cfg.latency) as srv:
+        env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": srv.url, "PYTHONPATH": str(REPO)}
+        for size in (chars, 2 * chars):
+            novel = webnovel(chapters=max(3, size // 2500), characters=size)
+            book = Path(tmp) / f"novel-{size}.txt"
+            book.write_text(novel.text, encoding="utf-8")
+            cmd = [sys.executable, "-m", "pipeline", "-q", "convert", str(book), "-o", f"{tmp}/out-{size}",
+                   "--cache-dir", f"{tmp}/cache-{size}", "--concurrency", "16"]  # fmt: skip
+            peak, seconds = _peak_of(cmd, env)
+            row = {"what": "convert", "characters": len(novel.text), "chapters": len(novel.titles)}
+            rows.append({**row, "peak_mb": round(peak, 1), "seconds": round(seconds, 1)})
+        # A dry run of a big text: reading and planning hold the book; nothing else grows with it.
+        target = MEMORY_PLAN_BYTES[cfg.quick]
+        big = Path(tmp) / "big.txt"
+        novel = webnovel(chapters=min(9000, max(3, target // 7500)), characters=target // 3)  # 3 bytes a char
+        big.write_text(novel.text, encoding="utf-8")
+        peak, seconds = _peak_of([sys.executable, "-m", "pipeline", "-q", "plan", str(big), "--json"], env)
+        row = {"what": "dry run", "characters": len(novel.text), "bytes": big.stat().st_size}
+        rows.append({**row, "chapters": len(novel.titles), "peak_mb": round(peak, 1), "seconds": round(seconds, 1)})
+    return {"latency": cfg.latency, "rows": rows}
+
+
+def _memory_lines(results: dict[str, Any]) -> list[str]:
+    m = results["memory"]
+    lines = ["", f"8. Peak memory of a run (its own process; RSS, ffmpeg included), fake server at {m['latency']:g} s"]
+    for r in m["rows"]:
+        size = f"{r['bytes'] / 1e6:.0f} MB of text, " if "bytes" in r else ""
+        lines.append(
+            f"   {r['what']:<8} {size}{r['characters']:,} characters, {r['chapters']} chapters: "
+            f"peak {r['peak_mb']:.0f} MB ({r['seconds']:.0f} s)"
+        )
+    return lines
+
+
 # ------------------------------------------------------------------------------------------ output
 
 
@@ -936,6 +1002,8 @@ def _table(results: dict[str, Any], cfg: Config, json_out: Path) -> str:
         lines += _espeak_lines(results)
     if "distributed" in results:
         lines += _distributed_lines(results["distributed"], cfg)
+    if "memory" in results:
+        lines += _memory_lines(results)
     lines += ["", f"Total {results['elapsed_s']:.1f} s; figures in {json_out}"]
     return "\n".join(lines)
 
@@ -969,6 +1037,13 @@ def _rate_lines(results: dict[str, Any]) -> list[str]:
             f"{r['rate_limited_share']:>6.1%} {r['late_rate_limited']:>5} {r['ideal_s']:>8.1f} {r['measured_s']:>7.1f} "
             f"{r['x_ideal']:>7.3f} {r['limit_used']:>10.3f}  {known}"
         )
+    for r in results["rate_limits"]:
+        if r.get("first_contact"):
+            lines.append(
+                f"   first contact, limit only in the headers ({r['rpm']:.0f}/min, burst {r['burst']:.0f}): "
+                f"{r['rate_limited']} of {r['sent']} requests refused ({r['rate_limited_share']:.1%}), "
+                f"wall time {r['x_ideal']:.3f} x requests / rate"
+            )
     return lines
 
 
@@ -1124,6 +1199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "overhead": _step("celery engine against local", measure_engine_overhead, cfg),
                 "offline": _step("offline voice + M4B batch on 1 and 2 workers", measure_offline_batch, cfg),
             }
+    if "memory" in only:
+        results["memory"] = _step("peak memory of a run", measure_memory, cfg)
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -10,16 +10,19 @@ out. Nothing here parses arguments or prints; the front ends do that and format 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import glob
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipeline.batch import BatchStatus, BookJob, BookSummary, JobFile, write_summary
-from pipeline.config import BookOptions, RunOptions, Settings, default_cache_dir, load_settings
+from pipeline.batch import OUTPUT_LOCK, BatchStatus, BookJob, BookSummary, JobFile, write_summary
+from pipeline.config import BookOptions, RunOptions, Settings, limits_file, load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
 from pipeline.media import require_ffmpeg
@@ -34,8 +37,6 @@ from pipeline.store import Stores
 from pipeline.tts.registry import Synthesizers
 
 log = logging.getLogger("audiobook")
-
-LIMITS_FILE = "rate-limits.json"  # in the user's cache folder: what keys' headers said, by endpoint and key hash
 
 
 def read(path: Path, options: BookOptions) -> Book:
@@ -69,6 +70,7 @@ def convert(
     output folder (UsageError). ``assemble=False`` only fills the stores. With ``run.engine == "celery"`` the
     work goes to workers through ``run.broker`` (their keys are their own: none is checked or needed here)."""
     stores = stores or Stores()
+    return_freed_memory()
     for location in dict.fromkeys(p.store for p in plans):
         stores.at(location).check_writable()
     for p in plans:
@@ -79,7 +81,7 @@ def convert(
         uses = {"mp3"} | {"loudness" for p in plans if p.options.loudness} | {"m4b" for p in plans if p.options.m4b}
         require_ffmpeg(*sorted(uses))
 
-    synths = Synthesizers(run.concurrency, env, memory=default_cache_dir() / LIMITS_FILE)
+    synths = Synthesizers(run.concurrency, env, memory=limits_file(p.store for p in plans))
     for p in plans:
         synths(p.backend)  # a missing key fails here, before any request
     if progress is not None:
@@ -87,7 +89,7 @@ def convert(
 
     async def main() -> RunResult:
         try:
-            async with LocalExecutor(synths, stores, run.concurrency) as executor:
+            async with LocalExecutor(synths, stores, run.concurrency, on_stop=synths.stop) as executor:
                 reports = await Run(
                     plans,
                     executor,
@@ -102,6 +104,25 @@ def convert(
             await synths.aclose()
 
     return asyncio.run(main())
+
+
+# glibc's malloc options (mallopt): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def return_freed_memory() -> None:
+    """Make freed answers go back to the operating system (glibc only; elsewhere nothing changes).
+
+    Each answer is a block of a few hundred kB. glibc serves blocks that size from mmap until the first is freed,
+    then raises its threshold and serves them from its heaps, one per thread that allocates, which keep what is
+    freed: a long run's RSS rose to twice its live memory. A fixed threshold (64 kB) keeps answers in mmap,
+    returned at once when freed; the small cost is a map and an unmap per answer."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
 
 
 def _not_a_book(path: Path) -> str:
@@ -155,17 +176,27 @@ def run_batch(
 ) -> BatchResult:
     """Every book of a job file through one run, incrementally: unchanged books are settled without a request,
     a book that fails does not stop the others, work past the budget is refused by name. One run at a time
-    per job file (LockHeld otherwise). A summary is written unless this is a dry run with no ``summary_path``."""
-    job.lock.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(job.lock))
+    per job file, and one per output folder, whichever job writes to it (LockHeld otherwise: two runs would
+    overwrite each other's summary and books). A summary is written unless this is a dry run with no
+    ``summary_path``; a dry run writes nothing to the output folder, so it does not lock it."""
+    with contextlib.ExitStack() as held:
+        _lock(held, job.lock, f"another run of {job.path} is in progress")
+        folder_lock = job.output / OUTPUT_LOCK
+        if not dry_run and folder_lock != job.lock:
+            _lock(held, folder_lock, f"output folder {job.output} is in use by another run")
+        return _run_batch(job, dry_run, job.max_cost if max_cost is None else max_cost, summary_path, progress, env)
+
+
+def _lock(held: contextlib.ExitStack, path: Path, busy: str) -> None:
+    """Hold an OS lock on ``path`` until ``held`` closes, or raise LockHeld at once (a killed run's lock file
+    holds no lock: the OS released it with the process)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise LockHeld(f"another run of {job.path} is in progress (lock {job.lock}); try again later") from None
-    try:
-        return _run_batch(job, dry_run, job.max_cost if max_cost is None else max_cost, summary_path, progress, env)
-    finally:
-        lock.release()
+        raise LockHeld(f"{busy} (lock {path}); try again later") from None
+    held.callback(lock.release)
 
 
 def _run_batch(

@@ -23,6 +23,7 @@ import glob
 import json
 import logging
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -34,13 +35,14 @@ from typing import Any
 from pipeline.config import RUN_KEYS, Settings
 from pipeline.errors import UsageError
 from pipeline.files import atomic_write
+from pipeline.readers import BOOK_SUFFIXES  # the readers own which files are books
 from pipeline.store import is_url
 
 log = logging.getLogger("audiobook")
 
-BOOK_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".epub", ".html", ".htm", ".xhtml"}
 _JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book"} | RUN_KEYS
 _BOOK_KEYS = {"path", "output", "format"}
+OUTPUT_LOCK = ".audiobook-batch.lock"  # in the output folder: one run writes there at a time, whatever its job
 
 
 @dataclass(frozen=True)
@@ -200,21 +202,28 @@ def load_jobs(path: Path) -> JobFile:
     )
 
 
-def folder_job(folder: Path, output: Path, config: Path | None) -> JobFile:
-    """Every book in ``folder`` (not its subfolders), as if a job file listed ``folder/*``: what
-    ``make audiobooks`` runs. Books of the same name (book.txt, book.md) get folders of their own."""
+def folder_job(folder: Path, output: Path, config: Path | None, recursive: bool = False) -> JobFile:
+    """Every book in ``folder`` (with ``recursive``, in its subfolders too, hidden ones and links to folders
+    left out), as if a job file listed ``folder/*`` (``folder/**/*``): what ``make audiobooks`` runs. Books of
+    the same name (book.txt, book.md, a/book.txt) get folders of their own."""
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder of books (nor a job file)")
+    found = list(folder.iterdir())
+    if recursive:
+        found = []
+        for top, dirs, names in os.walk(folder):  # never into links to folders: a loop cannot run for ever
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found += [Path(top, name) for name in names]
     books = [
         BookJob(p, output / p.stem, {})
-        for p in sorted(folder.iterdir())
+        for p in sorted(found)
         if p.is_file() and p.suffix.lower() in BOOK_SUFFIXES and not p.name.startswith(".")
     ]
     if not books:
         raise UsageError(f"{folder}: holds no book ({', '.join(sorted(BOOK_SUFFIXES))})")
     return JobFile(
         path=folder,
-        lock=output / ".audiobook-batch.lock",
+        lock=output / OUTPUT_LOCK,
         base_config=config,
         output=output,
         max_cost=None,
@@ -297,9 +306,24 @@ def name_of(b: BookSummary) -> str:
     return Path(b.source).name if b.output else b.source  # a path that matched nothing is shown whole
 
 
+def names_of(books: list[BookSummary]) -> list[str]:
+    """Each book's name in the run's lines: its file name, or for books of the same file name (a/book.txt,
+    b/book.txt) as much of their path as tells them apart, as their output folders are named."""
+    names = [name_of(b) for b in books]
+    for name in set(names):
+        same = [i for i, n in enumerate(names) if n == name and books[i].output]
+        if len(same) < 2:
+            continue
+        parts = [Path(books[i].source).parts for i in same]
+        depth = next((d for d in range(2, 64) if len({p[-d:] for p in parts}) == len(parts)), 64)
+        for i, p in zip(same, parts, strict=True):
+            names[i] = "/".join(p[-depth:])
+    return names
+
+
 def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_run: bool) -> str:
     lines = []
-    for b in books:
+    for b, name in zip(books, names_of(books), strict=True):
         extra = f"{b.chapters} chapter{'' if b.chapters == 1 else 's'}"
         if b.duration_s:
             extra += f", {b.duration_s / 60:.1f} min"
@@ -307,7 +331,7 @@ def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_r
             extra += f", {b.characters_to_send:,} chars to send, ~${b.estimated_cost_usd:.2f}"
         elif b.requests or b.cache_hits:
             extra += f", {b.requests} requests, {b.retries} retries, {b.cache_hits} cached"
-        line = f"{b.status:<12} {name_of(b)}  ({extra})"
+        line = f"{b.status:<12} {name}  ({extra})"
         if b.error:
             line += f"\n             {b.error}"
         lines.append(line)
@@ -324,9 +348,9 @@ def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_r
 
 def format_failures(books: list[BookSummary]) -> str | None:
     """The one line that says which books were not done, or None when all were."""
-    failed = [s for s in books if not s.status.ok]
+    failed = [(s, name) for s, name in zip(books, names_of(books), strict=True) if not s.status.ok]
     if not failed:
         return None
-    names = "; ".join(f"{name_of(s)}: {s.status}" + (f" ({s.error})" if s.error else "") for s in failed[:3])
+    names = "; ".join(f"{name}: {s.status}" + (f" ({s.error})" if s.error else "") for s, name in failed[:3])
     more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
     return f"{len(failed)} of {len(books)} books not done: {names}{more}"

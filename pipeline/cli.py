@@ -54,6 +54,12 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-retries", type=int, help="retries per request (default 4)")
     g.add_argument("--timeout", type=float, help="seconds to wait for one answer (default 120)")
     g.add_argument(
+        "--rate-limit-patience",
+        type=float,
+        metavar="SECONDS",
+        help="stop when the key has answered nothing but 429s this long (default 600)",
+    )
+    g.add_argument(
         "--cache-dir",
         help="where finished parts are kept: a folder (default ~/.cache/audiobook-pipeline) or s3://bucket/prefix",
     )
@@ -166,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jobs", type=Path, help="job file (TOML, see configs/batch.example.toml) or a folder of books")
     p.add_argument("-o", "--output", type=Path, help="with a folder of books: where their audio goes (./audiobooks)")
     p.add_argument("--config", type=Path, help="with a folder of books: the settings file (see configs/)")
+    p.add_argument("--recursive", action="store_true", help="with a folder of books: the books in its subfolders too")
     p.add_argument(
         "--concurrency",
         type=int,
@@ -199,6 +206,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "broker",
         "max_retries",
         "timeout",
+        "rate_limit_patience",
         "cache_dir",
         "lexicon",
         "subtitles",
@@ -309,9 +317,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.report import format_plan
 
     if args.jobs.is_dir():
-        job = folder_job(args.jobs, args.output or Path("audiobooks"), args.config)
-    elif args.output or args.config:
-        raise UsageError("--output and --config go with a folder of books; a job file sets output and settings")
+        job = folder_job(args.jobs, args.output or Path("audiobooks"), args.config, recursive=args.recursive)
+    elif args.output or args.config or args.recursive:
+        raise UsageError(
+            "--output, --config and --recursive go with a folder of books; a job file sets output, settings "
+            "and its books' paths (a glob such as library/**/*.epub reaches into subfolders)"
+        )
     else:
         job = load_jobs(args.jobs)
     given = (("concurrency", args.concurrency), ("engine", args.engine), ("broker", args.broker))

@@ -20,12 +20,13 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.addresses import parse_base_url
 from pipeline.errors import UsageError
 from pipeline.models import TARGETS, BackendOptions
 
@@ -33,6 +34,7 @@ from pipeline.models import TARGETS, BackendOptions
 from pipeline.options import BookOptions as BookOptions
 from pipeline.options import RunOptions as RunOptions
 from pipeline.options import default_cache_dir as default_cache_dir
+from pipeline.store import is_url
 from pipeline.tts import registry
 
 SUBTITLE_FORMATS = ("srt", "vtt")
@@ -40,6 +42,19 @@ LOUDNESS_TARGETS = tuple(TARGETS)
 
 
 ENGINES = ("local", "celery")
+
+
+LIMITS_FILE = "rate-limits.json"
+
+
+def limits_file(stores: Iterable[str] = ()) -> Path:
+    """Where a run keeps the rate limits keys' headers told it (by endpoint and key hash, never the key): beside
+    the parts, in the first of its stores (``BookOptions.cache_location``) that is a folder. A bucket is not
+    used: the file is one machine's head start, read once and rewritten whole, which machines sharing a bucket
+    would race over (the celery workers share limits through Redis). Without a folder store: the user's cache
+    folder."""
+    folder = next((Path(s) for s in stores if not is_url(s)), default_cache_dir())
+    return folder / LIMITS_FILE
 
 
 @dataclass(frozen=True)
@@ -167,6 +182,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "timeout": (0.1, 3600),
     "connect_timeout": (0.1, 600),
     "rpm": (0.01, 1_000_000),
+    "rate_limit_patience": (1, 7 * 86_400),
     "cpm": (1, 1_000_000_000),
     "price_per_million_chars": (0, 10_000),
     "sentence_pause_ms": (0, 60_000),
@@ -195,9 +211,10 @@ def _validate(s: Settings) -> None:
         value = getattr({"run": s.run, "backend": api, "book": book}[owner], name)
         if value is not None and not low <= value <= high:
             raise bad(f"{key} must be between {low:g} and {high:g}, not {value:g}")
-    parts = urlsplit(api.base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise bad(f"base_url must be an http(s) URL such as https://api.openai.com/v1, not {api.base_url!r}")
+    try:
+        parse_base_url(api.base_url)  # the check the HTTP client makes: one rule for what a base URL is
+    except UsageError as exc:
+        raise bad(str(exc)) from None
     if not book.model.strip() or not book.voice.strip():
         raise bad("model and voice must not be empty")
     if book.sample_rate not in SAMPLE_RATES:

@@ -10,11 +10,12 @@ one line and exits with its ``exit_code``. Anything else is a bug and gets a tra
     │   └── FatalAPIError                   retrying cannot fix it: stop instead of paying for the same error again
     │       ├── AuthError                   401/403: every request with this key fails, so the whole run stops
     │       ├── QuotaError                  429 insufficient_quota: no credit left, so the whole run stops
+    │       ├── KeyResting                  429 asking to wait over 2 minutes, or only 429s for long: the run stops
     │       └── BadRequestError             400/404/422, an unknown voice: this book's settings are wrong, it stops
     ├── AudioError                 exit 1   decoding, joining, encoding or tagging failed
     │   └── ToolError                       a local tool (ffmpeg) failed or lacks what we use: the parts stay cached
     ├── RunFailed                  exit 1   the run ended with segments or books not done (named in the message)
-    ├── LockHeld                   exit 75  another run of the same job holds its lock
+    ├── LockHeld                   exit 75  another run of the job or its output folder holds the lock
     └── Interrupted                exit 130 Ctrl-C or SIGTERM; finished work is kept
 """
 
@@ -80,6 +81,13 @@ class QuotaError(FatalAPIError):
     stops_run = True
 
 
+class KeyResting(FatalAPIError):
+    """The key cannot be used for a long while: a 429 whose ``Retry-After`` is longer than the SDK waits
+    (``limits.MAX_RETRY_AFTER``), or nothing but 429s for the run's patience. Every request would meet it."""
+
+    stops_run = True
+
+
 class BadRequestError(FatalAPIError):
     """The request itself is wrong for this server: model, voice, format, speed, base URL (400/404/422)."""
 
@@ -98,7 +106,7 @@ class RunFailed(AudiobookError):
 
 
 class LockHeld(AudiobookError):
-    """Another run of the same job is in progress."""
+    """Another run of the same job, or another run writing to the same output folder, is in progress."""
 
     exit_code = 75
 

@@ -25,8 +25,9 @@ catastrophic-backtracking shape. That last
 check is a guard, not a proof: it reads the pattern's parse tree, accepts a repetition whose body holds a
 literal or a character class (``[a-z]+(?:-[a-z]+)*``), possessive repeats (``a++``) and atomic groups
 (``(?>...)``), and misses overlapping alternatives and delimiters the inner repeat can match itself
-(``(a|aa)*``, ``(\w+[\w-])+``). Rules are applied a paragraph at a time, which bounds what a slow pattern can
-cost.
+(``(a|aa)*``, ``(\w+[\w-])+``). So the expressions run on the ``regex`` engine (checked by ``re``'s rules
+first: the syntax is Python's), whose matching can be stopped: a rule that spends more than
+``RULE_TIME_LIMIT_S`` on one segment (at most ``max_chars`` long) ends the run with one line naming its line.
 """
 
 from __future__ import annotations
@@ -38,10 +39,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import regex
+
 from pipeline.errors import UsageError
 
 REGEX_PREFIX = "re:"
 SEPARATOR = "=>"
+# How long one rule may take on one segment. A sane rule takes microseconds on a few thousand characters; one
+# that backtracks without end would hang the plan. ``regex`` (not ``re``, whose matching cannot be stopped)
+# checks this while it matches. RE2 would never backtrack, but it has no lookarounds or backreferences.
+RULE_TIME_LIMIT_S = 1.0
+
+
+class RuleTooSlow(Exception):
+    """A regular expression rule ran past ``RULE_TIME_LIMIT_S`` on one text."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class Rule:
     line: int  # 1-based line number in the file
     find: str  # the literal text, or the pattern of a regular expression
     replace: str  # the replacement (a template with \1 or \g<name> for a regular expression)
-    pattern: re.Pattern[str] | None = None  # compiled, for a regular expression
+    pattern: Any = None  # a compiled ``regex`` pattern, for a regular expression
 
     @property
     def regex(self) -> bool:
@@ -64,7 +75,11 @@ class Rule:
 
     def apply(self, text: str) -> tuple[str, int]:
         if self.pattern is not None:
-            return self.pattern.subn(self.replace, text)
+            try:
+                result: tuple[str, int] = self.pattern.subn(self.replace, text, timeout=RULE_TIME_LIMIT_S)
+            except TimeoutError:
+                raise RuleTooSlow(self.describe()) from None
+            return result
         count = text.count(self.find)
         return (text.replace(self.find, self.replace), count) if count else (text, 0)
 
@@ -83,7 +98,17 @@ class Lexicon:
         """``text`` with every rule applied in order, and how many replacements each rule made."""
         counts = []
         for rule in self.rules:
-            text, n = rule.apply(text)
+            try:
+                text, n = rule.apply(text)
+            except RuleTooSlow:
+                raise _fail(
+                    self.source,
+                    rule.line,
+                    f"the regular expression ran for over {RULE_TIME_LIMIT_S:g} s on one segment of "
+                    f"{len(text):,} characters and was stopped (it backtracks without end, e.g. (a|a)*); "
+                    "rewrite it",
+                    (REGEX_PREFIX if rule.regex else "") + rule.find,
+                ) from None
             counts.append(n)
         return text, tuple(counts)
 
@@ -167,14 +192,20 @@ def _quoted(text: str, number: int, source: str, line: str) -> tuple[str, str]:
     raise _fail(source, number, "a quote is not closed", line)
 
 
-def _compile(find: str, replace: str, number: int, source: str, line: str) -> re.Pattern[str]:
+def _compile(find: str, replace: str, number: int, source: str, line: str) -> Any:
+    """The pattern compiled for ``regex``, after ``re`` has checked it: Python's syntax, and no other."""
     try:
-        pattern = re.compile(find)
+        checked = re.compile(find)
     except re.error as exc:
         raise _fail(source, number, f"not a valid regular expression ({exc.msg} at position {exc.pos})", line) from None
     try:
-        pattern.sub(replace, "")  # parses the template: bad group references and escapes fail here, not later
-    except (re.error, IndexError) as exc:
+        pattern = regex.compile(find)
+    except regex.error as exc:  # re took it: a corner where the two engines differ
+        raise _fail(source, number, f"not a regular expression this program can run ({exc})", line) from None
+    try:
+        checked.sub(replace, "")  # parses the template: bad group references and escapes fail here, not later
+        pattern.sub(replace, "")
+    except (re.error, regex.error, IndexError) as exc:
         raise _fail(source, number, f"the replacement is not valid for this expression ({exc})", line) from None
     shape = _tree(find)
     if shape is not None:

@@ -26,7 +26,9 @@ How it decides (every figure is a constant below, with its reason):
   (a limit per minute may be enforced over shorter periods; a smooth pace loses nothing, since a long run's
   throughput is the rate, not the burst). The limit is the lowest of: the configured ``rpm``,
   ``x-ratelimit-limit-requests``, and a cap learned from 429s. Without any of them nothing is paced: no
-  waiting, and concurrency stays the pool's.
+  waiting, and concurrency stays the pool's, once the first answer is in: until then (no configured,
+  remembered or advertised limit) only ``FIRST_WAVE`` requests go, so a blind wave cannot empty a small
+  bucket before its headers are read.
 - **The server's bucket.** OpenAI's limiter is a token bucket holding a minute's worth: ``remaining`` is what
   is left, ``reset`` the time until it is full again (``12ms`` after one request of 5000 per minute). Each
   answer's headers set a mirror of that bucket (minus what was released since that request left), so a key
@@ -37,13 +39,17 @@ How it decides (every figure is a constant below, with its reason):
   token per character: an upper bound for every script (English averages four characters per token, Chinese
   about one). The error cannot accumulate: each answer's ``remaining-tokens`` replaces the estimate, so only
   the requests in flight are estimated, and over-estimating them holds back a constant reserve, not a rate.
-- **A 429.** Everyone pauses until ``retry-after`` (capped at a minute); after it requests are released one
+- **A 429.** Everyone pauses until ``retry-after`` (at most ``MAX_RETRY_AFTER``, two minutes: the client
+  stops the run on a longer one); after it requests are released one
   pacing interval apart, not all at once. Concurrency halves (once per wave: refusals of requests sent before
   the last decrease do not count again) and grows by one after as many successes as are allowed in flight,
   never above the pool's concurrency, never below 1. When the server advertises no limit, the 429 also caps
   the rate at 70 % of the lowest of the configured limit, the previous cap and what was answered over the
   last minute; each success raises the cap by one request per minute (back where it was in about 18 s,
-  whatever the rate) until the next 429. The caller re-queues the request.
+  whatever the rate) until the next 429. The caller re-queues the request. A key that answers nothing but
+  429s for ``patience`` seconds makes ``acquire`` raise ``KeyResting``: the run stops, naming it.
+- **Stopping.** After ``stop()`` (Ctrl-C, or the run stopping early) ``acquire`` raises ``GovernorStopped``:
+  a request waiting in line, or refused by a 429, is not sent again; the requests in flight land.
 
 **Shared by many processes** (``Governor(..., shared=RedisLimits(client, where))``, see
 ``pipeline.limits_redis``): workers on several machines speaking through one key keep one budget. The pacing
@@ -81,12 +87,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from pipeline.errors import KeyResting
 from pipeline.files import atomic_write
 
 RATE_MARGIN = 0.97  # pace at 97 % of a known limit: arrival jitter and rounding never reach the limit itself
 BURST_SECONDS = 1.0  # burst = this many seconds' worth: safe if "per minute" is enforced per second
 CPM_MIN_BURST = 4096.0  # characters: at least one request of OpenAI's maximum input goes out without waiting
-MAX_PAUSE = 60.0  # a 429 never pauses longer than this: a bigger retry-after is probed again after a minute
+# The longest server-named delay waited out, as openai-python has it since 3.3.x (``MAX_RETRY_AFTER_DELAY = 2 * 60``,
+# commit 7fa79464 "honor Retry-After delays up to two minutes"; read at e43b4224, version 3.3.1): a longer one is
+# not retried at all (its ``_should_retry``), so the client stops instead (``openai_http``) and no pause is longer.
+MAX_RETRY_AFTER = 120.0
+MAX_PAUSE = MAX_RETRY_AFTER
 DEFAULT_PAUSE = 1.0  # a 429 that names no (usable) delay
 CAP_DECREASE = 0.7  # a 429 with no known limit caps the rate at 70 % of what was answered (as botocore's adaptive mode)
 CAP_STEP_RPM = 1.0  # ...and each success raises the cap by 1 per minute: ~18 s back to the old rate, at any rate
@@ -96,10 +107,22 @@ RATE_WINDOW = 60.0  # seconds over which achieved and answered rates are measure
 LOG_SIZE = 4096  # releases remembered to replay after a header sync; older answers are too stale to sync from
 SHARED_RETRY_S = 5.0  # after the shared store failed, pace this process alone this long before asking it again
 SHARED_TIMEOUT_S = 1.0  # a call to the shared store slower than this counts as failed: it is one round trip
+# Before anything tells the limit (configured, remembered, or read from an answer), this many requests go at
+# once: a blind wave of 16 into a bucket of 5 had 11 refused. 4 fits the strictest buckets measured (5) and
+# leaves a pool of 4 or fewer untouched; the first answer opens the rest (paced, when it named a limit).
+FIRST_WAVE = 4
+QUIET_S = 60.0  # nothing but 429s for this long is worth saying on the progress line
+DEFAULT_PATIENCE_S = 600.0  # nothing but 429s for this long stops the run (config: rate_limit_patience)
 
 log = logging.getLogger("audiobook")
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class GovernorStopped(Exception):
+    """``acquire`` after ``Governor.stop()``: the run is stopping, so the request is not sent (it is not a
+    failure of the part: the next run makes it). Raised to requests waiting for their turn, and to a request
+    refused with a 429 that would otherwise go back in line."""
 
 
 # --- header parsing --------------------------------------------------------------------------------------
@@ -128,7 +151,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
         if parsed is None:
             return None
         when = email.utils.mktime_tz(parsed)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, OSError):  # a year the calendar cannot hold, as the SDK
         return None
     return float(when) - (time.time() if now is None else now)
 
@@ -388,17 +411,33 @@ class GovernorStats:
     concurrency: int  # requests allowed in flight now
     max_concurrency: int  # the pool's
     in_flight: int
-    achieved_rpm: float  # requests released over the last minute
+    answered: int  # requests answered with audio over the last ``window_s`` seconds
+    window_s: float  # a minute, or the time since the first request while the run is younger than that
     throttled: bool  # a request is waiting for the pace, a pause or the lowered concurrency right now
     paused_s: float  # seconds left of a 429 pause
     shared: bool | None = None  # the limits are shared with other processes (False: the store failed); None: not
+    refused_s: float = 0.0  # how long the key has answered nothing but 429s (0: the last answer was audio)
+    refused: int = 0  # 429s since the last answer with audio
+
+    @property
+    def achieved_rpm(self) -> float:
+        """Answers over the last minute. Counted, not extrapolated: a run younger than a minute has a
+        shorter window, and dividing its first burst by a few seconds read as more than the limit (539/min
+        against 500); ``line`` gives such a count with its window instead."""
+        return self.answered * 60.0 / RATE_WINDOW if self.window_s >= RATE_WINDOW else float(self.answered)
 
     def line(self) -> str:
         """One phrase for the progress line, e.g. ``held back by the rate limit: 58/min (limit 60/min from
-        headers, 4 of 8 in flight allowed)``; just the achieved rate when nothing holds requests back."""
-        rate = f"{self.achieved_rpm:.0f}/min"
+        headers, 4 of 8 in flight allowed)``; just the achieved rate when nothing holds requests back. The
+        rate is the answers of the last minute, or ``41 in the first 23 s`` before a minute has passed; after
+        a long spell of refusals it says so: ``nothing but 429s for 5:02 (38 refused since the last answer)``."""
+        rate = answered_in(self.answered, self.window_s)
+        quiet = None
+        if self.refused_s >= QUIET_S:
+            minutes, seconds = divmod(int(self.refused_s), 60)
+            quiet = f"nothing but 429s for {minutes}:{seconds:02d} ({self.refused} refused since the last answer)"
         if not self.throttled:
-            return rate
+            return quiet or rate
         details = []
         if self.limit_rpm is not None:
             details.append(f"limit {self.limit_rpm:.0f}/min from {self.limit_source}")
@@ -408,7 +447,14 @@ class GovernorStats:
             details.append(f"paused {self.paused_s:.1f} s after a 429")
         if self.shared is False:
             details.append("pacing alone: the shared limits are unreachable")
-        return f"held back by the rate limit: {rate}" + (f" ({', '.join(details)})" if details else "")
+        said = quiet or f"held back by the rate limit: {rate}"
+        return said + (f" ({', '.join(details)})" if details else "")
+
+
+def answered_in(count: int, window_s: float) -> str:
+    """Requests answered over the last minute as the progress line says it: ``58/min``, or, while the run is
+    younger than a minute, ``41 in the first 23 s`` (a count over its true window, never extrapolated)."""
+    return f"{count}/min" if window_s >= RATE_WINDOW else f"{count} in the first {window_s:.0f} s"
 
 
 class _Release:
@@ -515,6 +561,7 @@ class Governor:
         sleep: Sleep = asyncio.sleep,
         remembered_rpm: float | None = None,
         shared: SharedLimits | None = None,
+        patience: float | None = DEFAULT_PATIENCE_S,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -525,6 +572,8 @@ class Governor:
             raise ValueError("burst must be >= 1")
         if not (0 < margin <= 1) or not tokens_per_char > 0:
             raise ValueError("margin must be in (0, 1] and tokens_per_char > 0")
+        if patience is not None and not patience > 0:
+            raise ValueError("patience must be > 0 seconds, or None")
         self._max = concurrency
         self._config_rpm = rpm
         self._burst = burst
@@ -550,6 +599,12 @@ class Governor:
         self._paused_until = -math.inf
 
         self._limit = concurrency  # allowed in flight now (AIMD)
+        # Nothing tells the limit yet: at most FIRST_WAVE in flight until the first answer (it may tell).
+        self._probing = rpm is None and remembered_rpm is None
+        self._stopped = False  # stop(): nothing more is released
+        self._patience = patience  # seconds of nothing but 429s before acquire gives up (None: never)
+        self._refused_since: float | None = None  # the first 429 after the last answer with audio
+        self._refused_streak = 0
         self._in_flight = 0
         self._ok_streak = 0
         self._decrease_seq = 0  # refusals of requests released before this one belong to a past wave
@@ -561,7 +616,6 @@ class Governor:
         self._seq = 0
         self._log: deque[_Release] = deque(maxlen=LOG_SIZE)
         self._first_release: float | None = None
-        self._releases: deque[float] = deque()  # release times over the last RATE_WINDOW
         self._answers: deque[float] = deque()  # success times over the last RATE_WINDOW
         self._succeeded = self._rate_limited = self._failed = 0
         self._waited_s = self._held_s = 0.0
@@ -575,6 +629,33 @@ class Governor:
 
     # --- the caller's side
 
+    @property
+    def _allowed(self) -> int:
+        """Requests allowed in flight now: the AIMD concurrency, and no more than the first wave while the
+        limit is unknown and nothing has answered."""
+        return min(self._limit, FIRST_WAVE) if self._probing else self._limit
+
+    def stop(self) -> None:
+        """The run is stopping: ``acquire`` raises ``GovernorStopped`` from now on, to the requests waiting in
+        line too; the requests in flight land as they will."""
+        self._stopped = True
+        for waiter in self._queue:
+            waiter.turn.set()
+        self._changed.set()
+
+    def _check_open(self, now: float) -> None:
+        if self._stopped:
+            raise GovernorStopped("the run is stopping")
+        since = self._refused_since
+        if self._patience is not None and since is not None and now - since >= self._patience:
+            minutes, seconds = divmod(int(now - since), 60)
+            raise KeyResting(
+                f"the key has answered nothing but 429s (rate limit) for {minutes}:{seconds:02d}, "
+                f"{self._refused_streak} refusals since the last answer with audio: stopping "
+                f"(rate_limit_patience = {self._patience:g} s); the key may be limited per day or shared "
+                "with something busy"
+            )
+
     def slot(self, cost_chars: int = 0) -> _SlotContext:
         """``async with governor.slot(len(text)) as slot:`` waits like ``acquire``; leaving the block without a
         report counts as ``slot.failed()``."""
@@ -585,10 +666,11 @@ class Governor:
         once, without yielding, when no limit holds it back and nothing is shared. Cancelling the wait reserves
         nothing (shared: gives back what the store reserved, where it can)."""
         asked = self._clock()
+        self._check_open(asked)
         if (
             self._shared is None
             and not self._queue
-            and self._in_flight < self._limit
+            and self._in_flight < self._allowed
             and self._release_time(asked, cost_chars) <= asked
         ):
             return self._release(asked, asked, cost_chars)
@@ -627,13 +709,16 @@ class Governor:
             limit_source=source,
             pace_rpm=min((g.per_minute for g in (self._pace, self._cap_pace) if g is not None), default=None),
             limit_tpm=self._header_tpm,
-            concurrency=self._limit,
+            concurrency=self._allowed,
             max_concurrency=self._max,
             in_flight=self._in_flight,
-            achieved_rpm=self._per_minute(self._releases, now),
+            answered=self._count(self._answers, now),
+            window_s=0.0 if self._first_release is None else min(RATE_WINDOW, now - self._first_release),
             throttled=self._held is not None or self._paused_until > now,
             paused_s=max(0.0, self._paused_until - now),
             shared=None if self._shared is None else not self._shared_failing,
+            refused_s=0.0 if self._refused_since is None else now - self._refused_since,
+            refused=self._refused_streak,
         )
 
     # --- waiting
@@ -644,7 +729,8 @@ class Governor:
         while True:
             await waiter.turn.wait()  # only the head of the line waits on the limits; the rest wait here
             now = self._clock()
-            if self._in_flight >= self._limit:
+            self._check_open(now)
+            if self._in_flight >= self._allowed:
                 self._held = "concurrency" if self._limit < self._max else None
                 self._changed.clear()
                 await self._changed.wait()
@@ -710,7 +796,7 @@ class Governor:
                     raise
                 self._held_s += self._clock() - now
                 now = self._clock()
-            if kept and self._in_flight < self._limit and self._release_time(now, cost_chars) <= now:
+            if kept and self._in_flight < self._allowed and self._release_time(now, cost_chars) <= now:
                 return now, grant
             self._refund(grant)  # a 429 paused everyone or cut the concurrency meanwhile: the slot is stale
             now = await self._wait_turn(waiter, cost_chars)
@@ -721,7 +807,7 @@ class Governor:
         fewer places than are in flight)."""
         while (now := self._clock()) < go_at:
             await self._sleep_or_news(go_at - now)
-            if self._paused_until > go_at or self._in_flight >= self._limit:
+            if self._paused_until > go_at or self._in_flight >= self._allowed:
                 return False
         return True
 
@@ -741,7 +827,10 @@ class Governor:
     async def _reserve(self, buckets: Sequence[Bucket]) -> Grant | None:
         assert self._shared is not None
         try:
-            grant = await asyncio.wait_for(self._shared.reserve(buckets), SHARED_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when the store answers in
+            # the loop turn the task is cancelled, swallowing the cancel (a stopped run's task goes on for ever).
+            async with asyncio.timeout(SHARED_TIMEOUT_S):
+                grant = await self._shared.reserve(buckets)
         except (SharedLimitsError, TimeoutError) as exc:
             self._shared_failed(exc)
             return None
@@ -780,7 +869,8 @@ class Governor:
 
     async def _told(self, call: Callable[[], Awaitable[None]]) -> None:
         try:
-            await asyncio.wait_for(call(), SHARED_TIMEOUT_S)
+            async with asyncio.timeout(SHARED_TIMEOUT_S):  # not wait_for: see _reserve
+                await call()
         except (SharedLimitsError, TimeoutError) as exc:
             self._shared_failed(exc)
 
@@ -845,7 +935,6 @@ class Governor:
         if self._first_release is None:
             self._first_release = now
         self._log.append(_Release(seq, now, self._tokens(cost_chars)))
-        self._record(self._releases, now)
         return Slot(self, seq, now, cost_chars, now - asked, grant)
 
     # --- outcomes
@@ -853,7 +942,11 @@ class Governor:
     def _finish(self, slot: Slot, outcome: str, info: RateLimitInfo | None, retry_after: float | None) -> None:
         now = self._clock()
         self._in_flight -= 1
+        self._probing = False  # whatever it said (a limit, or none), the first answer opens the pool
         if outcome == "limited":
+            if self._refused_since is None:
+                self._refused_since = now
+            self._refused_streak += 1
             self._rate_limited += 1
             entry = self._entry(slot.seq)
             if entry is not None:
@@ -861,6 +954,7 @@ class Governor:
         if info is not None:
             self._learn(slot, info, now)
         if outcome == "ok":
+            self._refused_since, self._refused_streak = None, 0
             self._succeeded += 1
             self._record(self._answers, now)
             self._ok_streak += 1
@@ -940,6 +1034,7 @@ class Governor:
 
     def _learn_rpm(self, rpm: float, now: float) -> None:
         self._remembered = False
+        self._probing = False
         if rpm != self._header_rpm:
             self._header_rpm = rpm
             self._cap_rpm = None  # the server said what the limit is
@@ -1030,6 +1125,12 @@ class Governor:
         times.append(now)
         while times and times[0] < now - RATE_WINDOW:
             times.popleft()
+
+    @staticmethod
+    def _count(times: deque[float], now: float) -> int:
+        while times and times[0] < now - RATE_WINDOW:
+            times.popleft()
+        return len(times)
 
     def _per_minute(self, times: deque[float], now: float) -> float:
         while times and times[0] < now - RATE_WINDOW:

@@ -103,6 +103,18 @@ def _has(exe: str, need: _Need) -> bool:
     return False
 
 
+def to_mp3(data: bytes, *, rate: int = SAMPLE_RATE, bitrate: str = BITRATE) -> bytes:
+    """Any audio file ffmpeg can read (a WAV, FLAC or Ogg answer where MP3 was asked for), as a mono MP3 part
+    like the API's own: ``rate`` Hz at ``bitrate``, no Xing frame or ID3 tag. AudioError when it cannot."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", "pipe:0", "-ar", str(rate), "-ac", "1",
+           "-c:a", "libmp3lame", "-b:a", bitrate, "-write_xing", "0", "-id3v2_version", "0",
+           "-f", "mp3", "pipe:1"]  # fmt: skip
+    proc = subprocess.run(cmd, input=data, capture_output=True, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        raise AudioError(f"ffmpeg could not convert it to mp3: {proc.stderr.decode(errors='replace').strip()[:200]}")
+    return proc.stdout
+
+
 def encode_pcm(
     pcm: bytes,
     *,

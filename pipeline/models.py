@@ -226,6 +226,8 @@ class BackendOptions:
     # x-ratelimit-* headers teach the rest at run time; these only make the first minute smooth.
     rpm: float | None = None
     cpm: float | None = None
+    # Seconds of nothing but 429s (not one answer with audio) after which the run stops, naming the key.
+    rate_limit_patience: float = 600.0
     price_per_million_chars: float | None = None  # None: the backend's own price list
     # The language a backend that follows the book's language adapts to; set by the registry, not by users.
     language: str | None = field(default=None, metadata={"key": None})
@@ -275,10 +277,11 @@ class ErrorKind(StrEnum):
     BAD_REQUEST = "bad request"
     REFUSED = "refused"  # any other fatal answer
     STORE = "store"  # the answer could not be kept (disk full, read-only): every later one would be lost too
+    RESTING = "resting"  # the key (or server) asks not to be tried for long, or has refused everything for long
 
     @property
     def stops_run(self) -> bool:
-        return self in (ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.STORE)
+        return self in (ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.STORE, ErrorKind.RESTING)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -11,14 +13,25 @@ from tqdm import tqdm
 
 log = logging.getLogger("audiobook")
 
+TICK_S = 1.0  # between answers the line is looked at this often: a run that gets none still says how it stands
+
 
 class Progress:
     """Counts characters spoken (cached ones count as done at the start) and requests left."""
 
-    def __init__(self, *, enabled: bool = True, tty: bool | None = None, interval: float = 15.0):
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        tty: bool | None = None,
+        interval: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.enabled = enabled
         self.tty = sys.stderr.isatty() if tty is None else tty
         self.interval = interval
+        self._clock = clock
+        self._ticker: asyncio.Task[None] | None = None
         self._bar: tqdm | None = None
         self._total = self._done = 0
         self._requests = self._answered = 0
@@ -29,9 +42,11 @@ class Progress:
 
     def start(self, total_chars: int, done_chars: int, requests: int) -> None:
         self._total, self._done, self._requests = total_chars, done_chars, requests
-        self._started = self._last_log = time.monotonic()
+        self._started = self._last_log = self._clock()
         if not self.enabled:
             return
+        with contextlib.suppress(RuntimeError):  # started outside an event loop: lines come with answers only
+            self._ticker = asyncio.get_running_loop().create_task(self._ticking())
         if self.tty:
             self._bar = tqdm(
                 total=total_chars,
@@ -54,24 +69,47 @@ class Progress:
         held = self.rate()
         if self._bar is not None:
             self._bar.update(chars)
-            postfix = f"{self._answered}/{self._requests} requests" + (f"; {held}" if held else "")
-            self._bar.set_postfix_str(postfix, refresh=False)
+            self._bar.set_postfix_str(self._postfix(held), refresh=False)
             return
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_log >= self.interval or self._answered == self._requests:
-            self._last_log = now
-            rate = (self._answered / (now - self._started)) if now > self._started else 0.0
-            left = self._requests - self._answered
-            eta = f", about {left / rate:.0f}s left" if rate > 0 and left else ""
-            log.info(
-                "%d/%d requests, %d/%d characters%s%s",
-                self._answered,
-                self._requests,
-                self._done,
-                self._total,
-                eta,
-                f"; {held}" if held else "",
-            )
+            self._log_line(now, held)
+
+    def tick(self) -> None:
+        """Between answers: the bar's word on the rate limit is refreshed, and a log line is due every
+        ``interval`` even when nothing is answered (a key that answers only 429s shows that it does)."""
+        if not self.enabled:
+            return
+        held = self.rate()
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(held))
+            return
+        now = self._clock()
+        if now - self._last_log >= self.interval:
+            self._log_line(now, held)
+
+    async def _ticking(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.tick()
+
+    def _postfix(self, held: str | None) -> str:
+        return f"{self._answered}/{self._requests} requests" + (f"; {held}" if held else "")
+
+    def _log_line(self, now: float, held: str | None) -> None:
+        self._last_log = now
+        rate = (self._answered / (now - self._started)) if now > self._started else 0.0
+        left = self._requests - self._answered
+        eta = f", about {left / rate:.0f}s left" if rate > 0 and left else ""
+        log.info(
+            "%d/%d requests, %d/%d characters%s%s",
+            self._answered,
+            self._requests,
+            self._done,
+            self._total,
+            eta,
+            f"; {held}" if held else "",
+        )
 
     def note(self, message: str) -> None:
         if not self.enabled:
@@ -82,6 +120,9 @@ class Progress:
             log.info("%s", message)
 
     def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None

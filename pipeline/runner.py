@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from pipeline.engines import Executor
 from pipeline.jobs import ChapterJob, light
-from pipeline.limits import GovernorStats
+from pipeline.limits import GovernorStats, answered_in
 from pipeline.models import (
     TARGETS,
     BackendOptions,
@@ -61,6 +61,8 @@ NOTE_FRESH_S = 5.0
 class _ChapterState:
     plan: ChapterPlan
     missing: set[str]
+    # Parts requested into another book's store (a batch whose books keep parts apart): key -> that store.
+    borrowed: dict[str, str] = field(default_factory=dict)
     failed: list[SegmentFailure] = field(default_factory=list)
     outcome: ChapterOutcome | None = None
     audio: ChapterAudio | None = None
@@ -118,6 +120,9 @@ class Run:
     async def execute(self) -> list[BookReport]:
         """Run to completion or interruption; every book's report is written either way."""
         total_chars = done_chars = 0
+        # Books that keep their parts apart (a job's own cache_dir) still pay for a shared part once: one found
+        # in, or requested into, another book's store is copied into this book's before its chapter is assembled.
+        locations = list(dict.fromkeys(plan.store for plan in self.plans))
         for plan in self.plans:
             clean_partial_files(plan.out_dir)
             state = _BookState(plan, [])
@@ -134,7 +139,14 @@ class Run:
                     continue
                 for seg, key in zip(cp.segments, cp.keys, strict=True):
                     # Looked up again, not taken from the plan: in a batch the plan may be minutes old.
-                    if store.has(key, plan.options.part_format):
+                    fmt = plan.options.part_format
+                    hit = store.has(key, fmt)
+                    if not hit and len(locations) > 1 and key not in self._requests:
+                        elsewhere = self._kept_elsewhere(key, fmt, plan.store, locations)
+                        if elsewhere is not None:
+                            cs.borrowed[key] = elsewhere
+                            hit = True
+                    if hit:
                         state.cache_hits += 1
                         total_chars += len(seg.text)
                         done_chars += len(seg.text)
@@ -149,6 +161,8 @@ class Run:
                         self._requests[key] = PartRequest(
                             key, seg.voice_text, plan.options.voice_spec, plan.backend, plan.store
                         )
+                    elif self._requests[key].store != plan.store:
+                        cs.borrowed[key] = self._requests[key].store  # paid once, copied before assembly
                 if not cs.missing:
                     self._assembly.put_nowait((state, cs))
         self.progress.start(total_chars, done_chars, len(self._requests))
@@ -166,8 +180,8 @@ class Run:
 
     def _pending(self) -> Iterator[PartRequest]:
         for key, request in self._requests.items():
-            if self.aborted:
-                return
+            if self.aborted or self.stores.at(request.store).failure is not None:
+                return  # a failed write stops the sending at once; its result, on its way, says why
             if all(book.error for book, _ in self._waiting.get(key, [])):
                 continue  # every book that needs it has stopped; the report names what is left undone
             yield request
@@ -208,10 +222,9 @@ class Run:
             self._answers.popleft()
         for note, at in self._notes.values():
             if note.throttled and now - at <= NOTE_FRESH_S:
-                span = min(60.0, now - self._started)
-                rate = len(self._answers) * 60 / span if span > 0 else 0.0
+                rate = answered_in(len(self._answers), min(60.0, now - self._started))  # counted, not extrapolated
                 limit = "" if note.limit_rpm is None else f" (limit {note.limit_rpm:.0f}/min from {note.limit_source})"
-                return f"held back by the rate limit: {rate:.0f}/min{limit}"
+                return f"held back by the rate limit: {rate}{limit}"
         return None
 
     def _arrived(self, key: str) -> None:
@@ -233,7 +246,8 @@ class Run:
             book.error = message
             log.error("%s: stopping this book: %s", book.plan.book.title, message)
         if result.error_kind == ErrorKind.STORE:
-            self._record_failure(result)
+            # Said once, by the line that stops the run: the answers in flight meet the same disk.
+            self._record_failure(result, quiet=True)
 
     def _failed(self, result: PartResult) -> None:
         self._record_failure(result)
@@ -241,13 +255,15 @@ class Run:
         if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
             self._abort(f"{self._consecutive_failures} segments in a row failed after retries; last: {result.error}")
 
-    def _record_failure(self, result: PartResult) -> None:
+    def _record_failure(self, result: PartResult, *, quiet: bool = False) -> None:
         for _state, cs in self._waiting.get(result.key, []):
             seg = cs.plan.keys.index(result.key)
             text = _preview(self._requests[result.key].text)
             failure = SegmentFailure(cs.plan.chapter.index, cs.plan.chapter.title, seg, text, result.error or "failed")
             cs.failed.append(failure)
-            log.error("chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error)
+            (log.debug if quiet else log.error)(
+                "chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error
+            )
 
     def _abort(self, message: str, *, final: bool = False) -> None:
         """Stop the whole run: whatever is left would fail the same way. The requests in flight are paid for,
@@ -269,6 +285,15 @@ class Run:
 
     async def _assemble(self, state: _BookState, cs: _ChapterState) -> None:
         plan, cp = state.plan, cs.plan
+        if cs.borrowed:
+            try:
+                await asyncio.to_thread(self._copy_borrowed, plan, cs)
+            except OSError as exc:
+                state.rerun_helps = False
+                error = f"cannot copy a shared part into the cache {plan.store}: {exc.strerror or exc}"
+                cs.outcome = _outcome(cp, ChapterStatus.FAILED, None, error)
+                log.error("chapter %d (%s) not written: %s", cp.chapter.index, cp.chapter.title, error)
+                return
         chapter = dataclasses.replace(cp.chapter, paragraphs=())  # its text is in the segments already
         job = ChapterJob(
             light(plan.book), chapter, cp.segments, cp.keys, plan.store, plan.out_dir, plan.options, len(plan.chapters)
@@ -288,6 +313,22 @@ class Run:
         await asyncio.to_thread(self._checkpoint, state)
         if all(c.outcome is not None and c.outcome.status.complete for c in state.chapters):
             state.finishing = asyncio.ensure_future(self._finish(state))  # its M4B need not wait for other books
+
+    def _kept_elsewhere(self, key: str, fmt: str, own: str, locations: list[str]) -> str | None:
+        """The other store of this run that already holds a part, if any."""
+        return next((loc for loc in locations if loc != own and self.stores.at(loc).has(key, fmt)), None)
+
+    def _copy_borrowed(self, plan: BookPlan, cs: _ChapterState) -> None:
+        """Copy into this book's store the parts another book's request put in its own: the chapter is assembled
+        from this book's store, and the next run plans against it."""
+        fmt = plan.options.part_format
+        target = self.stores.at(plan.store)
+        for key, source in cs.borrowed.items():
+            if target.has(key, fmt):
+                continue
+            data = self.stores.at(source).get(key, fmt)
+            if data is not None:  # else assembly names the missing part
+                target.put(key, data, fmt)
 
     def _outcomes(self, state: _BookState) -> tuple[list[ChapterOutcome], list[SegmentFailure]]:
         chapters: list[ChapterOutcome] = []

@@ -37,7 +37,6 @@ import errno
 import hmac
 import http.client
 import io
-import ipaddress
 import json
 import math
 import os
@@ -57,6 +56,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.addresses import is_loopback  # 0.0.0.0 is every interface: never loopback
 from pipeline.errors import AudiobookError, FatalAPIError, UsageError
 from pipeline.models import SpeechResult, VoiceSpec
 from pipeline.tts.base import Synthesizer
@@ -639,16 +639,6 @@ def _speed(value: object) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------- access rules
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine only: ``localhost``, 127.0.0.0/8 or ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_key(key: str, source: str) -> None:

@@ -48,6 +48,9 @@ class PartStore(Protocol):
     """Parts by key. ``put`` is atomic: a reader sees the whole part or none, whatever crashes when."""
 
     remote: bool  # a look costs a network round trip (an event loop asks it from a thread)
+    # The first write that failed (a full disk, a read-only folder, a refused bucket), set by ``put`` in the
+    # thread that met it: a run sends nothing more for this store from that moment, not once the news arrives.
+    failure: OSError | None
 
     @property
     def location(self) -> str:
@@ -78,6 +81,7 @@ class FileStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.failure: OSError | None = None
 
     @property
     def location(self) -> str:
@@ -100,7 +104,11 @@ class FileStore:
         return data or None
 
     def put(self, key: str, data: bytes, fmt: str = "mp3") -> None:
-        atomic_write(self.path(key, fmt), data)
+        try:
+            atomic_write(self.path(key, fmt), data)
+        except OSError as exc:
+            self.failure = self.failure or exc
+            raise
 
     def evict(self, key: str, fmt: str = "mp3") -> None:
         self.path(key, fmt).unlink(missing_ok=True)
@@ -162,6 +170,7 @@ class ObjectStore:
         self._root: str = root
         self._client_errors = _client_errors()  # raised as they are, not as OSErrors
         self._failures: tuple[type[Exception], ...] = (OSError, *self._client_errors)
+        self.failure: OSError | None = None
 
     @property
     def location(self) -> str:
@@ -190,8 +199,12 @@ class ObjectStore:
         # never a multipart upload. Two workers writing the same key leave one whole object: the last one.
         try:
             self.fs.pipe_file(self.path(key, fmt), data)
-        except self._client_errors as exc:
-            raise _os_error(exc) from exc
+        except self._failures as exc:
+            error = exc if isinstance(exc, OSError) else _os_error(exc)
+            self.failure = self.failure or error
+            if error is exc:
+                raise
+            raise error from exc
 
     def evict(self, key: str, fmt: str = "mp3") -> None:
         try:

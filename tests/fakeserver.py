@@ -139,6 +139,12 @@ class Fault:
         return cls("bad_audio_200", 200)
 
     @classmethod
+    def wrong_format(cls, fmt: str = "wav") -> Fault:
+        """Status 200 and real audio in ``fmt`` (one of SERVED_FORMATS) whatever format was asked for, labelled
+        as what it is, as relays that ignore ``response_format`` answer."""
+        return cls("wrong_format", 200, fmt)
+
+    @classmethod
     def truncated_200(cls) -> Fault:
         """Status 200 and MP3 cut off in the middle of a frame, as a stream that broke off would be."""
         return cls("truncated_200", 200)
@@ -156,6 +162,7 @@ empty_200 = Fault.empty_200
 garbage_200 = Fault.garbage_200
 bad_audio_200 = Fault.bad_audio_200
 truncated_200 = Fault.truncated_200
+wrong_format = Fault.wrong_format
 
 
 @dataclass(frozen=True)
@@ -622,13 +629,14 @@ class FakeSpeechServer:
     def _speech(self, raw: bytes, body: dict[str, Any] | None) -> tuple[_Answer, str | None]:
         """An authorized speech request past the rate limit: injected faults, validation, then audio."""
         fault = self._next_fault(body)
-        if fault is not None and fault.kind != "slow":
+        if fault is not None and fault.kind not in ("slow", "wrong_format"):
             return self._faulty(fault), fault.kind
         problem = _validate(raw, body)
         if problem is not None:
             return problem, fault.kind if fault else None
         assert body is not None
-        fmt = body.get("response_format", "mp3")
+        fmt = fault.message if fault is not None and fault.kind == "wrong_format" else body.get("response_format")
+        fmt = fmt or "mp3"
         audio = audio_for(body["input"], self.ms_per_char, float(body.get("speed", 1.0)), fmt)
         content_type = {"mp3": "audio/mpeg", "wav": "audio/wav", "pcm": "audio/pcm"}[fmt]
         delay = fault.seconds if fault is not None else 0.0

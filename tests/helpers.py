@@ -7,9 +7,15 @@ import os
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,3 +131,30 @@ def claim_huge_size(path: Path, member: str) -> None:
             struct.pack_into("<I", data, entry + 24, 0xFFFFFFFE)  # uncompressed size
         pos = entry + 4
     path.write_bytes(bytes(data))
+
+
+def run_in_threads(work: Callable[[T], R], args: Sequence[T], *, within: float) -> list[R]:
+    """``work(arg)`` for each arg, each in a thread of its own, their results in order. Threads are daemons
+    joined against one deadline: one that is still running after ``within`` seconds fails the test naming it,
+    where ``ThreadPoolExecutor``'s exit would wait for it for ever (and no pytest timeout could end the wait)."""
+    results: list[Any] = [None] * len(args)
+    errors: list[BaseException] = []
+
+    def one(i: int, arg: T) -> None:
+        try:
+            results[i] = work(arg)
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i, a), name=f"worker-{i}", daemon=True) for i, a in enumerate(args)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + within
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threads if t.is_alive()]
+    if stuck:
+        raise AssertionError(f"still running after {within:g} s: {', '.join(stuck)}")
+    if errors:
+        raise errors[0]
+    return results

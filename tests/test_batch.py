@@ -143,6 +143,30 @@ def test_second_invocation_is_refused_and_a_stale_lock_is_not(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
 
 
+def test_two_jobs_writing_to_one_output_folder_do_not_run_at_once(server: FakeSpeechServer, tmp_path: Path) -> None:
+    # Two job files (their own locks), one output folder: the second would overwrite the first's books and
+    # batch-summary.json. It is refused at once, in one line, before anything is read or sent.
+    library(tmp_path, count=1)
+    jobs = job_file(tmp_path)
+    other = tmp_path / "other.toml"
+    other.write_text(jobs.read_text(encoding="utf-8"), encoding="utf-8")
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.url}
+    (tmp_path / "out").mkdir()
+    with FileLock(str(tmp_path / "out" / ".audiobook-batch.lock")):  # what a run of jobs.toml holds
+        proc = run_cli("batch", str(other), env=env)
+        assert proc.returncode == 75
+        assert proc.stderr.strip().splitlines() == [
+            f"audiobook: error: output folder {tmp_path / 'out'} is in use by another run "
+            f"(lock {tmp_path / 'out' / '.audiobook-batch.lock'}); try again later"
+        ]
+        assert server.requests == [] and not (tmp_path / "out" / "batch-summary.json").exists()
+        proc = run_cli("batch", str(other), "--dry-run", env=env)  # a dry run writes nothing there: allowed
+        assert proc.returncode == 0, proc.stderr
+    proc = run_cli("batch", str(other), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "batch-summary.json").is_file()
+
+
 def test_sigterm_mid_batch_keeps_parts_and_the_next_run_resumes(tmp_path: Path) -> None:
     library(tmp_path, count=3, chapters=2, paragraphs=20, sentences=2)
     jobs = job_file(tmp_path)
@@ -330,8 +354,11 @@ def test_books_with_the_same_name_never_share_a_folder(
     jobs = tmp_path / "jobs.toml"
     jobs.write_text('output = "out"\n[[book]]\npath = "*/book.*"\n', encoding="utf-8")
     assert main(["batch", str(jobs)]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "3 books share this folder name" in err
+    # The run's lines name each apart, as their folders are named.
+    done = sorted(line.split()[1] for line in out.splitlines() if line.startswith("done"))
+    assert done == ["a/book.txt", "b/book.txt", "book.md"]
     folders = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir())
     assert folders == ["a - book.md", "a - book.txt", "b - book.txt"]
     for folder in folders:
@@ -399,3 +426,31 @@ def test_a_job_whose_paths_all_match_nothing_is_a_mistake_not_a_quiet_night(
     assert main(["batch", str(jobs)]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{jobs}:3:" in err and "no book matches 'bokos/*.txt'" in err
+
+
+def test_a_part_shared_with_a_book_of_another_cache_is_copied_to_the_store_it_reads(
+    server: FakeSpeechServer, tmp_path: Path, isolated_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Three books whose chapters are all called "Chapter 1": the spoken title is one part, requested once on
+    # behalf of the first book (the default cache), while the last book reads its parts from a cache of its own.
+    books = tmp_path / "books"
+    books.mkdir()
+    for name in ("a", "b", "c"):
+        (books / f"{name}.txt").write_text(f"Chapter 1\n\nThe tale of book {name} begins here.\n", "utf-8")
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(
+        'output = "out"\n[[book]]\npath = "books/a.txt"\n[[book]]\npath = "books/b.txt"\n'
+        '[[book]]\npath = "books/c.txt"\ncache_dir = "own-cache"\n',
+        encoding="utf-8",
+    )
+    assert main(["--quiet", "batch", str(jobs)]) == 0, capsys.readouterr().err
+    assert server.served_inputs().count("Chapter 1") == 1  # still paid for once
+    assert all(b["status"] == "done" for b in summary(tmp_path).values())
+    assert (tmp_path / "out" / "c" / "01 Chapter 1.mp3").is_file()
+    # The book with its own cache finds every part there on the next run, even with the shared cache gone.
+    shutil.rmtree(isolated_env / "audiobook-pipeline")
+    shutil.rmtree(tmp_path / "out" / "c")
+    server.clear()
+    assert main(["--quiet", "batch", str(jobs)]) == 0
+    assert server.requests == []
+    assert summary(tmp_path)["c.txt"]["status"] == "done"

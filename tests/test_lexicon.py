@@ -4,14 +4,19 @@ and line for every way a rule can be wrong."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
+import regex
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.errors import UsageError
-from pipeline.lexicon import Lexicon, load_lexicon, parse_lexicon
+from pipeline.lexicon import RULE_TIME_LIMIT_S, Lexicon, load_lexicon, parse_lexicon
+from tests.helpers import REPO, run_cli
 
 RULES = r"""# Names the voice gets wrong
 重庆 => 崇庆
@@ -75,12 +80,13 @@ def test_describe_shows_the_rule_as_written() -> None:
 
 def test_regular_expressions_are_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
     lexicon = parse_lexicon("re:a+b => x\n")
-    assert isinstance(lexicon.rules[0].pattern, re.Pattern)
+    assert isinstance(lexicon.rules[0].pattern, regex.Pattern)
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("compiled again")
 
     monkeypatch.setattr(re, "compile", refuse)
+    monkeypatch.setattr(regex, "compile", refuse)
     assert lexicon.apply("aab ab") == ("x x", (2,))
 
 
@@ -152,6 +158,9 @@ SIDES = st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Zl", "
 @given(find=SIDES.filter(bool), replace=SIDES, text=st.text(max_size=60))
 def test_any_literal_can_be_written_quoted_and_acts_as_str_replace(find: str, replace: str, text: str) -> None:
     lexicon = parse_lexicon(f"{quote(find)} => {quote(replace)}\n")
+    # Both sides are taken in NFC, as the readers give the book (a CJK compatibility ideograph becomes its
+    # unified one): the rule is str.replace on those forms.
+    find, replace = unicodedata.normalize("NFC", find), unicodedata.normalize("NFC", replace)
     assert [(r.find, r.replace, r.regex) for r in lexicon.rules] == [(find, replace, False)]
     assert lexicon.apply(text) == (text.replace(find, replace), (text.count(find),))
 
@@ -159,3 +168,53 @@ def test_any_literal_can_be_written_quoted_and_acts_as_str_replace(find: str, re
 @given(text=st.text(max_size=80))
 def test_an_empty_lexicon_changes_nothing(text: str) -> None:
     assert Lexicon().apply(text) == (text, ())
+
+
+# Overlapping alternatives under a star: the parse-tree guard lets them through (it cannot tell (a|a) from (a|b)),
+# and Python's re backtracks through 2**n ways to split a run of a's. These must end, not hang the plan. The
+# rules run in a child process with a time limit: re's matching loop holds the GIL and never returns to Python,
+# so not even pytest-timeout's thread method could end this test if the rules ever ran on re again.
+APPLY_IN_CHILD = """
+import sys
+from pipeline.errors import UsageError
+from pipeline.lexicon import parse_lexicon
+try:
+    print(parse_lexicon(sys.argv[1], source="rules.txt").apply("a" * 5000))
+except UsageError as exc:
+    print(exc)
+"""
+
+
+def apply_in_child(rules: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", APPLY_IN_CHILD, rules], capture_output=True, text=True, timeout=30, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.timeout(60)
+def test_a_rule_that_backtracks_without_end_is_ended_naming_its_line() -> None:
+    message = apply_in_child("ok => fine\n# the next one never ends on re\nre:(a|a)*[bc] => x\n")
+    assert message.startswith("rules.txt:3: the regular expression ran for over ") and "\n" not in message
+    assert f"{RULE_TIME_LIMIT_S:g} s" in message and message.endswith("re:(a|a)*[bc]")
+
+
+@pytest.mark.timeout(60)
+def test_the_issue_s_rule_on_five_thousand_a_s_finishes() -> None:
+    # regex sees that no "c" is there to match; the rule changes nothing, and what follows it still applies.
+    assert apply_in_child("re:(a|a)*c => x\nre:a{5000} => five thousand\n") == "('five thousand', (0, 1))"
+
+
+@pytest.mark.timeout(120)
+def test_plan_stops_with_one_line_on_a_rule_that_backtracks(tmp_path: Path) -> None:
+    book, rules = tmp_path / "book.txt", tmp_path / "rules.txt"
+    book.write_text("Title\n\n" + "a" * 5000 + "\n", encoding="utf-8")
+    rules.write_text("re:(a|a)*\\d => x\n", encoding="utf-8")
+    done = run_cli(
+        "plan", str(book), "--lexicon", str(rules), "--config", str(REPO / "configs" / "local.toml"), timeout=90
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{rules}:1: the regular expression ran for over" in lines[0], done.stderr
+    assert lines[0].endswith("rewrite it: re:(a|a)*\\d") and "Traceback" not in done.stderr

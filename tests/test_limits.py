@@ -20,11 +20,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.errors import KeyResting
 from pipeline.limits import (
+    FIRST_WAVE,
     RATE_MARGIN,
     Gcra,
     Governor,
     GovernorStats,
+    GovernorStopped,
     RateLimitInfo,
     Slot,
     parse_duration,
@@ -256,12 +259,13 @@ def test_gcra_releases_never_exceed_burst_plus_rate(
 
 def test_without_limits_acquire_never_waits_nor_yields() -> None:
     governor = Governor(8, clock=lambda: 5.0, sleep=_no_sleep)
+    finished_without_waiting(governor.acquire(300)).done(RateLimitInfo())  # the first answer: no limit told
     for _ in range(1000):
         slots = [finished_without_waiting(governor.acquire(300)) for _ in range(8)]
         for slot in slots:
             slot.done(RateLimitInfo())
     stats = governor.stats()
-    assert (stats.released, stats.succeeded, stats.waited_s, stats.held_s) == (8000, 8000, 0.0, 0.0)
+    assert (stats.released, stats.succeeded, stats.waited_s, stats.held_s) == (8001, 8001, 0.0, 0.0)
     assert (stats.concurrency, stats.limit_rpm, stats.pace_rpm, stats.throttled) == (8, None, None, False)
 
 
@@ -392,6 +396,7 @@ def test_a_configured_characters_per_minute_paces_by_text_length() -> None:
 def test_concurrency_halves_once_per_wave_and_grows_back_slowly() -> None:
     clock = FakeClock()
     governor = Governor(8, clock=clock, sleep=_no_sleep)
+    finished_without_waiting(governor.acquire()).done()  # the first answer told no limit: all 8 may go
     slots = [finished_without_waiting(governor.acquire()) for _ in range(8)]
     for slot in slots[:4]:
         slot.rate_limited(0.5)  # one wave of refusals: all were sent before the first came back
@@ -476,7 +481,7 @@ def test_the_progress_line() -> None:
     base = GovernorStats(
         released=100, succeeded=98, rate_limited=1, failed=1, waited_s=40.0, held_s=30.0, limit_rpm=60.0,
         limit_source="headers", pace_rpm=58.2, limit_tpm=None, concurrency=8, max_concurrency=8, in_flight=3,
-        achieved_rpm=58.2, throttled=True, paused_s=0.0,
+        answered=58, window_s=60.0, throttled=True, paused_s=0.0,
     )  # fmt: skip
     assert base.line() == "held back by the rate limit: 58/min (limit 60/min from headers)"
     cut = GovernorStats(**{**base.__dict__, "concurrency": 4, "paused_s": 1.25})
@@ -573,6 +578,127 @@ def test_a_cancelled_waiter_leaves_the_line_without_a_trace() -> None:
 
     got, stats = run_virtual(main)
     assert got == ["second"] and (stats.released, stats.in_flight) == (2, 0)
+
+
+# --- first contact, stopping, patience, the rate shown -----------------------------------------------------
+
+
+def test_until_the_first_answer_only_a_first_wave_goes() -> None:
+    async def main() -> tuple[list[float], GovernorStats, GovernorStats]:
+        governor = virtual_governor(16)
+        released: list[float] = []
+
+        async def worker(i: int) -> None:
+            async with governor.slot() as slot:
+                released.append(now())
+                await asyncio.sleep(1.0 + i * 1e-3)
+                slot.done(RateLimitInfo(limit_requests=6000) if i == 0 else None)
+
+        tasks = [asyncio.create_task(worker(i)) for i in range(20)]
+        await asyncio.sleep(0.5)
+        probing = governor.stats()
+        await asyncio.gather(*tasks)
+        return released, probing, governor.stats()
+
+    released, probing, after = run_virtual(main)
+    # Nothing told the limit: 4 go; the first answer (at 1 s) names 6000/min and opens the other 12 places.
+    assert released[:FIRST_WAVE] == [0.0] * FIRST_WAVE and min(released[FIRST_WAVE:]) == pytest.approx(1.0)
+    assert probing.in_flight == FIRST_WAVE and probing.concurrency == FIRST_WAVE
+    assert after.concurrency == 16 and after.limit_source == "headers"
+
+
+@pytest.mark.parametrize("known", [{"rpm": 6000}, {"remembered_rpm": 6000}])
+def test_a_configured_or_remembered_limit_needs_no_first_wave(known: dict[str, float]) -> None:
+    governor = Governor(16, clock=lambda: 0.0, sleep=_no_sleep, **known)
+    assert governor.stats().concurrency == 16
+
+
+def test_an_answer_without_limits_opens_the_pool_unpaced() -> None:
+    governor = Governor(16, clock=lambda: 0.0, sleep=_no_sleep)
+    first = [finished_without_waiting(governor.acquire()) for _ in range(FIRST_WAVE)]
+    first[0].failed()  # any answer, even a failure: nothing to learn, nothing to wait for
+    more = [finished_without_waiting(governor.acquire()) for _ in range(16 - FIRST_WAVE + 1)]
+    assert governor.stats().in_flight == 16 and len(more) == 13
+
+
+def test_after_stop_nothing_more_is_released_and_the_line_is_emptied() -> None:
+    async def main() -> tuple[list[str], GovernorStats]:
+        governor = virtual_governor(1, rpm=60)
+        holder = await governor.acquire()
+        outcomes: list[str] = []
+
+        async def waiter() -> None:
+            try:
+                async with governor.slot():
+                    outcomes.append("released")
+            except GovernorStopped:
+                outcomes.append("stopped")
+
+        tasks = [asyncio.create_task(waiter()) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        governor.stop()
+        await asyncio.gather(*tasks)
+        holder.rate_limited(1.0)  # the request in flight lands (refused): it is reported, not sent again
+        with pytest.raises(GovernorStopped):
+            await governor.acquire()
+        return outcomes, governor.stats()
+
+    outcomes, stats = run_virtual(main)
+    assert outcomes == ["stopped"] * 3 and (stats.released, stats.in_flight) == (1, 0)
+
+
+def test_nothing_but_429s_for_the_patience_stops_with_one_line() -> None:
+    clock = FakeClock()
+    governor = Governor(4, clock=clock, sleep=clock.sleep, patience=600.0)
+
+    async def refused_for(seconds: float) -> None:
+        end = clock.now + seconds
+        while clock.now < end:
+            (await governor.acquire()).rate_limited(20.0)
+
+    async def run() -> tuple[GovernorStats, float]:
+        await refused_for(300.0)
+        (await governor.acquire()).done()  # one answer with audio: patience starts over
+        assert governor.stats().refused_s == 0.0 and "429s" not in governor.stats().line()
+        since = clock.now
+        await refused_for(90.0)
+        quiet = governor.stats()
+        with pytest.raises(KeyResting) as stopped:
+            await refused_for(3600.0)
+        assert "for 10:00, 30 refusals since the last answer" in str(stopped.value)
+        assert "(rate_limit_patience = 600 s)" in str(stopped.value)
+        return quiet, clock.now - since
+
+    quiet, waited = asyncio.run(run())
+    assert quiet.line() == (
+        "nothing but 429s for 1:40 (6 refused since the last answer) (1 of 4 in flight allowed, paused 20.0 s after "
+        "a 429)"
+    )
+    assert waited == pytest.approx(600.0)  # stopped at the first request after the patience, not later
+
+
+def test_the_rate_shown_is_counted_never_extrapolated_past_the_limit() -> None:
+    async def main() -> tuple[GovernorStats, GovernorStats]:
+        governor = virtual_governor(16, rpm=500)
+
+        async def worker() -> None:
+            while now() < 150.0:
+                async with governor.slot() as slot:
+                    await asyncio.sleep(0.2)
+                    slot.done()
+
+        tasks = [asyncio.create_task(worker()) for _ in range(16)]
+        await asyncio.sleep(10.0)
+        early = governor.stats()
+        await asyncio.sleep(110.0)
+        late = governor.stats()
+        await asyncio.gather(*tasks)
+        return early, late
+
+    early, late = run_virtual(main)
+    # The burst of the first second divided by ten seconds read as 534/min against a limit of 500.
+    assert early.line().startswith(f"held back by the rate limit: {early.answered} in the first 10 s (limit 500/min")
+    assert late.achieved_rpm <= 500 and late.line().startswith(f"held back by the rate limit: {late.answered}/min")
 
 
 # --- simulations -----------------------------------------------------------------------------------------
@@ -707,6 +833,12 @@ def test_simulation_an_unknown_limit_is_learned_from_429s() -> None:
     assert blind.refused <= 0.1 * blind.requests and blind.elapsed <= 1.5 * blind.ideal
 
 
+def test_simulation_first_contact_with_a_limit_only_in_the_headers() -> None:
+    # 16 at once before any header was read: 11 of 87 refused (12.6 %). A first wave of 4, then the pace.
+    run = simulate("120/min burst 5, advertised, first contact", 76, server_rpm=120, server_burst=5)
+    assert run.refused <= 0.03 * run.requests and run.elapsed <= 1.05 * run.ideal
+
+
 def test_simulation_ungoverned_clients_storm_the_server() -> None:
     """Today's client for comparison: no pacing, retry-after obeyed exactly. It barely gets through."""
     storm = simulate("120/min burst 5, no governor (today)", 600, server_rpm=120, server_burst=5, advertise=False,
@@ -719,6 +851,7 @@ SCENARIOS: list[Callable[[], Simulation]] = [
                      advertise=False, rpm=60),
     lambda: simulate("60/min burst 5, learned from headers", 600, server_rpm=60, server_burst=5),
     lambda: simulate("60/min burst 1, learned from headers", 600, server_rpm=60, server_burst=1),
+    lambda: simulate("120/min burst 5, advertised, first contact", 76, server_rpm=120, server_burst=5),
     lambda: simulate("600/min burst 10, learned from headers", 3000, server_rpm=600, server_burst=10, latency=1.0),
     lambda: simulate("600/min burst 600 (OpenAI's), from headers", 3000, server_rpm=600, server_burst=600,
                      latency=1.0),

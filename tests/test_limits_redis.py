@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
@@ -19,7 +18,7 @@ from pipeline import limits
 from pipeline.limits import RATE_MARGIN, Bucket, Gcra, Governor, RateLimitInfo
 from pipeline.models import BackendOptions
 from pipeline.tts.registry import Synthesizers
-from tests.helpers import FAKE_KEY
+from tests.helpers import FAKE_KEY, run_in_threads
 from tests.redisserver import RedisServer
 
 redis = pytest.importorskip("redis", reason="the redis package is not installed (the 'distributed' extra)")
@@ -177,7 +176,7 @@ class Worker:
         """``tasks`` requests in flight at most, each taking ``latency``, until ``until`` (then cancelled)."""
 
         async def task() -> None:
-            while True:
+            while time.monotonic() < until:  # ends by itself too: a swallowed cancel must not keep it going
                 async with self.governor.slot(100) as slot:
                     self.released.append(time.monotonic())
                     self.scheduled.append(None if slot.grant is None else slot.grant.at)
@@ -217,8 +216,7 @@ def test_two_workers_sharing_a_key_release_its_rate_together(worker_limits: Call
 
         return asyncio.run(main())
 
-    with ThreadPoolExecutor(4) as threads:
-        one, two, alone_a, alone_b = threads.map(worker, [WHERE, WHERE, f"{WHERE}0", f"{WHERE}1"])
+    one, two, alone_a, alone_b = run_in_threads(worker, [WHERE, WHERE, f"{WHERE}0", f"{WHERE}1"], within=60)
     together = one.released + two.released
     assert len(together) <= burst + pace * seconds + 1
     assert None not in one.scheduled + two.scheduled

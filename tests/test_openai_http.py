@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline import mp3
 from pipeline.errors import (
     AuthError,
     BadRequestError,
     FatalAPIError,
+    KeyResting,
     QuotaError,
     RetryableError,
     SynthesisError,
@@ -33,6 +35,7 @@ from pipeline.tts.openai_http import (
     backoff_delay,
     retry_wait,
     server_message,
+    too_long,
 )
 from tests.audiocheck import is_mp3
 from tests.fakeserver import FakeSpeechServer, Fault, audio_for
@@ -204,26 +207,84 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
     assert parse_retry_after(headers, now=NOW) == expected
 
 
+SDK_NOW = 1_696_004_797.0  # Fri, 29 Sep 2023 16:26:37 GMT: the SDK's frozen clock in its own table
+
+
+# openai-python 3.3.1, tests/test_client.py::test_parse_retry_after_header, row for row: (remaining retries of
+# max_retries=3, the retry-after header, the wait). Ours counts retries done: 3 - remaining.
 @pytest.mark.parametrize(
-    ("header", "expected"),
+    ("remaining", "header", "expected"),
     [
-        ("20", 20.0),  # the server's delay is honoured...
-        ("0.5", 0.5),
-        ("60", 60.0),
-        (http_date(20), 20.0),
-        ("61", 0.5),  # ...unless unreasonable: then our own backoff (first retry: 0.5 s with rand=0)
-        ("0", 0.5),
-        ("-3", 0.5),
-        (http_date(-10), 0.5),
-        (http_date(61), 0.5),
-        ("99999999999999999999999999999999999", 0.5),
-        ("inf", 0.5),
-        ("nan", 0.5),
-        ("not a date", 0.5),
+        (3, "20", 20),
+        (3, "0", 0.5),
+        (3, "-10", 0.5),
+        (3, "60", 60),
+        (3, "61", 61),
+        (3, "120", 120),
+        (3, "121", 0.5),
+        (3, "Fri, 29 Sep 2023 16:26:57 GMT", 20),
+        (3, "Fri, 29 Sep 2023 16:26:37 GMT", 0.5),
+        (3, "Fri, 29 Sep 2023 16:26:27 GMT", 0.5),
+        (3, "Fri, 29 Sep 2023 16:27:37 GMT", 60),
+        (3, "Fri, 29 Sep 2023 16:27:38 GMT", 61),
+        (3, "Fri, 29 Sep 2023 16:28:37 GMT", 120),
+        (3, "Fri, 29 Sep 2023 16:28:38 GMT", 0.5),
+        (3, "99999999999999999999999999999999999", 0.5),
+        (3, "inf", 0.5),
+        (3, "nan", 0.5),
+        (3, "Zun, 29 Sep 2023 16:26:27 GMT", 0.5),
+        (3, "Fri, 29 Sep 100000 16:26:57 GMT", 0.5),
+        (3, "", 0.5),
+        (2, "", 0.5 * 2.0),
+        (1, "", 0.5 * 4.0),
+        (-1100, "", 8),  # a huge retry count does not overflow
     ],
 )
-def test_retry_wait_honours_a_reasonable_retry_after(header: str, expected: float) -> None:
-    assert retry_wait(0, parse_retry_after({"retry-after": header}, now=NOW), rand=0.0) == expected
+def test_retry_wait_is_the_sdks_table(remaining: int, header: str, expected: float) -> None:
+    assert retry_wait(3 - remaining, parse_retry_after({"retry-after": header}, now=SDK_NOW), rand=0.0) == expected
+
+
+# openai-python 3.3.1, tests/test_client.py::test_retry_after_max_delay: over two minutes is not retried at all.
+@pytest.mark.parametrize(
+    ("headers", "retried"),
+    [
+        ({"retry-after": "120"}, True),
+        ({"retry-after": "121"}, False),
+        ({"retry-after-ms": "120000"}, True),
+        ({"retry-after-ms": "120001"}, False),
+        ({"retry-after": "Fri, 29 Sep 2023 16:28:37 GMT"}, True),
+        ({"retry-after": "Fri, 29 Sep 2023 16:28:38 GMT"}, False),
+        ({"retry-after": "inf"}, True),  # not finite: the backoff, as the SDK
+        ({"retry-after": "Fri, 29 Sep 100000 16:26:57 GMT"}, True),  # unreadable: the backoff
+    ],
+)
+def test_a_retry_after_over_two_minutes_is_not_retried(headers: dict[str, str], retried: bool) -> None:
+    assert too_long(parse_retry_after(headers, now=SDK_NOW)) is not retried
+
+
+def test_a_server_delay_up_to_two_minutes_is_waited_out() -> None:
+    client, seen, sleep = mock_client(sequence(openai_error(503, "busy", **{"retry-after": "90"})))
+    assert synth(client).attempts == 2 and sleep.calls == [90.0]  # was the 0.5 s backoff past 60 s
+
+    limited = openai_error(429, "Rate limit reached", "rate_limit_exceeded", **{"retry-after": "110"})
+    client, seen, sleep = mock_client(sequence(limited))
+    result = synth(client)
+    assert result.rate_limited == 1 and sum(sleep.calls) == pytest.approx(110.0)  # was cut to 60 s
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        openai_error(429, "Rate limit reached for requests", "rate_limit_exceeded", **{"retry-after": "86400"}),
+        openai_error(503, "down for maintenance", **{"retry-after": "7200", "x-should-retry": "true"}),
+    ],
+)
+def test_a_retry_after_of_hours_stops_at_once_saying_when(response: httpx.Response) -> None:
+    client, seen, sleep = mock_client(lambda r: response)
+    with pytest.raises(KeyResting, match=r"tried again in (1 day 0 h|2 h 0 min) \(until 20\d\d-\d\d-\d\d ") as caught:
+        synth(client)
+    assert len(seen) == 1 and sleep.calls == [] and caught.value.attempts == 1
+    assert caught.value.rate_limited == (1 if response.status_code == 429 else 0)  # a 429 is no retry
 
 
 @pytest.mark.parametrize(("retries_done", "base"), [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)])
@@ -397,10 +458,41 @@ def test_audio_under_a_wrong_label_is_still_audio(label: str) -> None:
     assert result.audio == MP3 and result.attempts == 1 and len(seen) == 1
 
 
-def test_a_wav_answer_is_sniffed_as_wav() -> None:
-    client, _, _ = mock_client(audio_ok, max_retries=0)  # MP3 bytes where WAV was asked for
-    with pytest.raises(RetryableError, match="not wav audio"):
+def test_mp3_where_wav_was_asked_stops_the_book_at_once() -> None:
+    client, seen, sleep = mock_client(audio_ok)  # MP3 bytes where WAV was asked for: no retry can change that
+    with pytest.raises(BadRequestError, match=r"answers mp3 audio when wav is asked for.*response_format"):
         synth(client, spec=VoiceSpec("tts-1", "alloy", response_format="wav"))
+    assert len(seen) == 1 and sleep.calls == []
+
+
+WAV = audio_for("hello there, a wave", ms_per_char=50, fmt="wav")
+
+
+def test_wav_where_mp3_was_asked_is_converted_once_never_retried(caplog: pytest.LogCaptureFixture) -> None:
+    wav = httpx.Response(200, content=WAV, headers={"content-type": "audio/wav"})
+    client, seen, sleep = mock_client(lambda r: wav)
+
+    async def go() -> list[Any]:
+        try:
+            return [await client.synthesize(text, SPEC) for text in ("One.", "Two.")]
+        finally:
+            await client.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="audiobook"):
+        results = asyncio.run(go())
+    assert len(seen) == 2 and sleep.calls == [] and [r.attempts for r in results] == [1, 1]
+    for result in results:
+        info = mp3.check_part(result.audio)  # an MP3 part like the API's own, ready for the lossless join
+        assert (info.format.sample_rate, info.format.channels, info.bitrate_kbps) == (24_000, 1, 128)
+        assert abs(info.duration_ms - len("hello there, a wave") * 50) < 100
+    warned = [r.getMessage() for r in caplog.records if "answers wav audio" in r.getMessage()]
+    assert len(warned) == 1  # said once, not once a part
+
+
+def test_a_broken_wav_is_retried_like_any_answer_that_is_not_audio() -> None:
+    broken = httpx.Response(200, content=b"RIFF\x00\x00\x00\x00WAVEjunk", headers={"content-type": "audio/wav"})
+    client, seen, _ = mock_client(sequence(broken))
+    assert synth(client).attempts == 2 and len(seen) == 2
 
 
 def test_fatal_after_a_retry_stops_there() -> None:
@@ -582,3 +674,21 @@ def test_connections_above_one_shard_are_fully_used(server: FakeSpeechServer) ->
     gather_live(client, [f"part {i}" for i in range(24)])
     assert len(server.served_inputs()) == 24
     assert server.max_in_flight == 12
+
+
+def test_live_a_server_that_answers_wav_costs_one_request_a_text(server: FakeSpeechServer) -> None:
+    """It used to cost five (each answer refused as 'not mp3', retried four times) and fail every segment."""
+    server.inject_for(lambda body: True, Fault.wrong_format("wav"))
+    client, sleep = live(server)
+    texts = [f"Text number {n} to speak." for n in range(10)]
+
+    async def go() -> list[Any]:
+        try:
+            return await asyncio.gather(*(client.synthesize(text, SPEC) for text in texts))
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(go())
+    assert len(server.requests) == 10 and sleep.calls == []
+    assert all(r.attempts == 1 and mp3.check_part(r.audio).frames > 0 for r in results)
+    assert all(r.body is not None and "response_format" not in r.body for r in server.requests)  # MP3 asked

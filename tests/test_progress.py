@@ -57,3 +57,20 @@ def test_the_line_says_when_the_rate_limit_holds_the_run_back(
     bar.advance(50)
     bar.close()
     assert held in capsys.readouterr().err
+
+
+def test_a_run_that_gets_no_answer_still_says_how_it_stands(caplog: pytest.LogCaptureFixture) -> None:
+    """Against a key that answers only 429s nothing is ever answered: the line must come without answers."""
+    caplog.set_level(logging.INFO, logger="audiobook")
+    now = [0.0]
+    progress = Progress(tty=False, interval=15, clock=lambda: now[0])
+    progress.rate = lambda: "nothing but 429s for 1:05 (9 refused since the last answer)"
+    progress.start(total_chars=100, done_chars=0, requests=2)
+    progress.tick()  # not yet due
+    now[0] = 16.0
+    progress.tick()
+    now[0] = 20.0
+    progress.tick()  # due again only 15 s after the last line
+    progress.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[1:] == ["0/2 requests, 0/100 characters; nothing but 429s for 1:05 (9 refused since the last answer)"]

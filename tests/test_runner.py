@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pipeline.models import Book, Chapter, PartRequest, PartResult, RateNote, Sp
 from pipeline.planning import BookPlan, plan_book
 from pipeline.report import BookReport, BookStatus, ChapterStatus, read_previous
 from pipeline.runner import Run
-from pipeline.store import Stores
+from pipeline.store import FileStore, Stores
 from tests.fakeserver import audio_for
 
 
@@ -182,7 +183,72 @@ def test_a_run_whose_governors_are_elsewhere_shows_and_reports_the_limit_its_res
     status = work.rate_status()  # the progress line's words, as the run ends
     assert status is not None
     assert status.startswith("held back by the rate limit: ") and status.endswith("(limit 60/min from config)")
+    # Three answers in a run a fraction of a second old: counted, not extrapolated to thousands a minute.
+    assert status.startswith("held back by the rate limit: 3 in the first 0 s ")
 
     work, report = run_noting(tmp_path / "free", RateNote(60.0, "headers", throttled=False))
     assert report.rate.limit_rpm == 60.0 and report.rate.limit_source == "headers"
     assert work.rate_status() is None  # a limit that holds nothing back is not news on the progress line
+
+
+def test_a_part_another_store_holds_is_copied_not_bought_again(tmp_path: Path) -> None:
+    # A batch whose books keep their parts apart: a part found in, or requested into, one book's store serves
+    # a book of another store too (copied there before its chapter is assembled), and is paid for once.
+    stores = Stores()
+    shared = book("Shared", ("Common line.", "Only shared."))
+    (done,) = run(plans_for(tmp_path, stores, shared), stores, AudioSynth())
+    assert done.status == BookStatus.DONE
+    own = settings(tmp_path).replace(cache_dir=tmp_path / "own")
+    other = book("Other", ("Common line.", "Only other."), ("Only shared.", "Last line."))
+    third = book("Third", ("Last line.",))
+    plans = [
+        plan_book(other, own, tmp_path / "other", stores.at(tmp_path / "own")),
+        plan_book(third, settings(tmp_path), tmp_path / "third", stores.at(tmp_path / "cache")),
+    ]
+    synth = AudioSynth()
+    reports = run(plans, stores, synth)
+    assert sorted(synth.calls) == ["Last line.", "Only other."]
+    assert [r.status for r in reports] == [BookStatus.DONE, BookStatus.DONE]
+    own_store, main_store = stores.at(tmp_path / "own"), stores.at(tmp_path / "cache")
+    for chapter in plans[0].chapters:
+        assert all(own_store.has(key, "mp3") for key in chapter.keys)  # the next run plans every part as kept
+    assert all(main_store.has(key, "mp3") for key in plans[1].chapters[0].keys)
+
+
+class SlowDiskStore(FileStore):
+    """A folder whose writes wait until ``release`` is set, as a slow disk's fsync does under load."""
+
+    def __init__(self, root: Path, release: threading.Event):
+        super().__init__(root)
+        self.release = release
+
+    def put(self, key: str, data: bytes, fmt: str = "mp3") -> None:
+        self.release.wait(timeout=60)
+        super().put(key, data, fmt)
+
+
+def test_answers_do_not_pile_up_in_memory_behind_a_slow_store(tmp_path: Path) -> None:
+    # Memory stays that of a few answers whatever the book's size: a worker sends its next request while its
+    # last answer is written, but never a third while that write has not finished.
+    release = threading.Event()
+    stores = Stores()
+    stores._open[str(tmp_path / "cache")] = SlowDiskStore(tmp_path / "cache", release)
+    b = book("B", tuple(f"Line {i}." for i in range(30)))
+    sent_while_blocked: list[int] = []
+
+    class CountingSynth(AudioSynth):
+        async def synthesize(self, text: str, spec: VoiceSpec) -> SpeechResult:
+            if not release.is_set():
+                sent_while_blocked.append(1)
+            return await super().synthesize(text, spec)
+
+    synth = CountingSynth()
+    timer = threading.Timer(0.5, release.set)  # only ends the wait; the bound below holds at any speed
+    timer.start()
+    try:
+        (report,) = run(plans_for(tmp_path, stores, b), stores, synth, concurrency=3)
+    finally:
+        timer.cancel()
+        release.set()
+    assert report.status == BookStatus.DONE and len(synth.calls) == 30
+    assert len(sent_while_blocked) <= 2 * 3  # one answer being written and one on its way, per worker

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
+from pipeline import store as store_module
+from pipeline.cli import main
 from pipeline.models import VoiceSpec
 from pipeline.store import FileStore, Stores, part_key
+from tests.fakeserver import FakeSpeechServer
+from tests.helpers import write_book
 
 SPEC = VoiceSpec("gpt-4o-mini-tts", "alloy")
 
@@ -82,3 +87,39 @@ def test_one_store_per_distinct_location(tmp_path: Path) -> None:
     a, b = stores.at(tmp_path / "a"), stores.at(str(tmp_path / "b"))
     assert stores.at(str(tmp_path / "a")) is a and a is not b
     assert [s.location for s in stores] == [str(tmp_path / "a"), str(tmp_path / "b")]
+
+
+def test_a_full_cache_disk_stops_the_sending_keeps_every_stored_part_and_says_so_once(
+    server: FakeSpeechServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The disk fills after eight parts: every later write fails at the os level, as ENOSPC does.
+    real_write, written, stored = store_module.atomic_write, [0], 8
+
+    def filling_write(path: Path, data: bytes | str) -> Path:
+        written[0] += 1
+        if written[0] > stored:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(store_module, "atomic_write", filling_write)
+    concurrency = 8
+    book = write_book(tmp_path / "book.txt", chapters=3, paragraphs=10, sentences=3)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    argv = ["-q", "convert", str(book), "-o", str(out), "--no-pack", "--cache-dir", str(cache)]
+    assert main([*argv, "--concurrency", str(concurrency)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    # One line says it, naming the folder and the error (not one line per answer that could not be kept).
+    said = [line for line in err if "No space left on device" in line]
+    assert said[-1] == err[-1] and len(said) <= 2 and f"cannot store audio in the cache {cache}" in err[-1]
+    assert not any("segment" in line for line in err)
+    first = len(server.requests)
+    # Nothing is sent once a write failed: only what was already on its way (each worker's one request, and
+    # the one it sent while its part was being written).
+    assert first <= stored + 1 + 2 * concurrency
+    assert len(list(cache.rglob("*.mp3"))) == stored  # every part the disk took is kept
+
+    monkeypatch.setattr(store_module, "atomic_write", real_write)  # room again: the rest, and only the rest
+    server.clear()
+    assert main([*argv, "--concurrency", str(concurrency)]) == 0
+    total = 3 * 10 + 3  # a request a paragraph, and each chapter's title
+    assert len(server.requests) == total - stored

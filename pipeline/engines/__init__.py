@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Protocol, Self
 
-from pipeline.errors import AuthError, BadRequestError, FatalAPIError, QuotaError, SynthesisError
+from pipeline.errors import AuthError, BadRequestError, FatalAPIError, KeyResting, QuotaError, SynthesisError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.models import ErrorKind, PartRequest, PartResult, PartStatus
 from pipeline.outputs import FinishJob
@@ -119,6 +119,8 @@ def failure(request: PartRequest, exc: SynthesisError) -> PartResult:
             kind = ErrorKind.QUOTA
         elif isinstance(exc, BadRequestError):
             kind = ErrorKind.BAD_REQUEST
+        elif isinstance(exc, KeyResting):
+            kind = ErrorKind.RESTING
         else:
             kind = ErrorKind.REFUSED
     status = PartStatus.REFUSED if kind is not None else PartStatus.FAILED

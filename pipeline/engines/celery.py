@@ -39,7 +39,7 @@ from celery.result import AsyncResult
 from celery.signals import worker_ready
 
 from pipeline import jobs
-from pipeline.config import RunOptions, default_cache_dir, load_settings
+from pipeline.config import RunOptions, limits_file, load_settings
 from pipeline.engines import Interruptible, failure
 from pipeline.errors import SynthesisError, UsageError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
@@ -53,7 +53,6 @@ T = TypeVar("T")
 
 POLL_S = 0.1  # how often a worker looks for a part another is making, and the driver for a chapter or book
 RESULTS_POLL_S = 0.01  # how often the driver looks for finished part requests (one MGET for all of them)
-LIMITS_FILE = "rate-limits.json"
 DONE_TTL_S = 3600  # how long a finished chapter or book answers a late redelivery of its task
 
 
@@ -118,7 +117,7 @@ class _Worker:
         limits_client = connect(app.conf.broker_url)
         self.synths = Synthesizers(
             self.run.concurrency,
-            memory=default_cache_dir() / LIMITS_FILE,
+            memory=limits_file(),  # each task names its store; the worker's own cache folder keeps this
             shared=lambda where: RedisLimits(limits_client, where),
         )
         self.lease_s = min(60.0, max(2.0, self.run.redelivery_s / 2))

@@ -17,6 +17,7 @@ from pipeline import jobs
 from pipeline.engines import Interruptible, failure
 from pipeline.errors import SynthesisError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
+from pipeline.limits import GovernorStopped
 from pipeline.models import BackendOptions, ErrorKind, PartRequest, PartResult, PartStatus
 from pipeline.outputs import FinishJob
 from pipeline.store import Stores
@@ -26,9 +27,16 @@ log = logging.getLogger("audiobook")
 
 
 class LocalExecutor(Interruptible):
-    def __init__(self, synths: Callable[[BackendOptions], Synthesizer], stores: Stores, concurrency: int):
+    def __init__(
+        self,
+        synths: Callable[[BackendOptions], Synthesizer],
+        stores: Stores,
+        concurrency: int,
+        on_stop: Callable[[], None] = lambda: None,
+    ):
         super().__init__()
         self.synths = synths
+        self._on_stop = on_stop  # tells the rate governors: a request refused or waiting now is not sent
         self.stores = stores
         self.concurrency = concurrency
         self._workers: list[asyncio.Task[None]] = []
@@ -40,6 +48,10 @@ class LocalExecutor(Interruptible):
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=self.concurrency + 2))
         await super().__aenter__()
         return self
+
+    def stop(self, reason: str, *, abandon: bool = False) -> None:
+        super().stop(reason, abandon=abandon)
+        self._on_stop()
 
     def _abandon(self) -> None:
         for worker in self._workers:
@@ -63,6 +75,7 @@ class LocalExecutor(Interruptible):
                 raise outcome
 
     async def _worker(self, requests: Iterator[PartRequest], on_result: Callable[[PartResult], None]) -> None:
+        writing: asyncio.Task[None] | None = None  # this worker's last part on its way to the store
         while not self._stopping.is_set():
             request = next(requests, None)
             if request is None:
@@ -82,6 +95,8 @@ class LocalExecutor(Interruptible):
                 return  # stopped while looking: nothing new is sent after a stop
             try:
                 speech = await self.synths(request.backend).synthesize(request.text, request.spec)
+            except GovernorStopped:
+                return  # stopping: refused or not yet sent, it is not sent again; the next run makes it
             except SynthesisError as exc:
                 on_result(failure(request, exc))
                 continue
@@ -94,8 +109,12 @@ class LocalExecutor(Interruptible):
                 waited_s=speech.waited_s,
             )
             # Stored (write, fsync, rename) while this worker already sends its next request; the part counts
-            # as done only once it is in the store, so an interruption never loses a stored part.
+            # as done only once it is in the store, so an interruption never loses a stored part. One write at a
+            # time per worker: answers never pile up in memory behind a slow disk (at most two a worker).
+            if writing is not None:
+                await asyncio.wait([writing])
             task = asyncio.create_task(self._keep(request, speech.audio, done, on_result))
+            writing = task
             self._stores.add(task)
             task.add_done_callback(self._stores.discard)
 

@@ -16,6 +16,8 @@ TEXT_SUFFIXES = frozenset({".txt", ".text"})
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
 EPUB_SUFFIXES = frozenset({".epub"})
 HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
+# Every suffix a reader is chosen by: what `batch FOLDER` and a job file's globs take for a book.
+BOOK_SUFFIXES = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | EPUB_SUFFIXES | HTML_SUFFIXES
 
 # Formats people try that we cannot read: refused by name rather than misread (a .docx is a zip, as an EPUB
 # is; a PDF's bytes would be read aloud as text).

@@ -284,7 +284,7 @@ def _split_at_headings(
                 first = heading
             current.append(line)
             previous = heading
-        result.append(current)
+        result.append(block if len(current) == len(block) else current)  # unsplit: no copy of a big book's blocks
         heads.append(first)
     return result, heads
 
@@ -500,16 +500,30 @@ def parse_plain_text(
 ) -> Book:
     """A ``Book`` from the text of a plain-text file. ``include_matter`` keeps reading-site boilerplate and
     a closing "THE END" (Gutenberg's header and licence and contents lists are left out all the same)."""
+    return _parse_lines(
+        text.split("\n"), is_cjk(text[:5000]), default_title=default_title, source=source, include_matter=include_matter
+    )
+
+
+def _parse_lines(
+    source_lines: list[str], cjk: bool, *, default_title: str, source: Path | None, include_matter: bool
+) -> Book:
+    """``parse_plain_text`` on the text's lines, which it empties: a long book's lines are let go as its
+    paragraphs are made, so its text is never held three times over."""
     parsed = Parsed()
-    lines = _strip_gutenberg(text.split("\n"), parsed)
+    lines = list(source_lines)
+    source_lines.clear()
+    lines = _strip_gutenberg(lines, parsed)
     lines = _take_chinese_meta(lines, parsed)
     dropped: Counter[str] = Counter()
     if not include_matter:
         lines, dropped = drop_boilerplate(lines)
     blocks, heads = _split_at_headings(_blocks(lines), split_bare=_numbers_sections(lines))
+    del lines
     blocks, heads = _skip_contents(blocks, heads, parsed)
     parsed.skipped.extend(describe(dropped))
     sections = _sections(blocks, heads)
+    del blocks, heads
 
     # Volumes (第一卷, Part One) above numbered chapters: chapters stay the unit, and each names its volume.
     headings = [h for h, _ in sections if h is not None]
@@ -519,9 +533,9 @@ def parse_plain_text(
     part: str | None = None
     book_title = parsed.title or default_title
     first_heading = sections[1][0] if len(sections) > 1 else None
-    cjk = is_cjk(text[:5000])
     for heading, section_blocks in sections:
         paragraphs = [p for block in section_blocks for p in block_paragraphs(block)]
+        section_blocks.clear()  # its lines, now that its paragraphs are made
         if heading is None:
             title = book_title if len(sections) == 1 else _opening_title(first_heading, "开篇" if cjk else "Opening")
         else:
@@ -542,6 +556,7 @@ def parse_plain_text(
 def read_text(path: Path, *, include_matter: bool = False) -> Book:
     """A plain-text book (``.txt``): Gutenberg boilerplate, reading-site boilerplate (unless
     ``include_matter``) and contents lists are left out."""
-    return parse_plain_text(
-        load_text(path), default_title=pretty_stem(path), source=path, include_matter=include_matter
-    )
+    text = load_text(path)
+    lines, cjk = text.split("\n"), is_cjk(text[:5000])
+    del text  # not held beside its lines and paragraphs while they are read
+    return _parse_lines(lines, cjk, default_title=pretty_stem(path), source=path, include_matter=include_matter)

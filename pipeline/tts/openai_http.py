@@ -5,14 +5,26 @@ What is retried, and how long to wait, follows ``openai-python`` (``_base_client
 - retried: timeouts, connection errors (refused, DNS, dropped), HTTP 408, 409, 429 and 5xx, and a 200 whose
   body is not audio (JSON error, empty, garbage: some relays answer errors with status 200);
 - the server may force the decision with ``x-should-retry: true|false``;
-- the wait is the server's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date) when it lies in
-  (0, 60] seconds, else ``0.5 * 2**n`` seconds capped at 8, less up to 25 % jitter.
+- the wait is the server's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date) when it is finite and
+  lies in (0, 120] seconds, else ``0.5 * 2**n`` seconds capped at 8, less up to 25 % jitter;
+- a ``retry-after`` over 120 s is not retried at all, whatever the status or ``x-should-retry`` says: the
+  server wants nobody back for longer than a run should sit waiting. It stops the run (``KeyResting``) with
+  one line saying when the server asked to be tried again.
+
+That is openai-python 3.3.1 (``src/openai/_base_client.py`` ``_calculate_retry_timeout`` and ``_should_retry``,
+``MAX_RETRY_AFTER_DELAY = 2 * 60`` in ``_constants.py``; the rule came with commit 7fa79464 "honor Retry-After
+delays up to two minutes", read at e43b4224), and its test table is ours (``tests/test_openai_http.py``).
 
 Failures no retry can fix raise a ``FatalAPIError`` at once with the server's own message, typed by what it
 stops: ``AuthError`` (401, 403) and ``QuotaError`` (a 429 whose code is ``insufficient_quota``) the whole run,
 ``BadRequestError`` (400, 404, 422, a redirect) the book; so a run never pays for a thousand identical errors.
 Every error carries the number of attempts made. The API key goes in one header and nowhere else: every
 message is scrubbed of it.
+
+A 200 of real audio in another format than the one asked for (a relay that ignores ``response_format`` and
+answers WAV) is never retried: the same request gets the same answer. Where MP3 was asked, it is converted with
+our ffmpeg (``media.to_mp3``), once per part; where another format was asked, the book stops at once naming
+the format the server answers.
 """
 
 from __future__ import annotations
@@ -20,26 +32,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from pipeline import mp3
+from pipeline.addresses import endpoint, is_this_machine, parse_base_url
 from pipeline.errors import (
+    AudioError,
     AuthError,
     BadRequestError,
+    KeyResting,
     QuotaError,
     RateLimited,
     RetryableError,
     SynthesisError,
     UsageError,
 )
-from pipeline.limits import Governor, RateLimitInfo, parse_retry_after
+from pipeline.limits import MAX_RETRY_AFTER, Governor, RateLimitInfo, parse_retry_after
 from pipeline.models import BackendOptions, SpeechResult, VoiceSpec
 from pipeline.tts.base import OPENAI_VOICES, Backend, VoiceInfo
 
@@ -47,7 +62,6 @@ log = logging.getLogger("audiobook")  # one logger: the CLI formats it for termi
 
 INITIAL_RETRY_DELAY = 0.5  # seconds before the first retry when the server names no delay
 MAX_RETRY_DELAY = 8.0
-MAX_RETRY_AFTER = 60.0  # a server-named delay above this is ignored in favour of our own backoff
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
 FATAL_STATUSES = frozenset({400, 401, 403, 404, 422})
@@ -75,10 +89,30 @@ def backoff_delay(retries_done: int, rand: float) -> float:
 
 
 def retry_wait(retries_done: int, retry_after: float | None, rand: float) -> float:
-    """The pause before the next attempt: the server's delay when it is reasonable, else our backoff."""
-    if retry_after is not None and 0 < retry_after <= MAX_RETRY_AFTER:
+    """The pause before the next attempt: the server's delay when it is finite and in (0, 120] s, else our
+    backoff (the SDK's ``_calculate_retry_timeout``)."""
+    if retry_after is not None and math.isfinite(retry_after) and 0 < retry_after <= MAX_RETRY_AFTER:
         return retry_after
     return backoff_delay(retries_done, rand)
+
+
+def too_long(retry_after: float | None) -> bool:
+    """Whether the server's delay is one not to retry after at all (the SDK's ``_should_retry``: a finite
+    delay over 120 s; zero, negative, infinite or unparseable ones fall back to the backoff instead)."""
+    return retry_after is not None and math.isfinite(retry_after) and retry_after > MAX_RETRY_AFTER
+
+
+def _after(seconds: float) -> str:
+    """``seconds`` from now as people read it: ``1 day 0 h (until 2026-12-08 18:20 UTC)``."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    span = (f"{days} day{'s' if days > 1 else ''} {hours} h" if days else f"{hours} h {rest // 60} min"
+            if hours else f"{rest // 60} min {rest % 60} s")  # fmt: skip
+    try:
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + seconds))
+    except (OverflowError, OSError, ValueError):  # beyond what the platform's calendar holds
+        return span
+    return f"{span} (until {until})"
 
 
 def server_message(body: bytes, content_type: str = "") -> tuple[str | None, frozenset[str]]:
@@ -162,6 +196,26 @@ def audio_problem(fmt: str | None, body: bytes) -> str | None:
     return f"it does not start with {magic!r}"
 
 
+def sniff(body: bytes) -> str | None:
+    """The audio format a body is in, by its bytes: ``mp3``, ``wav``, ``flac``, ``opus`` (Ogg); None when it
+    is none of these (garbage, or aac and raw pcm, which have no reliable cheap magic)."""
+    if body[:4] == b"RIFF" and body[8:12] == b"WAVE":
+        return "wav"
+    if body[:4] == b"fLaC":
+        return "flac"
+    if body[:4] == b"OggS":
+        return "opus"
+    return "mp3" if audio_problem("mp3", body) is None else None
+
+
+class _OtherFormat(Exception):
+    """A 200 of audio in ``found``, not the format asked for: usable if it can be converted, never retried."""
+
+    def __init__(self, found: str, body: bytes) -> None:
+        super().__init__(found)
+        self.found, self.body = found, body
+
+
 # --- the client ----------------------------------------------------------------------------------------
 
 
@@ -196,19 +250,15 @@ class OpenAISpeech:
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        try:
-            url = httpx.URL(base_url.strip())
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise UsageError(f"base_url {base_url!r} is not a URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise UsageError(f"base_url {base_url!r} must start with http:// or https:// and name a host")
+        base = parse_base_url(base_url)  # the config's own check and normal form: no userinfo, query kept
         if max_retries < 0 or connections < 1:
             raise UsageError("max_retries must be >= 0 and connections >= 1")
-        path = url.path.rstrip("/")
-        self._host = url.host + (f":{url.port}" if url.port is not None else "")
-        self._where = self._host + path  # what messages and the identity name: no scheme, userinfo, key
-        # Keep any query (some relays want ?api-version=...), drop userinfo so no credential rides along.
-        self._endpoint = url.copy_with(path=path + "/audio/speech", username=None, password=None)
+        self._host = base.netloc
+        self._where = base.where  # what messages and the identity name: no scheme, userinfo, key
+        try:
+            self._endpoint = httpx.URL(base.url("/audio/speech"))
+        except httpx.InvalidURL as exc:  # what urlsplit lets through and httpx does not (a bad host name)
+            raise UsageError(f"base_url {base_url!r} is not a URL: {exc}") from None
         self._api_key = api_key
         self._key_env = key_env  # where the key came from, for messages (never the key)
         self._timeout = timeout
@@ -221,6 +271,7 @@ class OpenAISpeech:
         # uses them, when the caller passes one): it paces requests to the key's limit and takes 429s.
         self.governor = governor or Governor(connections, sleep=sleep, clock=clock)
         self._transport = transport
+        self._converting: str | None = None  # the format this server answers instead of MP3, once said
         self._clients: list[httpx.AsyncClient] = []  # the shards; see _open
         self._capacity: list[int] = []
         self._busy: list[int] = []
@@ -320,6 +371,9 @@ class OpenAISpeech:
                 info = RateLimitInfo.from_headers(response.headers)
                 try:
                     audio = self._check(response, fmt)
+                except _OtherFormat as other:
+                    slot.done(info)  # a real answer, paid for: the request went through
+                    return await self._converted(other, fmt or "mp3")
                 except RateLimited as exc:
                     slot.rate_limited(exc.retry_after, info)
                     tally.rate_limited += 1
@@ -332,11 +386,37 @@ class OpenAISpeech:
                             status=exc.status,
                         ) from None
                     continue
+                except KeyResting as exc:
+                    if exc.status == 429:  # counted as what it is, a refusal of the rate limit (not a retry)
+                        slot.rate_limited(MAX_RETRY_AFTER, info)
+                        tally.rate_limited += 1
+                    else:
+                        slot.failed(info)
+                    raise
                 except SynthesisError:
                     slot.failed(info)
                     raise
                 slot.done(info)
                 return audio
+
+    async def _converted(self, other: _OtherFormat, asked: str) -> bytes:
+        """An answer in another format than ``asked``: MP3 made from it, or the book stops (no retry changes
+        what format a server answers)."""
+        if asked != "mp3":
+            raise BadRequestError(
+                f"{self._where} answers {other.found} audio when {asked} is asked for; only MP3 is converted "
+                f'here: leave response_format unset (MP3), or set response_format = "{other.found}"'
+            )
+        if self._converting != other.found:
+            self._converting = other.found
+            log.warning("%s answers %s audio when mp3 is asked for: each part is converted to MP3", self._where,
+                        other.found)  # fmt: skip
+        from pipeline import media  # pydub and ffmpeg only for a server that needs them
+
+        try:
+            return await asyncio.to_thread(media.to_mp3, other.body)
+        except AudioError as exc:  # looked like audio, but is broken: another answer may be whole
+            raise self._retryable(f"{self._where} answered {other.found} audio that {exc}") from None
 
     # One request: the response, or the right SynthesisError subclass with a scrubbed one-line message.
     async def _send(self, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
@@ -379,6 +459,9 @@ class OpenAISpeech:
                 )
             # The bytes decide, not the label: relays mislabel audio (octet-stream, text/plain, text/html).
             problem = audio_problem(fmt, body)
+            found = sniff(body) if problem is not None else None
+            if found is not None and found != (fmt or "mp3"):
+                raise _OtherFormat(found, body)
             if problem is not None:
                 raise self._retryable(
                     f"{self._where} answered 200 with {len(body)} bytes that are not {fmt or 'mp3'} audio: "
@@ -392,6 +475,11 @@ class OpenAISpeech:
         detail = f"{self._where} answered {reason}: {message or 'no message'}"
         if status == 429 and "insufficient_quota" in codes:
             raise QuotaError(self._scrub(f"{detail} ({_QUOTA_HINT})"), status=status)
+        if too_long(retry_after):
+            assert retry_after is not None
+            wait = f"{_after(retry_after)}, longer than the {MAX_RETRY_AFTER:g} s a retry waits"
+            raise KeyResting(self._scrub(f"{detail}; it asks to be tried again in {wait}: run again then"),
+                             status=status, retry_after=retry_after)  # fmt: skip
         if status == 429:
             raise RateLimited(self._scrub(detail), status=status, retry_after=retry_after)
 
@@ -449,20 +537,11 @@ class OpenAISpeech:
 # gpt-4o-mini-tts is billed by tokens; OpenAI quotes about $0.015 a minute, ~900 characters of English.
 PRICE_PER_MILLION_CHARS = {"gpt-4o-mini-tts": 15.0, "tts-1": 15.0, "tts-1-hd": 30.0}
 DEFAULT_PRICE = 15.0
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
-
-
-def endpoint(base_url: str) -> str:
-    """Host and path of an endpoint, without scheme, credentials, query or trailing slash."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return host + parts.path.rstrip("/")
 
 
 def is_local_endpoint(base_url: str) -> bool:
-    return (urlsplit(base_url).hostname or "") in LOCAL_HOSTS
+    """Whether the endpoint is on this machine (loopback, or 0.0.0.0 and :: as a client reaches them)."""
+    return is_this_machine(parse_base_url(base_url).host)
 
 
 def _build(options: BackendOptions, connections: int, env: Mapping[str, str], governor: Governor) -> OpenAISpeech:

@@ -88,6 +88,7 @@ class Synthesizers:
                 rpm=options.rpm,
                 cpm=options.cpm,
                 remembered_rpm=earlier,
+                patience=options.rate_limit_patience,
                 shared=self._shared(where) if self._shared is not None else None,
             )
         return self.governors[where]
@@ -99,10 +100,15 @@ class Synthesizers:
             with contextlib.suppress(OSError):  # a head start only: never worth failing a run over
                 limits.remember(self._memory, learned)
 
+    def stop(self) -> None:
+        """The run is stopping: no governor releases another request (those in flight land)."""
+        for governor in self.governors.values():
+            governor.stop()
+
     def rate_status(self) -> str | None:
         """The progress line's word on the rate limit: what holds the run back now, else None."""
         held = [g.stats() for g in self.governors.values()]
-        return next((s.line() for s in held if s.throttled), None)
+        return next((s.line() for s in held if s.throttled or s.refused_s >= limits.QUIET_S), None)
 
     async def aclose(self) -> None:
         made, self._made = list(self._made.values()), {}
