@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/run.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from pipeline import app, audio, mp3  # noqa: E402
+from pipeline import app, assembly, mp3  # noqa: E402
 from pipeline.chunker import chunk_book  # noqa: E402
 from pipeline.config import RunOptions, Settings, load_settings  # noqa: E402
 from pipeline.models import Book, Chapter, Pause, Segment, VoiceSpec  # noqa: E402
@@ -573,7 +573,7 @@ ASSEMBLY_MODES = {
     "lossless": {},  # the default where the parts allow it
     "decoded": {"bitrate": "96k"},  # another bitrate than the parts': every part decoded, the chapter encoded once
     # Every part decoded and measured, trimmed and brought to -18 LUFS; the encoder limits (2x oversampled) and
-    # encodes at LAME quality 7 (audio.LEVELLED_MP3_QUALITY).
+    # encodes at LAME quality 7 (assembly.LEVELLED_MP3_QUALITY).
     "loudness": {"loudness": "ebu"},
 }
 # What the parts say: the fake server's quiet tone, or speech from the offline voice (eSpeak NG) with every third
@@ -596,7 +596,7 @@ def assembly_child(parts_dir: Path, count: int, out_dir: Path, mode: str) -> Non
     start_kb = _status_kb("self", "VmRSS")
     with TreeMemory().watching() as tree:
         t0, cpu0 = time.perf_counter(), os.times()
-        result = audio.assemble_chapter(book, chapter, segments, parts, out_dir, settings, total_chapters=1)
+        result = assembly.assemble_chapter(book, chapter, segments, parts, out_dir, settings, total_chapters=1)
         seconds, cpu1 = time.perf_counter() - t0, os.times()
     levels = result.loudness
     if (levels is not None) != bool(settings.loudness):
@@ -638,7 +638,7 @@ def _distinct_parts(source: str) -> list[bytes]:
 
     if source == "tone":
         return [audio_for(_text("asm", 0, 500), MS_PER_CHAR)]
-    from pipeline.loudness import apply_gain
+    from pipeline.assembly.loudness import apply_gain
     from pipeline.media import encode_pcm
     from pipeline.tts.espeak import engine
 
@@ -884,7 +884,7 @@ def measure_offline_batch(cfg: Config) -> list[dict[str, Any]]:
             if workers:
                 cluster = stack.enter_context(_Cluster(tmp, workers=workers, threads=2))
                 run = RunOptions(2 * workers, engine="celery", broker=cluster.redis.url)
-            settings = load_settings(env={}, overrides={"backend": "local", "cache_dir": tmp / "cache", "m4b": True})
+            settings = load_settings(env={}, overrides={"backend": "espeak", "cache_dir": tmp / "cache", "m4b": True})
             stores = Stores()
             plans = [app.plan(b, settings, tmp / f"book{i}", stores) for i, b in enumerate(books)]
             t0 = time.perf_counter()

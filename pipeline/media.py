@@ -1,29 +1,22 @@
-"""ffmpeg location and the few audio primitives every stage shares.
+"""ffmpeg location and the few audio primitives every stage shares (a part is decoded in one place only:
+``pipeline.assembly.decode``).
 
-pydub needs an ffmpeg binary. We use one known build: the static ffmpeg shipped by the ``imageio-ffmpeg`` wheel,
+We use one known ffmpeg build: the static ffmpeg shipped by the ``imageio-ffmpeg`` wheel,
 so nothing outside pip is required and every machine runs the same filters (Debian 12's ffmpeg 5.1, for one,
 lacks ``ebur128=framelog``). ``$AUDIOBOOK_FFMPEG`` names another binary explicitly; an ffmpeg that happens to be
-on PATH is never taken by accident. That build has no ffprobe, so MP3 is always decoded with an explicit
-``format`` and ``codec`` (pydub then skips its ffprobe call).
+on PATH is never taken by accident. That build has no ffprobe: nothing here needs one.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import os
+import re
 import shutil
 import subprocess
-import warnings
+from dataclasses import dataclass
 
-with warnings.catch_warnings():
-    # pydub looks for ffmpeg on PATH at import and warns when there is none; we point it at one below.
-    warnings.simplefilter("ignore", RuntimeWarning)
-    # pydub imports the stdlib audioop, which warns on Python 3.11-3.12 (audioop-lts replaces it from 3.13).
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from pydub import AudioSegment
-
-from pipeline.errors import AudioError
+from pipeline.errors import AudioError, ToolError
 
 # Defaults documented by the API contract: 24 kHz mono MP3 at 128 kbps.
 SAMPLE_RATE = 24_000
@@ -39,43 +32,75 @@ def ffmpeg_exe() -> str:
     if chosen:
         found = shutil.which(chosen)
         if not found:
-            raise AudioError(f"${FFMPEG_ENV} names {chosen!r}, which is not an executable; unset it to use ours")
+            raise ToolError(f"${FFMPEG_ENV} names {chosen!r}, which is not an executable; unset it to use ours")
         return found
     import imageio_ffmpeg
 
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def configure_pydub() -> None:
-    AudioSegment.converter = ffmpeg_exe()
-    AudioSegment.ffmpeg = ffmpeg_exe()
+@dataclass(frozen=True)
+class _Need:
+    """Something of ffmpeg's we use: an encoder, muxer or filter (``ffmpeg -h kind=name`` describes it), and
+    for a filter an option value it must accept (``framelog=quiet``: Debian 12's 5.1 knows only info and
+    verbose there, and fails on every part)."""
+
+    kind: str
+    name: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        return f"the {self.name} {self.kind}" + (f" with {self.value}" if self.value else "")
 
 
-def looks_like_mp3(data: bytes) -> bool:
-    """Cheap sniff: an ID3v2 tag or an MPEG audio frame header at the start (no decoding)."""
-    if len(data) < 4:
-        return False
-    if data[:3] == b"ID3":
-        return len(data) > 10
-    b0, b1, b2 = data[0], data[1], data[2]
-    if b0 != 0xFF or (b1 & 0xE0) != 0xE0:
-        return False
-    version, layer = (b1 >> 3) & 0b11, (b1 >> 1) & 0b11
-    bitrate_index, rate_index = b2 >> 4, (b2 >> 2) & 0b11
-    return version != 0b01 and layer != 0 and bitrate_index not in (0, 15) and rate_index != 3
+# What each use of ffmpeg needs, by use: every chapter encodes MP3 (and a decoded part is cut and resampled),
+# levelling measures and limits, an M4B is AAC in an iPod container.
+_NEEDS = {
+    "mp3": (_Need("encoder", "libmp3lame"), _Need("filter", "atrim"), _Need("filter", "aresample")),
+    "loudness": (_Need("filter", "ebur128", "framelog=quiet"), _Need("filter", "alimiter"), _Need("filter", "aformat")),
+    "m4b": (_Need("encoder", "aac"), _Need("muxer", "ipod")),
+}
 
 
-def decode(data: bytes, fmt: str = "mp3") -> AudioSegment:
-    """Decode a complete audio file held in memory; raises AudioError when it is not decodable."""
-    configure_pydub()
+def require_ffmpeg(*uses: str) -> None:
+    """Raise ToolError, one line naming the binary and all it lacks, when the ffmpeg named by
+    ``$AUDIOBOOK_FFMPEG`` lacks what ``uses`` ("mp3", "loudness", "m4b") need. Each need is probed once a
+    process (``ffmpeg -h``, a few ms). Ours is the known build: not probed."""
+    if not os.environ.get(FFMPEG_ENV, "").strip():
+        return
+    exe = ffmpeg_exe()
+    missing = list(dict.fromkeys(str(need) for use in uses for need in _NEEDS[use] if not _has(exe, need)))
+    if missing:
+        raise ToolError(
+            f"ffmpeg {exe} (from ${FFMPEG_ENV}) lacks {', '.join(missing)}: name another build in "
+            f"${FFMPEG_ENV}, or unset it to use ours"
+        )
+
+
+@functools.cache
+def _has(exe: str, need: _Need) -> bool:
     try:
-        if fmt == "mp3":
-            return AudioSegment.from_file(io.BytesIO(data), format="mp3", codec="mp3")
-        if fmt == "wav":
-            return AudioSegment.from_wav(io.BytesIO(data))
-        return AudioSegment.from_file(io.BytesIO(data), format=fmt)
-    except Exception as exc:  # pydub raises CouldntDecodeError, IndexError, ... on bad input
-        raise AudioError(f"audio could not be decoded ({fmt}): {str(exc).splitlines()[0][:200]}") from exc
+        proc = subprocess.run([exe, "-hide_banner", "-h", f"{need.kind}={need.name}"],
+                              capture_output=True, text=True, errors="replace", timeout=30, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    lines = proc.stdout.splitlines()
+    title = f"{need.kind.title()} {need.name}"  # "Filter atrim", "Encoder aac [AAC ...]:"; else "Unknown ..."
+    if proc.returncode != 0 or not lines or not (lines[0] == title or lines[0].startswith(title + " ")):
+        return False
+    if need.value is None:
+        return True
+    option, _, value = need.value.partition("=")
+    # The option's line, then its named values one level deeper: "   framelog  <int> ...", "     quiet  -8 ...".
+    for at, line in enumerate(lines):
+        if re.match(rf"\s+{re.escape(option)}\s", line):
+            depth = len(line) - len(line.lstrip())
+            for named in lines[at + 1 :]:
+                if len(named) - len(named.lstrip()) <= depth:
+                    break
+                if named.split()[0] == value:
+                    return True
+    return False
 
 
 def to_mp3(data: bytes, *, rate: int = SAMPLE_RATE, bitrate: str = BITRATE) -> bytes:

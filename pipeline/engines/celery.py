@@ -39,7 +39,6 @@ from celery.result import AsyncResult
 from celery.signals import worker_ready
 
 from pipeline import jobs
-from pipeline.codec import decode, encode
 from pipeline.config import RunOptions, limits_file, load_settings
 from pipeline.engines import Interruptible, failure
 from pipeline.errors import SynthesisError, UsageError
@@ -47,6 +46,7 @@ from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.models import ErrorKind, PartRequest, PartResult, PartStatus, RateNote, SpeechResult
 from pipeline.outputs import FinishJob
 from pipeline.store import Stores
+from pipeline.wire import decode, encode
 
 log = logging.getLogger("audiobook")
 T = TypeVar("T")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Self
@@ -25,8 +24,6 @@ from pipeline.store import Stores
 from pipeline.tts.base import Synthesizer
 
 log = logging.getLogger("audiobook")
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class LocalExecutor(Interruptible):
