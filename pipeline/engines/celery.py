@@ -168,12 +168,10 @@ class _Worker:
 
     def holds(self, task_id: str, held: bool) -> None:
         """A task came into this worker's hands (received from the broker) or left them (done)."""
-        with self._leases_lock:
+        with self._leases_lock:  # said with the next heartbeat: well within the driver's LOST_S
             self._tasks[task_id] += 1 if held else -1
             if self._tasks[task_id] <= 0:
                 del self._tasks[task_id]
-        if held:
-            self._beat_now.set()  # said at once: the driver must not take a task in hand for lost
 
     def _beat(self) -> None:
         """Every ``HEARTBEAT_S``: alive, holding these tasks, unable to serve these endpoints. The driver takes
@@ -336,12 +334,15 @@ def part_task(task: Any, request: dict[str, Any]) -> Any:
     worker = _this_worker()
     made = worker.part(decode(PartRequest, request))
     if made is not None:
-        return encode(made)
-    # Not for this worker: back to the queue (under the same id, which the driver waits on) for one that can.
-    # Not at once, or it would take it straight back; the driver fails it, naming the workers, if none can.
-    time.sleep(REFUSE_PAUSE_S)
+        # As a JSON string: Celery writes a repr of every result for its log, and a nested dict's costs a worker
+        # more CPU than anything else it does for a part but the request itself.
+        return json.dumps(encode(made))
+    # Not for this worker: back to the queue at once (under the same id, which the driver waits on) for one
+    # that can; this thread then rests, or it would take the next of the same straight back. The driver fails
+    # them, naming the workers, if none can.
     if not worker.void(task.request.id):
-        task.apply_async(args=[request], task_id=task.request.id)
+        task.apply_async(args=[request], task_id=task.request.id, argsrepr="[part]", kwargsrepr="{}")
+    time.sleep(REFUSE_PAUSE_S)
     raise Ignore()  # no result: the copy gives it
 
 
@@ -537,7 +538,7 @@ class CeleryExecutor(Interruptible):
     def _send(self, name: str, args: list[Any], request: PartRequest | None = None) -> _Sent | None:
         """Send a task (a part when ``request`` is given); None if the broker is away."""
         try:
-            result = self.app.send_task(name, args=args)
+            result = self.app.send_task(name, args=args, **_labels(request))
         except BROKER_ERRORS as exc:
             self._lost_broker(exc)
             return None
@@ -552,7 +553,8 @@ class CeleryExecutor(Interruptible):
         backend = self.app.backend
         for task_id, meta in list(backend.get_many(ids, interval=0, max_iterations=1)):
             value = meta["result"]
-            out.append((task_id, decode(PartResult, value) if meta["status"] == "SUCCESS" else _as_error(value)))
+            ok = meta["status"] == "SUCCESS"
+            out.append((task_id, decode(PartResult, json.loads(value)) if ok else _as_error(value)))
         if out:
             self._redis.delete(*(backend.get_key_for_task(task_id) for task_id, _ in out))
         return out
@@ -639,7 +641,7 @@ class CeleryExecutor(Interruptible):
 
     def _send_again(self, task_id: str, sent: _Sent, table: dict[str, _Sent]) -> None:
         try:
-            copy = self.app.send_task(sent.name, args=sent.args)
+            copy = self.app.send_task(sent.name, args=sent.args, **_labels(sent.request))
         except BROKER_ERRORS as exc:
             self._lost_broker(exc)
             return
@@ -757,6 +759,12 @@ def _as_error(value: Any) -> BaseException:
 def _crashed(request: PartRequest, exc: BaseException) -> PartResult:
     """A task that raised (a bug, or a worker that could not start): the part failed, the next run retries."""
     return PartResult(request.key, PartStatus.FAILED, error=f"a worker failed on it: {type(exc).__name__}: {exc}")
+
+
+def _labels(request: PartRequest | None) -> dict[str, str]:
+    """What a task's message says of its arguments for logs: the part's key. Celery would otherwise write a
+    repr of the whole request into every message, and that costs the driver more CPU than sending it."""
+    return {"argsrepr": f"[part {request.key[:16]}]" if request is not None else "[job]", "kwargsrepr": "{}"}
 
 
 def _message_id(raw: bytes | str) -> str | None:
