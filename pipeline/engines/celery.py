@@ -152,7 +152,8 @@ class _Worker:
             shared=lambda where: RedisLimits(limits_client, where),
         )
         # Twice as many task threads as requests: these keep the requests to --concurrency, and assemblies too.
-        self._speaking = threading.BoundedSemaphore(self.run.concurrency)
+        # Requests wait for their turn on the loop, so one that ends starts the next without a thread switch.
+        self._speaking = asyncio.Semaphore(self.run.concurrency)
         self._assembling = threading.BoundedSemaphore(self.run.concurrency)
         self.lease_s = min(ALIVE_S, max(2.0, self.run.redelivery_s / 2))
         self._leases: dict[str, str] = {}  # lease key -> our token, renewed together by one thread
@@ -160,6 +161,7 @@ class _Worker:
         self._tasks: collections.Counter[str] = collections.Counter()  # ids in hand (a copy may come back)
         self._cannot: dict[str, dict[str, str]] = {}  # endpoint -> {"kind", "error"}: why it is not ours
         self._beat_now = threading.Event()
+        self.call(_warm_up())
         threading.Thread(target=self._renew, name="leases", daemon=True).start()
         threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
 
@@ -276,22 +278,26 @@ class _Worker:
                     return self._request(request, store)
             time.sleep(POLL_S)  # another worker is making it: wait for it to land, or for its lease to lapse
 
-    async def _speak(self, request: PartRequest) -> tuple[Made | PartResult, RateNote]:
+    async def _speak(self, request: PartRequest) -> tuple[Made | PartResult, RateNote] | None:
         """The part, and what this process's governor for its key knew then (read on the loop that changes
-        it): the driver has no governor of its own to show or report."""
-        made = await make_part(self.synths(request.backend), request)
+        it): the driver has no governor of its own to show or report. None: found out meanwhile that this
+        worker cannot serve its endpoint."""
+        async with self._speaking:
+            if endpoint_of(request.backend) in self._cannot:
+                return None
+            made = await make_part(self.synths(request.backend), request)
         stats = self.synths.governor(request.backend).stats()
         return made, RateNote(stats.limit_rpm, stats.limit_source, stats.throttled)
 
     def _request(self, request: PartRequest, store: Any) -> PartResult | None:
         try:
-            with self._speaking:
-                if endpoint_of(request.backend) in self._cannot:  # found out while this one waited its turn
-                    return None
-                made, note = self.call(self._speak(request))
+            spoken = self.call(self._speak(request))
         except UsageError as exc:  # no key on this worker for that endpoint: every request of it would fail
             self._cannot_serve(request.backend, ErrorKind.AUTH, str(exc))
             return None
+        if spoken is None:
+            return None
+        made, note = spoken
         if isinstance(made, PartResult):
             if made.error_kind in (ErrorKind.AUTH, ErrorKind.QUOTA):  # this worker's key, not the request
                 self._cannot_serve(request.backend, made.error_kind, made.error or "")
@@ -313,6 +319,20 @@ class _Worker:
     def void(self, task_id: str) -> bool:
         """Whether the driver took this task back (its run stopped, or it was sent again)."""
         return bool(self.patiently(lambda: self.redis.exists(_void_key(task_id))))
+
+
+async def _warm_up() -> None:
+    """Ready means ready: what a worker's first request would load (the backends' modules, httpx's transport,
+    its TLS settings and its asyncio backend: ~0.1 s) loads before the worker says it is ready."""
+    import anyio
+    import httpx
+
+    from pipeline.tts import registry
+
+    for backend in registry.names():
+        registry.get(backend)
+    async with httpx.AsyncClient():
+        await anyio.sleep(0)
 
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -474,6 +494,7 @@ class CeleryExecutor(Interruptible):
     assembly_slots = 64
 
     async def __aenter__(self) -> Self:
+        await asyncio.to_thread(self._prepare)  # before the signal handlers: a broker that is not there is all
         await super().__aenter__()
         self._watcher = asyncio.create_task(self._watch())
         return self
@@ -502,7 +523,6 @@ class CeleryExecutor(Interruptible):
         self._outstanding.clear()
 
     async def run(self, requests: Iterator[PartRequest], on_result: Callable[[PartResult], None]) -> None:
-        await asyncio.to_thread(self._check_broker)
         exhausted = False
         unsent: PartRequest | None = None  # pulled, but the broker was away
         while True:
@@ -565,10 +585,15 @@ class CeleryExecutor(Interruptible):
                         _safe(self.app.conf.broker_url), _first_line(exc))  # fmt: skip
         self._away = True
 
-    def _check_broker(self) -> None:
+    def _prepare(self) -> None:
+        """Reach the broker before the run starts (a clear error if it cannot), and make what Celery makes on
+        first use (the result backend's client, the producers' pool), so the first parts do not wait for it."""
         try:
             with self.app.connection_for_write() as connection:
                 connection.ensure_connection(max_retries=1)
+            self.app.backend.client.ping()
+            with self.app.producer_or_acquire():
+                pass
         except Exception as exc:  # kombu raises its own OperationalError
             raise UsageError(f"cannot reach the broker at {_safe(self.app.conf.broker_url)}: {exc}") from None
 
