@@ -80,7 +80,7 @@ WATCH_S = 1.0  # how often the driver looks at the workers and the queue
 LOST_S = 5.0  # a task in no queue, held by no worker and without a result this long is lost: sent again
 PATIENCE_S = 60.0  # the driver says so when no worker has taken its work for this long
 PATIENCE_ENV = "AUDIOBOOK_WORKER_PATIENCE_S"
-REFUSE_PAUSE_S = 1.0  # a worker that cannot serve a task holds it this long before putting it back
+REFUSE_PAUSE_S = 1.0  # a worker thread that put back a task it cannot serve rests this long (not to take it again)
 REDIS_PATIENCE_S = 600.0  # a worker's task waits this long for Redis to come back before it fails
 VOID_S = 7 * 86400  # how long a task taken back stays void (a worker that had it in hand drops it)
 WORKERS = "audiobook:workers"  # the names of the workers that said they are alive
@@ -280,28 +280,28 @@ class _Worker:
 
     async def _speak(self, request: PartRequest) -> tuple[Made | PartResult, RateNote] | None:
         """The part, and what this process's governor for its key knew then (read on the loop that changes
-        it): the driver has no governor of its own to show or report. None: found out meanwhile that this
-        worker cannot serve its endpoint."""
+        it): the driver has no governor of its own to show or report. None: this worker cannot serve its
+        endpoint (found out here, on the loop, so that no request waiting its turn is sent after)."""
         async with self._speaking:
             if endpoint_of(request.backend) in self._cannot:
                 return None
-            made = await make_part(self.synths(request.backend), request)
+            try:
+                made = await make_part(self.synths(request.backend), request)
+            except UsageError as exc:  # no key on this worker for that endpoint: every request would fail
+                self._cannot_serve(request.backend, ErrorKind.AUTH, str(exc))
+                return None
+            if isinstance(made, PartResult) and made.error_kind in (ErrorKind.AUTH, ErrorKind.QUOTA):
+                self._cannot_serve(request.backend, made.error_kind, made.error or "")  # its key, not the request
+                return None
         stats = self.synths.governor(request.backend).stats()
         return made, RateNote(stats.limit_rpm, stats.limit_source, stats.throttled)
 
     def _request(self, request: PartRequest, store: Any) -> PartResult | None:
-        try:
-            spoken = self.call(self._speak(request))
-        except UsageError as exc:  # no key on this worker for that endpoint: every request of it would fail
-            self._cannot_serve(request.backend, ErrorKind.AUTH, str(exc))
-            return None
+        spoken = self.call(self._speak(request))
         if spoken is None:
             return None
         made, note = spoken
         if isinstance(made, PartResult):
-            if made.error_kind in (ErrorKind.AUTH, ErrorKind.QUOTA):  # this worker's key, not the request
-                self._cannot_serve(request.backend, made.error_kind, made.error or "")
-                return None
             return dataclasses.replace(made, error=f"{made.error} (on worker {self.name})")
         kept = keep_part(store, request, made, f" on {self.name}")
         return dataclasses.replace(kept, rate=note) if kept.ok else kept
