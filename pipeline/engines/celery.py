@@ -77,7 +77,7 @@ DONE_TTL_S = 3600  # how long a finished chapter or book answers a late redelive
 HEARTBEAT_S = 1.0  # how often a worker says it is alive and which tasks it holds
 ALIVE_S = 6.0  # a worker not heard of for this long is gone: the driver sends its tasks again
 WATCH_S = 1.0  # how often the driver looks at the workers and the queue
-LOST_S = 5.0  # a task in no queue, held by no worker and without a result this long is lost: sent again
+LOST_S = 10.0  # a task in no queue, held by no worker and without a result this long is lost: sent again
 PATIENCE_S = 60.0  # the driver says so when no worker has taken its work for this long
 PATIENCE_ENV = "AUDIOBOOK_WORKER_PATIENCE_S"
 REFUSE_PAUSE_S = 1.0  # a worker thread that put back a task it cannot serve rests this long (not to take it again)
@@ -487,6 +487,7 @@ class CeleryExecutor(Interruptible):
         self._away = False  # the broker did not answer the last time it was asked
         self._taken = time.monotonic()  # the last time a worker was seen with our work, or answered it
         self._warned = False
+        self._alive: set[str] = set()  # the workers alive at the last look
         self._watcher: asyncio.Task[None] | None = None
         self._look_now = asyncio.Event()
 
@@ -646,34 +647,44 @@ class CeleryExecutor(Interruptible):
             self._taken = now
         if self._stopping.is_set():
             self._withdraw(look, ids)
-        gone: collections.Counter[str] = collections.Counter()
+        # A task in no queue and no live worker's hands: its worker is gone (one it was seen with, or one found
+        # gone now: it took the task since it last spoke), or after LOST_S, Redis lost it.
+        gone = [n for n in self._alive if n not in look.live]  # seen alive by this run, silent since
+        self._alive = set(look.live)
+        again: collections.Counter[str] = collections.Counter()
         for table in (self._outstanding, self._jobs):
             for task_id, sent in list(table.items()):
                 if task_id not in ids or task_id in look.finished:
                     continue  # sent after the look, or its result is there to be read
                 if task_id in look.held or task_id in look.queued:
                     sent.holder, sent.seen = look.held.get(task_id), now
-                elif (sent.holder is not None and sent.holder not in look.live) or now - sent.seen > LOST_S:
-                    gone[sent.holder or "the broker"] += 1
-                    self._send_again(task_id, sent, table)
-        for holder, count in gone.items():
-            if holder == "the broker":
-                log.warning("%d tasks were lost by the broker (a restart?): sent again", count)
-            else:
-                log.warning("worker %s is gone: its %d tasks are sent to the others", holder, count)
+                    continue
+                if sent.holder is not None and sent.holder not in look.live:
+                    why = f"worker {sent.holder} is gone"
+                elif gone:
+                    why = f"worker {' and '.join(gone)} {'is' if len(gone) == 1 else 'are'} gone"
+                elif now - sent.seen > LOST_S:
+                    why = f"in no queue and no worker's hands for {LOST_S:.0f} s (a Redis restarted?)"
+                else:
+                    continue
+                if self._send_again(task_id, sent, table):
+                    again[why] += 1
+        for why, count in again.items():
+            log.warning("%s: %d of this run's tasks sent again", why, count)
         self._give_up(look, ids)
         self._say_if_idle(look, now)
 
-    def _send_again(self, task_id: str, sent: _Sent, table: dict[str, _Sent]) -> None:
+    def _send_again(self, task_id: str, sent: _Sent, table: dict[str, _Sent]) -> bool:
         try:
             copy = self.app.send_task(sent.name, args=sent.args, **_labels(sent.request))
         except BROKER_ERRORS as exc:
             self._lost_broker(exc)
-            return
+            return False
         table.pop(task_id, None)
         self._to_drop.add(task_id)  # the dead worker's copy must not come back after redelivery_s
         sent.result, sent.seen, sent.holder = copy, time.monotonic(), None
         table[copy.id] = sent
+        return True
 
     def _withdraw(self, look: _Look, ids: set[str]) -> None:
         """Stopped: take back every task no live worker has in hand (those are paid for: they land)."""
