@@ -827,6 +827,12 @@ def _engine_run(cfg: Config, engine: str, latency: float) -> dict[str, Any]:
         # One segment a paragraph: `count` requests, whole rounds of 16.
         settings = _settings(srv.url, tmp / "cache", concurrency, pack=False)
         stores = Stores()
+        # Workers live long: their first requests load TLS, open connections and start Celery's pipes once in a
+        # worker's life, not once a run. A round first, unmeasured, on both engines: what is measured is the
+        # engine's cost per request, not the cold start of processes made for this measurement.
+        texts = tuple(_text(f"{tag}-warm", i) for i in range(concurrency))
+        warm = app.plan(Book("Warm", (Chapter(1, "Warm", texts),), language="en"), settings, tmp / "warm", stores)
+        _run_pool([warm], stores, concurrency, assemble=False, run=run)
         plan = app.plan(book, settings, tmp / "out", stores)
         cpu0 = cluster.cpu_seconds() if cluster else 0.0
         timer, (report,) = _run_pool([plan], stores, concurrency, assemble=False, run=run)
