@@ -9,9 +9,10 @@ What it guarantees, and how:
   wants it waits for it to land. A worker that dies stops renewing, the lease lapses, another takes over.
 - **Crashes lose nothing, and stall nothing.** Every worker says every second that it is alive and which tasks
   it holds (a key in Redis that lapses after ``ALIVE_S``). The driver looks at them, and at the queue, every
-  second: a task whose worker stopped saying so, or that is nowhere (a Redis that came back empty), is sent
-  again at once; running twice never pays twice (the lease, the store). Tasks are also acknowledged late, so
-  Redis itself gives a dead worker's task to another after ``redelivery_s``: the safety net.
+  second: a task whose worker stopped saying so is sent again at once, one that is nowhere for ``LOST_S`` (a
+  Redis that came back empty) too; running twice never pays twice (the lease, the store). Tasks are also
+  acknowledged late, so Redis itself gives a dead worker's task to another after ``redelivery_s``: the safety
+  net.
 - **A stopped run leaves nothing behind.** On a stop the driver takes back what no worker has taken yet (from
   the queue, and from a dead worker's unacknowledged tasks), so a worker started later never runs work for a
   run that is gone; and it says when no worker has taken its work for a while.
@@ -140,7 +141,8 @@ class _Worker:
 
         self.run = _options or load_settings().run
         self.name = _node()
-        self.redis = redis.Redis.from_url(app.conf.broker_url)
+        # Timeouts: a Redis that stops answering (not only one that is gone) must not hang a task or the heartbeat.
+        self.redis = redis.Redis.from_url(app.conf.broker_url, socket_timeout=10, socket_connect_timeout=5)
         self.stores = Stores()
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="speech-loop", daemon=True).start()
