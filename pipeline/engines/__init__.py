@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
+from pipeline import media
 from pipeline.errors import AuthError, BadRequestError, FatalAPIError, KeyResting, QuotaError, SynthesisError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.models import ErrorKind, PartRequest, PartResult, PartStatus
@@ -81,6 +82,7 @@ class Interruptible:
         return self._interrupted
 
     async def __aenter__(self) -> Self:
+        media.allow_tools()
         loop = asyncio.get_running_loop()
         for sig in _SIGNALS:
             # Not possible outside the main thread (or on Windows): Ctrl-C then raises KeyboardInterrupt.
@@ -103,8 +105,10 @@ class Interruptible:
             log.warning("%s received: finishing the requests in flight, then stopping (again to abort them)", name)
             self.stop(f"interrupted by {name}")
         else:
-            log.warning("%s received again: abandoning the requests in flight", name)
+            log.warning("%s received again: abandoning the requests in flight and ending ffmpeg", name)
             self.stop(f"interrupted by {name}", abandon=True)
+            # A chapter or an M4B being encoded runs in a thread no cancel reaches: end its ffmpeg instead.
+            media.stop_tools()
 
     def stop(self, reason: str, *, abandon: bool = False) -> None:
         if self.stop_reason is None:
