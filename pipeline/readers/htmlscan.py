@@ -87,11 +87,11 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
                 break
             # Another comment opens inside: the "-->" found is that one's, this one was never closed, and the
             # text between became comment (HTML has no nested comments; browsers hide it too).
-            nested = text.find("<!--", lt + 4, end)
-            if nested >= 0:
+            inner = text.find("<!--", lt + 4, end)
+            if inner >= 0:
                 raise InputError(
                     f"{where}: a comment (<!--) on line {_line(text, lt)} is never closed (the --> after it closes "
-                    f"the comment on line {_line(text, nested)}), so it would hide the text between; close it"
+                    f"the comment on line {_line(text, inner)}), so it would hide the text between; close it"
                 )
             pos = end + 3
             continue
