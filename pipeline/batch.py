@@ -70,6 +70,7 @@ class BatchStatus(StrEnum):
     UNCHANGED = "unchanged"  # every chapter was current: nothing sent, nothing written
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    UNVERIFIED = "unverified"  # written, with parts verification left suspect (named in its report)
     OVER_BUDGET = "over budget"
     NOT_STARTED = "not started"
     PLANNED = "planned"  # a dry run
