@@ -254,8 +254,11 @@ class Lie:
     rate: float  # the share of texts it hits (0..1)
     tries: int = 1  # requests of each such text that get it (then the truth)
     seed: int = 0
+    only: str | None = None  # this text alone lies (whatever the rate)
 
     def hits(self, text: str) -> bool:
+        if self.only is not None:
+            return text == self.only
         digest = hashlib.sha256(f"{self.seed}:{self.kind}:{text}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < self.rate
 
@@ -599,14 +602,14 @@ class FakeSpeechServer:
         with self._lock:
             self._rules.append([predicate, fault, times])
 
-    def lie(self, kind: str, rate: float = 1.0, *, tries: int = 1, seed: int = 0) -> None:
-        """From now on, a seeded ``rate`` of texts get the lie ``kind`` (LIES) for their first ``tries``
-        requests: valid audio that is cut short, holds 4 s of silence, or runs on three times. Recorded with
-        the lie's name as the request's fault."""
+    def lie(self, kind: str, rate: float = 1.0, *, tries: int = 1, seed: int = 0, only: str | None = None) -> None:
+        """From now on, a seeded ``rate`` of texts (or the text ``only``) get the lie ``kind`` (LIES) for their
+        first ``tries`` requests: valid audio that is cut short, holds 4 s of silence, or runs on three times.
+        Recorded with the lie's name as the request's fault."""
         if kind not in LIES:
             raise ValueError(f"unknown lie {kind!r} (known: {', '.join(LIES)})")
         with self._lock:
-            self._lies.append(Lie(kind, rate, tries, seed))
+            self._lies.append(Lie(kind, rate, tries, seed, only))
 
     def lies_told(self) -> dict[str, int]:
         """How many answers told each lie so far."""
