@@ -363,8 +363,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     failures = format_failures(books)
     if failures:
         print(f"audiobook: error: {failures}", file=sys.stderr)
-        return 1
+        # Every book written, some with unverified parts: the exit code of an unverified run (3), not a failure.
+        return Unverified.exit_code if all(b.status in _WRITTEN for b in books) else 1
     return 0
+
+
+_WRITTEN = ("done", "unchanged", "unverified", "no match")
 
 
 # ------------------------------------------------------------------------------------------------ main
