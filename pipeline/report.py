@@ -317,6 +317,15 @@ def format_plan(summary: dict[str, Any]) -> str:
         f"To send:  {summary['requests_needed']} requests, {summary['characters_to_send']:,} characters, "
         f"estimated cost ${summary['estimated_cost_usd']:.2f}",
     ]
+    if (v := summary.get("verify")) is not None:
+        if v["mode"] == "off":
+            lines.append("Verify:   off (answers are trusted as they come)")
+        else:
+            lines.append(
+                f"Verify:   {v['mode']}: each part's timing checked against its text; a suspect part is asked for "
+                f"again up to {v['retries']} times (at most {v['retries']} more requests a suspect part; "
+                "expected none)"
+            )
     return "\n".join(lines)
 
 
