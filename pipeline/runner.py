@@ -479,8 +479,13 @@ class Run:
                 outcome = _outcome(cs.plan, ChapterStatus.FAILED, None, cs.failed[0].error)
             else:
                 outcome = _outcome(cs.plan, ChapterStatus.NOT_STARTED, None)
+            # A chapter holding a suspect part is not recorded as current (no fingerprint): the next run plans it
+            # again, judges its parts and asks afresh for the suspect ones, rather than calling the book done.
+            fingerprint = None if cs.suspect else outcome.fingerprint
             chapters.append(
-                dataclasses.replace(outcome, verified=cs.verified, remade=cs.remade, suspect=len(cs.suspect))
+                dataclasses.replace(
+                    outcome, verified=cs.verified, remade=cs.remade, suspect=len(cs.suspect), fingerprint=fingerprint
+                )
             )
         return chapters, failures
 

@@ -136,6 +136,11 @@ def test_a_part_that_stays_bad_is_named_its_chapter_written_and_the_run_exits_3(
     assert (tmp_path / "out" / report["chapters"][1]["file"]).is_file()
     err = capsys.readouterr().err.strip().splitlines()
     assert "1 part unverified" in err[-1] and "chapter 2" in err[-1]
+    # The next run does not take the written chapter for finished: it asks afresh, and says so again.
+    asked = len(human.requests)
+    assert convert(book, tmp_path / "out", "--no-pack", "--verify-retries", "1") == 3
+    assert read_report(tmp_path / "out")["status"] == "unverified"
+    assert [r.input for r in human.requests[asked:]] == [text]
 
 
 def test_the_measure_is_kept_with_the_part_and_a_rerun_decodes_nothing(
