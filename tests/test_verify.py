@@ -20,6 +20,7 @@ from pipeline.cli import main
 from pipeline.models import PartMeasure
 from tests.fakeserver import FakeSpeechServer
 from tests.helpers import FAKE_KEY, REPO, read_report, write_book
+from tests.test_object_store import bucket, endpoint  # noqa: F401  (fixtures: a bucket on moto)
 
 HUMAN_MS_PER_CHAR = 60.0
 
@@ -197,3 +198,37 @@ def test_real_speech_in_english_and_chinese_raises_no_false_alarm(tmp_path: Path
     v = report["verification"]
     assert report["status"] == "done" and v["remade"] == 0 and v["suspect"] == 0
     assert v["verified"] == report["synthesized"] > 0
+
+
+# --- the measure kept beside the part, in a folder or a bucket ----------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_the_measure_lives_beside_the_part_in_either_store(
+    where: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.engines import Made, cached_part, keep_part
+    from pipeline.models import BackendOptions, PartRequest, PartResult, PartStatus, VoiceSpec
+    from pipeline.store import Stores, part_key
+    from tests.fakeserver import audio_for
+
+    location = str(tmp_path / "cache") if where == "folder" else request.getfixturevalue("bucket").url("cache")
+    store = Stores().at(location)
+    text = "The keeper climbed the narrow stair each evening and wound the brass clock."
+    spec = VoiceSpec("tts-1", "alloy")
+    key = part_key("test", spec, text)
+    part = PartRequest(key, text, spec, BackendOptions(), location, verify=True)
+    audio = audio_for(text, HUMAN_MS_PER_CHAR)
+    calls: list[int] = []
+    real = verify.decode_part
+    monkeypatch.setattr(verify, "decode_part", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    kept = keep_part(store, part, Made(audio, PartResult(key, PartStatus.STORED, 1, len(text))))
+    assert kept.ok and kept.measure is not None and calls == [1]
+    assert kept.measure.voiced_s == pytest.approx(len(text) * HUMAN_MS_PER_CHAR / 1000, abs=0.1)
+    assert store.get(key, "mp3") == audio
+    again = cached_part(store, part)  # read, not measured
+    assert again.status == PartStatus.CACHED and again.measure == kept.measure and calls == [1]
+    store.evict(key, "mp3.measure.json")  # an older cache: the part alone
+    assert cached_part(store, part).measure == kept.measure and calls == [1, 1]
+    assert verify.load(store, key, "mp3") == kept.measure  # and kept this time
