@@ -1053,12 +1053,14 @@ VERIFY_LIE_RATE = 0.05  # each of cut_short, silence_middle, run_on: issue 17's 
 VERIFY_CONCURRENCY = 16
 
 
-def _verify_run(cfg: Config, book: Book, tmp: Path, name: str, lies: Sequence[str] = ()) -> dict[str, Any]:
-    """One whole run of ``book`` (assembly included) with verification at its default, against the fake
-    server in its own process, telling ``lies`` (``--lie`` arguments)."""
+def _verify_run(
+    cfg: Config, book: Book, tmp: Path, name: str, lies: Sequence[str] = (), mode: str = "timing"
+) -> dict[str, Any]:
+    """One whole run of ``book`` (assembly included) with verification ``mode``, against the fake server in its
+    own process, telling ``lies`` (``--lie`` arguments)."""
     extra = [arg for lie in lies for arg in ("--lie", lie)]
     with fake_server(cfg.latency, extra=extra) as srv:
-        settings = _settings(srv.url, tmp / f"{name}-cache", VERIFY_CONCURRENCY, verify="timing")
+        settings = _settings(srv.url, tmp / f"{name}-cache", VERIFY_CONCURRENCY, verify=mode)
         stores = Stores()
         plan = app.plan(book, settings, tmp / name, stores)
         t0 = time.perf_counter()
@@ -1084,6 +1086,7 @@ def measure_verify(cfg: Config) -> dict[str, Any]:
     book, source = _chunking_book()
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as name:
         tmp = Path(name)
+        unchecked = _verify_run(cfg, book, tmp, "off", mode="off")
         clean = _verify_run(cfg, book, tmp, "clean")
         report, plan = clean["report"], clean["plan"]
         store = clean["stores"].at(plan.store)
@@ -1114,6 +1117,8 @@ def measure_verify(cfg: Config) -> dict[str, Any]:
         "latency_s": cfg.latency,
         "audio_s": report.duration_s,
         "clean_run_wall_s": round(clean["wall_s"], 2),
+        "unverified_run_wall_s": round(unchecked["wall_s"], 2),  # the same run with verify = "off"
+        "wall_added": round(clean["wall_s"] / unchecked["wall_s"] - 1, 4),
         "check_cpu_ms_per_part": round(check_cpu * 1000 / len(keys), 2),
         "check_cpu_share_of_wall": round(check_cpu / clean["wall_s"], 4),
         "check_cpu_share_of_audio": round(check_cpu / report.duration_s, 5),
@@ -1140,7 +1145,8 @@ def _verify_lines(v: dict[str, Any]) -> list[str]:
         f"latency {v['latency_s']} s",
         f"  cost: {v['check_cpu_ms_per_part']} ms CPU a part (decode + measure + judge) = "
         f"{v['check_cpu_share_of_wall']:.1%} of the clean run's wall time ({v['clean_run_wall_s']} s), "
-        f"{v['check_cpu_share_of_audio']:.2%} of the audio's duration",
+        f"{v['check_cpu_share_of_audio']:.2%} of the audio's duration; the run took {v['wall_added']:+.1%} "
+        f"wall time against verify = off ({v['unverified_run_wall_s']} s)",
         f"  clean run: {v['false_alarms']} parts made again (false alarms)",
         f"  5 % each lie {v['lies_told']}: {v['remade']} of {v['lied_parts']} lying parts made again "
         f"({v['caught_share']:.1%}), {v['left_suspect']} left suspect; chapters within "

@@ -147,6 +147,7 @@ class Run:
         self._started = time.monotonic()
         self._checks: dict[str, _Check] = {}  # verification: parts judged so far
         self._remakes: collections.deque[PartRequest] = collections.deque()  # fresh requests for suspect parts
+        self._remakes_sent = 0
 
     async def execute(self) -> list[BookReport]:
         """Run to completion or interruption; every book's report is written either way."""
@@ -208,9 +209,9 @@ class Run:
             await self.executor.run(self._pending(), self._on_result)
             # Remakes asked for once the last request was out: another round, until none is left to send.
             while self._remakes and not self.aborted and not self.executor.interrupted:
-                left = len(self._remakes)
+                sent = self._remakes_sent
                 await self.executor.run(self._more(), self._on_result)
-                if len(self._remakes) >= left:
+                if self._remakes_sent == sent:
                     break  # the executor took none: it was stopped
         finally:
             for _ in assemblers:
@@ -232,6 +233,7 @@ class Run:
     def _more(self) -> Iterator[PartRequest]:
         """The remakes waiting to be sent: they go before the next new request."""
         while self._remakes and not self.aborted:
+            self._remakes_sent += 1
             yield self._remakes.popleft()
 
     # -- results --------------------------------------------------------------------------------------------
