@@ -232,3 +232,27 @@ def test_the_measure_lives_beside_the_part_in_either_store(
     store.evict(key, "mp3.measure.json")  # an older cache: the part alone
     assert cached_part(store, part).measure == kept.measure and calls == [1, 1]
     assert verify.load(store, key, "mp3") == kept.measure  # and kept this time
+
+
+# --- settings and the transcript hook -----------------------------------------------------------------------
+
+
+def test_verify_settings_are_checked_with_a_clear_error() -> None:
+    from pipeline.config import load_settings
+    from pipeline.errors import UsageError
+
+    assert load_settings(env={}).book.verify == "timing" and load_settings(env={}).book.verify_retries == 2
+    with pytest.raises(UsageError, match="verify must be one of timing, off, transcribe"):
+        load_settings(env={}, overrides={"verify": "maybe"})
+    with pytest.raises(UsageError, match="verify_retries must be between 0 and 10"):
+        load_settings(env={"AUDIOBOOK_VERIFY_RETRIES": "50"})
+
+
+def test_a_transcripts_coverage_folds_into_the_timing_verdict() -> None:
+    timing = verify.Judge().judge(PartMeasure(160, "latin", 10.3, 10.0, 0.4, 0.1, 0.2), "v", None)
+    assert timing.ok and timing.coverage is None
+    assert verify.with_transcript(timing, None, 0.9) == timing  # no transcript: the timing verdict stands
+    heard = verify.with_transcript(timing, 0.97, 0.9)
+    assert heard.ok and heard.coverage == 0.97
+    short = verify.with_transcript(timing, 0.6, 0.9)
+    assert not short.ok and short.reasons == ("transcript covers 60% of the text",)
