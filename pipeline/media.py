@@ -14,7 +14,11 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from pipeline.errors import AudioError, ToolError
 
@@ -37,6 +41,63 @@ def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 
     return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+# Every ffmpeg this process runs, so that a second Ctrl-C can end them: a thread waiting on one (a chapter being
+# joined, an M4B being encoded for minutes) cannot be cancelled, only its process ended.
+_tools_lock = threading.Lock()
+_tools: set[subprocess.Popen[bytes]] = set()
+_tools_stopped = False
+
+
+def start_tool(cmd: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(cmd, **popen)``, known to ``stop_tools`` until ``tool_done``. After a stop nothing new
+    starts: ToolError (the run is being abandoned)."""
+    with _tools_lock:
+        if _tools_stopped:
+            raise ToolError(f"not starting {Path(cmd[0]).name}: the run is being abandoned")
+        proc = subprocess.Popen(cmd, **popen)
+        _tools.add(proc)
+    return proc
+
+
+def tool_done(proc: subprocess.Popen[bytes]) -> None:
+    with _tools_lock:
+        _tools.discard(proc)
+
+
+def run_tool(cmd: Sequence[str], data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``subprocess.run(cmd, input=data, capture_output=True)``, ended by ``stop_tools`` like every tool."""
+    stdin = subprocess.DEVNULL if data is None else subprocess.PIPE
+    proc = start_tool(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(data)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        tool_done(proc)
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def stop_tools() -> int:
+    """End every tool running and start no new one (a run abandoned); returns how many were ended."""
+    global _tools_stopped
+    with _tools_lock:
+        _tools_stopped = True
+        running = list(_tools)
+    for proc in running:
+        if proc.poll() is None:
+            proc.kill()
+    return len(running)
+
+
+def allow_tools() -> None:
+    """Tools may start again (a new run in this process)."""
+    global _tools_stopped
+    with _tools_lock:
+        _tools_stopped = False
 
 
 @dataclass(frozen=True)
@@ -109,7 +170,7 @@ def to_mp3(data: bytes, *, rate: int = SAMPLE_RATE, bitrate: str = BITRATE) -> b
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", "pipe:0", "-ar", str(rate), "-ac", "1",
            "-c:a", "libmp3lame", "-b:a", bitrate, "-write_xing", "0", "-id3v2_version", "0",
            "-f", "mp3", "pipe:1"]  # fmt: skip
-    proc = subprocess.run(cmd, input=data, capture_output=True, check=False)
+    proc = run_tool(cmd, data)
     if proc.returncode != 0 or not proc.stdout:
         raise AudioError(f"ffmpeg could not convert it to mp3: {proc.stderr.decode(errors='replace').strip()[:200]}")
     return proc.stdout
@@ -150,7 +211,7 @@ def encode_pcm(
         fmt,
         "pipe:1",
     ]
-    proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
+    proc = run_tool(cmd, pcm)
     if proc.returncode != 0 or not proc.stdout:
         raise AudioError(f"ffmpeg could not encode {fmt}: {proc.stderr.decode(errors='replace').strip()[:200]}")
     return proc.stdout

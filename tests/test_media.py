@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import signal
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
 
 from pipeline import media
+from pipeline.engines import Interruptible
 from pipeline.errors import AudioError, ToolError
 from pipeline.jobs import ChapterJob, assemble
 from pipeline.media import encode_pcm
@@ -188,3 +192,30 @@ def test_a_wav_part_is_dropped_only_when_it_is_not_wav_not_when_ffmpeg_fails_on_
     done = assemble(job, stores)
     assert done.audio is None and str(fake) in (done.error or "") and "the part is kept" in done.error
     assert not done.rerun_helps and all(stores.at(job.store).get(key, "wav") == good for key in job.keys)
+
+
+def test_a_second_signal_ends_the_ffmpeg_a_thread_waits_on_and_starts_no_other() -> None:
+    """An M4B or a chapter encoded in a thread (no cancel reaches it) ends when the run is abandoned."""
+    long_encode = [media.ffmpeg_exe(), "-hide_banner", "-nostdin", "-f", "lavfi", "-i", "anullsrc=r=24000:cl=mono",
+                   "-t", "36000", "-c:a", "libmp3lame", "-f", "null", "-"]  # fmt: skip
+    outcome: list[subprocess.CompletedProcess[bytes]] = []
+    encoding = threading.Thread(target=lambda: outcome.append(media.run_tool(long_encode)), daemon=True)
+
+    async def main() -> None:
+        async with Interruptible() as run:
+            encoding.start()
+            while not media._tools:  # started
+                await asyncio.sleep(0.01)
+            run._on_signal(signal.SIGINT)
+            assert encoding.is_alive()  # the first lets work in flight finish
+            run._on_signal(signal.SIGINT)
+            await asyncio.to_thread(encoding.join, 30)
+        assert not encoding.is_alive() and outcome[0].returncode != 0
+        with pytest.raises(ToolError, match="abandoned"):
+            media.run_tool([media.ffmpeg_exe(), "-version"])
+
+    try:
+        asyncio.run(main())
+    finally:
+        media.allow_tools()
+    assert media.run_tool([media.ffmpeg_exe(), "-version"]).returncode == 0  # the next run may start tools

@@ -12,12 +12,11 @@ must stay cached).
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 
 from pipeline import mp3
 from pipeline.errors import ToolError
-from pipeline.media import ffmpeg_exe
+from pipeline.media import ffmpeg_exe, run_tool
 
 RAW_PCM_RATE = 24_000  # OpenAI's "pcm" answers: headerless s16le mono at 24 kHz
 _WIDTH = 2  # s16le mono throughout
@@ -67,7 +66,7 @@ def decode_part(
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info" if measure else "error",
            *source, *chain, "-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"]  # fmt: skip
     try:
-        proc = subprocess.run(cmd, input=stream, capture_output=True, check=False)
+        proc = run_tool(cmd, stream)
     except OSError as exc:
         raise ToolError(f"cannot run ffmpeg ({cmd[0]}) to decode a part: {exc}") from exc
     log = proc.stderr.decode(errors="replace")

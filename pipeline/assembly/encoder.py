@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.errors import AudioError
-from pipeline.media import ffmpeg_exe
+from pipeline.media import ffmpeg_exe, run_tool, start_tool, tool_done
 
 SAMPLE_BYTES = 2  # signed 16-bit mono PCM throughout
 CHUNK = 1 << 16
@@ -49,7 +49,7 @@ class PcmEncoder:
                "-ar", str(rate), "-ac", "1", "-i", "pipe:0", "-ar", str(rate), "-ac", "1", *codec_args,
                "-y", str(out)]  # fmt: skip
         try:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+            self._proc = start_tool(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
         except OSError as exc:
             self._stderr.close()
             raise AudioError(f"cannot start ffmpeg for {what}: {exc}") from exc
@@ -79,6 +79,7 @@ class PcmEncoder:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+        tool_done(self._proc)
         if self._proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
@@ -96,7 +97,6 @@ def encoder(out: Path, rate: int, codec_args: Sequence[str], what: str) -> Itera
 
 
 def run_ffmpeg(args: Sequence[str], what: str) -> None:
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args],
-                          capture_output=True, check=False)  # fmt: skip
+    proc = run_tool([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args])
     if proc.returncode != 0:
         raise AudioError(f"ffmpeg failed {what}: {last_line(proc.stderr)}")

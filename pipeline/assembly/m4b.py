@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.assembly.encoder import CHUNK, PcmEncoder, encoder, last_line, remove, run_ffmpeg
 from pipeline.assembly.tags import cover_mime
 from pipeline.errors import AudioError
-from pipeline.media import ffmpeg_exe, require_ffmpeg
+from pipeline.media import ffmpeg_exe, require_ffmpeg, start_tool, tool_done
 from pipeline.models import Book, ChapterAudio
 from pipeline.names import book_stem
 from pipeline.options import BookOptions
@@ -48,7 +48,7 @@ def _stream_decoded(path: Path, rate: int, enc: PcmEncoder) -> int:
     with tempfile.TemporaryFile() as err:
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-nostdin", "-i", str(path),
                "-vn", "-f", "s16le", "-ac", "1", "-ar", str(rate), "pipe:1"]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        proc = start_tool(cmd, stdout=subprocess.PIPE, stderr=err)
         assert proc.stdout is not None
         try:
             while chunk := proc.stdout.read(CHUNK):
@@ -59,6 +59,7 @@ def _stream_decoded(path: Path, rate: int, enc: PcmEncoder) -> int:
         finally:
             proc.stdout.close()
             code = proc.wait()
+            tool_done(proc)
         if code != 0 or enc.frames == start:
             err.seek(0)
             raise AudioError(f"cannot decode chapter file {path} for the M4B: {last_line(err.read())}")

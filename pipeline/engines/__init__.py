@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
-from pipeline import verify
+from pipeline import media, verify
 from pipeline.errors import (
     AudioError,
     AuthError,
@@ -90,6 +90,7 @@ class Interruptible:
         return self._interrupted
 
     async def __aenter__(self) -> Self:
+        media.allow_tools()
         loop = asyncio.get_running_loop()
         for sig in _SIGNALS:
             # Not possible outside the main thread (or on Windows): Ctrl-C then raises KeyboardInterrupt.
@@ -112,8 +113,10 @@ class Interruptible:
             log.warning("%s received: finishing the requests in flight, then stopping (again to abort them)", name)
             self.stop(f"interrupted by {name}")
         else:
-            log.warning("%s received again: abandoning the requests in flight", name)
+            log.warning("%s received again: abandoning the requests in flight and ending ffmpeg", name)
             self.stop(f"interrupted by {name}", abandon=True)
+            # A chapter or an M4B being encoded runs in a thread no cancel reaches: end its ffmpeg instead.
+            media.stop_tools()
 
     def stop(self, reason: str, *, abandon: bool = False) -> None:
         if self.stop_reason is None:
