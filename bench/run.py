@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from pipeline.report import BookReport, BookStatus  # noqa: E402
 from pipeline.store import Stores  # noqa: E402
 
 T = TypeVar("T")
-SECTIONS = ("synthesis", "batch", "rate", "chunking", "assembly", "voice", "distributed", "memory")
+SECTIONS = ("synthesis", "batch", "rate", "chunking", "assembly", "voice", "distributed", "memory", "verify")
 API_KEY = "bench-key"
 KEY_ENV = "AUDIOBOOK_BENCH_API_KEY"  # the variable Settings.api_key_env names for the fake server's key
 MS_PER_CHAR = 50.0  # audio per character the fake server answers: ~13 characters a second, as real speech
@@ -108,6 +109,9 @@ def _settings(url: str, cache_dir: Path, concurrency: int, **more: Any) -> Setti
             "concurrency": concurrency,
             "cache_dir": cache_dir,
             "announce_titles": False,
+            # Off in the other sections, so their figures stay comparable with earlier runs; the verify section
+            # measures what it costs.
+            "verify": "off",
             **more,
         },
     )
@@ -180,11 +184,11 @@ def _cpu_of(pid: int) -> float | None:
 
 
 @contextlib.contextmanager
-def fake_server(latency: float, ms_per_char: float = MS_PER_CHAR) -> Iterator[ServerHandle]:
+def fake_server(latency: float, ms_per_char: float = MS_PER_CHAR, extra: Sequence[str] = ()) -> Iterator[ServerHandle]:
     """``tests.fakeserver`` in its own process; stopped with SIGTERM (killed if it lingers), whatever happens.
     ``stats`` then holds its request count, the most requests it had in flight and the CPU it spent serving."""
     cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency", str(latency),
-           "--api-key", API_KEY, "--ms-per-char", str(ms_per_char)]  # fmt: skip
+           "--api-key", API_KEY, "--ms-per-char", str(ms_per_char), *extra]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
     )
@@ -1046,6 +1050,113 @@ def _pool_row(r: dict[str, Any]) -> str:
     )
 
 
+# ------------------------------------------------------------------------------------------ verification
+
+VERIFY_LIE_RATE = 0.05  # each of cut_short, silence_middle, run_on: issue 17's Done-when
+VERIFY_CONCURRENCY = 16
+
+
+def _verify_run(
+    cfg: Config, book: Book, tmp: Path, name: str, lies: Sequence[str] = (), mode: str = "timing"
+) -> dict[str, Any]:
+    """One whole run of ``book`` (assembly included) with verification ``mode``, against the fake server in its
+    own process, telling ``lies`` (``--lie`` arguments)."""
+    extra = [arg for lie in lies for arg in ("--lie", lie)]
+    with fake_server(cfg.latency, extra=extra) as srv:
+        settings = _settings(srv.url, tmp / f"{name}-cache", VERIFY_CONCURRENCY, verify=mode)
+        stores = Stores()
+        plan = app.plan(book, settings, tmp / name, stores)
+        t0 = time.perf_counter()
+        result = app.convert([plan], settings.run, stores=stores, progress=PhaseTimer(), assemble=True)
+        wall = time.perf_counter() - t0
+    _exit_on_sigterm()
+    (report,) = result.reports
+    return {"report": report, "wall_s": wall, "plan": plan, "stores": stores}
+
+
+def measure_verify(cfg: Config) -> dict[str, Any]:
+    """Verification's timing check on a whole book at concurrency 16 (Alice when the corpus is there):
+
+    - cost: the CPU of measuring (one decode) and judging every part, taken again part by part from the
+      store after a clean run (process + ffmpeg children), against that run's wall time;
+    - false alarms: parts the clean run made again;
+    - catch rate: a run where the fake server answers 5 % each of cut-short, silence-in-the-middle and run-on
+      (first try only), which lies were caught (made again), and its chapters' durations against the clean run's.
+    """
+    from pipeline import verify
+    from tests.fakeserver import LIES, Lie
+
+    book, source = _chunking_book()
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as name:
+        tmp = Path(name)
+        unchecked = _verify_run(cfg, book, tmp, "off", mode="off")
+        clean = _verify_run(cfg, book, tmp, "clean")
+        report, plan = clean["report"], clean["plan"]
+        store = clean["stores"].at(plan.store)
+        # The check's own cost, part by part: decode + measure + judge, CPU of this process and its children.
+        judge = verify.Judge()
+        keys = list(dict.fromkeys(k for c in plan.chapters for k in c.keys))
+        texts = {k: s.voice_text for c in plan.chapters for s, k in zip(c.segments, c.keys, strict=True)}
+        audio = [(k, store.get(k, "mp3")) for k in keys]
+        before = _cpu_now()
+        for key, data in audio:
+            assert data is not None
+            found = verify.measure(data, "mp3", texts[key])
+            judge.judge(found, "bench", None)
+        check_cpu = _cpu_now() - before
+        lies = [f"{kind}:{VERIFY_LIE_RATE}" for kind in LIES]
+        lied = _verify_run(cfg, book, tmp, "lied", lies)
+    told = {kind: [k for k in keys if Lie(kind, VERIFY_LIE_RATE).hits(texts[k])] for kind in LIES}
+    lying = {k for ks in told.values() for k in ks}
+    v_clean, v_lied = report.verification, lied["report"].verification
+    assert v_clean is not None and v_lied is not None
+    clean_d = [c.duration_s or 0.0 for c in report.chapters]
+    lied_d = [c.duration_s or 0.0 for c in lied["report"].chapters]
+    worst = max(abs(a - b) / b for a, b in zip(lied_d, clean_d, strict=True) if b)
+    return {
+        "source": source,
+        "parts": len(keys),
+        "concurrency": VERIFY_CONCURRENCY,
+        "latency_s": cfg.latency,
+        "audio_s": report.duration_s,
+        "clean_run_wall_s": round(clean["wall_s"], 2),
+        "unverified_run_wall_s": round(unchecked["wall_s"], 2),  # the same run with verify = "off"
+        "wall_added": round(clean["wall_s"] / unchecked["wall_s"] - 1, 4),
+        "check_cpu_ms_per_part": round(check_cpu * 1000 / len(keys), 2),
+        "check_cpu_share_of_wall": round(check_cpu / clean["wall_s"], 4),
+        "check_cpu_share_of_audio": round(check_cpu / report.duration_s, 5),
+        "false_alarms": v_clean.remade,
+        "lies_told": {kind: len(ks) for kind, ks in told.items()},
+        "lied_parts": len(lying),
+        "remade": v_lied.remade,
+        "caught_share": round(min(v_lied.remade, len(lying)) / len(lying), 4) if lying else None,
+        "left_suspect": v_lied.suspect,
+        "status_after_lies": str(lied["report"].status),
+        "worst_chapter_duration_diff": round(worst, 5),
+    }
+
+
+def _cpu_now() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _verify_lines(v: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        f"Verification (timing check): {v['source']}, {v['parts']} parts, concurrency {v['concurrency']}, "
+        f"latency {v['latency_s']} s",
+        f"  cost: {v['check_cpu_ms_per_part']} ms CPU a part (decode + measure + judge) = "
+        f"{v['check_cpu_share_of_wall']:.1%} of the clean run's wall time ({v['clean_run_wall_s']} s), "
+        f"{v['check_cpu_share_of_audio']:.2%} of the audio's duration; the run took {v['wall_added']:+.1%} "
+        f"wall time against verify = off ({v['unverified_run_wall_s']} s)",
+        f"  clean run: {v['false_alarms']} parts made again (false alarms)",
+        f"  5 % each lie {v['lies_told']}: {v['remade']} of {v['lied_parts']} lying parts made again "
+        f"({v['caught_share']:.1%}), {v['left_suspect']} left suspect; chapters within "
+        f"{v['worst_chapter_duration_diff']:.2%} of the clean run's durations",
+    ]
+
+
 def _table(results: dict[str, Any], cfg: Config, json_out: Path) -> str:
     mode = "quick" if cfg.quick else "full"
     lines = [f"Benchmark ({mode}; {os.cpu_count()} CPUs; Python {platform.python_version()})"]
@@ -1067,6 +1178,8 @@ def _table(results: dict[str, Any], cfg: Config, json_out: Path) -> str:
         lines += _distributed_lines(results["distributed"], cfg)
     if "memory" in results:
         lines += _memory_lines(results)
+    if "verify" in results:
+        lines += _verify_lines(results["verify"])
     lines += ["", f"Total {results['elapsed_s']:.1f} s; figures in {json_out}"]
     return "\n".join(lines)
 
@@ -1274,6 +1387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
     if "memory" in only:
         results["memory"] = _step("peak memory of a run", measure_memory, cfg)
+    if "verify" in only:
+        results["verify"] = _step("verification: cost and catch rate", measure_verify, cfg)
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

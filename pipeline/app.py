@@ -258,6 +258,9 @@ def _run_batch(
                 characters_to_send=report.characters_sent,
                 estimated_cost_usd=report.estimated_cost_usd,
                 error=report.problem(),
+                verified=report.verification.verified if report.verification else 0,
+                remade=report.verification.remade if report.verification else 0,
+                unverified=report.verification.suspect if report.verification else 0,
             )
 
     books = [summaries[k] for k in [Path(p) for p in job.missing] + [b.source for b in job.books]]

@@ -70,6 +70,7 @@ class BatchStatus(StrEnum):
     UNCHANGED = "unchanged"  # every chapter was current: nothing sent, nothing written
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    UNVERIFIED = "unverified"  # written, with parts verification left suspect (named in its report)
     OVER_BUDGET = "over budget"
     NOT_STARTED = "not started"
     PLANNED = "planned"  # a dry run
@@ -93,6 +94,9 @@ class BookSummary:
     characters_to_send: int = 0
     estimated_cost_usd: float = 0.0
     error: str | None = None
+    verified: int = 0  # parts verification judged
+    remade: int = 0  # fresh requests for suspect parts
+    unverified: int = 0  # parts left suspect after their tries (named in the book's report)
 
 
 class _Lines:
@@ -297,6 +301,9 @@ def write_summary(path: Path, job: JobFile, books: list[BookSummary], *, dry_run
             "characters_to_send": sum(b.characters_to_send for b in books),
             "estimated_cost_usd": round(sum(b.estimated_cost_usd for b in books), 4),
             "duration_s": round(sum(b.duration_s for b in books), 3),
+            "verified": sum(b.verified for b in books),
+            "remade": sum(b.remade for b in books),
+            "unverified": sum(b.unverified for b in books),
         },
     }
     atomic_write(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
@@ -331,6 +338,8 @@ def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_r
             extra += f", {b.characters_to_send:,} chars to send, ~${b.estimated_cost_usd:.2f}"
         elif b.requests or b.cache_hits:
             extra += f", {b.requests} requests, {b.retries} retries, {b.cache_hits} cached"
+        if b.verified:
+            extra += f", {b.verified} verified, {b.remade} made again, {b.unverified} unverified"
         line = f"{b.status:<12} {name}  ({extra})"
         if b.error:
             line += f"\n             {b.error}"
@@ -343,6 +352,8 @@ def format_summary(books: list[BookSummary], summary_path: Path | None, *, dry_r
         f"{done}/{len(real)} books done; {verb} {sum(b.characters_to_send for b in books):,} characters "
         f"(~${total_cost:.2f})" + (f"; summary: {summary_path}" if summary_path else "")
     )
+    if unverified := sum(b.unverified for b in books):
+        lines.append(f"{unverified} part{'' if unverified == 1 else 's'} unverified")
     return "\n".join(lines)
 
 

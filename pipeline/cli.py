@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
-from pipeline.errors import AudiobookError, Interrupted, RunFailed, UsageError
+from pipeline.errors import AudiobookError, Interrupted, RunFailed, Unverified, UsageError
 from pipeline.tts import registry
 
 log = logging.getLogger("audiobook")
@@ -76,6 +76,17 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
         "--loudness",
         choices=["ebu", "acx"],
         help="even loudness, part by part: ebu (-18 LUFS, peaks to -1 dBTP) or acx (RMS -20 dB, peaks to -3 dBFS)",
+    )
+    g.add_argument(
+        "--verify",
+        choices=["timing", "off", "transcribe"],
+        help="check each part says its text: timing (default, free), transcribe (timing + a transcript), or off",
+    )
+    g.add_argument(
+        "--verify-retries",
+        type=int,
+        metavar="N",
+        help="fresh requests for a part verification finds suspect, before it is reported (default 2)",
     )
     g.add_argument(
         "--no-titles", dest="announce_titles", action="store_false", default=None, help="do not speak chapter titles"
@@ -211,6 +222,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "lexicon",
         "subtitles",
         "loudness",
+        "verify",
+        "verify_retries",
         "m4b",
         "announce_titles",
         "include_matter",
@@ -236,7 +249,7 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     from pipeline import app
     from pipeline.config import load_settings
-    from pipeline.report import format_plan, format_report
+    from pipeline.report import REPORT_NAME, BookStatus, format_plan, format_report
 
     settings = load_settings(args.config, overrides=_flag_overrides(args))
     book = app.read(args.book, settings.book)
@@ -255,6 +268,12 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     elif not args.quiet:  # -q: only warnings and errors; the files are in the folder and the report
         print(format_report(report, out_dir))
     problem = report.problem()
+    if problem and report.status == BookStatus.UNVERIFIED and report.verification is not None:
+        count = report.verification.suspect
+        raise Unverified(
+            f"{book.title}: {count} part{'' if count == 1 else 's'} unverified, first {problem.split(': ', 1)[0]} "
+            f"(named in {out_dir / REPORT_NAME})"
+        )
     if problem:
         advice = "run the same command again" if report.rerun_helps else "they are kept for when that is fixed"
         raise RunFailed(f"{book.title}: {problem}; finished parts are cached, {advice}")
@@ -344,8 +363,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     failures = format_failures(books)
     if failures:
         print(f"audiobook: error: {failures}", file=sys.stderr)
-        return 1
+        # Every book written, some with unverified parts: the exit code of an unverified run (3), not a failure.
+        return Unverified.exit_code if all(b.status in _WRITTEN for b in books) else 1
     return 0
+
+
+_WRITTEN = ("done", "unchanged", "unverified", "no match")
 
 
 # ------------------------------------------------------------------------------------------------ main

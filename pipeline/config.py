@@ -42,6 +42,7 @@ LOUDNESS_TARGETS = tuple(TARGETS)
 
 
 ENGINES = ("local", "celery")
+VERIFY_MODES = ("timing", "off", "transcribe")  # pipeline.verify.MODES, without loading the audio code
 
 
 LIMITS_FILE = "rate-limits.json"
@@ -189,6 +190,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "paragraph_pause_ms": (0, 60_000),
     "title_pause_ms": (0, 60_000),
     "chapter_pad_ms": (0, 60_000),
+    "verify_retries": (0, 10),
 }
 # What MP3 (MPEG-1, 2 and 2.5 Layer III) can carry; anything else fails only in ffmpeg, after the requests.
 SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -226,6 +228,8 @@ def _validate(s: Settings) -> None:
         raise bad(f"subtitles must be one of {', '.join(SUBTITLE_FORMATS)}, not {book.subtitles!r}")
     if book.loudness is not None and book.loudness not in LOUDNESS_TARGETS:
         raise bad(f"loudness must be one of {', '.join(LOUDNESS_TARGETS)}, not {book.loudness!r}")
+    if book.verify not in VERIFY_MODES:
+        raise bad(f"verify must be one of {', '.join(VERIFY_MODES)}, not {book.verify!r}")
     if book.response_format not in (None, "mp3", "wav"):
         raise bad(f"response_format must be mp3 or wav, not {book.response_format!r}")
     if not _ENV_NAME.fullmatch(api.api_key_env):

@@ -15,6 +15,7 @@ one line and exits with its ``exit_code``. Anything else is a bug and gets a tra
     ├── AudioError                 exit 1   decoding, joining, encoding or tagging failed
     │   └── ToolError                       a local tool (ffmpeg) failed or lacks what we use: the parts stay cached
     ├── RunFailed                  exit 1   the run ended with segments or books not done (named in the message)
+    ├── Unverified                 exit 3   every chapter written, but parts still suspect after their tries
     ├── LockHeld                   exit 75  another run of the job or its output folder holds the lock
     └── Interrupted                exit 130 Ctrl-C or SIGTERM; finished work is kept
 """
@@ -103,6 +104,13 @@ class ToolError(AudioError):
 
 class RunFailed(AudiobookError):
     """The run finished but left work undone; the message says what."""
+
+
+class Unverified(AudiobookError):
+    """Every chapter was written, but verification found parts that still do not sound like their text after
+    their fresh tries; the report names them."""
+
+    exit_code = 3
 
 
 class LockHeld(AudiobookError):

@@ -246,6 +246,18 @@ class BackendOptions:
 
 
 @dataclass(frozen=True)
+class Remake:
+    """A fresh request for a part whose kept copy was judged suspect (``pipeline.verify``): the cached copy is
+    not reused, and the new answer replaces it only if it is nearer what the text should take (lower
+    ``verify.badness`` against ``expected_voiced_s``) than the copy kept so far."""
+
+    attempt: int  # 1 for the first remake
+    expected_voiced_s: float  # the voiced time the run's estimate expects for this text
+    silence_limit_s: float  # the longest silence a clean part holds
+    best_badness: float  # of the copy kept so far
+
+
+@dataclass(frozen=True)
 class PartRequest:
     """One distinct part to make: speak ``text`` with ``spec`` through the backend ``backend`` names, and keep
     the answer in the store at ``store`` under ``key``. Carries no secret: a backend names the variable that
@@ -256,6 +268,8 @@ class PartRequest:
     spec: VoiceSpec
     backend: BackendOptions
     store: str  # the store's location (a folder or a URL), see pipeline.store
+    verify: bool = False  # measure the part where it arrives (``pipeline.verify``), and keep the measure with it
+    remake: Remake | None = None  # set: make it afresh even if the store holds it (verification found it suspect)
 
     @property
     def fmt(self) -> str:
@@ -285,6 +299,38 @@ class ErrorKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class PartMeasure:
+    """A part's audio as the timing check sees it (``pipeline.verify``), kept beside the part in the store so it
+    is measured once. Voiced: 20 ms frames above max(-45 dBFS, the part's P95 level - 35 dB)."""
+
+    chars: int  # the text's counted characters: non-space (Latin), CJK characters + letters + digits (CJK)
+    script: str  # "latin" or "cjk": which estimate the part's rate joins
+    duration_s: float
+    voiced_s: float
+    inner_silence_s: float  # the longest unvoiced run between the first and the last voiced frame
+    lead_s: float  # unvoiced before the first voiced frame
+    trail_s: float  # unvoiced after the last voiced frame
+    size: int = 0  # bytes of the part measured: a measure of another copy is not trusted
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the timing check (and, with transcripts, the coverage check) made of one part."""
+
+    ok: bool
+    reasons: tuple[str, ...]  # "cut short", "runs on", "silence 4.1 s inside", ...: empty when ok
+    voiced_s: float
+    expected_s: float  # voiced time the book's estimate expects for the text
+    low_s: float  # the band voiced time must fall in
+    high_s: float
+    rate: float  # counted characters per voiced second
+    expected_rate: float
+    longest_silence_s: float  # inner, lead or trail, whichever is longest
+    silence_limit_s: float
+    coverage: float | None = None  # the transcript check's share of the text heard, when it ran
+
+
+@dataclass(frozen=True)
 class RateNote:
     """What the rate governor that made a part knew when the answer came: travels back with the result, so a
     run whose requests go out elsewhere (the celery engine's workers) can show and report the key's limit."""
@@ -305,6 +351,10 @@ class PartResult:
     rate_limited: int = 0  # 429s of the key's rate limit met on the way
     waited_s: float = 0.0  # held back by the rate governor
     rate: RateNote | None = None  # set by executors whose governors are not the run's (celery workers)
+    # What the part's audio holds (``verify.measure``): of the copy in the store, or with ``remake``, of the new
+    # try, ``kept`` saying whether it replaced the old one. None when verification is off or nothing was made.
+    measure: PartMeasure | None = None
+    kept: bool = True
 
     @property
     def ok(self) -> bool:

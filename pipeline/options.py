@@ -52,6 +52,10 @@ class BookOptions:
     loudness: str | None = None
     m4b: bool = False
     genre: str = "Audiobook"
+    # Verification (pipeline.verify): "timing" checks every part's voiced time and silences against its text
+    # (free: one decode a part); "transcribe" adds a transcript check; "off" trusts every answer.
+    verify: str = "timing"
+    verify_retries: int = 2  # fresh requests for a suspect part before it is reported unverified
 
     @property
     def voice_spec(self) -> VoiceSpec:

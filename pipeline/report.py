@@ -34,6 +34,9 @@ class ChapterStatus(StrEnum):
 
 class BookStatus(StrEnum):
     DONE = "done"
+    # Every chapter written, but verification left parts suspect after their fresh tries (named in the report):
+    # never "done". The run exits 3 (``errors.Unverified``).
+    UNVERIFIED = "unverified"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     RUNNING = "running"  # written as each chapter is finished; a report left so means the run was killed
@@ -46,6 +49,36 @@ class SegmentFailure:
     segment: int
     text: str  # the first words, so a person can find it
     error: str
+
+
+@dataclass(frozen=True)
+class SuspectPart:
+    """A part still suspect after its fresh tries (``pipeline.verify``): where it is, what it says, what was
+    wrong with the best try kept, and the figures that said so."""
+
+    chapter: int
+    chapter_title: str
+    segment: int
+    text: str  # the first words, so a person can find it
+    reasons: tuple[str, ...]
+    voiced_s: float
+    expected_s: float
+    low_s: float
+    high_s: float
+    longest_silence_s: float
+    silence_limit_s: float
+    tries: int  # requests made for it in this run, the first included
+
+
+@dataclass(frozen=True)
+class VerifyFigures:
+    """A book's verification: the mode, and the parts it checked, made again and left suspect."""
+
+    mode: str  # "timing" or "transcribe"
+    verified: int  # parts judged (made now or cached), whatever the outcome
+    remade: int  # fresh requests sent for suspect parts
+    suspect: int  # parts left suspect: unverified, named in ``suspects``
+    suspects: tuple[SuspectPart, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +128,9 @@ class ChapterOutcome:
     fingerprint: str | None
     error: str | None = None
     loudness: LoudnessFigures | None = None  # with a loudness target, for a complete chapter
+    verified: int = 0  # its parts judged by verification in this run
+    remade: int = 0  # fresh requests for its suspect parts
+    suspect: int = 0  # its parts left suspect (unverified)
 
 
 @dataclass(frozen=True)
@@ -131,6 +167,7 @@ class BookReport:
     rate: RateFigures | None = None
     rerun_helps: bool = True  # whether the same command can finish what is missing (else something must change)
     leftovers: tuple[str, ...] = ()  # while running: an earlier run's chapter files still to tidy at the end
+    verification: VerifyFigures | None = None  # None: verification off
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +176,13 @@ class BookReport:
         """One line on what was not done, or None when everything was."""
         if self.status == BookStatus.DONE:
             return None
+        if self.status == BookStatus.UNVERIFIED and self.verification is not None:
+            parts = self.verification.suspects
+            more = f" (and {len(parts) - 1} more)" if len(parts) > 1 else ""
+            return (
+                f"chapter {parts[0].chapter} ({parts[0].chapter_title}) segment {parts[0].segment} unverified: "
+                f"{', '.join(parts[0].reasons)}{more}"
+            )
         if self.error:
             return self.error
         if self.failures:
@@ -273,6 +317,15 @@ def format_plan(summary: dict[str, Any]) -> str:
         f"To send:  {summary['requests_needed']} requests, {summary['characters_to_send']:,} characters, "
         f"estimated cost ${summary['estimated_cost_usd']:.2f}",
     ]
+    if (v := summary.get("verify")) is not None:
+        if v["mode"] == "off":
+            lines.append("Verify:   off (answers are trusted as they come)")
+        else:
+            lines.append(
+                f"Verify:   {v['mode']}: each part's timing checked against its text; a suspect part is asked for "
+                f"again up to {v['retries']} times (at most {v['retries']} more requests a suspect part; "
+                "expected none)"
+            )
     return "\n".join(lines)
 
 
@@ -287,7 +340,26 @@ def format_report(report: BookReport, out_dir: Path) -> str:
         f"report: {out_dir / REPORT_NAME}"
     )
     lines += format_loudness(report.chapters)
+    lines += format_verification(report.verification)
     return "\n".join(lines)
+
+
+def format_verification(v: VerifyFigures | None) -> list[str]:
+    """The verification totals, each part left suspect (its chapter, text, what was wrong and the figures), and
+    last, when any is, how many parts are unverified."""
+    if v is None:
+        return []
+    lines = [f"verify ({v.mode}): {v.verified} parts checked, {v.remade} made again, {v.suspect} suspect"]
+    for p in v.suspects:
+        lines.append(
+            f'  suspect: chapter {p.chapter} ({p.chapter_title}) segment {p.segment} "{p.text}": '
+            f"{', '.join(p.reasons)} (voiced {p.voiced_s:.1f} s, expected {p.expected_s:.1f} s "
+            f"[{p.low_s:.1f}..{p.high_s:.1f}], longest silence {p.longest_silence_s:.1f} s, "
+            f"{p.tries} tries)"
+        )
+    if v.suspect:
+        lines.append(f"{v.suspect} part{'' if v.suspect == 1 else 's'} unverified")
+    return lines
 
 
 def _span(values: list[float], unit: str) -> str:

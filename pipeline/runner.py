@@ -26,10 +26,13 @@ from pipeline.models import (
     BackendOptions,
     ChapterAudio,
     ErrorKind,
+    PartMeasure,
     PartRequest,
     PartResult,
     PartStatus,
     RateNote,
+    Remake,
+    Verdict,
 )
 from pipeline.outputs import FinishJob, clean_partial_files
 from pipeline.planning import BookPlan, ChapterPlan
@@ -42,10 +45,13 @@ from pipeline.report import (
     LoudnessFigures,
     RateFigures,
     SegmentFailure,
+    SuspectPart,
+    VerifyFigures,
     clock,
     write_report,
 )
 from pipeline.store import Stores
+from pipeline.verify import Judge, badness, with_transcript
 
 log = logging.getLogger("audiobook")
 
@@ -64,8 +70,21 @@ class _ChapterState:
     # Parts requested into another book's store (a batch whose books keep parts apart): key -> that store.
     borrowed: dict[str, str] = field(default_factory=dict)
     failed: list[SegmentFailure] = field(default_factory=list)
+    verified: int = 0  # its parts judged by verification
+    remade: int = 0  # fresh requests for its suspect parts
+    suspect: list[SuspectPart] = field(default_factory=list)  # its parts left suspect after their tries
     outcome: ChapterOutcome | None = None
     audio: ChapterAudio | None = None
+
+
+@dataclass(eq=False)
+class _Check:
+    """One part's verification so far: the best try kept (in the store), its verdict, and the remakes sent."""
+
+    best: PartMeasure
+    verdict: Verdict
+    badness: float
+    tries: int = 0
 
 
 @dataclass(eq=False)
@@ -82,6 +101,10 @@ class _BookState:
     error: str | None = None  # set when a fatal error stopped this book
     rerun_helps: bool = True  # False once something went wrong that the same command cannot get past
     finishing: asyncio.Task[BookReport] | None = None  # set once every chapter is written
+    judge: Judge = field(default_factory=Judge)  # the book's running speech-rate estimate (verification)
+    verified: int = 0
+    remade: int = 0
+    suspects: list[SuspectPart] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     last_answer: float | None = None
 
@@ -96,7 +119,13 @@ class Run:
         progress: Progress | None = None,
         assemble: bool = True,
         limits: Callable[[BackendOptions], GovernorStats | None] = lambda _options: None,
+        transcript: Callable[[PartRequest, PartResult], float | None] | None = None,
+        coverage_threshold: float = 0.9,
     ):
+        # The transcript check's hook (``verify = "transcribe"``): the share of a part's text its transcript
+        # covers, or None when there is none; folded into the part's timing verdict (``verify.with_transcript``).
+        self.transcript = transcript
+        self.coverage_threshold = coverage_threshold
         self.plans = plans
         self.limits = limits  # what each endpoint's rate governor knows, for the reports
         self.executor = executor
@@ -116,6 +145,9 @@ class Run:
         self._notes: dict[BackendOptions, tuple[RateNote, float]] = {}
         self._answers: collections.deque[float] = collections.deque()
         self._started = time.monotonic()
+        self._checks: dict[str, _Check] = {}  # verification: parts judged so far
+        self._remakes: collections.deque[PartRequest] = collections.deque()  # fresh requests for suspect parts
+        self._remakes_sent = 0
 
     async def execute(self) -> list[BookReport]:
         """Run to completion or interruption; every book's report is written either way."""
@@ -128,6 +160,7 @@ class Run:
             state = _BookState(plan, [])
             self._books.append(state)
             store = self.stores.at(plan.store)
+            verifying = plan.options.verify != "off"
             for cp in plan.chapters:
                 cs = _ChapterState(cp, set())
                 state.chapters.append(cs)
@@ -141,7 +174,11 @@ class Run:
                     # Looked up again, not taken from the plan: in a batch the plan may be minutes old.
                     fmt = plan.options.part_format
                     hit = store.has(key, fmt)
-                    if not hit and len(locations) > 1 and key not in self._requests:
+                    # Verifying, a kept part is still sent to the executor, which reads its measure (or takes it,
+                    # where the part has none) so it is judged with the rest: a rerun trusts nothing unchecked.
+                    if hit and verifying:
+                        hit = False
+                    elif not hit and len(locations) > 1 and key not in self._requests:
                         elsewhere = self._kept_elsewhere(key, fmt, plan.store, locations)
                         if elsewhere is not None:
                             cs.borrowed[key] = elsewhere
@@ -159,7 +196,7 @@ class Run:
                     if key not in self._requests:
                         self._owner[key] = state
                         self._requests[key] = PartRequest(
-                            key, seg.voice_text, plan.options.voice_spec, plan.backend, plan.store
+                            key, seg.voice_text, plan.options.voice_spec, plan.backend, plan.store, verify=verifying
                         )
                     elif self._requests[key].store != plan.store:
                         cs.borrowed[key] = self._requests[key].store  # paid once, copied before assembly
@@ -170,6 +207,12 @@ class Run:
         assemblers = [asyncio.create_task(self._assembler()) for _ in range(self.executor.assembly_slots)]
         try:
             await self.executor.run(self._pending(), self._on_result)
+            # Remakes asked for once the last request was out: another round, until none is left to send.
+            while self._remakes and not self.aborted and not self.executor.interrupted:
+                sent = self._remakes_sent
+                await self.executor.run(self._more(), self._on_result)
+                if self._remakes_sent == sent:
+                    break  # the executor took none: it was stopped
         finally:
             for _ in assemblers:
                 self._assembly.put_nowait(None)
@@ -180,11 +223,18 @@ class Run:
 
     def _pending(self) -> Iterator[PartRequest]:
         for key, request in self._requests.items():
+            yield from self._more()
             if self.aborted or self.stores.at(request.store).failure is not None:
                 return  # a failed write stops the sending at once; its result, on its way, says why
             if all(book.error for book, _ in self._waiting.get(key, [])):
                 continue  # every book that needs it has stopped; the report names what is left undone
             yield request
+
+    def _more(self) -> Iterator[PartRequest]:
+        """The remakes waiting to be sent: they go before the next new request."""
+        while self._remakes and not self.aborted:
+            self._remakes_sent += 1
+            yield self._remakes.popleft()
 
     # -- results --------------------------------------------------------------------------------------------
 
@@ -205,12 +255,102 @@ class Run:
         elif result.status == PartStatus.STORED:
             book.synthesized += 1
             self._consecutive_failures = 0
+        check = self._checks.get(result.key)
+        if check is not None and not result.ok and not (result.error_kind and result.error_kind.stops_run):
+            # A remake that gave nothing: the kept copy stands, judged as it was.
+            log.warning("a fresh request for a suspect part failed: %s", result.error)
+            if self._verdict(book, result.key, check):
+                self._arrived(result.key)
+            return
         if result.ok:
+            if self._requests[result.key].verify and not self._verified(book, result):
+                return  # made again: it arrives with its remake's result
             self._arrived(result.key)
         elif result.error_kind is not None:
             self._refused(book, result)
         else:
             self._failed(result)
+
+    # -- verification ---------------------------------------------------------------------------------------
+
+    def _verified(self, book: _BookState, result: PartResult) -> bool:
+        """Judge a part that arrived (``verify.Judge``, the book's estimate): True when it is settled (it sounds
+        like its text, or its tries are spent), False when a fresh request for it was queued."""
+        key, found = result.key, result.measure
+        request = self._requests[key]
+        check = self._checks.get(key)
+        if check is None:
+            if found is None:  # never trusted unmeasured: the executor could not decode it
+                self._suspect(book, key, None, ("could not be measured",), 1)
+                return True
+            verdict = self._judge(book, request, result, found, learn=True)
+            check = _Check(found, verdict, badness(found, verdict.expected_s, verdict.silence_limit_s))
+            self._checks[key] = check
+        elif result.kept and found is not None:  # the remake was better than the copy kept: it replaced it
+            verdict = self._judge(book, request, result, found, learn=False)
+            check.best, check.verdict = found, verdict
+            check.badness = badness(found, verdict.expected_s, verdict.silence_limit_s)
+        return self._verdict(book, key, check)
+
+    def _judge(
+        self, book: _BookState, request: PartRequest, result: PartResult, found: PartMeasure, *, learn: bool
+    ) -> Verdict:
+        voice = f"{request.backend.name}/{request.spec.model}/{request.spec.voice}"
+        verdict = book.judge.judge(found, voice, request.spec.speed, learn=learn)
+        if self.transcript is not None and book.plan.options.verify == "transcribe":
+            verdict = with_transcript(verdict, self.transcript(request, result), self.coverage_threshold)
+        return verdict
+
+    def _verdict(self, book: _BookState, key: str, check: _Check) -> bool:
+        """Settle a judged part, or queue a fresh request for it while it has tries left."""
+        waiting = self._waiting.get(key, [])
+        if check.verdict.ok:
+            book.verified += 1
+            for _state, cs in waiting:
+                cs.verified += 1
+            return True
+        request = self._requests[key]
+        if check.tries < book.plan.options.verify_retries and not self.aborted and not self.executor.interrupted:
+            check.tries += 1
+            book.remade += 1
+            for _state, cs in waiting:
+                cs.remade += 1
+            v = check.verdict
+            log.info(
+                "part suspect (%s: voiced %.1f s, expected %.1f s): made again (%d of %d)",
+                ", ".join(v.reasons), v.voiced_s, v.expected_s, check.tries, book.plan.options.verify_retries,
+            )  # fmt: skip
+            remake = Remake(check.tries, v.expected_s, v.silence_limit_s, check.badness)
+            self._remakes.append(dataclasses.replace(request, remake=remake))
+            return False
+        self._suspect(book, key, check.verdict, check.verdict.reasons, check.tries + 1)
+        return True
+
+    def _suspect(self, book: _BookState, key: str, verdict: Verdict | None, reasons: tuple[str, ...], tries: int):
+        """A part left suspect: named in the report of every chapter that holds it; the chapter is still written."""
+        book.verified += 1
+        for _state, cs in self._waiting.get(key, []):
+            cs.verified += 1
+            part = SuspectPart(
+                chapter=cs.plan.chapter.index,
+                chapter_title=cs.plan.chapter.title,
+                segment=cs.plan.keys.index(key),
+                text=_preview(self._requests[key].text, 12),
+                reasons=reasons,
+                voiced_s=verdict.voiced_s if verdict else 0.0,
+                expected_s=verdict.expected_s if verdict else 0.0,
+                low_s=verdict.low_s if verdict else 0.0,
+                high_s=verdict.high_s if verdict else 0.0,
+                longest_silence_s=verdict.longest_silence_s if verdict else 0.0,
+                silence_limit_s=verdict.silence_limit_s if verdict else 0.0,
+                tries=tries,
+            )
+            cs.suspect.append(part)
+            _state.suspects.append(part)
+            log.warning(
+                "chapter %d segment %d unverified after %d tries: %s", part.chapter, part.segment, tries,
+                ", ".join(reasons),
+            )  # fmt: skip
 
     def rate_status(self) -> str | None:
         """The progress line's word on the rate limit from the notes results carry (the celery engine; the
@@ -336,11 +476,19 @@ class Run:
         for cs in state.chapters:
             failures.extend(cs.failed)
             if cs.outcome is not None:
-                chapters.append(cs.outcome)
+                outcome = cs.outcome
             elif cs.failed:
-                chapters.append(_outcome(cs.plan, ChapterStatus.FAILED, None, cs.failed[0].error))
+                outcome = _outcome(cs.plan, ChapterStatus.FAILED, None, cs.failed[0].error)
             else:
-                chapters.append(_outcome(cs.plan, ChapterStatus.NOT_STARTED, None))
+                outcome = _outcome(cs.plan, ChapterStatus.NOT_STARTED, None)
+            # A chapter holding a suspect part is not recorded as current (no fingerprint): the next run plans it
+            # again, judges its parts and asks afresh for the suspect ones, rather than calling the book done.
+            fingerprint = None if cs.suspect else outcome.fingerprint
+            chapters.append(
+                dataclasses.replace(
+                    outcome, verified=cs.verified, remade=cs.remade, suspect=len(cs.suspect), fingerprint=fingerprint
+                )
+            )
         return chapters, failures
 
     def _checkpoint(self, state: _BookState) -> None:
@@ -369,6 +517,8 @@ class Run:
         error = state.error or self.aborted
         interrupted = self.executor.interrupted
         status = BookStatus.DONE if complete else (BookStatus.INTERRUPTED if interrupted else BookStatus.FAILED)
+        if status == BookStatus.DONE and state.suspects:
+            status = BookStatus.UNVERIFIED  # written, but never "done" with a part that does not sound its text
         if status != BookStatus.DONE and error is None and interrupted:
             error = f"interrupted by {interrupted}"
         report = self._report(state, status, chapters, failures, error)
@@ -413,7 +563,16 @@ class Run:
             error=error,
             rate=self._rate(state),
             rerun_helps=state.rerun_helps and not (self._abort_is_final and error == self.aborted),
+            verification=self._verification(state),
         )
+
+    @staticmethod
+    def _verification(state: _BookState) -> VerifyFigures | None:
+        mode = state.plan.options.verify
+        if mode == "off":
+            return None
+        suspects = tuple(state.suspects)
+        return VerifyFigures(mode, state.verified, state.remade, len(suspects), suspects)
 
     def _rate(self, state: _BookState) -> RateFigures:
         limit: GovernorStats | RateNote | None = self.limits(state.plan.backend)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import array
 import functools
+import hashlib
 import io
 import json
 import math
@@ -229,6 +230,79 @@ def audio_for(text: str, ms_per_char: float, speed: float = 1.0, fmt: str = "mp3
     raw = _repeat(pcm, frames * 576 * 2)
     if fmt == "pcm":
         return raw
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(raw)
+    return out.getvalue()
+
+
+# --- lies: valid audio that does not say its text (issue 17's verification) ------------------------------
+# A 200 with real audio of the wrong length: cut short, holding a silence, or running on. Each is injected into
+# a seeded share of the texts, and only for their first ``tries`` requests, so a fresh request is answered
+# truly. Which texts lie depends on the text and the seed alone, never on the order requests arrive in.
+
+LIES = ("cut_short", "silence_middle", "run_on")
+SILENCE_S = 4.0  # inserted by silence_middle
+
+
+@dataclass(frozen=True)
+class Lie:
+    kind: str  # one of LIES
+    rate: float  # the share of texts it hits (0..1)
+    tries: int = 1  # requests of each such text that get it (then the truth)
+    seed: int = 0
+    only: str | None = None  # this text alone lies (whatever the rate)
+
+    def hits(self, text: str) -> bool:
+        if self.only is not None:
+            return text == self.only
+        digest = hashlib.sha256(f"{self.seed}:{self.kind}:{text}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.rate
+
+
+@functools.cache
+def _silent_frames() -> bytes:
+    """A run of digital silence as MP3 frames like the tone's (384 bytes, 24 ms, each decodable alone)."""
+    samples = 200 * 576
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(RATE), "-ac", "1",
+           "-i", "pipe:0", "-ar", str(RATE), "-ac", "1", "-c:a", "libmp3lame", "-b:a", "128k",
+           "-reservoir", "0", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3", "pipe:1"]  # fmt: skip
+    proc = subprocess.run(cmd, input=bytes(2 * samples), capture_output=True, check=False)
+    if proc.returncode != 0 or not proc.stdout or len(proc.stdout) % FRAME_BYTES:
+        raise RuntimeError(f"fake server could not encode silence: {proc.stderr.decode(errors='replace')[:300]}")
+    return proc.stdout
+
+
+def lying_audio(audio: bytes, kind: str, fmt: str) -> bytes:
+    """``audio`` (an honest answer) turned into the lie ``kind``: the first half, 4 s of silence in the middle,
+    or three times over. MP3 is cut and joined at frame boundaries (every frame decodes alone); PCM by sample."""
+    if fmt == "mp3":
+        unit, silence = FRAME_BYTES, _repeat(_silent_frames(), round(SILENCE_S * 1000 / FRAME_MS) * FRAME_BYTES)
+        body, head = audio, b""
+    elif fmt in ("pcm", "wav"):
+        unit, silence = 2, bytes(2 * round(SILENCE_S * RATE))
+        head, body = (audio[:44], audio[44:]) if fmt == "wav" else (b"", audio)
+    else:
+        raise ValueError(f"the fake server cannot lie in {fmt}")
+    count = len(body) // unit
+    if kind == "cut_short":
+        body = body[: max(MIN_FRAMES if fmt == "mp3" else 1, count // 2) * unit]
+    elif kind == "silence_middle":
+        middle = count // 2 * unit
+        body = body[:middle] + silence + body[middle:]
+    elif kind == "run_on":
+        body = body * 3
+    else:
+        raise ValueError(f"unknown lie {kind!r}")
+    if fmt == "wav":
+        return _wav(body)
+    return head + body
+
+
+def _wav(raw: bytes) -> bytes:
     out = io.BytesIO()
     with wave.open(out, "wb") as w:
         w.setnchannels(1)
@@ -460,6 +534,8 @@ class FakeSpeechServer:
         self._requests: list[Recorded] = []
         self._queue: list[Fault] = []
         self._rules: list[list[Any]] = []  # [predicate, fault, remaining times or None]
+        self._lies: list[Lie] = []
+        self._tries: dict[str, int] = {}  # speech requests answered with audio so far, by text
         self._in_flight = 0
         self._max_in_flight = 0
         self._stopping = threading.Event()
@@ -526,6 +602,30 @@ class FakeSpeechServer:
         with self._lock:
             self._rules.append([predicate, fault, times])
 
+    def lie(self, kind: str, rate: float = 1.0, *, tries: int = 1, seed: int = 0, only: str | None = None) -> None:
+        """From now on, a seeded ``rate`` of texts (or the text ``only``) get the lie ``kind`` (LIES) for their
+        first ``tries`` requests: valid audio that is cut short, holds 4 s of silence, or runs on three times.
+        Recorded with the lie's name as the request's fault."""
+        if kind not in LIES:
+            raise ValueError(f"unknown lie {kind!r} (known: {', '.join(LIES)})")
+        with self._lock:
+            self._lies.append(Lie(kind, rate, tries, seed, only))
+
+    def lies_told(self) -> dict[str, int]:
+        """How many answers told each lie so far."""
+        counts = dict.fromkeys(LIES, 0)
+        for r in self.requests:
+            if r.fault in counts:
+                counts[r.fault] += 1
+        return counts
+
+    def _lie_for(self, text: str) -> str | None:
+        """The lie this answer for ``text`` tells, if any; counts the text's tries."""
+        with self._lock:
+            tried = self._tries.get(text, 0)
+            self._tries[text] = tried + 1
+            return next((lie.kind for lie in self._lies if tried < lie.tries and lie.hits(text)), None)
+
     def served_inputs(self) -> list[str]:
         """Inputs of the requests answered 200 with audio, without a fault (a slow answer arrives after the
         client gave up), in arrival order."""
@@ -542,6 +642,8 @@ class FakeSpeechServer:
             self._requests.clear()
             self._queue.clear()
             self._rules.clear()
+            self._lies.clear()
+            self._tries.clear()
             self._max_in_flight = self._in_flight
 
     # handler side
@@ -640,6 +742,8 @@ class FakeSpeechServer:
         audio = audio_for(body["input"], self.ms_per_char, float(body.get("speed", 1.0)), fmt)
         content_type = {"mp3": "audio/mpeg", "wav": "audio/wav", "pcm": "audio/pcm"}[fmt]
         delay = fault.seconds if fault is not None else 0.0
+        if fault is None and self._lies and (lie := self._lie_for(body["input"])) is not None:
+            return _Answer(200, lying_audio(audio, lie, fmt), content_type), lie
         return _Answer(200, audio, content_type, delay=delay), fault.kind if fault else None
 
     @staticmethod
@@ -737,6 +841,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=float, help="requests the bucket holds (default: 1 s worth, at least 5)")
     parser.add_argument("--tpm", type=float, help="the key's tokens per minute, at 4 characters a token")
     parser.add_argument("--no-rate-headers", action="store_true", help="do not advertise the limit in headers")
+    parser.add_argument(
+        "--lie", action="append", default=[], metavar="KIND:RATE[:TRIES]", help=f"tell a lie ({', '.join(LIES)})"
+    )
     args = parser.parse_args(argv)
     import signal
 
@@ -745,6 +852,9 @@ def main(argv: list[str] | None = None) -> int:
         args.api_key, latency=args.latency, ms_per_char=args.ms_per_char, host=args.host, port=args.port,
         rpm=args.rpm, burst=args.burst, tpm=args.tpm, rate_headers=not args.no_rate_headers,
     ).start()  # fmt: skip
+    for spec in args.lie:
+        kind, rate, *tries = spec.split(":")
+        server.lie(kind, float(rate), tries=int(tries[0]) if tries else 1)
     print(server.url, flush=True)
     try:
         while True:

@@ -386,3 +386,34 @@ def test_workers_without_the_key_leave_the_work_to_one_that_has_it_and_fail_it_n
     summary = json.loads((tmp_path / "out" / "batch-summary.json").read_text())
     assert [b["status"] for b in summary["books"]] == ["done"] * 4
     assert {r.status for r in server.requests} == {200}
+
+
+def test_a_worker_makes_a_suspect_part_afresh_rather_than_answer_it_from_its_cache(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Verification's fresh request travels in the task (``PartRequest.remake``): the worker sends it to the
+    voice even though the part is in the store, and keeps the better answer."""
+    library(tmp_path, count=1, chapters=1, paragraphs=2, sentences=3)
+    with FakeSpeechServer(api_key=KEY, ms_per_char=60.0) as human:  # a human speech rate
+        human.lie("cut_short", 1.0)  # every text's first answer stops halfway
+        workers = Workers(tmp_path, redis_server.url, human.url)
+        try:
+            workers.start()
+            proc = run_cli(
+                "batch", str(job_file(tmp_path, "out")), "--engine", "celery",
+                "--broker", redis_server.url, cwd=tmp_path,
+                env={**driver_env(tmp_path, "driver", human.url), "AUDIOBOOK_VERIFY": "timing",
+                     "AUDIOBOOK_ANNOUNCE_TITLES": "false"},
+            )  # fmt: skip
+        finally:
+            workers.stop()
+        assert proc.returncode == 0, proc.stderr + "".join(p.read_text() for p in tmp_path.glob("worker*.log"))
+        asked = collections.Counter(r.input for r in human.requests)
+        assert set(asked.values()) == {2}  # each: the lie, then afresh
+        assert human.lies_told()["cut_short"] == len(asked)
+    (report_path,) = (tmp_path / "out").rglob("report.json")
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "done"
+    assert report["verification"]["remade"] == len(asked) and report["verification"]["suspect"] == 0
+    summary = json.loads((tmp_path / "out" / "batch-summary.json").read_text())
+    assert summary["totals"]["remade"] == len(asked) and summary["totals"]["unverified"] == 0

@@ -45,7 +45,8 @@ class AudioSynth:
 
 def settings(tmp_path: Path) -> Settings:
     # A segment per paragraph, so each test line is one request (packing has its own tests).
-    overrides = {"cache_dir": tmp_path / "cache", "announce_titles": False, "pack": False}
+    # Verification off: this fake voice speaks at no human rate (test_verify.py has its own tests).
+    overrides = {"cache_dir": tmp_path / "cache", "announce_titles": False, "pack": False, "verify": "off"}
     return load_settings(env={}, overrides=overrides)
 
 

@@ -23,10 +23,18 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
-from pipeline import media
-from pipeline.errors import AuthError, BadRequestError, FatalAPIError, KeyResting, QuotaError, SynthesisError
+from pipeline import media, verify
+from pipeline.errors import (
+    AudioError,
+    AuthError,
+    BadRequestError,
+    FatalAPIError,
+    KeyResting,
+    QuotaError,
+    SynthesisError,
+)
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
-from pipeline.models import ErrorKind, PartRequest, PartResult, PartStatus
+from pipeline.models import ErrorKind, PartMeasure, PartRequest, PartResult, PartStatus
 from pipeline.outputs import FinishJob
 from pipeline.store import PartStore
 from pipeline.tts.base import Synthesizer
@@ -175,10 +183,41 @@ async def make_part(synth: Synthesizer, request: PartRequest) -> Made | PartResu
 def keep_part(store: PartStore, request: PartRequest, made: Made, where: str = "") -> PartResult:
     """Put a made part in ``store`` (a blocking write: call it from a thread). It counts as stored only once it
     is there; a store that cannot keep it (a full or read-only disk) is a run-stopping result, since every
-    further answer would be lost too. ``where`` names the machine in the message, when it is not this one."""
+    further answer would be lost too. ``where`` names the machine in the message, when it is not this one.
+
+    With ``request.verify`` the part is measured here, where it arrives, and its measure kept beside it; the
+    runner judges it. A remake replaces the kept copy only if it is better (``verify.badness``)."""
+    found = _measure(request, made.audio) if request.verify else None
+    kept = True
+    if request.remake is not None and found is not None:
+        remake = request.remake
+        kept = verify.badness(found, remake.expected_voiced_s, remake.silence_limit_s) < remake.best_badness
     try:
-        store.put(request.key, made.audio, request.fmt)
+        if kept:
+            store.put(request.key, made.audio, request.fmt)
+            if found is not None:
+                verify.save(store, request.key, request.fmt, found)
     except OSError as exc:
         error = f"cannot store audio in the cache {store.location}{where}: {exc.strerror or exc}"
         return dataclasses.replace(made.result, status=PartStatus.FAILED, error=error, error_kind=ErrorKind.STORE)
-    return made.result
+    return dataclasses.replace(made.result, measure=found, kept=kept)
+
+
+def _measure(request: PartRequest, audio: bytes) -> PartMeasure | None:
+    try:
+        return verify.measure(audio, request.fmt, request.text)
+    except (AudioError, ValueError) as exc:  # kept unmeasured: the runner names it unverified
+        log.warning("cannot measure a part for verification: %s", exc)
+        return None
+
+
+def cached_part(store: PartStore, request: PartRequest) -> PartResult:
+    """The result of a request whose part the store already holds (a blocking read: call it from a thread when
+    the store is remote): with ``request.verify``, with its kept measure, measured now if it has none."""
+    found = None
+    if request.verify:
+        try:
+            found = verify.measured(store, request.key, request.fmt, request.text)
+        except (AudioError, ValueError) as exc:
+            log.warning("cannot measure a cached part for verification: %s", exc)
+    return PartResult(request.key, PartStatus.CACHED, measure=found)

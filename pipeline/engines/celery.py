@@ -59,7 +59,7 @@ from celery.signals import task_postrun, task_received, worker_ready
 
 from pipeline import jobs
 from pipeline.config import RunOptions, limits_file, load_settings
-from pipeline.engines import Interruptible, Made, keep_part, make_part
+from pipeline.engines import Interruptible, Made, cached_part, keep_part, make_part
 from pipeline.errors import UsageError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.models import BackendOptions, ErrorKind, PartRequest, PartResult, PartStatus, RateNote
@@ -269,13 +269,15 @@ class _Worker:
             return None
         store = self.stores.at(request.store)
         where = hashlib.sha256(store.location.encode()).hexdigest()[:16]
+        # A remake is made afresh (the copy in the store is the one found suspect), never answered from it.
+        fresh = request.remake is not None
         while True:
-            if store.has(request.key, request.fmt):
-                return PartResult(request.key, PartStatus.CACHED)
+            if not fresh and store.has(request.key, request.fmt):
+                return cached_part(store, request)
             with self.lease(f"part:{where}:{request.key}") as mine:
                 if mine:
-                    if store.has(request.key, request.fmt):  # it landed between the look and the lease
-                        return PartResult(request.key, PartStatus.CACHED)
+                    if not fresh and store.has(request.key, request.fmt):  # it landed between look and lease
+                        return cached_part(store, request)
                     return self._request(request, store)
             time.sleep(POLL_S)  # another worker is making it: wait for it to land, or for its lease to lapse
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Self
 
 from pipeline import jobs
-from pipeline.engines import Interruptible, Made, keep_part, make_part
+from pipeline.engines import Interruptible, Made, cached_part, keep_part, make_part
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.limits import GovernorStopped
 from pipeline.models import BackendOptions, PartRequest, PartResult, PartStatus
@@ -81,13 +81,17 @@ class LocalExecutor(Interruptible):
             store = self.stores.at(request.store)
             # A bucket is asked from a thread: a round trip must not hold up the answers of the others in flight.
             # A folder is a stat, cheaper than the thread.
-            found = (
+            # A remake is made afresh: the copy in the store is the one found suspect.
+            found = request.remake is None and (
                 await asyncio.to_thread(store.has, request.key, request.fmt)
                 if store.remote
                 else store.has(request.key, request.fmt)
             )
             if found:  # another book or process made it
-                on_result(PartResult(request.key, PartStatus.CACHED))
+                if request.verify:  # its measure is read (or taken) off the event loop
+                    on_result(await asyncio.to_thread(cached_part, store, request))
+                else:
+                    on_result(PartResult(request.key, PartStatus.CACHED))
                 continue
             if self._stopping.is_set():
                 return  # stopped while looking: nothing new is sent after a stop
