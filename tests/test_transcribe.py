@@ -22,6 +22,7 @@ from pipeline.tts.openai_http import OpenAISpeech
 from pipeline.tts.transcribe import (
     CACHE_FORMAT,
     Transcriber,
+    expected_minutes,
     governor_key,
     transcript_key,
     transcription_cost,
@@ -89,9 +90,12 @@ def test_the_multipart_fields_are_sent_as_the_sdk_sends_them(server: FakeSpeechS
 
 def test_the_model_is_configurable_and_no_language_is_not_sent(server: FakeSpeechServer) -> None:
     speech, transcriber, _ = clients(server, model="whisper-1")
-    audio = run(speech, speech.synthesize(TEXT, SPEC)).audio
-    speech, transcriber, _ = clients(server, model="whisper-1")
-    run(speech, transcriber.transcribe(audio, language=None))
+
+    async def both() -> str:
+        audio = (await speech.synthesize(TEXT, SPEC)).audio
+        return await transcriber.transcribe(audio, language=None)
+
+    assert run(speech, both()) == server.transcripts.transcript(TEXT)
     (request,) = transcriptions(server)
     assert request.body["model"] == "whisper-1" and "language" not in request.body
 
@@ -216,6 +220,12 @@ def test_cost_is_by_the_minute_at_the_listed_or_configured_price() -> None:
     assert transcription_cost(BackendOptions(transcribe_model="whisper-1"), 10) == pytest.approx(0.06)
     assert transcription_cost(BackendOptions(transcribe_price_per_minute=0.01), 30) == pytest.approx(0.3)
     assert transcription_cost(BackendOptions(transcribe_model="someone-elses"), 1) == pytest.approx(0.006)
+    # The plan's estimate for a book: Alice's ~144,000 characters are about 160 minutes, 48 cents at $0.003.
+    minutes = expected_minutes(144_000)
+    assert minutes == pytest.approx(160) and transcription_cost(BackendOptions(), minutes) == pytest.approx(0.48)
+    assert expected_minutes(3_000, cjk=True) == pytest.approx(10) and expected_minutes(900, speed=1.5) == pytest.approx(
+        2 / 3
+    )
 
 
 def test_the_transcription_governor_has_its_own_limit_and_name() -> None:
