@@ -24,6 +24,7 @@ from pipeline.tts.transcribe import (
     Transcriber,
     expected_minutes,
     governor_key,
+    iso639_1,
     transcript_key,
     transcription_cost,
     transcription_governor,
@@ -98,6 +99,18 @@ def test_the_model_is_configurable_and_no_language_is_not_sent(server: FakeSpeec
     assert run(speech, both()) == server.transcripts.transcript(TEXT)
     (request,) = transcriptions(server)
     assert request.body["model"] == "whisper-1" and "language" not in request.body
+
+
+def test_a_language_tag_is_sent_as_its_iso_639_1_code(server: FakeSpeechServer) -> None:
+    speech, transcriber, _ = clients(server)
+
+    async def both() -> str:
+        audio = (await speech.synthesize(TEXT, SPEC)).audio
+        return await transcriber.transcribe(audio, language="en-GB")
+
+    assert run(speech, both()) == server.transcripts.transcript(TEXT)
+    assert transcriptions(server)[0].body["language"] == "en"
+    assert [iso639_1(x) for x in ("zh_Hans", "EN", "", None)] == ["zh", "en", None, None]
 
 
 def test_the_transcript_is_the_truth_with_noise_and_reproducible(server: FakeSpeechServer) -> None:

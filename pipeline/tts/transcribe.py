@@ -57,6 +57,12 @@ def expected_minutes(characters: int, *, cjk: bool = False, speed: float | None 
     return characters / CHARS_PER_MINUTE["cjk" if cjk else "latin"] / (speed or 1.0)
 
 
+def iso639_1(language: str | None) -> str | None:
+    """The language as the transcription API takes it: ``en-GB`` and ``EN`` are ``en``; None or empty: None."""
+    code = (language or "").replace("_", "-").split("-")[0].strip().lower()
+    return code or None
+
+
 def transcript_key(part_key: str, model: str, language: str | None) -> str:
     """The store key of a part's transcript: the part (its key names its audio) heard by ``model`` in
     ``language``."""
@@ -103,6 +109,7 @@ class Transcriber:
 
     def cached(self, part_key: str, *, language: str | None) -> str | None:
         """The stored transcript of the part, or None."""
+        language = iso639_1(language)
         if self.store is None:
             return None
         data = self.store.get(transcript_key(part_key, self.model, language), CACHE_FORMAT)
@@ -116,7 +123,9 @@ class Transcriber:
 
     async def transcribe(self, audio: bytes, *, language: str | None, part_key: str | None = None) -> str:
         """What ``audio`` (an MP3 part) says. With ``part_key`` and a store, a transcript kept earlier is
-        returned without a request, and a new one is kept."""
+        returned without a request, and a new one is kept. ``language`` may be a tag (``en-GB``, ``zh_Hans``):
+        the API takes ISO 639-1, its first part."""
+        language = iso639_1(language)
         if part_key is not None:
             kept = self.cached(part_key, language=language)
             if kept is not None:
