@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/run.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from pipeline import app, audio, mp3  # noqa: E402
+from pipeline import app, assembly, mp3  # noqa: E402
 from pipeline.chunker import chunk_book  # noqa: E402
 from pipeline.config import RunOptions, Settings, load_settings  # noqa: E402
 from pipeline.models import Book, Chapter, Pause, Segment, VoiceSpec  # noqa: E402
@@ -573,7 +573,7 @@ ASSEMBLY_MODES = {
     "lossless": {},  # the default where the parts allow it
     "decoded": {"bitrate": "96k"},  # another bitrate than the parts': every part decoded, the chapter encoded once
     # Every part decoded and measured, trimmed and brought to -18 LUFS; the encoder limits (2x oversampled) and
-    # encodes at LAME quality 7 (audio.LEVELLED_MP3_QUALITY).
+    # encodes at LAME quality 7 (assembly.LEVELLED_MP3_QUALITY).
     "loudness": {"loudness": "ebu"},
 }
 # What the parts say: the fake server's quiet tone, or speech from the offline voice (eSpeak NG) with every third
@@ -596,7 +596,7 @@ def assembly_child(parts_dir: Path, count: int, out_dir: Path, mode: str) -> Non
     start_kb = _status_kb("self", "VmRSS")
     with TreeMemory().watching() as tree:
         t0, cpu0 = time.perf_counter(), os.times()
-        result = audio.assemble_chapter(book, chapter, segments, parts, out_dir, settings, total_chapters=1)
+        result = assembly.assemble_chapter(book, chapter, segments, parts, out_dir, settings, total_chapters=1)
         seconds, cpu1 = time.perf_counter() - t0, os.times()
     levels = result.loudness
     if (levels is not None) != bool(settings.loudness):
@@ -638,7 +638,7 @@ def _distinct_parts(source: str) -> list[bytes]:
 
     if source == "tone":
         return [audio_for(_text("asm", 0, 500), MS_PER_CHAR)]
-    from pipeline.loudness import apply_gain
+    from pipeline.assembly.loudness import apply_gain
     from pipeline.media import encode_pcm
     from pipeline.tts.espeak import engine
 
@@ -831,6 +831,12 @@ def _engine_run(cfg: Config, engine: str, latency: float) -> dict[str, Any]:
         # One segment a paragraph: `count` requests, whole rounds of 16.
         settings = _settings(srv.url, tmp / "cache", concurrency, pack=False)
         stores = Stores()
+        # Workers live long: their first requests load TLS, open connections and start Celery's pipes once in a
+        # worker's life, not once a run. A round first, unmeasured, on both engines: what is measured is the
+        # engine's cost per request, not the cold start of processes made for this measurement.
+        texts = tuple(_text(f"{tag}-warm", i) for i in range(concurrency))
+        warm = app.plan(Book("Warm", (Chapter(1, "Warm", texts),), language="en"), settings, tmp / "warm", stores)
+        _run_pool([warm], stores, concurrency, assemble=False, run=run)
         plan = app.plan(book, settings, tmp / "out", stores)
         cpu0 = cluster.cpu_seconds() if cluster else 0.0
         timer, (report,) = _run_pool([plan], stores, concurrency, assemble=False, run=run)
@@ -859,6 +865,63 @@ def measure_engine_overhead(cfg: Config) -> list[dict[str, Any]]:
     return rows
 
 
+def measure_worker_recovery(cfg: Config) -> dict[str, Any]:
+    """A worker killed (SIGKILL) mid-batch, with Redis' redelivery left at its default (300 s): two workers of 4
+    threads, 8 in flight, requests of 0.5 s; the kill comes once a quarter of the parts are stored. How long
+    until the driver sends the dead worker's tasks to the other (it sees its heartbeat lapse), until the batch
+    is done, and what the survivor alone needed for what was left."""
+    import logging
+
+    latency, count, threads = 0.5, 48 if cfg.quick else 96, 4
+    tag = uuid.uuid4().hex[:8]
+    book = Book("Bench", (Chapter(1, "Bench", tuple(_text(tag, i) for i in range(count))),), language="en")
+    resent: list[float] = []
+
+    class Resent(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if " is gone: " in record.getMessage():
+                resent.append(time.perf_counter())
+
+    handler = Resent()
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(fake_server(latency))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-recovery-")))
+        cluster = stack.enter_context(_Cluster(tmp, workers=2, threads=threads))
+        run = RunOptions(2 * threads, engine="celery", broker=cluster.redis.url)  # redelivery_s: the default
+        settings = _settings(srv.url, tmp / "cache", 2 * threads, pack=False)
+        stores = Stores()
+        plan = app.plan(book, settings, tmp / "out", stores)
+        timer, outcome = PhaseTimer(), []
+        logging.getLogger("audiobook").addHandler(handler)
+        stack.callback(logging.getLogger("audiobook").removeHandler, handler)
+        # In a thread, so this one can kill the worker (the run's signal handlers are then not installed).
+        driver = threading.Thread(
+            target=lambda: outcome.append(app.convert([plan], run, stores=stores, progress=timer, assemble=False))
+        )
+        driver.start()
+        deadline = time.monotonic() + 120
+        while timer.answers < count // 4 and driver.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        left = count - timer.answers
+        killed = time.perf_counter()
+        os.kill(cluster.procs[0].pid, signal.SIGKILL)
+        driver.join(timeout=600)
+    report = outcome[0].reports[0] if outcome else None
+    if driver.is_alive() or report is None or report.synthesized + report.cache_hits < count:
+        raise RuntimeError("the batch did not finish after a worker was killed")
+    return {
+        "requests": count,
+        "latency_s": latency,
+        "redelivery_s": run.redelivery_s,
+        "left_at_kill": left,
+        "resent_after_s": round(resent[0] - killed, 2) if resent else None,
+        "done_after_s": round((timer.last or killed) - killed, 2),
+        "survivor_ideal_s": round(left * latency / threads, 2),
+        "sent": srv.stats.get("requests"),
+        "asked_twice": (srv.stats["requests"] - report.synthesized) if "requests" in srv.stats else None,
+    }
+
+
 def _offline_library(books: int, chapters: int, paragraphs: int) -> list[Book]:
     out = []
     for b in range(books):
@@ -884,7 +947,7 @@ def measure_offline_batch(cfg: Config) -> list[dict[str, Any]]:
             if workers:
                 cluster = stack.enter_context(_Cluster(tmp, workers=workers, threads=2))
                 run = RunOptions(2 * workers, engine="celery", broker=cluster.redis.url)
-            settings = load_settings(env={}, overrides={"backend": "local", "cache_dir": tmp / "cache", "m4b": True})
+            settings = load_settings(env={}, overrides={"backend": "espeak", "cache_dir": tmp / "cache", "m4b": True})
             stores = Stores()
             plans = [app.plan(b, settings, tmp / f"book{i}", stores) for i, b in enumerate(books)]
             t0 = time.perf_counter()
@@ -1127,6 +1190,15 @@ def _distributed_lines(d: dict[str, Any], cfg: Config) -> list[str]:
             f"{o['ratio']:.3f} of local (median of {', '.join(f'{r:.3f}' for r in o['ratios'])}); "
             f"workers' CPU {o['celery']['workers_cpu_ms_per_request']:.1f} ms/request"
         )
+    r = d.get("recovery")
+    if r:
+        resent = "never" if r["resent_after_s"] is None else f"{r['resent_after_s']:.1f} s after the kill"
+        lines.append(
+            f"   a worker killed mid-batch (SIGKILL, redelivery_s {r['redelivery_s']:g}), {r['requests']} requests of "
+            f"{r['latency_s']:g} s: its tasks sent to the other {resent}; batch done {r['done_after_s']:.1f} s after "
+            f"the kill (the survivor alone needed {r['survivor_ideal_s']:.1f} s for what was left); "
+            f"{r['asked_twice']} requests asked twice"
+        )
     lines.append("   offline voice + M4B batch:  engine  workers  books  requests  audio s  wall s  x realtime")
     for r in d["offline"]:
         lines.append(
@@ -1198,6 +1270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["distributed"] = {
                 "overhead": _step("celery engine against local", measure_engine_overhead, cfg),
                 "offline": _step("offline voice + M4B batch on 1 and 2 workers", measure_offline_batch, cfg),
+                "recovery": _step("a celery worker killed mid-batch", measure_worker_recovery, cfg),
             }
     if "memory" in only:
         results["memory"] = _step("peak memory of a run", measure_memory, cfg)

@@ -25,6 +25,7 @@ from pipeline.batch import OUTPUT_LOCK, BatchStatus, BookJob, BookSummary, JobFi
 from pipeline.config import BookOptions, RunOptions, Settings, limits_file, load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
+from pipeline.media import require_ffmpeg
 from pipeline.models import Book
 from pipeline.outputs import prepare_output
 from pipeline.planning import BookPlan, plan_book
@@ -76,6 +77,9 @@ def convert(
         prepare_output(p.out_dir)
     if run.engine == "celery":
         return _convert_on_workers(plans, run, stores, progress, assemble)
+    if assemble:  # an ffmpeg named in $AUDIOBOOK_FFMPEG that lacks what these books need fails before a request
+        uses = {"mp3"} | {"loudness" for p in plans if p.options.loudness} | {"m4b" for p in plans if p.options.m4b}
+        require_ffmpeg(*sorted(uses))
 
     synths = Synthesizers(run.concurrency, env, memory=limits_file(p.store for p in plans))
     for p in plans:

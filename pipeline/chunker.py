@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import UsageError
 from pipeline.models import Book, Chapter, Pause, Segment
-from pipeline.text import CJK_CHAR
+from pipeline.textfacts import CJK_CHAR
 
 # A run of sentence-final marks, then any closing quotes or brackets that belong to the same sentence.
 _CLOSERS = "\"'”’»)]}」』》）〕】〉"

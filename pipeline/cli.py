@@ -29,8 +29,8 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="TOML settings file (see configs/)")
     g.add_argument(
         "--backend",
-        choices=registry.names(),
-        help="openai: any OpenAI-compatible API; local: offline voice",
+        choices=registry.names() + tuple(registry.ALIASES),
+        help="openai: any OpenAI-compatible API; espeak: offline voice (local: its old name)",
     )
     g.add_argument("--base-url", help="API base URL, e.g. https://api.openai.com/v1 (env: OPENAI_BASE_URL)")
     g.add_argument("--model", help="speech model (default gpt-4o-mini-tts)")
@@ -115,7 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the voice names a backend accepts (--voice): the offline voice's by default.",
         parents=[common],
     )
-    p.add_argument("--backend", choices=registry.names(), default="local", help="whose voices (default: local)")
+    p.add_argument(
+        "--backend",
+        choices=registry.names() + tuple(registry.ALIASES),
+        default="espeak",
+        help="whose voices (default: espeak, the offline voice)",
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(

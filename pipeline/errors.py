@@ -13,6 +13,7 @@ one line and exits with its ``exit_code``. Anything else is a bug and gets a tra
     │       ├── KeyResting                  429 asking to wait over 2 minutes, or only 429s for long: the run stops
     │       └── BadRequestError             400/404/422, an unknown voice: this book's settings are wrong, it stops
     ├── AudioError                 exit 1   decoding, joining, encoding or tagging failed
+    │   └── ToolError                       a local tool (ffmpeg) failed or lacks what we use: the parts stay cached
     ├── RunFailed                  exit 1   the run ended with segments or books not done (named in the message)
     ├── LockHeld                   exit 75  another run of the job or its output folder holds the lock
     └── Interrupted                exit 130 Ctrl-C or SIGTERM; finished work is kept
@@ -93,6 +94,11 @@ class BadRequestError(FatalAPIError):
 
 class AudioError(AudiobookError):
     """Audio could not be decoded, joined, encoded or tagged."""
+
+
+class ToolError(AudioError):
+    """A local tool failed on audio our own checks accept, or lacks a capability we use: the machine's fault,
+    never the paid part's, so the part is kept and the run fails naming the tool."""
 
 
 class RunFailed(AudiobookError):

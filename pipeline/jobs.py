@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import audio
-from pipeline.config import BookOptions
-from pipeline.errors import AudioError
+from pipeline import assembly
+from pipeline.errors import AudioError, ToolError
 from pipeline.models import Book, Chapter, ChapterAudio, Segment
+from pipeline.options import BookOptions
 from pipeline.outputs import Finished, FinishJob, finish_book
 from pipeline.store import Stores
 
@@ -58,7 +58,7 @@ def assemble(job: ChapterJob, stores: Stores) -> ChapterDone:
     fmt = job.options.part_format
     chapter = job.chapter
     try:
-        written = audio.assemble_chapter(
+        written = assembly.assemble_chapter(
             job.book,
             chapter,
             job.segments,
@@ -71,11 +71,12 @@ def assemble(job: ChapterJob, stores: Stores) -> ChapterDone:
         return ChapterDone(None, f"cannot write chapter {chapter.index}: {exc.strerror or exc}", rerun_helps=False)
     except AudioError as exc:
         note = ""
-        if isinstance(exc, audio.PartDecodeError):
+        if isinstance(exc, assembly.PartDecodeError):
             # A damaged part must not be a hit forever: drop it so the next run asks again.
             store.evict(job.keys[exc.segment], fmt)
             note = "; the damaged part was dropped from the cache, run again to fetch it"
-        return ChapterDone(None, f"{exc}{note}")
+        # A local tool's failure meets the same command again: something on this machine must change first.
+        return ChapterDone(None, f"{exc}{note}", rerun_helps=not isinstance(exc, ToolError))
     return ChapterDone(written)
 
 

@@ -169,7 +169,7 @@ def _parse_line(line: str, number: int, source: str) -> Rule:
     if not find:
         raise _fail(source, number, "nothing to replace on the left", line)
     if not regex:
-        # The book's text is NFC (see pipeline.text): a rule typed in decomposed form must still match it.
+        # The book's text is NFC (see pipeline.textfacts): a rule typed in decomposed form must still match it.
         return Rule(number, unicodedata.normalize("NFC", find), unicodedata.normalize("NFC", replace))
     return Rule(number, find, replace, _compile(find, replace, number, source, line))
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class SpeechResult:
 
 @dataclass(frozen=True)
 class ChapterLoudness:
-    """A chapter's loudness after levelling (``loudness.chapter_loudness``), as its file will measure, for the report.
+    """A chapter's loudness after levelling (``assembly.loudness.chapter_loudness``), as its file will measure,
+    for the report.
 
     Levels are the parts' after gain plus the encoder's gain. ``integrated_lufs`` is the parts' loudness
     energy-weighted over their durations (silence is below the absolute gate, so pauses do not count; the
@@ -122,6 +124,81 @@ class ChapterLoudness:
     estimated: int  # parts too short for a gated measurement
     silent: int
     trimmed_ms: int  # leading and trailing silence removed, all parts together
+
+
+@dataclass(frozen=True)
+class LoudnessTarget:
+    """What every part of a book is brought to.
+
+    ``measure`` says what ``level_db`` means: ``"lufs"`` is EBU R128 integrated loudness (K-weighted, gated),
+    ``"rms"`` the plain RMS in dBFS. ``ceiling_db`` is the highest peak the decoded chapter MP3 may have; the
+    limiter (or without one, the gain) keeps the PCM's peaks at ``ceiling_db - codec_margin_db``, as MP3
+    encoding lifts the peaks of speech-like sound by up to ~0.4 dB, its -0.45 dB included (measured: 128 kbps,
+    24 kHz). ``true_peak``: the ceiling counts peaks between samples (dBTP), as EBU R128 does, else samples, as
+    ACX does. ``max_limiting_db`` is the most the encoder's limiter may take off a part's peaks (0: no
+    limiter). ``low_db``..``high_db`` is the range a chapter must land in to comply. ``max_boost_db`` keeps a
+    part that is nearly all noise from being blown up.
+    """
+
+    name: str
+    measure: Literal["lufs", "rms"]
+    level_db: float
+    ceiling_db: float
+    low_db: float
+    high_db: float
+    true_peak: bool
+    max_limiting_db: float = 6.0
+    codec_margin_db: float = 0.5
+    max_boost_db: float = 24.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_limiting_db <= 24:  # alimiter's input gain goes to 64x (36 dB)
+            raise ValueError(f"max_limiting_db must be within 0..24 dB, not {self.max_limiting_db}")
+        if not -24 <= self.peak_limit_db <= 0:  # alimiter's limit is 1/16..1
+            raise ValueError(f"the peak limit must be within -24..0 dBFS, not {self.peak_limit_db}")
+
+    def accepts(self, chapter: ChapterLoudness) -> bool:
+        """Whether a chapter is within this target's range and under its ceiling, as its measure counts."""
+        level = chapter.integrated_lufs if self.measure == "lufs" else chapter.rms_db
+        peak = chapter.true_peak_db if self.true_peak and chapter.true_peak_db is not None else chapter.peak_db
+        return level is not None and self.low_db <= level <= self.high_db and peak <= self.ceiling_db
+
+    @property
+    def peak_limit_db(self) -> float:
+        """The highest peak a part's PCM may keep once the limiter has done its work."""
+        return self.ceiling_db - self.codec_margin_db
+
+    @property
+    def measures_true_peak(self) -> bool:
+        """Whether parts need their true peak measured (``decode_and_measure(true_peak=...)``): only when the gain
+        alone keeps a true-peak ceiling. With a limiter, the limiter holds the ceiling (oversampled), and the
+        measurement, a third of the decode lane's CPU, would only shift its allowance by a few tenths of a dB."""
+        return self.true_peak and not self.max_limiting_db
+
+    @property
+    def headroom_db(self) -> float:
+        """How far below its level the PCM travels to the encoder, so peaks the limiter takes back never clip."""
+        return self.max_limiting_db
+
+    def encoder_filter(self, rate: int) -> str | None:
+        """The ``-af`` filter for the chapter's encoder at ``rate``: the limiter, whose input gain restores the
+        headroom in floating point. For a true-peak target it works at twice the rate, or the peaks between
+        samples it leaves would pass the ceiling by up to 4 dB (measured on clicks; 4x gains 0.4 dB for three
+        times the CPU). Sample-exact: same count, same alignment (``latency`` compensates its lookahead);
+        where it does not limit, the samples are the input's times the gain (rounded, or resampled there and
+        back). ~0.5 s of CPU per 30 minutes at 24 kHz, ~1.3 s oversampled. None without a limiter."""
+        if not self.max_limiting_db:
+            return None
+        limiter = (f"alimiter=level_in={10 ** (self.headroom_db / 20):.6f}:limit={10 ** (self.peak_limit_db / 20):.6f}"
+                   ":attack=5:release=50:level=false:latency=true")  # fmt: skip
+        return f"aresample={2 * rate},{limiter},aresample={rate}" if self.true_peak else limiter
+
+
+# -18 LUFS suits speech on headphones and phones (EBU R128's -23 is for broadcast with its wide dynamics).
+EBU = LoudnessTarget("ebu", "lufs", level_db=-18.0, ceiling_db=-1.0, low_db=-19.0, high_db=-17.0, true_peak=True)
+# ACX (Audible): RMS -23..-18 dB measured unweighted over the whole file, peaks at or below -3 dBFS.
+ACX = LoudnessTarget("acx", "rms", level_db=-20.0, ceiling_db=-3.0, low_db=-23.0, high_db=-18.0, true_peak=False)
+TARGETS: dict[str, LoudnessTarget] = {t.name: t for t in (EBU, ACX)}
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ The joined file starts with its own Info (CBR) or Xing (VBR) frame, without a LA
 count every frame, so the file plays for exactly ``frames * samples_per_frame`` samples, the sum the
 writer reports.
 
-``decode_part_pcm`` decodes any valid part, however short, for the decode path: ffmpeg's MP3 demuxer wants
-two consecutive frames before it opens a stream (with or without ``-f mp3``), so the part's frames go in
-with two silent frames after them, which are cut off again.
+``decoder_input`` makes any valid part, however short, ready for the one decoder (``assembly.decode``):
+ffmpeg's MP3 demuxer wants two consecutive frames before it opens a stream (with or without ``-f mp3``), so
+the part's frames go in with two silent frames after them, which are cut off again. Nothing here runs ffmpeg:
+this module reads and writes frames only, so it is our own judge of whether a part is audio.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import struct
-import subprocess
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import AudioError
-from pipeline.media import ffmpeg_exe
 
 __all__ = [
     "FormatMismatch",
@@ -56,7 +55,8 @@ __all__ = [
     "Silence",
     "StreamFormat",
     "check_part",
-    "decode_part_pcm",
+    "DecoderInput",
+    "decoder_input",
     "frames_for_ms",
     "join",
     "parse_frames",
@@ -835,19 +835,44 @@ def join(out: Path | BinaryIO, pieces: Iterable[bytes | Silence], fmt: StreamFor
 # --------------------------------------------------------------------------------------------- decoding
 
 
-def decode_part_pcm(data: bytes, rate: int | None = None, *, trim: bool = True) -> bytes:
-    """The part as s16le mono PCM at ``rate`` (default: its own rate), for any valid part, one frame included.
+@dataclass(frozen=True)
+class DecoderInput:
+    """What ffmpeg is given to decode a part to exactly its samples (``assembly.decode`` runs it): ``stream``,
+    the part's frames with two frames after them, and ``filters`` that cut those off again by sample count
+    (and mix stereo to mono as the average of the two channels).
 
-    With ``trim`` (the default) the result is what ffmpeg gives when it decodes the part as a file: when a
-    LAME tag gives the encoder delay and padding, ffmpeg drops ``delay + 529`` samples at the start (529 is
-    its decoder's delay) and ends ``padding - 529`` before the last frame's end; without one it gives every
-    frame. Two silent frames appended to the frames let ffmpeg open the shortest part and flush the last
-    frame's tail; the cut is then done by sample count, so the length is exact (checked). Stereo is mixed to
-    mono as the average of the two channels. Raises NotAudio for a bad part, AudioError if ffmpeg fails.
+    ffmpeg's MP3 demuxer wants two consecutive frames before it opens a stream, so the shortest part needs the
+    extra frames, which also flush the last frame's tail. With ``trim``, the samples kept are what ffmpeg gives
+    when it decodes the part as a file: when a LAME tag gives the encoder delay and padding, it drops
+    ``delay + 529`` samples at the start (529 is its decoder's delay) and ends ``padding - 529`` before the
+    last frame's end; without one it gives every frame.
     """
+
+    stream: bytes
+    filters: tuple[str, ...]
+    format: StreamFormat
+    frames: int
+    start: int  # the first sample kept, of every frame's samples
+    stop: int
+
+    @property
+    def samples(self) -> int:
+        return self.stop - self.start
+
+    def expected(self, rate: int) -> tuple[int, int]:
+        """The sample count a decode at ``rate`` must give, and by how many it may miss: at the part's own rate
+        the count is exact; ffmpeg's resampler ends on the floor or the ceiling of ``samples * rate / rate_in``
+        depending on its filter state (measured), so then the nearest count, within one sample."""
+        own = self.format.sample_rate
+        if rate == own:
+            return self.samples, 0
+        return (2 * self.samples * rate + own) // (2 * own), 1
+
+
+def decoder_input(data: bytes, *, trim: bool = True) -> DecoderInput:
+    """The part made ready for ffmpeg (see ``DecoderInput``). Raises NotAudio for a bad part."""
     frames = parse_frames(data)
     fmt = frames.format
-    rate = rate or fmt.sample_rate
     total = frames.samples
     start, stop = 0, total
     if trim and frames.encoder_delay is not None and frames.encoder_padding is not None:
@@ -862,22 +887,4 @@ def decode_part_pcm(data: bytes, rate: int | None = None, *, trim: bool = True) 
     filters = [f"atrim=start_sample={start}:end_sample={stop}"]
     if fmt.channels == 2:
         filters.append("pan=mono|c0=0.5*c0+0.5*c1")
-    if rate != fmt.sample_rate:
-        filters.append(f"aresample={rate}")
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "mp3", "-i", "pipe:0",
-           "-af", ",".join(filters), "-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"]  # fmt: skip
-    proc = subprocess.run(cmd, input=stream, capture_output=True, check=False)
-    if proc.returncode != 0:
-        message = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioError(f"ffmpeg could not decode the part: {message[-1][:200] if message else 'no message'}")
-    pcm = proc.stdout
-    samples = stop - start
-    # At the part's own rate the count is exact. ffmpeg's resampler ends on the floor or the ceiling of
-    # samples * rate / rate_in depending on its filter state (measured), so then the nearest count is made
-    # exact here, by at most one sample.
-    expected = samples if rate == fmt.sample_rate else (2 * samples * rate + fmt.sample_rate) // (2 * fmt.sample_rate)
-    got = len(pcm) // 2
-    if got != expected and (rate == fmt.sample_rate or abs(got - expected) > 1):
-        raise AudioError(f"ffmpeg decoded {got} samples where {expected} were expected ({frames.count} frames "
-                         f"of {fmt.samples_per_frame}, kept {start}..{stop})")  # fmt: skip
-    return pcm[: 2 * expected] + bytes(2 * max(0, expected - got))
+    return DecoderInput(stream, tuple(filters), fmt, frames.count, start, stop)

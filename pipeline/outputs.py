@@ -9,10 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import audio
-from pipeline.config import BookOptions
+from pipeline import assembly
 from pipeline.errors import UsageError
 from pipeline.models import Book, ChapterAudio
+from pipeline.names import book_stem
+from pipeline.options import BookOptions
 from pipeline.report import ChapterOutcome, PreviousRun
 
 
@@ -61,16 +62,16 @@ def finish_book(job: FinishJob, note: Callable[[str], None]) -> Finished:
     """Write the playlist, build the M4B when asked (unless the one from an earlier run is still current),
     then remove what an earlier run wrote that no longer belongs. Only for a complete book: a partial one must
     not look finished. ``note`` tells the user about the slow steps."""
-    playlist = audio.write_playlist(job.out_dir, job.book, job.chapters).name
+    playlist = assembly.write_playlist(job.out_dir, job.book, job.chapters).name
     m4b = m4b_fingerprint = None
     if job.options.m4b:
         m4b_fingerprint = _m4b_fingerprint(job.options, job.outcomes)
-        m4b = audio.book_stem(job.book) + ".m4b"
+        m4b = book_stem(job.book) + ".m4b"
         previous = job.previous
         current = previous.m4b == m4b and previous.m4b_fingerprint == m4b_fingerprint
         if not (current and (job.out_dir / m4b).is_file()):
             note(f"building {m4b} …")
-            built = audio.build_m4b(job.out_dir, job.book, job.chapters, job.options)
+            built = assembly.build_m4b(job.out_dir, job.book, job.chapters, job.options)
             note(f"wrote {built.name}")
     keep = {c.file for c in job.outcomes} | {playlist, m4b}
     if job.options.subtitles:

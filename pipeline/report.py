@@ -14,9 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pipeline import codec
+from pipeline import wire
 from pipeline.files import atomic_write
-from pipeline.loudness import TARGETS, ChapterLoudness, LoudnessTarget
+from pipeline.models import TARGETS, ChapterLoudness, LoudnessTarget
 
 REPORT_NAME = "report.json"
 
@@ -51,10 +51,10 @@ class SegmentFailure:
 @dataclass(frozen=True)
 class LoudnessFigures:
     """A levelled chapter's loudness, as its report entry gives it. Levels are those of the levelled parts plus
-    the encoder's gain, energy-weighted (``loudness.chapter_loudness``): within a few tenths of what ffmpeg
+    the encoder's gain, energy-weighted (``assembly.loudness.chapter_loudness``): within a few tenths of what ffmpeg
     measures on the file, a little under it where the limiter worked hard."""
 
-    target: str  # "ebu" or "acx" (loudness.TARGETS)
+    target: str  # "ebu" or "acx" (models.TARGETS)
     integrated_lufs: float | None  # EBU R128 integrated loudness; None: nothing but silence
     rms_db: float  # over the whole chapter, pauses included, as ACX measures it
     peak_db: float  # sample peak, dBFS
@@ -212,7 +212,7 @@ def _loudness(value: Any) -> LoudnessFigures | None:
     if not isinstance(value, dict) or value.get("target") not in TARGETS:
         return None
     try:
-        return codec.decode(LoudnessFigures, value)
+        return wire.decode(LoudnessFigures, value)
     except (KeyError, TypeError, ValueError):
         return None
 

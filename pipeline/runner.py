@@ -21,8 +21,16 @@ from datetime import UTC, datetime
 from pipeline.engines import Executor
 from pipeline.jobs import ChapterJob, light
 from pipeline.limits import GovernorStats, answered_in
-from pipeline.loudness import TARGETS
-from pipeline.models import BackendOptions, ChapterAudio, ErrorKind, PartRequest, PartResult, PartStatus, RateNote
+from pipeline.models import (
+    TARGETS,
+    BackendOptions,
+    ChapterAudio,
+    ErrorKind,
+    PartRequest,
+    PartResult,
+    PartStatus,
+    RateNote,
+)
 from pipeline.outputs import FinishJob, clean_partial_files
 from pipeline.planning import BookPlan, ChapterPlan
 from pipeline.progress import Progress

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.text import CJK_CHAR, primary_language
+from pipeline.textfacts import CJK_CHAR, primary_language
 
 _ROMAN = re.compile(r"M{0,3}(?:CM|CD|D?C{0,3})(?:XC|XL|L?X{0,3})(?:IX|IV|V?I{0,3})")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}

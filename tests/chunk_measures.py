@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from pipeline.chunker import DEFAULT_PACKING, Packing, chunk_chapter, split_sentences
 from pipeline.models import Book, Chapter
-from pipeline.text import is_cjk
+from pipeline.textfacts import is_cjk
 
 _COMMON = (
     "the a and to of he she it was said not for on with as you at his her they be this have from or one had by "

@@ -10,12 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from pipeline import limits
 from pipeline.tts import openai_http
 from tests.fakeserver import FakeSpeechServer
 from tests.helpers import FAKE_KEY
 from tests.redisserver import RedisServer, require_redis_server
+
+# Properties, not speed: a 200 ms deadline per example fails on a loaded 2-core machine (speed is make bench's).
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("AUDIOBOOK_CORPUS", REPO.parent / "shared" / "corpus"))

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,10 @@ class Workers:
         self.root, self.broker, self.server_url, self.extra = root, broker, server_url, extra or {}
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def start(self, concurrency: int = 2, *, key: bool = True) -> subprocess.Popen[bytes]:
         n = len(self.procs)
         log = self.root / f"worker{n}.log"
-        env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.server_url, **self.extra}
+        env = {"OPENAI_BASE_URL": self.server_url, **self.extra, **({"OPENAI_API_KEY": KEY} if key else {})}
         env["XDG_CACHE_HOME"] = str(self.root / f"worker{n}-cache")
         with log.open("wb") as fh:
             proc = subprocess.Popen(
@@ -99,10 +101,11 @@ def job_file(root: Path, output: str, settings: str = "") -> Path:
     return path
 
 
-def driver_env(root: Path, name: str, server_url: str) -> dict[str, str]:
+def driver_env(root: Path, name: str, server_url: str, redelivery_s: str = "5") -> dict[str, str]:
     """The driver's environment names the endpoint (the job decides where its speech comes from) but holds no
     key: the workers speak to the server with keys of their own."""
-    return {"XDG_CACHE_HOME": str(root / f"{name}-cache"), "AUDIOBOOK_REDELIVERY_S": "5", "OPENAI_BASE_URL": server_url}
+    return {"XDG_CACHE_HOME": str(root / f"{name}-cache"), "AUDIOBOOK_REDELIVERY_S": redelivery_s,
+            "OPENAI_BASE_URL": server_url}  # fmt: skip
 
 
 def files(out: Path) -> dict[str, bytes]:
@@ -201,27 +204,54 @@ def _keys(url: str) -> list[str]:
     return [k.decode() for k in redis.Redis.from_url(url).scan_iter()]
 
 
-def test_kill_9_of_a_worker_mid_batch_completes_the_batch_asking_again_only_what_died_in_flight(
-    tmp_path: Path, workers: Workers, redis_server: RedisServer, server: FakeSpeechServer
+@contextlib.contextmanager
+def driving(root: Path, redis_url: str, server_url: str, job: Path, **env: str) -> Iterator[subprocess.Popen[str]]:
+    """``audiobook batch JOB --engine celery`` in a child process, its output in driver.out and driver.err (read
+    them while it runs); killed if the test leaves it running."""
+    with (root / "driver.out").open("w") as out, (root / "driver.err").open("w") as err:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "batch", str(job), "--engine", "celery", "--broker", redis_url],
+            env=child_env({**driver_env(root, "driver", server_url), **env}), cwd=root, stdout=out, stderr=err,
+            text=True,
+        )  # fmt: skip
+        try:
+            yield driver
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+
+
+def wait_for(what: Callable[[], bool], message: Callable[[], str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, message()
+        time.sleep(0.02)
+
+
+def test_kill_9_of_a_worker_mid_batch_sends_its_work_again_at_once_asking_again_only_what_died_in_flight(
+    tmp_path: Path, redis_server: RedisServer, server: FakeSpeechServer
 ) -> None:
+    # Redis itself would give the dead worker's tasks to another after redelivery_s, 300 s by default: the
+    # driver sees the worker go (its heartbeat lapses) and sends them again at once.
     server.latency = 0.4  # requests long enough in flight that the kill lands during some
     library(tmp_path, count=2, chapters=2, paragraphs=6, sentences=3)
-    victim = workers.start(concurrency=2)
-    workers.start(concurrency=2)
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "batch", str(job_file(tmp_path, "out", "[defaults]\npack = false\n")),
-         "--engine", "celery", "--broker", redis_server.url],
-        env=child_env(driver_env(tmp_path, "driver", server.url)), cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while len(server.served_inputs()) < 6 or server.in_flight == 0:
-        assert time.monotonic() < deadline and driver.poll() is None, "the batch did not get going"
-        time.sleep(0.01)
-    killed_at = time.monotonic()
-    os.kill(victim.pid, signal.SIGKILL)
-    out, err = driver.communicate(timeout=180)
+    workers = Workers(tmp_path, redis_server.url, server.url)
+    try:
+        victim = workers.start(concurrency=2)
+        workers.start(concurrency=2)
+        job = job_file(tmp_path, "out", "[defaults]\npack = false\n")
+        with driving(tmp_path, redis_server.url, server.url, job, AUDIOBOOK_REDELIVERY_S="300") as driver:
+            wait_for(lambda: len(server.served_inputs()) >= 6 and server.in_flight > 0 and driver.poll() is None,
+                     lambda: "the batch did not get going")  # fmt: skip
+            killed_at = time.monotonic()
+            os.kill(victim.pid, signal.SIGKILL)
+            driver.wait(timeout=120)  # not the 300 s of a redelivery
+    finally:
+        workers.stop()
+    out, err = (tmp_path / "driver.out").read_text(), (tmp_path / "driver.err").read_text()
     assert driver.returncode == 0, err + "".join(p.read_text() for p in tmp_path.glob("worker*.log"))
+    assert f"worker {socket.gethostname()}:{victim.pid} is gone" in err
     assert "2 books done" in out + err or all(
         b["status"] == "done" for b in json.loads((tmp_path / "out" / "batch-summary.json").read_text())["books"]
     )
@@ -275,3 +305,84 @@ def test_two_workers_share_one_rate_budget(tmp_path: Path, redis_server: RedisSe
     # The driver has no governor: the limit in its report is what the workers' results said.
     (report,) = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("report.json")]
     assert report["rate"]["limit_rpm"] == 60 and report["rate"]["limit_source"] in ("config", "headers")
+
+
+def queued_tasks(url: str) -> list[str]:
+    """The names of the tasks waiting in the queue, or held unacknowledged for a worker."""
+    client = redis.Redis.from_url(url)
+    messages = client.lrange("celery", 0, -1) + [json.dumps(json.loads(raw)[0]).encode() for raw in
+                                                 client.hvals("unacked")]  # fmt: skip
+    return [json.loads(m)["headers"]["task"] for m in messages]
+
+
+def test_a_driver_without_workers_says_so_and_a_sigint_ends_it_taking_back_what_it_queued(
+    tmp_path: Path, redis_server: RedisServer, server: FakeSpeechServer
+) -> None:
+    library(tmp_path, count=2, chapters=2, paragraphs=3, sentences=2)
+    job = job_file(tmp_path, "out", "[defaults]\npack = false\n")
+    with driving(tmp_path, redis_server.url, server.url, job, AUDIOBOOK_WORKER_PATIENCE_S="1") as driver:
+        err = tmp_path / "driver.err"
+        wait_for(lambda: "no worker has taken" in err.read_text(), lambda: f"no warning: {err.read_text()}")
+        assert queued_tasks(redis_server.url), "the run's tasks wait in the queue"
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=30)  # at once: nothing is in flight
+    assert driver.returncode == 130, err.read_text()
+    (line,) = [line for line in err.read_text().splitlines() if "no worker has taken" in line]
+    assert "none is alive" in line and "audiobook worker --broker" in line
+    assert "Traceback" not in err.read_text()
+    # Nothing of the run that is gone is left for a worker started later: not queued, not held for redelivery.
+    assert queued_tasks(redis_server.url) == []
+
+
+def test_redis_restarting_mid_batch_is_one_line_and_the_batch_goes_on(
+    tmp_path: Path, workers: Workers, redis_server: RedisServer, server: FakeSpeechServer
+) -> None:
+    server.latency = 0.2
+    library(tmp_path, count=2, chapters=2, paragraphs=5, sentences=2)
+    workers.start()
+    workers.start()
+    job = job_file(tmp_path, "out", "[defaults]\npack = false\n")
+    with driving(tmp_path, redis_server.url, server.url, job) as driver:
+        err = tmp_path / "driver.err"
+        wait_for(lambda: len(server.served_inputs()) >= 4, lambda: f"the batch did not get going: {err.read_text()}")
+        redis_server.stop()
+        wait_for(lambda: "does not answer" in err.read_text(), lambda: f"no word of it: {err.read_text()}")
+        redis_server.start()  # on the same port, empty: the queue and the results are gone
+        driver.wait(timeout=120)
+    text = err.read_text()
+    assert driver.returncode == 0, text + "".join(p.read_text() for p in tmp_path.glob("worker*.log"))
+    assert "Traceback" not in text
+    assert len([line for line in text.splitlines() if "does not answer" in line]) == 1
+    assert len(list((tmp_path / "out").rglob("*.mp3"))) == 4
+
+
+def test_workers_without_the_key_leave_the_work_to_one_that_has_it_and_fail_it_naming_them_only_if_none_has(
+    tmp_path: Path, workers: Workers, redis_server: RedisServer, server: FakeSpeechServer
+) -> None:
+    library(tmp_path, count=4, chapters=1, paragraphs=3, sentences=2)
+    keyless = [workers.start(concurrency=2, key=False), workers.start(concurrency=2, key=False)]
+    job = job_file(tmp_path, "out", "[defaults]\npack = false\n")
+    with driving(tmp_path, redis_server.url, server.url, job) as driver:
+        driver.wait(timeout=120)
+    err = (tmp_path / "driver.err").read_text()
+    assert driver.returncode == 1, err
+    assert "no worker can serve" in err and "Traceback" not in err
+    for proc in keyless:
+        assert f"worker {socket.gethostname()}:{proc.pid}:" in err
+    # Each found out once, with at most a request per request place, said so, and sent none after.
+    assert len([r for r in server.requests if r.status == 401]) <= 2 * 2
+    for n, proc in enumerate(keyless):
+        assert f"worker {socket.gethostname()}:{proc.pid} cannot serve" in (tmp_path / f"worker{n}.log").read_text()
+    # What the workers held when the run ended they put down, and nothing goes back to the queue.
+    wait_for(lambda: queued_tasks(redis_server.url) == [], lambda: f"left behind: {queued_tasks(redis_server.url)}")
+
+    # One worker with the key: the same batch is done, the keyless ones leaving it every part.
+    server.clear()
+    workers.start(concurrency=2)
+    with driving(tmp_path, redis_server.url, server.url, job) as driver:
+        driver.wait(timeout=120)
+    err = (tmp_path / "driver.err").read_text()
+    assert driver.returncode == 0, err + "".join(p.read_text() for p in tmp_path.glob("worker*.log"))
+    summary = json.loads((tmp_path / "out" / "batch-summary.json").read_text())
+    assert [b["status"] for b in summary["books"]] == ["done"] * 4
+    assert {r.status for r in server.requests} == {200}

@@ -19,7 +19,7 @@ from mutagen.id3 import ID3
 from mutagen.mp4 import MP4
 
 from pipeline.cli import main
-from pipeline.media import decode
+from tests.audiocheck import decode
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer
 from tests.helpers import ALICE_TOC, claim_huge_size, read_report, run_cli, tiny_png
@@ -523,7 +523,7 @@ def test_hostile_epub_is_one_line_exit_2(kind: str, tmp_path: Path) -> None:
     word = HOSTILE[kind](book)
     before = files_under(tmp_path)
     out = tmp_path / "out"
-    result = run_cli("convert", str(book), "-o", str(out), "--backend", "local", timeout=60)
+    result = run_cli("convert", str(book), "-o", str(out), "--backend", "espeak", timeout=60)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("audiobook: error: "), result.stderr

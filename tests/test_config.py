@@ -9,6 +9,7 @@ import pytest
 from pipeline.config import KEYS, RUN_KEYS, BookOptions, RunOptions, Settings, load_settings
 from pipeline.errors import UsageError
 from pipeline.models import BackendOptions
+from pipeline.tts import registry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,10 +64,10 @@ def test_the_cache_is_a_folder_or_a_bucket_url_whichever_layer_names_it(
 
 def test_every_key_has_one_owner_run_backend_or_book() -> None:
     settings = load_settings(
-        env={"AUDIOBOOK_BACKEND": "local", "AUDIOBOOK_CONCURRENCY": "5", "AUDIOBOOK_GENRE": "Talk"}
+        env={"AUDIOBOOK_BACKEND": "espeak", "AUDIOBOOK_CONCURRENCY": "5", "AUDIOBOOK_GENRE": "Talk"}
     )
     assert settings.run == RunOptions(concurrency=5)
-    assert settings.backend == BackendOptions(name="local")
+    assert settings.backend == BackendOptions(name="espeak")
     assert settings.book == BookOptions(genre="Talk")
     assert {"concurrency", "engine", "broker", "redelivery_s"} == RUN_KEYS
     assert {"backend", "base_url", "api_key_env", "timeout", "max_retries"} <= {
@@ -99,7 +100,7 @@ def test_config_named_by_the_environment_and_the_shipped_configs_load(tmp_path: 
     relay = load_settings(REPO / "configs" / "whatai.toml", env={})
     assert relay.backend.base_url == "https://api.whatai.cc/v1" and relay.backend.api_key_env == "WHATAI_API_KEY"
     assert relay.book.max_chars == 500 and relay.book.model == "gpt-4o-mini-tts"
-    assert load_settings(REPO / "configs" / "local.toml", env={}).backend.name == "local"
+    assert load_settings(REPO / "configs" / "local.toml", env={}).backend.name == "espeak"
     assert load_settings(REPO / "configs" / "default.toml", env={}) == Settings()
 
 
@@ -144,3 +145,17 @@ def test_bad_environment_values_are_usage_errors() -> None:
         load_settings(env={"AUDIOBOOK_SPEED": "fast"})
     with pytest.raises(UsageError, match="config file not found"):
         load_settings(env={"AUDIOBOOK_CONFIG": "/nonexistent/settings.toml"})
+
+
+def test_the_offline_voice_is_the_espeak_backend_and_its_old_name_local_still_works(tmp_path: Path) -> None:
+    """ "local" named the eSpeak backend until the engines took the word: old config files, job files, the
+    environment and flags still say it, and mean the same backend, with the same part keys."""
+    old = tmp_path / "old.toml"
+    old.write_text('[api]\nbackend = "local"\n', encoding="utf-8")
+    assert load_settings(old, env={}).backend.name == "espeak"
+    assert load_settings(env={"AUDIOBOOK_BACKEND": "local"}).backend.name == "espeak"
+    assert load_settings(env={}, overrides={"backend": "local"}).backend == BackendOptions(name="espeak")
+    assert registry.get("local") is registry.get("espeak")
+    assert registry.names() == ("openai", "espeak")
+    with pytest.raises(UsageError, match="backend must be one of openai, espeak, not 'nope'"):
+        load_settings(env={}, overrides={"backend": "nope"})

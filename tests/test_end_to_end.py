@@ -19,11 +19,12 @@ from pipeline import mp3
 from pipeline.chunker import chunk_chapter
 from pipeline.cli import main
 from pipeline.config import load_settings
-from pipeline.media import decode, ffmpeg_exe
+from pipeline.media import ffmpeg_exe
 from pipeline.planning import plan_book
 from pipeline.readers import read_book
 from pipeline.store import FileStore
 from pipeline.titles import spoken_title
+from tests.audiocheck import decode
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer, Fault
 from tests.helpers import FAKE_KEY as KEY
@@ -389,16 +390,16 @@ def test_an_unwritable_cache_fails_before_any_request(server: FakeSpeechServer, 
 def test_a_sentence_repeated_in_a_chapter_is_paid_once_and_the_chapter_built_once(
     server: FakeSpeechServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline import audio
+    from pipeline import assembly
 
     built: list[str] = []
-    real = audio.assemble_chapter
+    real = assembly.assemble_chapter
 
     def counting(*args: object, **kwargs: object) -> object:
         built.append(args[1].title)  # type: ignore[attr-defined]
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(audio, "assemble_chapter", counting)
+    monkeypatch.setattr(assembly, "assemble_chapter", counting)
     book = tmp_path / "refrain.txt"
     book.write_text("Chapter 1: Refrain\n\nOh dear!\n\nThe rabbit ran.\n\nOh dear!\n", encoding="utf-8")
     assert convert(book, tmp_path / "out", "--no-titles", "--no-pack") == 0  # a part per paragraph

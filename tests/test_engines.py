@@ -222,3 +222,30 @@ def test_requests_are_pulled_only_when_there_is_room(tmp_path: Path) -> None:
 
     asyncio.run(go())
     assert len(pulled) == 4  # not the whole list up front
+
+
+def test_making_a_part_is_written_once_and_both_engines_call_it(tmp_path: Path) -> None:
+    # What verification will check sits in one place: every executor makes a part through make_part and
+    # keeps it through keep_part.
+    import inspect
+
+    from pipeline.engines import keep_part, make_part
+    from pipeline.engines import local as local_engine
+
+    celery_engine = pytest.importorskip("pipeline.engines.celery", reason="the 'distributed' extra")
+    for module in (local_engine, celery_engine):
+        assert module.make_part is make_part and module.keep_part is keep_part
+        source = inspect.getsource(module)
+        assert "synthesize(" not in source and ".put(" not in source, f"{module.__name__} makes parts itself"
+
+    (request,) = requests(tmp_path, 1)
+    made = asyncio.run(make_part(FakeSynth(), request))
+    assert not isinstance(made, PartResult) and made.audio == b"ID3 text 0"
+    assert keep_part(Stores().at(tmp_path), request, made) == PartResult("k000", PartStatus.STORED, 1, 6)
+    assert Stores().at(tmp_path).get("k000", "mp3") == b"ID3 text 0"
+    refused = asyncio.run(make_part(FakeSynth(fail=lambda _t: AuthError("401 bad key")), request))
+    assert isinstance(refused, PartResult) and refused.error_kind == ErrorKind.AUTH
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the store's folder should be")
+    kept = keep_part(Stores().at(blocked), request, made, " on worker w1")
+    assert kept.error_kind == ErrorKind.STORE and "on worker w1" in (kept.error or "") and kept.attempts == 1

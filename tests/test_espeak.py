@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pipeline.errors import FatalAPIError
-from pipeline.media import decode, looks_like_mp3
 from pipeline.models import VoiceSpec
 from pipeline.tts.espeak import ENGINE_IDENTITY, OPENAI_VOICES, EspeakSynth, VoiceInfo, list_voices
+from tests.audiocheck import decode, is_mp3
 
 if TYPE_CHECKING:  # importing pydub directly warns (audioop); pipeline.media imports it quietly
     from pydub import AudioSegment
@@ -32,7 +32,7 @@ def seconds(audio: AudioSegment) -> float:
 @pytest.mark.parametrize("text", [ENGLISH, CHINESE, MIXED], ids=["english", "chinese", "mixed"])
 def test_speech_is_audible_mp3_at_24khz_mono(text: str) -> None:
     data = speak(text)
-    assert looks_like_mp3(data)
+    assert is_mp3(data)
     audio = decode(data)
     assert (audio.frame_rate, audio.channels) == (24_000, 1)
     assert seconds(audio) > 1.5

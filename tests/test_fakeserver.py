@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pipeline.limits import RateLimitInfo, parse_duration
-from pipeline.media import decode, looks_like_mp3
+from tests.audiocheck import decode, is_mp3
 from tests.conftest import REPO
 from tests.fakeserver import FRAME_MS, MAX_INPUT, FakeSpeechServer, Fault, ServerStats, go_duration
 
@@ -115,7 +115,7 @@ def test_only_post_speech_and_transcriptions_and_get_models_exist(http: httpx.Cl
 
 def test_answers_mp3_whose_duration_follows_the_text(srv: FakeSpeechServer, http: httpx.Client) -> None:
     short, long = speak(http, input="A" * 20), speak(http, input="A" * 200)
-    assert short.headers["content-type"] == "audio/mpeg" and looks_like_mp3(short.content)
+    assert short.headers["content-type"] == "audio/mpeg" and is_mp3(short.content)
     short_audio, long_audio = decode(short.content), decode(long.content)
     assert (short_audio.frame_rate, short_audio.channels) == (24_000, 1)
     assert abs(len(short_audio) - 20 * 50) <= FRAME_MS
@@ -190,7 +190,7 @@ def test_200_faults_are_not_audio(srv: FakeSpeechServer, http: httpx.Client) -> 
     empty = speak(http)
     assert empty.status_code == 200 and empty.content == b""
     garbage = speak(http)
-    assert garbage.status_code == 200 and garbage.content and not looks_like_mp3(garbage.content)
+    assert garbage.status_code == 200 and garbage.content and not is_mp3(garbage.content)
     assert srv.served_inputs() == []
 
 
@@ -240,7 +240,7 @@ def test_64_concurrent_slow_requests_are_all_answered_at_once(srv: FakeSpeechSer
 
     responses = asyncio.run(burst())
     assert [r.status_code for r in responses] == [200] * 64
-    assert all(looks_like_mp3(r.content) for r in responses)
+    assert all(is_mp3(r.content) for r in responses)
     assert sorted(srv.served_inputs()) == sorted(f"line {i}" for i in range(64))
     assert srv.max_in_flight == 64
 
@@ -258,7 +258,7 @@ def test_main_prints_its_url_and_serves_until_terminated() -> None:
             url + "/audio/speech", json={"model": "m", "voice": "v", "input": "Hi there."},
             headers={"Authorization": "Bearer k-123"}, timeout=10,
         )  # fmt: skip
-        assert response.status_code == 200 and looks_like_mp3(response.content)
+        assert response.status_code == 200 and is_mp3(response.content)
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=10)

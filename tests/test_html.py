@@ -315,6 +315,8 @@ def test_a_broken_byte_halfway_through_a_utf8_page_costs_one_character(tmp_path:
         ('<img alt="a lamp>{}<img alt="the lamp">', "attribute"),
         # The script left open ends at a later script's end tag: the text between becomes script.
         ("<script>var beam = 1;{}<script>var log = '<script>';</script>", "<script>"),
+        # The comment left open ends at a later comment's end: the text between becomes comment.
+        ("<!-- never closed {}<!-- an editor's <b>note</b> -->", "comment"),
     ],
 )
 def test_an_unclosed_construct_that_swallows_the_rest_is_refused(tmp_path: Path, opening: str, what: str) -> None:

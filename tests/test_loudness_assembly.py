@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from mutagen.mp4 import MP4
 
-from pipeline import audio, codec
-from pipeline.audio import assemble_chapter, build_m4b
+from pipeline import assembly, wire
+from pipeline.assembly import assemble_chapter, build_m4b
+from pipeline.assembly.decode import decode_part_pcm
+from pipeline.assembly.loudness import ACX, EBU, TARGETS, Ebur128Summary, parse_ebur128_summary
 from pipeline.cli import main
 from pipeline.config import BookOptions, load_settings
 from pipeline.jobs import ChapterDone
-from pipeline.loudness import ACX, EBU, TARGETS, Ebur128Summary, parse_ebur128_summary
 from pipeline.media import encode_pcm, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
-from pipeline.mp3 import decode_part_pcm
 from pipeline.planning import plan_book
 from pipeline.readers import read_book
 from pipeline.report import (
@@ -37,7 +37,7 @@ from pipeline.report import (
 from pipeline.store import FileStore
 from tests.fakeserver import FakeSpeechServer
 from tests.helpers import read_report, write_book
-from tests.test_audio import parse_cues
+from tests.test_assembly import parse_cues
 from tests.test_loudness import SPOKEN, mp3, peak_db, rms_db, silence, speech_like, spoken
 
 RATE = 24_000
@@ -64,7 +64,7 @@ def segments(chapter: int, pauses: list[Pause]) -> list[Segment]:
 
 def assemble(parts: list[bytes], settings: BookOptions, out: Path, chapter: int = 1) -> ChapterAudio:
     pauses = [Pause.PARAGRAPH] * (len(parts) - 1) + [Pause.END]
-    sources: list[audio.PartSource] = [lambda p=p: p for p in parts]  # type: ignore[misc]
+    sources: list[assembly.PartSource] = [lambda p=p: p for p in parts]  # type: ignore[misc]
     return assemble_chapter(BOOK, BOOK.chapters[chapter - 1], segments(chapter, pauses), sources, out, settings)
 
 
@@ -129,10 +129,10 @@ def test_wav_parts_are_levelled_too(tmp_path: Path) -> None:
 def test_a_damaged_part_is_named_when_levelling(tmp_path: Path, damage: str) -> None:
     good = mp3(speech_like(2.0, -20.0, seed=6))
     bad = {"garbage": b"\xff\xfb" + b"\x00" * 50, "gone": None}[damage]
-    sources: list[audio.PartSource] = [lambda: good, lambda: bad, lambda: good]
+    sources: list[assembly.PartSource] = [lambda: good, lambda: bad, lambda: good]
     settings = dataclasses.replace(PAUSES, loudness="ebu")
     pauses = [Pause.SENTENCE, Pause.SENTENCE, Pause.END]
-    with pytest.raises(audio.PartDecodeError) as caught:
+    with pytest.raises(assembly.PartDecodeError) as caught:
         assemble_chapter(BOOK, BOOK.chapters[0], segments(1, pauses), sources, tmp_path, settings)
     assert (caught.value.chapter, caught.value.segment) == (1, 1)
     assert list(tmp_path.iterdir()) == []  # nothing half-written left
@@ -234,11 +234,11 @@ def test_without_a_target_matching_parts_are_still_joined_losslessly(tmp_path: P
 def test_the_summary_travels_as_json_between_worker_and_driver(tmp_path: Path) -> None:
     result = assemble([mp3(speech_like(2.0, -25.0, seed=40))], dataclasses.replace(PAUSES, loudness="ebu"), tmp_path)
     done = ChapterDone(result)
-    wire = json.loads(json.dumps(codec.encode(done)))
-    assert codec.decode(ChapterDone, wire) == done
-    old = json.loads(json.dumps(codec.encode(ChapterDone(dataclasses.replace(result, loudness=None)))))
+    sent = json.loads(json.dumps(wire.encode(done)))
+    assert wire.decode(ChapterDone, sent) == done
+    old = json.loads(json.dumps(wire.encode(ChapterDone(dataclasses.replace(result, loudness=None)))))
     del old["audio"]["loudness"]  # from a worker that predates levelling
-    assert codec.decode(ChapterDone, old).audio == dataclasses.replace(result, loudness=None)
+    assert wire.decode(ChapterDone, old).audio == dataclasses.replace(result, loudness=None)
 
 
 def outcome(index: int, figures: LoudnessFigures | None, status: ChapterStatus = ChapterStatus.DONE) -> ChapterOutcome:

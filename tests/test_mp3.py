@@ -21,6 +21,7 @@ from mutagen.id3 import ID3, TIT2
 from mutagen.mp3 import MP3
 
 from pipeline import mp3
+from pipeline.assembly.decode import decode_part_pcm
 from pipeline.errors import AudioError
 from pipeline.media import encode_pcm, ffmpeg_exe
 from pipeline.mp3 import (
@@ -30,7 +31,6 @@ from pipeline.mp3 import (
     Silence,
     StreamFormat,
     check_part,
-    decode_part_pcm,
     frames_for_ms,
     join,
     parse_frames,

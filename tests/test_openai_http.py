@@ -28,7 +28,6 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.limits import parse_retry_after
-from pipeline.media import looks_like_mp3
 from pipeline.models import VoiceSpec
 from pipeline.tts.openai_http import (
     MAX_RETRY_DELAY,
@@ -38,6 +37,7 @@ from pipeline.tts.openai_http import (
     server_message,
     too_long,
 )
+from tests.audiocheck import is_mp3
 from tests.fakeserver import FakeSpeechServer, Fault, audio_for
 
 KEY = "sk-test-0123456789abcdef"
@@ -559,7 +559,7 @@ def live(srv: FakeSpeechServer, **kwargs: Any) -> tuple[OpenAISpeech, RecordingS
 def test_live_success_is_mp3(server: FakeSpeechServer) -> None:
     client, sleep = live(server)
     result = synth(client, "A sentence to speak.")
-    assert result.attempts == 1 and looks_like_mp3(result.audio) and sleep.calls == []
+    assert result.attempts == 1 and is_mp3(result.audio) and sleep.calls == []
     assert server.served_inputs() == ["A sentence to speak."]
 
 

@@ -19,10 +19,10 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import FatalAPIError, UsageError
-from pipeline.media import decode, looks_like_mp3
 from pipeline.models import SpeechResult, VoiceSpec
 from pipeline.server import MAX_INPUT_CHARS, SpeechServer, check_access, make_server, serve
 from pipeline.tts.espeak import EspeakSynth
+from tests.audiocheck import decode, is_mp3
 from tests.helpers import child_env
 
 KEY = "sk-local-test-key-1234"
@@ -92,7 +92,7 @@ def test_sdk_receives_real_mp3(client: openai.OpenAI) -> None:
     assert response.headers["content-type"] == "audio/mpeg"
     data = response.parse().read()  # HttpxBinaryResponseContent, as .create() returns it
     assert data == response.content
-    assert looks_like_mp3(data)
+    assert is_mp3(data)
     audio = decode(data)
     assert (audio.frame_rate, audio.channels) == (24_000, 1)
     assert len(audio) > 1500
@@ -154,7 +154,7 @@ def test_bad_speed_is_400_with_openai_error_shape(client: openai.OpenAI) -> None
     with pytest.raises(openai.BadRequestError, match="less than the minimum of 0.25"):
         client.audio.speech.create(model="tts-1", voice="alloy", input="hi", speed=0.1)
     # The connection survives an error: the same client keeps working.
-    assert looks_like_mp3(client.audio.speech.create(model="tts-1", voice="alloy", input="Still here.").content)
+    assert is_mp3(client.audio.speech.create(model="tts-1", voice="alloy", input="Still here.").content)
 
 
 @pytest.mark.parametrize(

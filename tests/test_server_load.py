@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 import openai
 import pytest
 
-from pipeline.media import looks_like_mp3
 from pipeline.models import SpeechResult, VoiceSpec
 from pipeline.server import MAX_BODY_BYTES, ServerLimits, SpeechServer, make_server
 from pipeline.tts.espeak import EspeakSynth
+from tests.audiocheck import is_mp3
 
 SPEECH = json.dumps({"model": "tts-1", "voice": "alloy", "input": "Hello there."}).encode()
 
@@ -96,7 +96,7 @@ def test_200_concurrent_clients_get_audio_or_503_never_a_reset_or_a_hang() -> No
         except Exception as exc:  # a reset, a refused connection, a timeout: each one a failure to report
             outcome = type(exc).__name__
         else:
-            if status == 200 and looks_like_mp3(body):
+            if status == 200 and is_mp3(body):
                 outcome = "audio"
             elif (
                 status == 503

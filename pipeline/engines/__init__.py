@@ -4,23 +4,32 @@ the executor's business alone.
 
 Part requests, chapters to assemble and books to finish are the units of work (``models``, ``jobs``).
 
-    LocalExecutor (engines/local.py)   asyncio workers in this process, the default
+    LocalExecutor (engines/local.py)     asyncio workers in this process, the default
+    CeleryExecutor (engines/celery.py)   Celery tasks on a Redis broker, run by ``audiobook worker`` processes
+
+Making one part (asking the synthesizer, then keeping the answer) is written once, here: ``make_part`` and
+``keep_part``; every executor calls them, wherever it runs them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
+from pipeline import media
 from pipeline.errors import AuthError, BadRequestError, FatalAPIError, KeyResting, QuotaError, SynthesisError
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.models import ErrorKind, PartRequest, PartResult, PartStatus
 from pipeline.outputs import FinishJob
+from pipeline.store import PartStore
+from pipeline.tts.base import Synthesizer
 
 
 class Executor(Protocol):
@@ -73,6 +82,7 @@ class Interruptible:
         return self._interrupted
 
     async def __aenter__(self) -> Self:
+        media.allow_tools()
         loop = asyncio.get_running_loop()
         for sig in _SIGNALS:
             # Not possible outside the main thread (or on Windows): Ctrl-C then raises KeyboardInterrupt.
@@ -95,8 +105,10 @@ class Interruptible:
             log.warning("%s received: finishing the requests in flight, then stopping (again to abort them)", name)
             self.stop(f"interrupted by {name}")
         else:
-            log.warning("%s received again: abandoning the requests in flight", name)
+            log.warning("%s received again: abandoning the requests in flight and ending ffmpeg", name)
             self.stop(f"interrupted by {name}", abandon=True)
+            # A chapter or an M4B being encoded runs in a thread no cancel reaches: end its ffmpeg instead.
+            media.stop_tools()
 
     def stop(self, reason: str, *, abandon: bool = False) -> None:
         if self.stop_reason is None:
@@ -133,3 +145,40 @@ def failure(request: PartRequest, exc: SynthesisError) -> PartResult:
         rate_limited=exc.rate_limited,
         waited_s=exc.waited_s,
     )
+
+
+@dataclass(frozen=True)
+class Made:
+    """A part's audio as the synthesizer answered it, and what its result is once it is in the store."""
+
+    audio: bytes
+    result: PartResult
+
+
+async def make_part(synth: Synthesizer, request: PartRequest) -> Made | PartResult:
+    """Ask ``synth`` for one part: its audio, or the typed result of a request that gave none."""
+    try:
+        speech = await synth.synthesize(request.text, request.spec)
+    except SynthesisError as exc:
+        return failure(request, exc)
+    done = PartResult(
+        request.key,
+        PartStatus.STORED,
+        speech.attempts,
+        len(request.text),
+        rate_limited=speech.rate_limited,
+        waited_s=speech.waited_s,
+    )
+    return Made(speech.audio, done)
+
+
+def keep_part(store: PartStore, request: PartRequest, made: Made, where: str = "") -> PartResult:
+    """Put a made part in ``store`` (a blocking write: call it from a thread). It counts as stored only once it
+    is there; a store that cannot keep it (a full or read-only disk) is a run-stopping result, since every
+    further answer would be lost too. ``where`` names the machine in the message, when it is not this one."""
+    try:
+        store.put(request.key, made.audio, request.fmt)
+    except OSError as exc:
+        error = f"cannot store audio in the cache {store.location}{where}: {exc.strerror or exc}"
+        return dataclasses.replace(made.result, status=PartStatus.FAILED, error=error, error_kind=ErrorKind.STORE)
+    return made.result

@@ -7,26 +7,21 @@ interruption (see ``Interruptible``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Self
 
 from pipeline import jobs
-from pipeline.engines import Interruptible, failure
-from pipeline.errors import SynthesisError
+from pipeline.engines import Interruptible, Made, keep_part, make_part
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
 from pipeline.limits import GovernorStopped
-from pipeline.models import BackendOptions, ErrorKind, PartRequest, PartResult, PartStatus
+from pipeline.models import BackendOptions, PartRequest, PartResult, PartStatus
 from pipeline.outputs import FinishJob
 from pipeline.store import Stores
 from pipeline.tts.base import Synthesizer
 
 log = logging.getLogger("audiobook")
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class LocalExecutor(Interruptible):
@@ -97,38 +92,21 @@ class LocalExecutor(Interruptible):
             if self._stopping.is_set():
                 return  # stopped while looking: nothing new is sent after a stop
             try:
-                speech = await self.synths(request.backend).synthesize(request.text, request.spec)
+                made = await make_part(self.synths(request.backend), request)
             except GovernorStopped:
                 return  # stopping: refused or not yet sent, it is not sent again; the next run makes it
-            except SynthesisError as exc:
-                on_result(failure(request, exc))
+            if isinstance(made, PartResult):
+                on_result(made)
                 continue
-            done = PartResult(
-                request.key,
-                PartStatus.STORED,
-                speech.attempts,
-                len(request.text),
-                rate_limited=speech.rate_limited,
-                waited_s=speech.waited_s,
-            )
             # Stored (write, fsync, rename) while this worker already sends its next request; the part counts
             # as done only once it is in the store, so an interruption never loses a stored part. One write at a
             # time per worker: answers never pile up in memory behind a slow disk (at most two a worker).
             if writing is not None:
                 await asyncio.wait([writing])
-            task = asyncio.create_task(self._keep(request, speech.audio, done, on_result))
+            task = asyncio.create_task(self._keep(request, made, on_result))
             writing = task
             self._stores.add(task)
             task.add_done_callback(self._stores.discard)
 
-    async def _keep(
-        self, request: PartRequest, audio: bytes, done: PartResult, on_result: Callable[[PartResult], None]
-    ) -> None:
-        store = self.stores.at(request.store)
-        try:
-            await asyncio.to_thread(store.put, request.key, audio, request.fmt)
-        except OSError as exc:  # a full or read-only disk: every further answer would be lost too
-            error = f"cannot store audio in the cache {store.location}: {exc.strerror or exc}"
-            on_result(dataclasses.replace(done, status=PartStatus.FAILED, error=error, error_kind=ErrorKind.STORE))
-            return
-        on_result(done)
+    async def _keep(self, request: PartRequest, made: Made, on_result: Callable[[PartResult], None]) -> None:
+        on_result(await asyncio.to_thread(keep_part, self.stores.at(request.store), request, made))

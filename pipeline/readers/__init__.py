@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.models import Book
-from pipeline.text import detect_language
+from pipeline.textfacts import detect_language
 
 TEXT_SUFFIXES = frozenset({".txt", ".text"})
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.models import Book, Chapter
-from pipeline.text import decode_bytes, normalize_paragraph
+from pipeline.textfacts import decode_bytes, normalize_paragraph
 
 
 def load_text(path: Path) -> str:

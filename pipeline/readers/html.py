@@ -18,7 +18,7 @@ from readability.readability import Unparseable
 from pipeline.errors import InputError
 from pipeline.models import Book, Chapter
 from pipeline.readers.htmltext import Block, extract_blocks, parse_html, refuse_hidden_text, wrap_loose_text
-from pipeline.text import decode_bytes, normalize_paragraph, primary_language
+from pipeline.textfacts import decode_bytes, normalize_paragraph, primary_language
 
 MAX_HTML_BYTES = 50 * 1024 * 1024
 

@@ -85,6 +85,14 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
             if end < 0:
                 _swallowed(text, lt, lt + 4, "a comment (<!--)", "-->", where)
                 break
+            # Another comment opens inside: the "-->" found is that one's, this one was never closed, and the
+            # text between became comment (HTML has no nested comments; browsers hide it too).
+            nested = text.find("<!--", lt + 4, end)
+            if nested >= 0:
+                raise InputError(
+                    f"{where}: a comment (<!--) on line {_line(text, lt)} is never closed (the --> after it closes "
+                    f"the comment on line {_line(text, nested)}), so it would hide the text between; close it"
+                )
             pos = end + 3
             continue
         tag = _TAG.match(text, lt)

@@ -28,7 +28,7 @@ from lxml import html as lxml_html
 
 from pipeline.errors import InputError
 from pipeline.readers.htmlscan import UNCLOSED, scan
-from pipeline.text import decode_bytes, normalize_paragraph
+from pipeline.textfacts import decode_bytes, normalize_paragraph
 
 EPUB_NS = "http://www.idpf.org/2007/ops"
 EPUB_TYPE = f"{{{EPUB_NS}}}type"

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.models import Book
 from pipeline.readers.boilerplate import describe, drop_boilerplate
 from pipeline.readers.common import Parsed, clean_inline, load_text, make_book, pretty_stem, speakable
-from pipeline.text import CJK_CHAR, GUTENBERG_END, GUTENBERG_START, is_cjk
+from pipeline.textfacts import CJK_CHAR, GUTENBERG_END, GUTENBERG_START, is_cjk
 
 # --- Project Gutenberg and metadata
 

@@ -32,7 +32,7 @@ from pipeline.errors import BadRequestError, FatalAPIError
 from pipeline.limits import Governor
 from pipeline.media import BITRATE, SAMPLE_RATE, encode_pcm
 from pipeline.models import BackendOptions, SpeechResult, VoiceSpec
-from pipeline.text import CJK_CHAR, is_cjk
+from pipeline.textfacts import CJK_CHAR, is_cjk
 from pipeline.tts.base import OPENAI_VOICES, Backend, VoiceInfo
 
 log = logging.getLogger("audiobook")  # one logger: the CLI formats it for terminals and cron
@@ -346,7 +346,7 @@ def _caveats(options: BackendOptions) -> list[str]:
 
 
 BACKEND = Backend(
-    name="local",
+    name="espeak",
     build=_build,
     identity=_identity,
     describe=_identity,

@@ -20,15 +20,24 @@ from pipeline.tts.base import Backend, Synthesizer
 
 _MODULES = {
     "openai": "pipeline.tts.openai_http",  # any OpenAI-compatible /audio/speech endpoint
-    "local": "pipeline.tts.espeak",  # the embedded offline voice
+    "espeak": "pipeline.tts.espeak",  # the embedded offline voice
 }
+# Old names still accepted in config files, job files, the environment and flags. "local" was the offline
+# voice's name until the engines took the word (``--engine local``: this process).
+ALIASES = {"local": "espeak"}
 
 
 def names() -> tuple[str, ...]:
     return tuple(_MODULES)
 
 
+def canonical(name: str) -> str:
+    """The backend's name for ``name``, an old one included; an unknown name is returned as it is."""
+    return ALIASES.get(name, name)
+
+
 def get(name: str) -> Backend:
+    name = canonical(name)
     if name not in _MODULES:
         raise UsageError(f"invalid setting: backend must be one of {', '.join(_MODULES)}, not {name!r}")
     backend: Backend = importlib.import_module(_MODULES[name]).BACKEND

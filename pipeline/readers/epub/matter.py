@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.readers.epub.package import Item
 from pipeline.readers.htmltext import NOTE_MARKS, Block, Extracted
-from pipeline.text import GUTENBERG_END, GUTENBERG_START
+from pipeline.textfacts import GUTENBERG_END, GUTENBERG_START
 
 # Structural names (epub:type, guide type, landmark) -> how the plan reports the skipped item.
 MATTER_TYPES = {

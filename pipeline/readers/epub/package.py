@@ -13,7 +13,7 @@ from lxml import etree
 from pipeline.errors import InputError
 from pipeline.readers.epub.safezip import MAX_COVER_BYTES, SafeZip
 from pipeline.readers.htmltext import parse_xml
-from pipeline.text import normalize_paragraph, primary_language
+from pipeline.textfacts import normalize_paragraph, primary_language
 
 _CONTAINER = "META-INF/container.xml"
 CONTENT_TYPES = frozenset({"application/xhtml+xml", "text/html", "application/xml", "text/xml"})

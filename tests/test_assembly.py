@@ -18,7 +18,7 @@ from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4
 
 from pipeline import mp3
-from pipeline.audio import (
+from pipeline.assembly import (
     PartDecodeError,
     PartSource,
     assemble_chapter,
@@ -28,10 +28,12 @@ from pipeline.audio import (
     segment_cues,
     write_playlist,
 )
+from pipeline.assembly.decode import decode_part_pcm
 from pipeline.config import BookOptions
 from pipeline.errors import AudioError
-from pipeline.media import decode, encode_pcm, ffmpeg_exe
+from pipeline.media import encode_pcm, ffmpeg_exe
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
+from tests.audiocheck import decode
 from tests.helpers import tiny_png
 
 RATE = 24_000
@@ -185,7 +187,7 @@ JOINS = {"lossless": SETTINGS, "decoded": dataclasses.replace(SETTINGS, bitrate=
 
 def assembled_samples(part: bytes, join: str) -> int:
     """A part's length in the chapter: every frame when joined losslessly; decoded, what ffmpeg gives."""
-    return mp3.check_part(part).samples if join == "lossless" else len(mp3.decode_part_pcm(part, RATE)) // 2
+    return mp3.check_part(part).samples if join == "lossless" else len(decode_part_pcm(part, RATE)) // 2
 
 
 def pause_samples(ms: int, join: str) -> int:

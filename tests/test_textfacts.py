@@ -7,7 +7,7 @@ import random
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.text import (
+from pipeline.textfacts import (
     GUTENBERG_END,
     GUTENBERG_START,
     decode_bytes,

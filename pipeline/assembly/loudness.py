@@ -39,16 +39,17 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.errors import AudioError
-from pipeline.media import ffmpeg_exe
-from pipeline.models import ChapterLoudness  # defined there: it travels in ChapterAudio, which must stay light
-from pipeline.mp3 import _DECODER_DELAY, _STYLE, parse_frames, silent_frame
+from pipeline.assembly.decode import decode_part
+from pipeline.errors import ToolError
+
+# Defined in models: a chapter's loudness travels in ChapterAudio and the targets are read by the report, both
+# of which must stay light (no ffmpeg, no audio code).
+from pipeline.models import ACX, EBU, TARGETS, ChapterLoudness, LoudnessTarget
 
 with warnings.catch_warnings():
     # Deprecated on Python 3.11-3.12 (audioop-lts provides it from 3.13); pydub needs it anyway.
@@ -85,7 +86,6 @@ FLOOR_DB = -100.0  # what digital silence measures (s16's smallest step is -90.3
 _FULL_SCALE = 32768.0
 _WIDTH = 2  # s16le mono throughout
 _GATE_LUFS = -70.0  # ebur128's absolute gate: it prints exactly this when no 400 ms block passed the gates
-RAW_PCM_RATE = 24_000  # OpenAI's "pcm" answers: headerless s16le mono at 24 kHz
 # What libmp3lame (through ffmpeg) does to the level: steady sound decodes 0.95x (-0.45 dB) as loud as it went
 # in, measured at every rate from 16 to 48 kHz and 32 to 128 kbps, mono or stereo (-0.27 dB at 192 kbps and
 # over for 32-48 kHz). ffmpeg's own mp2 encoder keeps the level, so it is the encoder, not the decoder.
@@ -94,84 +94,6 @@ LAME_GAIN_DB = -0.45
 
 def _db(amplitude: float) -> float:
     return 20 * math.log10(amplitude / _FULL_SCALE) if amplitude > 0 else FLOOR_DB
-
-
-# --------------------------------------------------------------------------------------------- targets
-
-
-@dataclass(frozen=True)
-class LoudnessTarget:
-    """What every part of a book is brought to.
-
-    ``measure`` says what ``level_db`` means: ``"lufs"`` is EBU R128 integrated loudness (K-weighted, gated),
-    ``"rms"`` the plain RMS in dBFS. ``ceiling_db`` is the highest peak the decoded chapter MP3 may have; the
-    limiter (or without one, the gain) keeps the PCM's peaks at ``ceiling_db - codec_margin_db``, as MP3
-    encoding lifts the peaks of speech-like sound by up to ~0.4 dB, its -0.45 dB included (measured: 128 kbps,
-    24 kHz). ``true_peak``: the ceiling counts peaks between samples (dBTP), as EBU R128 does, else samples, as
-    ACX does. ``max_limiting_db`` is the most the encoder's limiter may take off a part's peaks (0: no
-    limiter). ``low_db``..``high_db`` is the range a chapter must land in to comply. ``max_boost_db`` keeps a
-    part that is nearly all noise from being blown up.
-    """
-
-    name: str
-    measure: Literal["lufs", "rms"]
-    level_db: float
-    ceiling_db: float
-    low_db: float
-    high_db: float
-    true_peak: bool
-    max_limiting_db: float = 6.0
-    codec_margin_db: float = 0.5
-    max_boost_db: float = 24.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.max_limiting_db <= 24:  # alimiter's input gain goes to 64x (36 dB)
-            raise ValueError(f"max_limiting_db must be within 0..24 dB, not {self.max_limiting_db}")
-        if not -24 <= self.peak_limit_db <= 0:  # alimiter's limit is 1/16..1
-            raise ValueError(f"the peak limit must be within -24..0 dBFS, not {self.peak_limit_db}")
-
-    def accepts(self, chapter: ChapterLoudness) -> bool:
-        """Whether a chapter is within this target's range and under its ceiling, as its measure counts."""
-        level = chapter.integrated_lufs if self.measure == "lufs" else chapter.rms_db
-        peak = chapter.true_peak_db if self.true_peak and chapter.true_peak_db is not None else chapter.peak_db
-        return level is not None and self.low_db <= level <= self.high_db and peak <= self.ceiling_db
-
-    @property
-    def peak_limit_db(self) -> float:
-        """The highest peak a part's PCM may keep once the limiter has done its work."""
-        return self.ceiling_db - self.codec_margin_db
-
-    @property
-    def measures_true_peak(self) -> bool:
-        """Whether parts need their true peak measured (``decode_and_measure(true_peak=...)``): only when the gain
-        alone keeps a true-peak ceiling. With a limiter, the limiter holds the ceiling (oversampled), and the
-        measurement, a third of the decode lane's CPU, would only shift its allowance by a few tenths of a dB."""
-        return self.true_peak and not self.max_limiting_db
-
-    @property
-    def headroom_db(self) -> float:
-        """How far below its level the PCM travels to the encoder, so peaks the limiter takes back never clip."""
-        return self.max_limiting_db
-
-    def encoder_filter(self, rate: int) -> str | None:
-        """The ``-af`` filter for the chapter's encoder at ``rate``: the limiter, whose input gain restores the
-        headroom in floating point. For a true-peak target it works at twice the rate, or the peaks between
-        samples it leaves would pass the ceiling by up to 4 dB (measured on clicks; 4x gains 0.4 dB for three
-        times the CPU). Sample-exact: same count, same alignment (``latency`` compensates its lookahead);
-        where it does not limit, the samples are the input's times the gain (rounded, or resampled there and
-        back). ~0.5 s of CPU per 30 minutes at 24 kHz, ~1.3 s oversampled. None without a limiter."""
-        if not self.max_limiting_db:
-            return None
-        limiter = (f"alimiter=level_in={10 ** (self.headroom_db / 20):.6f}:limit={10 ** (self.peak_limit_db / 20):.6f}"
-                   ":attack=5:release=50:level=false:latency=true")  # fmt: skip
-        return f"aresample={2 * rate},{limiter},aresample={rate}" if self.true_peak else limiter
-
-
-# -18 LUFS suits speech on headphones and phones (EBU R128's -23 is for broadcast with its wide dynamics).
-EBU = LoudnessTarget("ebu", "lufs", level_db=-18.0, ceiling_db=-1.0, low_db=-19.0, high_db=-17.0, true_peak=True)
-# ACX (Audible): RMS -23..-18 dB measured unweighted over the whole file, peaks at or below -3 dBFS.
-ACX = LoudnessTarget("acx", "rms", level_db=-20.0, ceiling_db=-3.0, low_db=-23.0, high_db=-18.0, true_peak=False)
-TARGETS: dict[str, LoudnessTarget] = {t.name: t for t in (EBU, ACX)}
 
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -196,11 +118,12 @@ _SECTIONS = {
 
 
 def parse_ebur128_summary(stderr: str) -> Ebur128Summary:
-    """The last ``ebur128`` summary in ffmpeg's stderr (log level info or more). Raises AudioError when there
-    is none. Works as well on an encoder's stderr, should the chapter's own loudness be measured there."""
+    """The last ``ebur128`` summary in ffmpeg's stderr (log level info or more). Raises ToolError when there
+    is none: ffmpeg's fault, not the part's. Works as well on an encoder's stderr, should the chapter's own
+    loudness be measured there."""
     at = stderr.rfind("Summary:")
-    if at < 0:
-        raise AudioError("ffmpeg printed no loudness summary")
+    if at < 0:  # a tool's failure, not the part's: the part decoded
+        raise ToolError("ffmpeg printed no loudness summary")
     text = stderr[at:]
 
     def value(key: str) -> float | None:
@@ -212,7 +135,7 @@ def parse_ebur128_summary(stderr: str) -> Ebur128Summary:
 
     integrated = value("integrated")
     if integrated is None:
-        raise AudioError("ffmpeg's loudness summary has no integrated loudness")
+        raise ToolError("ffmpeg's loudness summary has no integrated loudness")
     return Ebur128Summary(
         integrated_lufs=integrated if integrated > _GATE_LUFS else None,
         sample_peak_db=value("sample"),
@@ -248,49 +171,20 @@ class DecodedPart:
     measurement: Measurement
 
 
-# ebur128 wants doubles: after aformat to s16 it measures exactly the samples written out (s16 -> double is
-# exact, and the output is bit-identical to a decode without it: checked).
 _MEASURE = "ebur128=framelog=quiet"
-_DEMUXERS = {"mp3": "mp3", "wav": "wav", "flac": "flac", "aac": "aac", "opus": "ogg", "ogg": "ogg"}
 
 
 def decode_and_measure(data: bytes, fmt: str, rate: int, *, true_peak: bool = False) -> DecodedPart:
     """Decode a part to s16le mono PCM at ``rate`` and measure it, with one ffmpeg process (the true peak only
     when asked: it costs half as much CPU as the decoding; pass ``target.measures_true_peak``).
 
-    MP3 is decoded exactly as ``mp3.decode_part_pcm`` does (same samples, one-frame parts included: two
-    silent frames follow the part's frames so ffmpeg opens it, and are cut off again by sample count); the
-    measurement sits at the end of the same filter chain. ``fmt`` "pcm" is headerless s16le mono at 24 kHz
-    (OpenAI's), anything else goes to ffmpeg's demuxer of that name. Raises NotAudio for a bad MP3 part and
-    AudioError when ffmpeg fails.
+    The decoding is ``decode.decode_part``'s (the same samples as a plain decode), with the measurement at the
+    end of its filter chain. Raises NotAudio for a bad MP3 part, ToolError when ffmpeg fails or
+    prints no summary.
     """
-    expected: int | None = None  # MP3: the exact sample count, give or take ``slack``
-    slack = 0
-    filters: list[str] = []
-    if fmt == "mp3":
-        stream, filters, expected, slack = _mp3_input(data, rate)
-        source = ["-f", "mp3", "-i", "pipe:0"]
-    elif fmt == "pcm":
-        stream = data[: len(data) - len(data) % _WIDTH]
-        source = ["-f", "s16le", "-ar", str(RAW_PCM_RATE), "-ac", "1", "-i", "pipe:0"]
-    else:
-        stream = data
-        source = ["-f", _DEMUXERS.get(fmt, fmt), "-i", "pipe:0"]
-    measure = _MEASURE + (":peak=true" if true_peak else "")
-    filters += [f"aresample={rate}", f"aformat=sample_fmts=s16:sample_rates={rate}:channel_layouts=mono", measure]
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", *source,
-           "-af", ",".join(filters), "-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"]  # fmt: skip
-    proc = subprocess.run(cmd, input=stream, capture_output=True, check=False)
-    log = proc.stderr.decode(errors="replace")
-    if proc.returncode != 0:
-        raise AudioError(f"ffmpeg could not decode the part ({fmt}): {_error_line(log)}")
-    pcm = proc.stdout
-    if expected is not None:
-        got = len(pcm) // _WIDTH
-        if abs(got - expected) > slack:
-            raise AudioError(f"ffmpeg decoded {got} samples where {expected} were expected")
-        pcm = pcm[: _WIDTH * expected] + bytes(_WIDTH * max(0, expected - got))
-    summary = parse_ebur128_summary(log)
+    decoded = decode_part(data, fmt, rate, measure=_MEASURE + (":peak=true" if true_peak else ""))
+    pcm = decoded.pcm
+    summary = parse_ebur128_summary(decoded.log)
     sample_peak = _db(audioop.max(pcm, _WIDTH))
     return DecodedPart(
         pcm,
@@ -303,37 +197,6 @@ def decode_and_measure(data: bytes, fmt: str, rate: int, *, true_peak: bool = Fa
             rms_db=_db(audioop.rms(pcm, _WIDTH)),
         ),
     )
-
-
-def _mp3_input(data: bytes, rate: int) -> tuple[bytes, list[str], int, int]:
-    """The stream, leading filters, sample count and its slack that make ``mp3.decode_part_pcm``'s output."""
-    frames = parse_frames(data)
-    fmt = frames.format
-    total = frames.samples
-    start, stop = 0, total
-    if frames.encoder_delay is not None and frames.encoder_padding is not None:
-        start = min(total, frames.encoder_delay + _DECODER_DELAY)
-        stop = max(start, total - frames.encoder_padding + _DECODER_DELAY)
-    if fmt.layer == 3:
-        tail = silent_frame(fmt, style=frames.first_header & _STYLE) * 2
-    else:  # layers I/II: the part's first frame twice, cut off again
-        first_len = (frames.offsets[1] if frames.count > 1 else frames.end) - frames.offsets[0]
-        tail = data[frames.offsets[0] : frames.offsets[0] + first_len] * 2
-    stream = data[frames.offsets[0] : frames.end] + tail
-    filters = [f"atrim=start_sample={start}:end_sample={stop}"]
-    if fmt.channels == 2:
-        filters.append("pan=mono|c0=0.5*c0+0.5*c1")
-    samples = stop - start
-    # ffmpeg's resampler ends on the floor or the ceiling of the exact count (see decode_part_pcm): nearest.
-    if rate == fmt.sample_rate:
-        return stream, filters, samples, 0
-    return stream, filters, (2 * samples * rate + fmt.sample_rate) // (2 * fmt.sample_rate), 1
-
-
-def _error_line(log: str) -> str:
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    errors = [line for line in lines if "[error]" in line or "[fatal]" in line]
-    return (errors or lines or ["no message"])[-1][:200]
 
 
 # --------------------------------------------------------------------------------------------- trimming

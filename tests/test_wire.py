@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from pipeline import app
-from pipeline.codec import decode, encode
 from pipeline.config import load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.jobs import ChapterDone, ChapterJob, FinishDone
@@ -25,6 +24,7 @@ from pipeline.outputs import FinishJob
 from pipeline.runner import Run
 from pipeline.store import Stores
 from pipeline.tts.registry import Synthesizers
+from pipeline.wire import decode, encode
 from tests.helpers import tiny_png, write_book
 
 
