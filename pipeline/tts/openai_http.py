@@ -35,10 +35,9 @@ import logging
 import math
 import random
 import time
-import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -224,7 +223,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class _Request(Generic[T]):
+class ApiRequest(Generic[T]):
     """One request as every attempt sends it: where, what (httpx's ``json``, or ``files`` and ``data``), how a
     200 is read (``accept`` raises a SynthesisError for an answer not to keep), under which governor."""
 
@@ -352,12 +351,12 @@ class OpenAISpeech:
         audio_type = "audio/mpeg" if (spec.response_format or "mp3") == "mp3" else "audio/*"
         headers = {"Accept": f"{audio_type}, application/json;q=0.5"}
         fmt = spec.response_format
-        request = _Request("speech", self._endpoint, headers, {"json": payload}, lambda r: self._check(r, fmt),
+        request = ApiRequest("speech", self._endpoint, headers, {"json": payload}, lambda r: self._check(r, fmt),
                            len(text), self.governor, fmt)  # fmt: skip
         audio, tally = await self.attempts(request)
         return SpeechResult(audio, tally.attempts, tally.rate_limited, round(tally.waited_s, 3))
 
-    async def attempts(self, request: _Request[T]) -> tuple[T, _Tally]:
+    async def attempts(self, request: ApiRequest[T]) -> tuple[T, _Tally]:
         """``request`` sent until an answer is accepted, retried as the module docstring says."""
         tally = _Tally()
         retrying = AsyncRetrying(
@@ -385,7 +384,7 @@ class OpenAISpeech:
             raise tally.stamp(exc) from None
         return answer, tally
 
-    async def _governed(self, request: _Request[T], tally: _Tally) -> T:
+    async def _governed(self, request: ApiRequest[T], tally: _Tally) -> T:
         """One attempt, paced by the governor. A 429 that is a rate limit is not a failed attempt: the governor
         pauses and the request waits for its turn again (it is counted apart), until a real answer comes."""
         while True:
@@ -444,7 +443,7 @@ class OpenAISpeech:
             raise self._retryable(f"{self._where} answered {other.found} audio that {exc}") from None
 
     # One request: the response, or the right SynthesisError subclass with a scrubbed one-line message.
-    async def _send(self, request: _Request[Any]) -> httpx.Response:
+    async def _send(self, request: ApiRequest[Any]) -> httpx.Response:
         try:
             return await self._post(request.url, request.headers, request.body)
         except httpx.ConnectTimeout:
@@ -495,7 +494,7 @@ class OpenAISpeech:
             return body
         self.refuse(response)
 
-    def refuse(self, response: httpx.Response) -> typing.NoReturn:
+    def refuse(self, response: httpx.Response) -> NoReturn:
         """Raise the SynthesisError a non-200 answer means (retried, stops the book or the run...)."""
         status, body = response.status_code, response.content
         content_type = response.headers.get("content-type", "").lower()

@@ -26,7 +26,7 @@ from pipeline.errors import RetryableError, UsageError
 from pipeline.limits import Governor, SharedLimits
 from pipeline.models import BackendOptions
 from pipeline.store import PartStore
-from pipeline.tts.openai_http import OpenAISpeech, _Request, server_message
+from pipeline.tts.openai_http import ApiRequest, OpenAISpeech, server_message
 
 log = logging.getLogger("audiobook")
 
@@ -135,7 +135,7 @@ class Transcriber:
             data["language"] = language
         body: dict[str, Any] = {"files": {"file": ("part.mp3", audio, "audio/mpeg")}, "data": data}
         headers = {"Accept": "application/json"}
-        request = _Request("transcription", self._url, headers, body, self._accept, 0, self.governor)
+        request = ApiRequest("transcription", self._url, headers, body, self._accept, 0, self.governor)
         text, tally = await self._speech.attempts(request)
         self.requests += 1
         if self._on_request is not None:
