@@ -208,7 +208,7 @@ def test_a_transcript_is_kept_by_part_and_a_second_ask_sends_nothing(
     speech, again, _ = clients(server, store=store)  # a new run, the same store
     assert run(speech, again.transcribe(audio, language="en", part_key=key)) == first
     assert len(transcriptions(server)) == 2 and again.requests == 0
-    entry = store.get(transcript_key(key, "gpt-4o-mini-transcribe", "en"), CACHE_FORMAT)
+    entry = store.get(transcript_key(key, audio, "gpt-4o-mini-transcribe", "en"), CACHE_FORMAT)
     assert entry is not None and json.loads(entry)["text"] == first
     # Another model or language is another transcript.
     speech, other, _ = clients(server, store=store, model="whisper-1")
@@ -216,11 +216,31 @@ def test_a_transcript_is_kept_by_part_and_a_second_ask_sends_nothing(
     assert len(transcriptions(server)) == 3
 
 
+def test_a_part_made_again_is_heard_again(server: FakeSpeechServer, tmp_path: Path) -> None:
+    # The first answer left a sentence out; the part is made again under the same key: the transcript of the
+    # bad answer must not stand for the new one.
+    server.inject(Fault.drop_sentence())
+    bad, heard_bad, _ = spoken_and_heard(server)
+    good, _, _ = spoken_and_heard(server)
+    store = FileStore(tmp_path)
+    key = part_key("openai:fake", SPEC, TEXT)
+    speech, transcriber, _ = clients(server, store=store)
+
+    async def both() -> tuple[str, str]:
+        first = await transcriber.transcribe(bad, language="en", part_key=key)
+        return first, await transcriber.transcribe(good, language="en", part_key=key)
+
+    first, second = run(speech, both())
+    assert first == heard_bad and compare(TEXT, first, language="en").suspect
+    assert second == server.transcripts.transcript(TEXT) and not compare(TEXT, second, language="en").suspect
+    assert transcriber.requests == 2
+
+
 def test_a_damaged_cached_transcript_is_heard_again(server: FakeSpeechServer, tmp_path: Path) -> None:
     audio, _, _ = spoken_and_heard(server)
     store = FileStore(tmp_path)
     key = part_key("openai:fake", SPEC, TEXT)
-    store.put(transcript_key(key, "gpt-4o-mini-transcribe", "en"), b"{not json", CACHE_FORMAT)
+    store.put(transcript_key(key, audio, "gpt-4o-mini-transcribe", "en"), b"{not json", CACHE_FORMAT)
     speech, transcriber, _ = clients(server, store=store)
     assert run(speech, transcriber.transcribe(audio, language="en", part_key=key)) == server.transcripts.transcript(
         TEXT

@@ -63,11 +63,13 @@ def iso639_1(language: str | None) -> str | None:
     return code or None
 
 
-def transcript_key(part_key: str, model: str, language: str | None) -> str:
-    """The store key of a part's transcript: the part (its key names its audio) heard by ``model`` in
-    ``language``."""
-    blob = json.dumps({"v": TRANSCRIPT_KEY_VERSION, "part": part_key, "model": model, "language": language},
-                      sort_keys=True, separators=(",", ":"))  # fmt: skip
+def transcript_key(part_key: str, audio: bytes, model: str, language: str | None) -> str:
+    """The store key of a part's transcript: the part's audio heard by ``model`` in ``language``. The audio's
+    own hash is in it, not only the part's key: a part made again (a suspect one) keeps its key, not its
+    sound, and must be heard again."""
+    sound = hashlib.sha256(audio).hexdigest()
+    blob = json.dumps({"v": TRANSCRIPT_KEY_VERSION, "part": part_key, "audio": sound, "model": model,
+                       "language": language}, sort_keys=True, separators=(",", ":"))  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -107,12 +109,12 @@ class Transcriber:
         self._on_request = on_request  # told the attempts of each request sent (the run's counters)
         self.requests = 0  # transcriptions asked of the server (cache hits not counted)
 
-    def cached(self, part_key: str, *, language: str | None) -> str | None:
-        """The stored transcript of the part, or None."""
+    def cached(self, part_key: str, audio: bytes, *, language: str | None) -> str | None:
+        """The stored transcript of the part's ``audio``, or None."""
         language = iso639_1(language)
         if self.store is None:
             return None
-        data = self.store.get(transcript_key(part_key, self.model, language), CACHE_FORMAT)
+        data = self.store.get(transcript_key(part_key, audio, self.model, language), CACHE_FORMAT)
         if data is None:
             return None
         try:
@@ -122,12 +124,12 @@ class Transcriber:
         return text if isinstance(text, str) else None
 
     async def transcribe(self, audio: bytes, *, language: str | None, part_key: str | None = None) -> str:
-        """What ``audio`` (an MP3 part) says. With ``part_key`` and a store, a transcript kept earlier is
-        returned without a request, and a new one is kept. ``language`` may be a tag (``en-GB``, ``zh_Hans``):
-        the API takes ISO 639-1, its first part."""
+        """What ``audio`` (an MP3 part) says. With ``part_key`` and a store, a transcript kept earlier of these
+        very bytes is returned without a request, and a new one is kept. ``language`` may be a tag (``en-GB``,
+        ``zh_Hans``): the API takes ISO 639-1, its first part."""
         language = iso639_1(language)
         if part_key is not None:
-            kept = self.cached(part_key, language=language)
+            kept = self.cached(part_key, audio, language=language)
             if kept is not None:
                 return kept
         data = {"model": self.model, "response_format": "json"}
@@ -143,7 +145,8 @@ class Transcriber:
         if part_key is not None and self.store is not None:
             entry = json.dumps({"text": text, "model": self.model, "language": language}, ensure_ascii=False)
             try:
-                self.store.put(transcript_key(part_key, self.model, language), entry.encode(), CACHE_FORMAT)
+                key = transcript_key(part_key, audio, self.model, language)
+                self.store.put(key, entry.encode(), CACHE_FORMAT)
             except OSError as exc:  # the transcript is still good for this run; the store names its failure
                 log.warning("cannot keep a transcript in %s: %s", self.store.location, exc.strerror or exc)
         return text
