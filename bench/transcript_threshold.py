@@ -6,7 +6,10 @@ rates and seeds, and, when it has 3 to 5 sentences, once per sentence with that 
 the same way). Prints the distributions of coverage, the longest missing run and extra, and how many parts the
 rule (``Coverage.suspect``) flags: a false alarm is a clean part flagged, a miss a faulty part not flagged.
 
-    .venv/bin/python -m bench.transcript_threshold [TEXT ...]   # default: Alice and the demo sample
+    .venv/bin/python -m bench.transcript_threshold [TEXT ...]   # default: the demo sample
+    # the thresholds' figures (pipeline/transcript.py): Alice (Project Gutenberg #11), the demo sample and two
+    # Chinese prose texts: .venv/bin/python -m bench.transcript_threshold alice-pg11.txt \
+    #     samples/the-lantern-keeper.md chinese-prose.md zh-synth.md
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pipeline.transcript import COVERAGE_MIN, compare, tokens
 from tests.fakeserver import noisy, sentences
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = [Path("/work/shared/corpus/alice-pg11.txt"), ROOT / "samples" / "the-lantern-keeper.md"]
+DEFAULT = [ROOT / "samples" / "the-lantern-keeper.md"]
 BINS = (("1-4", 4), ("5", 5), ("6-9", 9), ("10+", 10**9))
 NOISE = (  # (substitute, delete, insert): a good recogniser's 3-5 % of words wrong, and twice that
     (0.03, 0.005, 0.005),
