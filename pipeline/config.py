@@ -186,6 +186,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "rate_limit_patience": (1, 7 * 86_400),
     "cpm": (1, 1_000_000_000),
     "price_per_million_chars": (0, 10_000),
+    "transcribe_rpm": (0.01, 1_000_000),
+    "transcribe_price_per_minute": (0, 100),
     "sentence_pause_ms": (0, 60_000),
     "paragraph_pause_ms": (0, 60_000),
     "title_pause_ms": (0, 60_000),
@@ -217,6 +219,8 @@ def _validate(s: Settings) -> None:
         parse_base_url(api.base_url)  # the check the HTTP client makes: one rule for what a base URL is
     except UsageError as exc:
         raise bad(str(exc)) from None
+    if not api.transcribe_model.strip():
+        raise bad("transcribe_model must not be empty")
     if not book.model.strip() or not book.voice.strip():
         raise bad("model and voice must not be empty")
     if book.sample_rate not in SAMPLE_RATES:

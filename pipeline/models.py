@@ -229,6 +229,11 @@ class BackendOptions:
     # Seconds of nothing but 429s (not one answer with audio) after which the run stops, naming the key.
     rate_limit_patience: float = 600.0
     price_per_million_chars: float | None = None  # None: the backend's own price list
+    # The transcript check (pipeline.transcript, tts.transcribe): the same endpoint's /audio/transcriptions,
+    # paced by a governor of its own (the key's transcription limit is not its speech limit).
+    transcribe_model: str = "gpt-4o-mini-transcribe"
+    transcribe_rpm: float | None = None  # None: learnt from x-ratelimit-* headers, as for speech
+    transcribe_price_per_minute: float | None = None  # US dollars a minute of audio; None: the known list
     # The language a backend that follows the book's language adapts to; set by the registry, not by users.
     language: str | None = field(default=None, metadata={"key": None})
 

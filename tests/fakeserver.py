@@ -21,6 +21,13 @@ refused request gets a 429 with ``retry-after-ms`` and ``retry-after``, and ever
     with FakeSpeechServer(rpm=60, burst=5, clock=fake_clock) as srv:
         ... srv.stats().rate_limited ...
 
+It also transcribes (``POST /v1/audio/transcriptions``, multipart, as OpenAI's): it remembers which text
+each answer really spoke, faults included (``Fault.drop_sentence()`` speaks the input less one sentence), and
+answers that text with a good recogniser's seeded noise (see ``Transcripts``)::
+
+    srv.inject(Fault.drop_sentence()); srv.inject_transcription(Fault.status(503))
+    srv.transcripts.spoken(audio)   # the text an answer really says
+
 Run it in its own process (the benchmark does, to keep its work off the client's GIL)::
 
     python -m tests.fakeserver --port 0 --latency 0.2 [--api-key K] [--rpm 120 --burst 2 --tpm 40000]
@@ -31,11 +38,15 @@ from __future__ import annotations
 
 import argparse
 import array
+import email.parser
+import email.policy
 import functools
 import hashlib
 import io
 import json
 import math
+import random
+import re
 import subprocess
 import sys
 import threading
@@ -57,6 +68,7 @@ MIN_FRAMES = 2  # ffmpeg's probe wants two consecutive frames before it calls a 
 MAX_INPUT = 4096
 SPEECH = "/v1/audio/speech"
 MODELS = "/v1/models"
+TRANSCRIPTIONS = "/v1/audio/transcriptions"
 FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 SERVED_FORMATS = ("mp3", "wav", "pcm")
 FIELDS = ("model", "input", "voice", "instructions", "response_format", "speed", "stream_format")
@@ -146,6 +158,13 @@ class Fault:
         return cls("wrong_format", 200, fmt)
 
     @classmethod
+    def drop_sentence(cls) -> Fault:
+        """Status 200 and real audio of the input less one sentence (see ``without_a_sentence``: chosen by a seed
+        from the input among its sentences of 10 words or more), as speech models sometimes skip one: only a
+        transcript of the answer (``/audio/transcriptions`` here) tells."""
+        return cls("drop_sentence", 200)
+
+    @classmethod
     def truncated_200(cls) -> Fault:
         """Status 200 and MP3 cut off in the middle of a frame, as a stream that broke off would be."""
         return cls("truncated_200", 200)
@@ -164,6 +183,7 @@ garbage_200 = Fault.garbage_200
 bad_audio_200 = Fault.bad_audio_200
 truncated_200 = Fault.truncated_200
 wrong_format = Fault.wrong_format
+drop_sentence = Fault.drop_sentence
 
 
 @dataclass(frozen=True)
@@ -474,6 +494,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = parsed if isinstance(parsed, dict) else None
         except ValueError:
             pass
+        if path == TRANSCRIPTIONS:
+            body = parse_multipart(raw, self.headers.get("Content-Type", ""))
         text = body.get("input") if body is not None and isinstance(body.get("input"), str) else None
         slot = owner._arrive(Recorded(arrived, path, body, None, None, text, method, dict(self.headers.items())))
         settled = False
@@ -522,6 +544,7 @@ class FakeSpeechServer:
         tpm: float | None = None,
         rate_headers: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        transcript_seed: int = 0,
     ) -> None:
         self.api_key = api_key
         self.latency = latency
@@ -543,6 +566,7 @@ class FakeSpeechServer:
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.owner = self
         self._thread: threading.Thread | None = None
+        self.transcripts = Transcripts(self, seed=transcript_seed)
         bound_host, bound_port = self._httpd.server_address[:2]
         self.url = f"http://{bound_host!s}:{bound_port}/v1"
 
@@ -596,6 +620,11 @@ class FakeSpeechServer:
         with self._lock:
             self._queue.extend(faults)
 
+    def inject_transcription(self, *faults: Fault) -> None:
+        """The next ``len(faults)`` authorized transcription requests get these faults, in order (speech
+        requests take theirs from ``inject``)."""
+        self.transcripts.inject(*faults)
+
     def inject_for(self, predicate: Callable[[dict[str, Any]], bool], fault: Fault, times: int | None = None) -> None:
         """Every speech request whose JSON body matches ``predicate`` gets ``fault`` (``times`` times, or
         always when None). Queued faults from ``inject`` come first."""
@@ -644,6 +673,7 @@ class FakeSpeechServer:
             self._rules.clear()
             self._lies.clear()
             self._tries.clear()
+            self.transcripts.clear()
             self._max_in_flight = self._in_flight
 
     # handler side
@@ -688,7 +718,7 @@ class FakeSpeechServer:
     def _decide(
         self, method: str, path: str, authorization: str | None, raw: bytes, body: dict[str, Any] | None
     ) -> tuple[_Answer, str | None]:
-        known = (method, path) in (("POST", SPEECH), ("GET", MODELS))
+        known = (method, path) in (("POST", SPEECH), ("GET", MODELS), ("POST", TRANSCRIPTIONS))
         if not known:
             return _error(404, f"Invalid URL ({method} {path})", "invalid_request_error"), None
         if not authorization:
@@ -702,6 +732,8 @@ class FakeSpeechServer:
         if path == MODELS:
             models = [{"id": m, "object": "model", "owned_by": "system"} for m in MODEL_IDS]
             return _Answer(200, json.dumps({"object": "list", "data": models}).encode()), None
+        if path == TRANSCRIPTIONS:
+            return self.transcripts.answer(body)
         if self.bucket is None:
             return self._speech(raw, body)
         admission = self.bucket.admit(
@@ -731,7 +763,7 @@ class FakeSpeechServer:
     def _speech(self, raw: bytes, body: dict[str, Any] | None) -> tuple[_Answer, str | None]:
         """An authorized speech request past the rate limit: injected faults, validation, then audio."""
         fault = self._next_fault(body)
-        if fault is not None and fault.kind not in ("slow", "wrong_format"):
+        if fault is not None and fault.kind not in ("slow", "wrong_format", "drop_sentence"):
             return self._faulty(fault), fault.kind
         problem = _validate(raw, body)
         if problem is not None:
@@ -739,7 +771,10 @@ class FakeSpeechServer:
         assert body is not None
         fmt = fault.message if fault is not None and fault.kind == "wrong_format" else body.get("response_format")
         fmt = fmt or "mp3"
-        audio = audio_for(body["input"], self.ms_per_char, float(body.get("speed", 1.0)), fmt)
+        spoken = without_a_sentence(body["input"]) if fault is not None and fault.kind == "drop_sentence" else None
+        spoken = spoken if spoken is not None else body["input"]
+        audio = audio_for(spoken, self.ms_per_char, float(body.get("speed", 1.0)), fmt)
+        audio = self.transcripts.remember(audio, spoken, fmt)
         content_type = {"mp3": "audio/mpeg", "wav": "audio/wav", "pcm": "audio/pcm"}[fmt]
         delay = fault.seconds if fault is not None else 0.0
         if fault is None and self._lies and (lie := self._lie_for(body["input"])) is not None:
@@ -789,6 +824,230 @@ class FakeSpeechServer:
             }.get(fault.code, f"Error {fault.code}")
             answer = _error(fault.code, message, "server_error" if fault.code >= 500 else "invalid_request_error")
         return _Answer(answer.status, answer.body, answer.content_type, tuple(headers))
+
+
+# --- transcription ---------------------------------------------------------------------------------------
+# What a part really says. Speech answers are cut from one tone, so two texts of one length would answer the
+# same bytes: each MP3 answer carries an ID3v2 tag naming what it spoke (the pipeline skips tags, as it must
+# for real servers' parts), and the server keeps sha256(answer) -> spoken text.
+
+TRANSCRIBE_MODELS = ("gpt-4o-mini-transcribe", "gpt-4o-transcribe", "whisper-1")
+TRANSCRIPT_FORMATS = ("json", "text", "verbose_json")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’»)\]]*\s+|(?<=[。！？])[”’」』）]*\s*")
+_FILLERS = ("the", "a", "and", "uh", "so")
+_HAN_NOISE = "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年"
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut after each sentence's end (Latin ``.!?…`` before a space, CJK ``。！？``), ends kept."""
+    parts, at = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.end() > at and text[at : match.end()].strip():
+            parts.append(text[at : match.end()])
+            at = match.end()
+    if text[at:].strip():
+        parts.append(text[at:])
+    return parts
+
+
+# A sentence left out is chosen among those of at least this many words (CJK: characters), when the input has
+# one: shorter ones are not told from a recogniser's noise by any threshold (bench/transcript_threshold.py).
+DROP_MIN_TOKENS = 10
+
+
+def without_a_sentence(text: str) -> str:
+    """``text`` less one of its sentences, chosen by a seed from the text (reproducible) among those of
+    ``DROP_MIN_TOKENS`` or more (else the longest); a text of one sentence loses the second half of its words."""
+    from pipeline.transcript import tokens
+
+    parts = sentences(text)
+    rng = random.Random(hashlib.sha256(text.encode()).digest())
+    if len(parts) >= 2:
+        sizes = [len(tokens(part, language=None)) for part in parts]
+        long = [i for i, size in enumerate(sizes) if size >= DROP_MIN_TOKENS]
+        del parts[rng.choice(long) if long else max(range(len(parts)), key=sizes.__getitem__)]
+        return "".join(parts).strip()
+    words = text.split()
+    if len(words) >= 2:
+        return " ".join(words[: len(words) // 2])
+    return text[: max(1, len(text) // 2)]
+
+
+def _tag(audio: bytes, digest: str) -> bytes:
+    """``audio`` behind an ID3v2.3 tag holding one TXXX frame ("fakeserver", ``digest``)."""
+    data = b"\x00fakeserver\x00" + digest.encode()
+    frame = b"TXXX" + len(data).to_bytes(4, "big") + b"\x00\x00" + data
+    size = len(frame)
+    syncsafe = bytes(((size >> shift) & 0x7F) for shift in (21, 14, 7, 0))
+    return b"ID3\x03\x00\x00" + syncsafe + frame + audio
+
+
+def noisy(
+    text: str,
+    rng: random.Random,
+    *,
+    substitute: float = 0.03,
+    delete: float = 0.005,
+    insert: float = 0.005,
+) -> str:
+    """``text`` as a good recogniser writes it: a wrong letter in ``substitute`` of the words (a wrong character
+    for CJK), ``delete`` of them left out and ``insert`` extra ones; punctuation dropped and case changed here
+    and there, curly apostrophes straightened, numbers written as digits or words."""
+    lower = rng.random() < 0.3  # some recognisers write everything lower case
+    out: list[str] = []
+    for word in re.findall(r"\S+", text):
+        if re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", word):  # CJK: character by character
+            chars = []
+            for ch in word:
+                roll = rng.random()
+                if not ch.isalnum() and rng.random() < 0.5:
+                    continue
+                if roll < delete:
+                    continue
+                chars.append(rng.choice(_HAN_NOISE) if roll < delete + substitute and ch.isalnum() else ch)
+                if rng.random() < insert:
+                    chars.append(rng.choice(_HAN_NOISE))
+            out.append("".join(chars))
+            continue
+        roll = rng.random()
+        if roll < delete:
+            continue
+        if rng.random() < 0.5:
+            word = word.replace("\u2019", "'").replace("\u2018", "'")
+        if rng.random() < 0.5:  # its punctuation dropped (a dash between words becomes a space)
+            word = re.sub(r"[^\w'\s-]", "", re.sub(r"(?<=\w)[—–](?=\w)", " ", word))
+        if re.fullmatch(r"\d+", word) and rng.random() < 0.5:
+            from num2words import num2words
+
+            year = len(word) == 4 and 1100 <= int(word) <= 2099 and not word.endswith("00")
+            word = num2words(int(word), to="year" if year else "cardinal")
+        elif word.lower() in _number_words() and rng.random() < 0.5:
+            word = _number_words()[word.lower()]
+        if delete <= roll < delete + substitute:
+            letters = [i for i, ch in enumerate(word) if ch.isalpha()]
+            if letters:
+                i = rng.choice(letters)
+                wrong = rng.choice([c for c in "abcdefghijklmnopqrstuvwxyz" if c != word[i].lower()])
+                word = word[:i] + wrong + word[i + 1 :]
+        if lower:
+            word = word.lower()
+        elif rng.random() < 0.02:
+            word = word.swapcase()
+        if word:
+            out.append(word)
+        if rng.random() < insert:
+            out.append(rng.choice(_FILLERS))
+    return " ".join(out)
+
+
+@functools.cache
+def _number_words() -> dict[str, str]:
+    """``forty-two`` -> ``42``: a recogniser writes small numbers either way."""
+    from num2words import num2words
+
+    return {num2words(n): str(n) for n in range(2, 100)}
+
+
+def parse_multipart(raw: bytes, content_type: str) -> dict[str, Any] | None:
+    """A ``multipart/form-data`` body's fields: text fields as strings, a file field as
+    ``{"filename", "content_type", "data"}``; None when it is not multipart."""
+    if "multipart/form-data" not in content_type.lower():
+        return None
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
+    )
+    if not message.is_multipart():
+        return None
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        filename = part.get_filename()
+        if filename is not None:
+            fields[name] = {"filename": filename, "content_type": part.get_content_type(), "data": data}
+        else:
+            fields[name] = data.decode("utf-8", errors="replace")
+    return fields
+
+
+class Transcripts:
+    """The transcription side of a ``FakeSpeechServer``: what each answer spoke, and the noisy transcript.
+
+    The noise of one transcript is seeded by (``seed``, the spoken text): the same part transcribed twice reads
+    the same. ``substitute``/``delete``/``insert`` are the shares of words noised (see ``noisy``)."""
+
+    def __init__(self, server: FakeSpeechServer, *, seed: int = 0) -> None:
+        self._server = server
+        self.seed = seed
+        self.substitute, self.delete, self.insert = 0.03, 0.005, 0.005
+        self._lock = threading.Lock()
+        self._spoken: dict[str, str] = {}
+        self._queue: list[Fault] = []
+
+    def remember(self, audio: bytes, spoken: str, fmt: str) -> bytes:
+        """The answer to send for ``audio`` of ``spoken``: tagged when MP3, and remembered by its hash."""
+        if fmt == "mp3":
+            audio = _tag(audio, hashlib.sha256(spoken.encode()).hexdigest()[:32])
+        with self._lock:
+            self._spoken[hashlib.sha256(audio).hexdigest()] = spoken
+        return audio
+
+    def spoken(self, audio: bytes) -> str | None:
+        """What ``audio`` (an answer of this server) really says, or None for audio it never made."""
+        with self._lock:
+            return self._spoken.get(hashlib.sha256(audio).hexdigest())
+
+    def transcript(self, spoken: str) -> str:
+        rng = random.Random(f"{self.seed}:{spoken}")
+        return noisy(spoken, rng, substitute=self.substitute, delete=self.delete, insert=self.insert)
+
+    def inject(self, *faults: Fault) -> None:
+        with self._lock:
+            self._queue.extend(faults)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+
+    def answer(self, body: dict[str, Any] | None) -> tuple[_Answer, str | None]:
+        """An authorized transcription request: injected faults, validation as OpenAI's, then the transcript."""
+        with self._lock:
+            fault = self._queue.pop(0) if self._queue else None
+        if fault is not None and fault.kind != "slow":
+            return self._server._faulty(fault), fault.kind
+
+        def bad(message: str, param: str) -> tuple[_Answer, str | None]:
+            return _error(400, message, "invalid_request_error", None, param), None
+
+        if body is None:
+            return bad("Expected a multipart/form-data body.", "file")
+        upload = body.get("file")
+        if not isinstance(upload, dict) or not upload["data"]:
+            return bad("Missing required parameter: 'file'.", "file")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return bad("Missing required parameter: 'model'.", "model")
+        if model not in TRANSCRIBE_MODELS:
+            return bad(f"Invalid model {model!r} for transcription.", "model")
+        fmt = body.get("response_format", "json")
+        if fmt not in TRANSCRIPT_FORMATS:
+            return bad(f"Invalid value for 'response_format': {fmt!r}.", "response_format")
+        language = body.get("language")
+        if language is not None and not re.fullmatch(r"[a-z]{2,3}", language):
+            return bad(f"Invalid language {language!r}: expected ISO-639-1 (e.g. en).", "language")
+        spoken = self.spoken(upload["data"])
+        text = self.transcript(spoken) if spoken is not None else ""  # audio it never made: nothing heard
+        delay = fault.seconds if fault is not None else 0.0
+        if fmt == "text":
+            return _Answer(200, text.encode(), "text/plain; charset=utf-8", delay=delay), None
+        payload: dict[str, Any] = {"text": text}
+        if fmt == "verbose_json":
+            payload.update(task="transcribe", language=language or "english", segments=[])
+        body_out = json.dumps(payload, ensure_ascii=False).encode()
+        return _Answer(200, body_out, delay=delay), fault.kind if fault else None
 
 
 def _validate(raw: bytes, body: dict[str, Any] | None) -> _Answer | None:

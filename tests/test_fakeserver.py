@@ -99,9 +99,11 @@ def test_limits_are_inclusive(http: httpx.Client) -> None:
     assert speak(http, speed=4).status_code == 200
 
 
-def test_only_post_speech_and_get_models_exist(http: httpx.Client) -> None:
+def test_only_post_speech_and_transcriptions_and_get_models_exist(http: httpx.Client) -> None:
     assert http.get("/audio/speech", headers=AUTH).status_code == 404
-    assert http.post("/audio/transcriptions", json={}, headers=AUTH).status_code == 404
+    assert http.get("/audio/transcriptions", headers=AUTH).status_code == 404
+    assert http.post("/audio/translations", json={}, headers=AUTH).status_code == 404
+    assert http.post("/audio/transcriptions", json={}, headers=AUTH).status_code == 400  # not multipart
     response = http.get("/models", headers=AUTH)
     assert response.status_code == 200
     assert "tts-1" in [m["id"] for m in response.json()["data"]]

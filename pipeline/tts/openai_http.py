@@ -36,7 +36,8 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, NoReturn, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -218,6 +219,23 @@ class _OtherFormat(Exception):
 
 # --- the client ----------------------------------------------------------------------------------------
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ApiRequest(Generic[T]):
+    """One request as every attempt sends it: where, what (httpx's ``json``, or ``files`` and ``data``), how a
+    200 is read (``accept`` raises a SynthesisError for an answer not to keep), under which governor."""
+
+    what: str  # "speech", "transcription": names it in messages
+    url: httpx.URL
+    headers: dict[str, str]
+    body: dict[str, Any]
+    accept: Callable[[httpx.Response], T]
+    cost: int  # what the governor counts against a per-minute budget besides the request itself
+    governor: Governor
+    fmt: str | None = None  # the audio format asked for (speech), for an answer in another one
+
 
 class _Tally:
     """What one segment's request cost: attempts sent (429s of the rate limit apart), and time held back."""
@@ -306,13 +324,13 @@ class OpenAISpeech:
             for size in self._capacity
         ]
 
-    async def _post(self, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+    async def _post(self, url: httpx.URL, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
         if not self._clients:
             self._open()
         shard = max(range(len(self._clients)), key=lambda i: self._capacity[i] - self._busy[i])
         self._busy[shard] += 1
         try:
-            return await self._clients[shard].post(self._endpoint, json=payload, headers=headers)
+            return await self._clients[shard].post(url, headers=headers, **body)
         finally:
             self._busy[shard] -= 1
 
@@ -332,7 +350,14 @@ class OpenAISpeech:
             payload["response_format"] = spec.response_format
         audio_type = "audio/mpeg" if (spec.response_format or "mp3") == "mp3" else "audio/*"
         headers = {"Accept": f"{audio_type}, application/json;q=0.5"}
+        fmt = spec.response_format
+        request = ApiRequest("speech", self._endpoint, headers, {"json": payload}, lambda r: self._check(r, fmt),
+                           len(text), self.governor, fmt)  # fmt: skip
+        audio, tally = await self.attempts(request)
+        return SpeechResult(audio, tally.attempts, tally.rate_limited, round(tally.waited_s, 3))
 
+    async def attempts(self, request: ApiRequest[T]) -> tuple[T, _Tally]:
+        """``request`` sent until an answer is accepted, retried as the module docstring says."""
         tally = _Tally()
         retrying = AsyncRetrying(
             sleep=self._sleep,
@@ -346,34 +371,33 @@ class OpenAISpeech:
             async for attempt in retrying:
                 with attempt:
                     tally.attempts += 1
-                    audio = await self._governed(payload, headers, spec.response_format, len(text), tally)
+                    answer = await self._governed(request, tally)
         except RetryableError as exc:
             plural = "attempt" if tally.attempts == 1 else "attempts"
             error = RetryableError(
-                f"speech request failed after {tally.attempts} {plural}; last error: {exc}",
+                f"{request.what} request failed after {tally.attempts} {plural}; last error: {exc}",
                 status=exc.status,
                 retry_after=exc.retry_after,
             )
             raise tally.stamp(error) from exc
         except SynthesisError as exc:
             raise tally.stamp(exc) from None
-        return SpeechResult(audio, tally.attempts, tally.rate_limited, round(tally.waited_s, 3))
+        return answer, tally
 
-    async def _governed(
-        self, payload: dict[str, Any], headers: dict[str, str], fmt: str | None, cost: int, tally: _Tally
-    ) -> bytes:
+    async def _governed(self, request: ApiRequest[T], tally: _Tally) -> T:
         """One attempt, paced by the governor. A 429 that is a rate limit is not a failed attempt: the governor
         pauses and the request waits for its turn again (it is counted apart), until a real answer comes."""
         while True:
-            async with self.governor.slot(cost) as slot:
+            async with request.governor.slot(request.cost) as slot:
                 tally.waited_s += slot.waited_s
-                response = await self._send(payload, headers)  # a transport error leaves the slot as failed
+                response = await self._send(request)  # a transport error leaves the slot as failed
                 info = RateLimitInfo.from_headers(response.headers)
                 try:
-                    audio = self._check(response, fmt)
+                    answer = request.accept(response)
                 except _OtherFormat as other:
                     slot.done(info)  # a real answer, paid for: the request went through
-                    return await self._converted(other, fmt or "mp3")
+                    converted: Any = await self._converted(other, request.fmt or "mp3")
+                    return converted  # only speech's accept raises _OtherFormat: T is bytes
                 except RateLimited as exc:
                     slot.rate_limited(exc.retry_after, info)
                     tally.rate_limited += 1
@@ -397,7 +421,7 @@ class OpenAISpeech:
                     slot.failed(info)
                     raise
                 slot.done(info)
-                return audio
+                return answer
 
     async def _converted(self, other: _OtherFormat, asked: str) -> bytes:
         """An answer in another format than ``asked``: MP3 made from it, or the book stops (no retry changes
@@ -419,9 +443,9 @@ class OpenAISpeech:
             raise self._retryable(f"{self._where} answered {other.found} audio that {exc}") from None
 
     # One request: the response, or the right SynthesisError subclass with a scrubbed one-line message.
-    async def _send(self, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+    async def _send(self, request: ApiRequest[Any]) -> httpx.Response:
         try:
-            return await self._post(payload, headers)
+            return await self._post(request.url, request.headers, request.body)
         except httpx.ConnectTimeout:
             raise self._retryable(
                 f"the server at {self._host} could not be reached within {self._connect_timeout:g} s "
@@ -468,7 +492,12 @@ class OpenAISpeech:
                     f"{problem} (content-type {content_type or 'missing'}, starts with {body[:16]!r})"
                 )
             return body
+        self.refuse(response)
 
+    def refuse(self, response: httpx.Response) -> NoReturn:
+        """Raise the SynthesisError a non-200 answer means (retried, stops the book or the run...)."""
+        status, body = response.status_code, response.content
+        content_type = response.headers.get("content-type", "").lower()
         message, codes = server_message(body, content_type)
         retry_after = parse_retry_after(response.headers)
         reason = f"HTTP {status}" + (f" {response.reason_phrase}" if response.reason_phrase else "")
