@@ -322,6 +322,17 @@ def lying_audio(audio: bytes, kind: str, fmt: str) -> bytes:
     return head + body
 
 
+def lying_words(text: str, kind: str) -> str:
+    """What a lie really says, for the transcription route: the first half of the words, all of them (with a
+    silence), or all of them three times."""
+    words = text.split()
+    if kind == "cut_short":  # by words, or by characters where none are spaced apart (Chinese)
+        return " ".join(words[: len(words) // 2]) if len(words) > 1 else text[: max(1, len(text) // 2)]
+    if kind == "run_on":
+        return " ".join([text] * 3)
+    return text
+
+
 def _wav(raw: bytes) -> bytes:
     out = io.BytesIO()
     with wave.open(out, "wb") as w:
@@ -774,11 +785,14 @@ class FakeSpeechServer:
         spoken = without_a_sentence(body["input"]) if fault is not None and fault.kind == "drop_sentence" else None
         spoken = spoken if spoken is not None else body["input"]
         audio = audio_for(spoken, self.ms_per_char, float(body.get("speed", 1.0)), fmt)
+        lie = self._lie_for(body["input"]) if fault is None and self._lies else None
+        if lie is not None:  # the lie is made from the plain audio, and heard for what it really says
+            audio, spoken = lying_audio(audio, lie, fmt), lying_words(spoken, lie)
         audio = self.transcripts.remember(audio, spoken, fmt)
         content_type = {"mp3": "audio/mpeg", "wav": "audio/wav", "pcm": "audio/pcm"}[fmt]
         delay = fault.seconds if fault is not None else 0.0
-        if fault is None and self._lies and (lie := self._lie_for(body["input"])) is not None:
-            return _Answer(200, lying_audio(audio, lie, fmt), content_type), lie
+        if lie is not None:
+            return _Answer(200, audio, content_type), lie
         return _Answer(200, audio, content_type, delay=delay), fault.kind if fault else None
 
     @staticmethod
