@@ -170,3 +170,20 @@ def test_transcriptions_go_through_a_governor_of_their_own(human: FakeSpeechServ
     assert client.governor is own and own is not synths.governor(backend)
     assert own.stats().limit_rpm == 30
     assert transcription_cost(backend, 1.0) == 0.003
+
+
+def test_the_offline_voice_says_once_it_cannot_be_heard_and_runs_the_timing_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    book = write_book(tmp_path / "book.txt", chapters=1, paragraphs=3, sentences=2)
+    out = tmp_path / "out"
+    args = ["convert", str(book), "-o", str(out), "--backend", "espeak", "--verify", "transcribe", "--no-titles"]
+    assert main([*args, "--dry-run", "--json"]) == 0
+    assert "transcriptions" not in json.loads(capsys.readouterr().out)["verify"]  # nothing to pay for
+    assert main(["--quiet", *args, "--cache-dir", str(tmp_path / "cache")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("the espeak backend cannot transcribe; timing check only") == 1
+    report = read_report(out)
+    v = report["verification"]
+    assert report["status"] == "done" and v["verified"] == report["synthesized"] == 3 and v["transcriptions"] == 0
+    assert [c["coverage_min"] for c in report["chapters"]] == [None]
