@@ -331,8 +331,10 @@ class Run:
         heard: Coverage | None = None
         try:
             heard = await self._hear(book, request, check.best)
-        except GovernorStopped:  # the run or its transcript check is stopping: not sent
-            reason = f"not transcribed: {self._deaf or 'the run stopped'}"
+        except GovernorStopped:  # not sent: the transcript check stopped, or the whole run is stopping
+            if self._deaf is None:
+                return  # the run stops: the part is left unsettled, so its chapter waits for the next run
+            reason = f"not transcribed: {self._deaf}"
         except FatalAPIError as exc:  # a key or quota refused: every part would be; stop asking
             self._stop_listening(f"transcription refused: {exc}")
         except AudiobookError as exc:  # failed even with its retries (5xx, timeouts): this part unheard
