@@ -380,11 +380,13 @@ class Run:
         if audio is None:
             raise AudiobookError(f"part {request.key} is gone from {store.location}")
         language = book.plan.book.language
+        # The store is read and written off the event loop (a bucket is a round trip); the request is async.
         kept = await asyncio.to_thread(transcriber.cached, request.key, audio, language=language)
         if kept is None:
-            kept = await transcriber.transcribe(audio, language=language, part_key=request.key)
+            kept = await transcriber.transcribe(audio, language=language)
             book.transcriptions += 1
             book.transcribed_s += found.duration_s
+            await asyncio.to_thread(transcriber.keep, request.key, audio, kept, language=language)
         return compare(request.text, kept, language=language)
 
     def _stop_listening(self, message: str) -> None:
