@@ -1106,6 +1106,8 @@ def measure_verify(cfg: Config) -> dict[str, Any]:
         check_cpu = _cpu_now() - before
         lies = [f"{kind}:{VERIFY_LIE_RATE}" for kind in LIES]
         lied = _verify_run(cfg, book, tmp, "lied", lies)
+        # The transcript check on the same book: what share of the rate budget its requests take.
+        heard = _verify_run(cfg, book, tmp, "heard", mode="transcribe")
     told = {kind: [k for k in keys if Lie(kind, VERIFY_LIE_RATE).hits(texts[k])] for kind in LIES}
     lying = {k for ks in told.values() for k in ks}
     v_clean, v_lied = report.verification, lied["report"].verification
@@ -1113,6 +1115,9 @@ def measure_verify(cfg: Config) -> dict[str, Any]:
     clean_d = [c.duration_s or 0.0 for c in report.chapters]
     lied_d = [c.duration_s or 0.0 for c in lied["report"].chapters]
     worst = max(abs(a - b) / b for a, b in zip(lied_d, clean_d, strict=True) if b)
+    v_heard = heard["report"].verification
+    assert v_heard is not None
+    speech, hearing = heard["report"].requests, v_heard.transcriptions
     return {
         "source": source,
         "parts": len(keys),
@@ -1133,6 +1138,19 @@ def measure_verify(cfg: Config) -> dict[str, Any]:
         "left_suspect": v_lied.suspect,
         "status_after_lies": str(lied["report"].status),
         "worst_chapter_duration_diff": round(worst, 5),
+        "transcribe": {
+            "speech_requests": speech,
+            "transcription_requests": hearing,
+            # On one limit shared by both (a relay's), the check's share of it; with limits of their own (OpenAI
+            # counts each model apart), transcriptions ÷ speech requests at equal rpm.
+            "per_speech_request": round(hearing / speech, 4) if speech else None,
+            "share_of_shared_budget": round(hearing / (speech + hearing), 4) if speech + hearing else None,
+            "false_alarms": v_heard.remade,
+            "cost_usd": v_heard.transcription_cost_usd,
+            "speech_cost_usd": heard["report"].estimated_cost_usd,
+            "wall_s": round(heard["wall_s"], 2),
+            "coverage_min": min((c.coverage_min for c in heard["report"].chapters if c.coverage_min), default=None),
+        },
     }
 
 
@@ -1154,6 +1172,19 @@ def _verify_lines(v: dict[str, Any]) -> list[str]:
         f"  5 % each lie {v['lies_told']}: {v['remade']} of {v['lied_parts']} lying parts made again "
         f"({v['caught_share']:.1%}), {v['left_suspect']} left suspect; chapters within "
         f"{v['worst_chapter_duration_diff']:.2%} of the clean run's durations",
+        *_transcribe_lines(v.get("transcribe")),
+    ]
+
+
+def _transcribe_lines(t: dict[str, Any] | None) -> list[str]:
+    if not t:
+        return []
+    return [
+        f"  transcript check (--verify transcribe): {t['transcription_requests']} transcription requests for "
+        f"{t['speech_requests']} speech requests ({t['per_speech_request']} a speech request: as much again of "
+        f"the rate budget at equal rpm; {t['share_of_shared_budget']:.0%} of one limit shared by both), "
+        f"{t['false_alarms']} false alarms, lowest coverage {t['coverage_min']}, ${t['cost_usd']:.4f} beside "
+        f"${t['speech_cost_usd']:.2f} of speech, run {t['wall_s']} s",
     ]
 
 

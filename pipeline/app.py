@@ -14,10 +14,12 @@ import contextlib
 import ctypes
 import glob
 import logging
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from filelock import FileLock, Timeout
 
@@ -26,7 +28,7 @@ from pipeline.config import BookOptions, RunOptions, Settings, limits_file, load
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
 from pipeline.media import require_ffmpeg
-from pipeline.models import Book
+from pipeline.models import BackendOptions, Book, PartRequest
 from pipeline.outputs import prepare_output
 from pipeline.planning import BookPlan, plan_book
 from pipeline.progress import Progress
@@ -35,6 +37,10 @@ from pipeline.report import BookReport
 from pipeline.runner import Run
 from pipeline.store import Stores
 from pipeline.tts.registry import Synthesizers
+
+if TYPE_CHECKING:
+    from pipeline.tts.openai_http import OpenAISpeech
+    from pipeline.tts.transcribe import Transcriber
 
 log = logging.getLogger("audiobook")
 
@@ -97,6 +103,7 @@ def convert(
                     progress=progress,
                     assemble=assemble,
                     limits=lambda options: synths.governor(options).stats(),
+                    transcriber=_transcribers(plans, synths, stores, env),
                 ).execute()
                 return RunResult(tuple(reports), executor.interrupted)
         finally:
@@ -104,6 +111,40 @@ def convert(
             await synths.aclose()
 
     return asyncio.run(main())
+
+
+def _transcribers(
+    plans: Sequence[BookPlan], synths: Synthesizers, stores: Stores, env: Mapping[str, str] | None
+) -> Callable[[PartRequest], Transcriber | None] | None:
+    """The transcript check's clients (``verify = "transcribe"``), one per endpoint and store, built on first
+    use: through the speech client's connections and retries, paced by a governor of their own registered with
+    the run's (so a stop, the progress line's rate word, the closing flush and the remembered limits cover
+    it), keeping transcripts in the part's store. None for a backend with no transcription endpoint."""
+    if not any(p.options.verify == "transcribe" for p in plans):
+        return None
+    from pipeline.tts import registry
+    from pipeline.tts.transcribe import Transcriber, governor_key, transcription_governor
+
+    environ = os.environ if env is None else env
+    made: dict[tuple[BackendOptions, str], Transcriber | None] = {}
+
+    def transcriber(request: PartRequest) -> Transcriber | None:
+        options = request.backend
+        if (options, request.store) not in made:
+            client = None
+            if registry.canonical(options.name) == "openai":  # the offline voice has no recogniser
+                speech = cast("OpenAISpeech", synths(options))
+                where = governor_key(options, environ)
+                if where not in synths.governors:
+                    synths.governors[where] = transcription_governor(options, synths.connections)
+                client = Transcriber(
+                    speech, model=options.transcribe_model, governor=synths.governors[where],
+                    store=stores.at(request.store),
+                )  # fmt: skip
+            made[(options, request.store)] = client
+        return made[(options, request.store)]
+
+    return transcriber
 
 
 # glibc's malloc options (mallopt): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
@@ -138,6 +179,9 @@ def _convert_on_workers(
     plans: Sequence[BookPlan], run: RunOptions, stores: Stores, progress: Progress | None, assemble: bool
 ) -> RunResult:
     from pipeline.engines.celery import CeleryExecutor  # Celery is an extra: only imported when asked for
+
+    if any(p.options.verify == "transcribe" for p in plans):
+        log.warning("verify = transcribe: the transcript check runs with --engine local only; timing check only")
 
     async def main() -> RunResult:
         async with CeleryExecutor(run) as executor:

@@ -21,6 +21,7 @@ from pipeline.models import BackendOptions, Book, Chapter, Pause, Segment
 from pipeline.names import chapter_filename
 from pipeline.report import PreviousRun, read_previous
 from pipeline.store import PartStore, part_key
+from pipeline.textfacts import is_cjk
 from pipeline.titles import spoken_title
 from pipeline.tts import registry
 
@@ -132,7 +133,22 @@ class BookPlan:
             "estimated_cost_usd": round(self.estimated_cost, 4),
             # What verification may add: a fresh request for each suspect part, up to ``retries`` times; on a
             # sound voice none is (0 false alarms on 2,222 real parts), so the estimate above stands.
-            "verify": {"mode": o.verify, "retries": o.verify_retries if o.verify != "off" else 0},
+            "verify": {"mode": o.verify, "retries": o.verify_retries if o.verify != "off" else 0, **self._hearing()},
+        }
+
+    def _hearing(self) -> dict[str, Any]:
+        """What the transcript check adds: a transcription of each part sent (parts kept with a transcript cost
+        nothing), priced by the minute of audio the text makes."""
+        if self.options.verify != "transcribe" or self.backend.name != "openai":
+            return {}
+        from pipeline.tts.transcribe import expected_minutes, transcription_cost
+
+        cjk = is_cjk("".join(self.needed.values())[:2000])
+        minutes = expected_minutes(self.characters_to_send, cjk=cjk, speed=self.options.voice_spec.speed)
+        return {
+            "transcriptions": len(self.needed),
+            "transcription_minutes": round(minutes, 2),
+            "transcription_cost_usd": round(transcription_cost(self.backend, minutes), 4),
         }
 
 

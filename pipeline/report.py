@@ -79,6 +79,8 @@ class VerifyFigures:
     remade: int  # fresh requests sent for suspect parts
     suspect: int  # parts left suspect: unverified, named in ``suspects``
     suspects: tuple[SuspectPart, ...] = ()
+    transcriptions: int = 0  # with transcripts: requests sent to hear parts (transcripts kept earlier are free)
+    transcription_cost_usd: float = 0.0  # their estimated cost (priced by the minute of audio)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ class ChapterOutcome:
     verified: int = 0  # its parts judged by verification in this run
     remade: int = 0  # fresh requests for its suspect parts
     suspect: int = 0  # its parts left suspect (unverified)
+    coverage_min: float | None = None  # with transcripts: the lowest share of a part's text heard
+    coverage_mean: float | None = None
 
 
 @dataclass(frozen=True)
@@ -326,6 +330,12 @@ def format_plan(summary: dict[str, Any]) -> str:
                 f"again up to {v['retries']} times (at most {v['retries']} more requests a suspect part; "
                 "expected none)"
             )
+            if "transcriptions" in v:
+                lines.append(
+                    f"          and heard: {v['transcriptions']} transcription requests (one a part), about "
+                    f"{v['transcription_minutes']:.1f} min of audio, estimated cost "
+                    f"${v['transcription_cost_usd']:.2f} (beside the speech's ${summary['estimated_cost_usd']:.2f})"
+                )
     return "\n".join(lines)
 
 
@@ -340,6 +350,8 @@ def format_report(report: BookReport, out_dir: Path) -> str:
         f"report: {out_dir / REPORT_NAME}"
     )
     lines += format_loudness(report.chapters)
+    heard = [c for c in report.chapters if c.coverage_min is not None]
+    lines += [f"{c.file}  transcript coverage min {c.coverage_min:.0%}, mean {c.coverage_mean or 0:.0%}" for c in heard]
     lines += format_verification(report.verification)
     return "\n".join(lines)
 
@@ -350,6 +362,8 @@ def format_verification(v: VerifyFigures | None) -> list[str]:
     if v is None:
         return []
     lines = [f"verify ({v.mode}): {v.verified} parts checked, {v.remade} made again, {v.suspect} suspect"]
+    if v.mode == "transcribe":
+        lines[0] += f"; {v.transcriptions} transcription requests, ${v.transcription_cost_usd:.4f}"
     for p in v.suspects:
         lines.append(
             f'  suspect: chapter {p.chapter} ({p.chapter_title}) segment {p.segment} "{p.text}": '

@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pipeline.engines import Executor
+from pipeline.errors import AudiobookError, FatalAPIError
 from pipeline.jobs import ChapterJob, light
-from pipeline.limits import GovernorStats, answered_in
+from pipeline.limits import GovernorStats, GovernorStopped, answered_in
 from pipeline.models import (
     TARGETS,
     BackendOptions,
@@ -51,13 +53,19 @@ from pipeline.report import (
     write_report,
 )
 from pipeline.store import Stores
-from pipeline.verify import Judge, badness, with_transcript
+from pipeline.transcript import Coverage, compare
+from pipeline.verify import Judge, badness, transcript_badness, with_transcript
+
+if TYPE_CHECKING:
+    from pipeline.tts.transcribe import Transcriber
 
 log = logging.getLogger("audiobook")
 
 # After this many segments in a row fail even with their retries, the server is taken to be down: stop
 # instead of paying for (or waiting on) every remaining request.
 MAX_CONSECUTIVE_FAILURES = 3
+# Transcriptions that fail even with their retries, in a row, before the run stops asking for them.
+MAX_TRANSCRIPTION_FAILURES = 3
 # A worker's word that the limit holds requests back stands this long (answers come every few seconds at the
 # slowest limits: 50 a minute).
 NOTE_FRESH_S = 5.0
@@ -73,6 +81,7 @@ class _ChapterState:
     verified: int = 0  # its parts judged by verification
     remade: int = 0  # fresh requests for its suspect parts
     suspect: list[SuspectPart] = field(default_factory=list)  # its parts left suspect after their tries
+    coverages: list[float] = field(default_factory=list)  # the transcript check's coverage of each settled part
     outcome: ChapterOutcome | None = None
     audio: ChapterAudio | None = None
 
@@ -105,6 +114,8 @@ class _BookState:
     verified: int = 0
     remade: int = 0
     suspects: list[SuspectPart] = field(default_factory=list)
+    transcriptions: int = 0  # transcription requests sent for its parts (kept transcripts not counted)
+    transcribed_s: float = 0.0  # the audio they carried, for their cost
     started: float = field(default_factory=time.time)
     last_answer: float | None = None
 
@@ -119,13 +130,16 @@ class Run:
         progress: Progress | None = None,
         assemble: bool = True,
         limits: Callable[[BackendOptions], GovernorStats | None] = lambda _options: None,
-        transcript: Callable[[PartRequest, PartResult], float | None] | None = None,
-        coverage_threshold: float = 0.9,
+        transcriber: Callable[[PartRequest], Transcriber | None] | None = None,
     ):
-        # The transcript check's hook (``verify = "transcribe"``): the share of a part's text its transcript
-        # covers, or None when there is none; folded into the part's timing verdict (``verify.with_transcript``).
-        self.transcript = transcript
-        self.coverage_threshold = coverage_threshold
+        # The transcript check (``verify = "transcribe"``): the client that hears a part's audio, or None where
+        # the part's backend has no transcription endpoint (the offline voice: timing only, said once).
+        self.transcriber = transcriber
+        self._listening: set[asyncio.Task[None]] = set()  # transcriptions in flight
+        self._deaf: str | None = None  # why the run stopped asking for transcriptions
+        self._deaf_said: set[str] = set()
+        self._hearers: set[Transcriber] = set()
+        self._transcription_failures = 0
         self.plans = plans
         self.limits = limits  # what each endpoint's rate governor knows, for the reports
         self.executor = executor
@@ -207,13 +221,18 @@ class Run:
         assemblers = [asyncio.create_task(self._assembler()) for _ in range(self.executor.assembly_slots)]
         try:
             await self.executor.run(self._pending(), self._on_result)
-            # Remakes asked for once the last request was out: another round, until none is left to send.
-            while self._remakes and not self.aborted and not self.executor.interrupted:
+            # Remakes asked for once the last request was out (or once the last transcripts came): another
+            # round, until none is left to send.
+            while True:
+                await self._heard()
+                if not self._remakes or self.aborted or self.executor.interrupted:
+                    break
                 sent = self._remakes_sent
                 await self.executor.run(self._more(), self._on_result)
                 if self._remakes_sent == sent:
                     break  # the executor took none: it was stopped
         finally:
+            await self._heard()
             for _ in assemblers:
                 self._assembly.put_nowait(None)
             await asyncio.gather(*assemblers)
@@ -283,23 +302,104 @@ class Run:
             if found is None:  # never trusted unmeasured: the executor could not decode it
                 self._suspect(book, key, None, ("could not be measured",), 1)
                 return True
-            verdict = self._judge(book, request, result, found, learn=True)
+            verdict = self._judge(book, request, found, learn=True)
             check = _Check(found, verdict, badness(found, verdict.expected_s, verdict.silence_limit_s))
             self._checks[key] = check
         elif result.kept and found is not None:  # the remake was better than the copy kept: it replaced it
-            verdict = self._judge(book, request, result, found, learn=False)
+            verdict = self._judge(book, request, found, learn=False)
             check.best, check.verdict = found, verdict
             check.badness = badness(found, verdict.expected_s, verdict.silence_limit_s)
+        else:
+            return self._verdict(book, key, check)  # the copy kept stands, judged (and heard) as it was
+        if book.plan.options.verify == "transcribe" and self.transcriber is not None:
+            task = asyncio.ensure_future(self._listen(book, key, check))
+            self._listening.add(task)
+            task.add_done_callback(self._listening.discard)
+            return False  # settled once its transcript is compared
         return self._verdict(book, key, check)
 
-    def _judge(
-        self, book: _BookState, request: PartRequest, result: PartResult, found: PartMeasure, *, learn: bool
-    ) -> Verdict:
+    async def _heard(self) -> None:
+        """Wait for the transcriptions in flight (each settles its part, or queues its remake)."""
+        while self._listening:
+            await asyncio.gather(*list(self._listening), return_exceptions=True)
+
+    async def _listen(self, book: _BookState, key: str, check: _Check) -> None:
+        """The transcript check of the copy kept: hear it (or read its kept transcript), compare it with the
+        text, fold the coverage into the verdict, then settle the part or queue a fresh request for it."""
+        request = self._requests[key]
+        reason: str | None = None
+        heard: Coverage | None = None
+        try:
+            heard = await self._hear(book, request, check.best)
+        except GovernorStopped:  # not sent: the transcript check stopped, or the whole run is stopping
+            if self._deaf is None:
+                return  # the run stops: the part is left unsettled, so its chapter waits for the next run
+            reason = f"not transcribed: {self._deaf}"
+        except FatalAPIError as exc:  # a key or quota refused: every part would be; stop asking
+            self._stop_listening(f"transcription refused: {exc}")
+        except AudiobookError as exc:  # failed even with its retries (5xx, timeouts): this part unheard
+            reason = f"transcription failed: {exc}"
+            self._transcription_failures += 1
+            if self._transcription_failures >= MAX_TRANSCRIPTION_FAILURES:
+                self._stop_listening(f"{self._transcription_failures} transcriptions in a row failed; last: {exc}")
+        except Exception as exc:  # never lose a part to a bug in hearing it: it is named unverified
+            log.exception("transcribing a part failed")
+            reason = f"transcription failed: {exc}"
+        if heard is None and reason is None and self._deaf is not None:
+            reason = f"not transcribed: {self._deaf}"
+        if heard is not None:
+            self._transcription_failures = 0
+            check.verdict = with_transcript(check.verdict, heard)
+            check.badness = badness(check.best, check.verdict.expected_s, check.verdict.silence_limit_s)
+            check.badness += transcript_badness(heard)
+        elif reason is not None and check.verdict.ok:
+            # Unverified, not suspect: nothing says the part is wrong, nothing proved it right; not made again.
+            # (A part the timing check finds suspect is made again as without transcripts.)
+            self._suspect(book, key, check.verdict, (f"unverified ({reason})",), check.tries + 1)
+            self._arrived(key)
+            return
+        if self._verdict(book, key, check):
+            self._arrived(key)
+
+    async def _hear(self, book: _BookState, request: PartRequest, found: PartMeasure) -> Coverage | None:
+        """The part's transcript compared with its text; None when there is no way to hear it."""
+        assert self.transcriber is not None
+        if self._deaf is not None:
+            return None
+        transcriber = self.transcriber(request)
+        if transcriber is None:
+            name = request.backend.name
+            if name not in self._deaf_said:
+                self._deaf_said.add(name)
+                log.warning("verify = transcribe: the %s backend cannot transcribe; timing check only", name)
+            return None
+        self._hearers.add(transcriber)
+        store = self.stores.at(request.store)
+        fmt = request.fmt
+        audio = await asyncio.to_thread(store.get, request.key, fmt)
+        if audio is None:
+            raise AudiobookError(f"part {request.key} is gone from {store.location}")
+        language = book.plan.book.language
+        # The store is read and written off the event loop (a bucket is a round trip); the request is async.
+        kept = await asyncio.to_thread(transcriber.cached, request.key, audio, language=language)
+        if kept is None:
+            kept = await transcriber.transcribe(audio, language=language)
+            book.transcriptions += 1
+            book.transcribed_s += found.duration_s
+            await asyncio.to_thread(transcriber.keep, request.key, audio, kept, language=language)
+        return compare(request.text, kept, language=language)
+
+    def _stop_listening(self, message: str) -> None:
+        if self._deaf is None:
+            self._deaf = message
+            log.error("stopping the transcript check: %s", message)
+            for transcriber in self._hearers:  # the transcriptions waiting for their turn are not sent
+                transcriber.governor.stop()
+
+    @staticmethod
+    def _judge(book: _BookState, request: PartRequest, found: PartMeasure, *, learn: bool) -> Verdict:
         voice = f"{request.backend.name}/{request.spec.model}/{request.spec.voice}"
-        verdict = book.judge.judge(found, voice, request.spec.speed, learn=learn)
-        if self.transcript is not None and book.plan.options.verify == "transcribe":
-            verdict = with_transcript(verdict, self.transcript(request, result), self.coverage_threshold)
-        return verdict
+        return book.judge.judge(found, voice, request.spec.speed, learn=learn)
 
     def _verdict(self, book: _BookState, key: str, check: _Check) -> bool:
         """Settle a judged part, or queue a fresh request for it while it has tries left."""
@@ -308,6 +408,8 @@ class Run:
             book.verified += 1
             for _state, cs in waiting:
                 cs.verified += 1
+                if check.verdict.coverage is not None:
+                    cs.coverages.append(check.verdict.coverage)
             return True
         request = self._requests[key]
         if check.tries < book.plan.options.verify_retries and not self.aborted and not self.executor.interrupted:
@@ -331,6 +433,8 @@ class Run:
         book.verified += 1
         for _state, cs in self._waiting.get(key, []):
             cs.verified += 1
+            if verdict is not None and verdict.coverage is not None:
+                cs.coverages.append(verdict.coverage)
             part = SuspectPart(
                 chapter=cs.plan.chapter.index,
                 chapter_title=cs.plan.chapter.title,
@@ -484,9 +588,16 @@ class Run:
             # A chapter holding a suspect part is not recorded as current (no fingerprint): the next run plans it
             # again, judges its parts and asks afresh for the suspect ones, rather than calling the book done.
             fingerprint = None if cs.suspect else outcome.fingerprint
+            heard = cs.coverages
             chapters.append(
                 dataclasses.replace(
-                    outcome, verified=cs.verified, remade=cs.remade, suspect=len(cs.suspect), fingerprint=fingerprint
+                    outcome,
+                    verified=cs.verified,
+                    remade=cs.remade,
+                    suspect=len(cs.suspect),
+                    fingerprint=fingerprint,
+                    coverage_min=round(min(heard), 4) if heard else None,
+                    coverage_mean=round(sum(heard) / len(heard), 4) if heard else None,
                 )
             )
         return chapters, failures
@@ -572,7 +683,14 @@ class Run:
         if mode == "off":
             return None
         suspects = tuple(state.suspects)
-        return VerifyFigures(mode, state.verified, state.remade, len(suspects), suspects)
+        if mode != "transcribe":
+            return VerifyFigures(mode, state.verified, state.remade, len(suspects), suspects)
+        from pipeline.tts.transcribe import transcription_cost  # the HTTP client: loaded only when hearing
+
+        cost = transcription_cost(state.plan.backend, state.transcribed_s / 60)
+        return VerifyFigures(
+            mode, state.verified, state.remade, len(suspects), suspects, state.transcriptions, round(cost, 4)
+        )
 
     def _rate(self, state: _BookState) -> RateFigures:
         limit: GovernorStats | RateNote | None = self.limits(state.plan.backend)

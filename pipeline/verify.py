@@ -27,6 +27,7 @@ from pipeline.assembly.decode import RAW_PCM_RATE, decode_part
 from pipeline.models import PartMeasure, Verdict
 from pipeline.store import FileStore, PartStore
 from pipeline.textfacts import CJK_CHAR, is_cjk
+from pipeline.transcript import COVERAGE_MIN, GAP_MIN_CHARS, GAP_MIN_WORDS, Coverage
 
 with warnings.catch_warnings():
     # Deprecated on Python 3.11-3.12 (audioop-lts provides it from 3.13).
@@ -50,6 +51,7 @@ SLACK_S = 0.2  # for short parts, whose spread is two to three times larger
 SILENCE_S = 2.5  # at speed 1; clean parts reach 0.69 s (x speed), 3.6x under it
 CJK_WEIGHT = 3  # a CJK character takes about as long as 3 Latin non-space characters (16/5)
 SIDECAR = "measure.json"
+TRANSCRIPT_STEP = 1.0  # badness of a try its transcript finds suspect, beyond its timing (see transcript_badness)
 _WIDTH = 2
 
 
@@ -238,10 +240,29 @@ class Judge:
         )
 
 
-def with_transcript(verdict: Verdict, coverage: float | None, threshold: float) -> Verdict:
-    """The hook for the transcript check (``verify = "transcribe"``): fold a part's coverage (the share of its
-    text heard, from ``transcript.compare``) into its timing verdict. None: no transcript, the verdict stands."""
-    if coverage is None:
+def with_transcript(verdict: Verdict, heard: Coverage | None) -> Verdict:
+    """Fold a part's transcript check (``transcript.compare``) into its timing verdict. None: no transcript
+    (the check is off, or could not run), the verdict stands."""
+    if heard is None:
         return verdict
-    reasons = verdict.reasons + ((f"transcript covers {coverage:.0%} of the text",) if coverage < threshold else ())
-    return Verdict(**{**asdict(verdict), "ok": not reasons, "reasons": reasons, "coverage": coverage})
+    reason = transcript_reason(heard)
+    reasons = verdict.reasons + ((reason,) if reason else ())
+    return Verdict(**{**asdict(verdict), "ok": not reasons, "reasons": reasons, "coverage": round(heard.coverage, 4)})
+
+
+def transcript_reason(heard: Coverage) -> str | None:
+    """Why a transcript makes its part suspect, or None when it does not."""
+    if not heard.suspect:
+        return None
+    gap_min = GAP_MIN_CHARS if heard.by_char else GAP_MIN_WORDS
+    if heard.coverage >= COVERAGE_MIN and heard.longest_gap < gap_min:
+        return f"says more than its text ({heard.describe()})"
+    return f"left out words ({heard.describe()})"
+
+
+def transcript_badness(heard: Coverage | None) -> float:
+    """What a transcript adds to a try's ``badness``: the share unsaid and the share extra, plus a step for a
+    suspect one, so a try the transcript condemns ranks below any the timing check alone finds near."""
+    if heard is None:
+        return 0.0
+    return (1.0 - heard.coverage) + heard.extra + (TRANSCRIPT_STEP if heard.suspect else 0.0)

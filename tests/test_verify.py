@@ -18,6 +18,7 @@ import pytest
 from pipeline import verify
 from pipeline.cli import main
 from pipeline.models import PartMeasure
+from pipeline.transcript import compare
 from tests.fakeserver import FakeSpeechServer
 from tests.helpers import FAKE_KEY, REPO, read_report, write_book
 from tests.test_object_store import bucket, endpoint  # noqa: F401  (fixtures: a bucket on moto)
@@ -98,7 +99,10 @@ def test_a_clean_run_makes_nothing_again_and_each_lie_is_caught_and_made_again(
     clean = read_report(tmp_path / "clean")
     parts = len(human.requests)
     assert clean["status"] == "done" and clean["requests"] == parts  # 0 false alarms: nothing made again
-    assert clean["verification"] == {"mode": "timing", "verified": parts, "remade": 0, "suspect": 0, "suspects": []}
+    assert clean["verification"] == {
+        "mode": "timing", "verified": parts, "remade": 0, "suspect": 0, "suspects": [],
+        "transcriptions": 0, "transcription_cost_usd": 0.0,
+    }  # fmt: skip
     assert sum(c["verified"] for c in clean["chapters"]) == parts and all(c["verified"] for c in clean["chapters"])
 
     human.clear()
@@ -251,8 +255,12 @@ def test_verify_settings_are_checked_with_a_clear_error() -> None:
 def test_a_transcripts_coverage_folds_into_the_timing_verdict() -> None:
     timing = verify.Judge().judge(PartMeasure(160, "latin", 10.3, 10.0, 0.4, 0.1, 0.2), "v", None)
     assert timing.ok and timing.coverage is None
-    assert verify.with_transcript(timing, None, 0.9) == timing  # no transcript: the timing verdict stands
-    heard = verify.with_transcript(timing, 0.97, 0.9)
-    assert heard.ok and heard.coverage == 0.97
-    short = verify.with_transcript(timing, 0.6, 0.9)
-    assert not short.ok and short.reasons == ("transcript covers 60% of the text",)
+    assert verify.with_transcript(timing, None) == timing  # no transcript: the timing verdict stands
+    text = "Alice was beginning to get very tired of sitting by her sister on the bank. She had nothing to do."
+    heard = verify.with_transcript(timing, compare(text, text.lower(), language="en"))
+    assert heard.ok and heard.coverage == 1.0
+    short = verify.with_transcript(timing, compare(text, "She had nothing to do.", language="en"))
+    assert not short.ok and short.reasons[0].startswith("left out words (coverage 25% of 20 tokens")
+    assert 'missing: "alice was beginning' in short.reasons[0]
+    more = verify.with_transcript(timing, compare(text, f"{text} {text} and so on", language="en"))
+    assert not more.ok and more.reasons[0].startswith("says more than its text")

@@ -142,14 +142,21 @@ class Transcriber:
         self.requests += 1
         if self._on_request is not None:
             self._on_request(tally.attempts)
-        if part_key is not None and self.store is not None:
-            entry = json.dumps({"text": text, "model": self.model, "language": language}, ensure_ascii=False)
-            try:
-                key = transcript_key(part_key, audio, self.model, language)
-                self.store.put(key, entry.encode(), CACHE_FORMAT)
-            except OSError as exc:  # the transcript is still good for this run; the store names its failure
-                log.warning("cannot keep a transcript in %s: %s", self.store.location, exc.strerror or exc)
+        if part_key is not None:
+            self.keep(part_key, audio, text, language=language)
         return text
+
+    def keep(self, part_key: str, audio: bytes, text: str, *, language: str | None) -> None:
+        """Keep the part's transcript in the store (a blocking write: a caller on an event loop with a remote
+        store runs it in a thread, as ``cached``)."""
+        language = iso639_1(language)
+        if self.store is None:
+            return
+        entry = json.dumps({"text": text, "model": self.model, "language": language}, ensure_ascii=False)
+        try:
+            self.store.put(transcript_key(part_key, audio, self.model, language), entry.encode(), CACHE_FORMAT)
+        except OSError as exc:  # the transcript is still good for this run; the store names its failure
+            log.warning("cannot keep a transcript in %s: %s", self.store.location, exc.strerror or exc)
 
     def _accept(self, response: httpx.Response) -> str:
         """The transcript of a 200, or the error it is (a JSON error body or no text: retried)."""
