@@ -15,7 +15,7 @@ from hypothesis import settings
 from pipeline import limits
 from pipeline.tts import openai_http
 from tests.fakeserver import FakeSpeechServer
-from tests.helpers import FAKE_KEY
+from tests.helpers import FAKE_KEY, HUMAN_MS_PER_CHAR
 from tests.redisserver import RedisServer, require_redis_server
 
 # Properties, not speed: a 200 ms deadline per example fails on a loaded 2-core machine (speed is make bench's).
@@ -93,3 +93,14 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     """``redis://127.0.0.1:PORT/0`` of the test's own redis-server."""
     return redis_server.url
+
+
+@pytest.fixture
+def human(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSpeechServer]:
+    """The fake server at a human speech rate, the program pointed at it, verification at its default (the
+    other tests turn it off: their fake voice speaks at no human rate)."""
+    with FakeSpeechServer(api_key=FAKE_KEY, ms_per_char=HUMAN_MS_PER_CHAR) as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        monkeypatch.delenv("AUDIOBOOK_VERIFY", raising=False)  # the default: timing
+        yield srv

@@ -248,15 +248,7 @@ def audio_for(text: str, ms_per_char: float, speed: float = 1.0, fmt: str = "mp3
     if fmt == "mp3":
         return _repeat(mp3, frames * FRAME_BYTES)
     raw = _repeat(pcm, frames * 576 * 2)
-    if fmt == "pcm":
-        return raw
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(raw)
-    return out.getvalue()
+    return raw if fmt == "pcm" else _wav(raw)
 
 
 # --- lies: valid audio that does not say its text (issue 17's verification) ------------------------------

@@ -18,6 +18,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 REPO = Path(__file__).resolve().parent.parent
+HUMAN_MS_PER_CHAR = 60.0  # the fake server at a human speech rate: about 14 non-space characters a second
 
 _WORDS = [
     "river",

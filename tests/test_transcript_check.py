@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,6 @@ from pipeline.tts.registry import Synthesizers
 from pipeline.tts.transcribe import expected_minutes, governor_key, transcription_cost
 from tests.fakeserver import LIES, TRANSCRIPTIONS, FakeSpeechServer, Fault
 from tests.helpers import FAKE_KEY, read_report, write_book
-
-HUMAN_MS_PER_CHAR = 60.0
-
-
-@pytest.fixture
-def human(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSpeechServer]:
-    """The fake server at a human speech rate, the program pointed at it."""
-    with FakeSpeechServer(api_key=FAKE_KEY, ms_per_char=HUMAN_MS_PER_CHAR) as srv:
-        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
-        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
-        monkeypatch.delenv("AUDIOBOOK_VERIFY", raising=False)
-        yield srv
 
 
 def convert(book: Path, out: Path, cache: Path, *extra: str) -> int:

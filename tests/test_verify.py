@@ -10,7 +10,6 @@ import array
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,20 +19,8 @@ from pipeline.cli import main
 from pipeline.models import PartMeasure
 from pipeline.transcript import compare
 from tests.fakeserver import FakeSpeechServer
-from tests.helpers import FAKE_KEY, REPO, read_report, write_book
+from tests.helpers import HUMAN_MS_PER_CHAR, REPO, read_report, write_book
 from tests.test_object_store import bucket, endpoint  # noqa: F401  (fixtures: a bucket on moto)
-
-HUMAN_MS_PER_CHAR = 60.0
-
-
-@pytest.fixture
-def human(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSpeechServer]:
-    """The fake server at a human speech rate, the program pointed at it, verification at its default."""
-    with FakeSpeechServer(api_key=FAKE_KEY, ms_per_char=HUMAN_MS_PER_CHAR) as srv:
-        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
-        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
-        monkeypatch.delenv("AUDIOBOOK_VERIFY")  # the default: timing
-        yield srv
 
 
 def convert(book: Path, out: Path, *extra: str) -> int:
