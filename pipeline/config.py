@@ -42,7 +42,7 @@ LOUDNESS_TARGETS = tuple(TARGETS)
 
 
 ENGINES = ("local", "celery")
-VERIFY_MODES = ("timing", "off", "transcribe")  # pipeline.verify.MODES, without loading the audio code
+VERIFY_MODES = ("timing", "off", "transcribe")  # what pipeline.verify does: off, timing, timing + transcript
 
 
 LIMITS_FILE = "rate-limits.json"

@@ -256,7 +256,6 @@ class Remake:
     not reused, and the new answer replaces it only if it is nearer what the text should take (lower
     ``verify.badness`` against ``expected_voiced_s``) than the copy kept so far."""
 
-    attempt: int  # 1 for the first remake
     expected_voiced_s: float  # the voiced time the run's estimate expects for this text
     silence_limit_s: float  # the longest silence a clean part holds
     best_badness: float  # of the copy kept so far

@@ -851,7 +851,6 @@ class DecoderInput:
     stream: bytes
     filters: tuple[str, ...]
     format: StreamFormat
-    frames: int
     start: int  # the first sample kept, of every frame's samples
     stop: int
 
@@ -887,4 +886,4 @@ def decoder_input(data: bytes, *, trim: bool = True) -> DecoderInput:
     filters = [f"atrim=start_sample={start}:end_sample={stop}"]
     if fmt.channels == 2:
         filters.append("pan=mono|c0=0.5*c0+0.5*c1")
-    return DecoderInput(stream, tuple(filters), fmt, frames.count, start, stop)
+    return DecoderInput(stream, tuple(filters), fmt, start, stop)

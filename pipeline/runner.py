@@ -350,8 +350,7 @@ class Run:
         if heard is not None:
             self._transcription_failures = 0
             check.verdict = with_transcript(check.verdict, heard)
-            check.badness = badness(check.best, check.verdict.expected_s, check.verdict.silence_limit_s)
-            check.badness += transcript_badness(heard)
+            check.badness += transcript_badness(heard)  # on the timing badness _verified gave it
         elif reason is not None and check.verdict.ok:
             # Unverified, not suspect: nothing says the part is wrong, nothing proved it right; not made again.
             # (A part the timing check finds suspect is made again as without transcripts.)
@@ -405,11 +404,7 @@ class Run:
         """Settle a judged part, or queue a fresh request for it while it has tries left."""
         waiting = self._waiting.get(key, [])
         if check.verdict.ok:
-            book.verified += 1
-            for _state, cs in waiting:
-                cs.verified += 1
-                if check.verdict.coverage is not None:
-                    cs.coverages.append(check.verdict.coverage)
+            self._count_verified(book, key, check.verdict)
             return True
         request = self._requests[key]
         if check.tries < book.plan.options.verify_retries and not self.aborted and not self.executor.interrupted:
@@ -422,19 +417,24 @@ class Run:
                 "part suspect (%s: voiced %.1f s, expected %.1f s): made again (%d of %d)",
                 ", ".join(v.reasons), v.voiced_s, v.expected_s, check.tries, book.plan.options.verify_retries,
             )  # fmt: skip
-            remake = Remake(check.tries, v.expected_s, v.silence_limit_s, check.badness)
+            remake = Remake(v.expected_s, v.silence_limit_s, check.badness)
             self._remakes.append(dataclasses.replace(request, remake=remake))
             return False
         self._suspect(book, key, check.verdict, check.verdict.reasons, check.tries + 1)
         return True
 
-    def _suspect(self, book: _BookState, key: str, verdict: Verdict | None, reasons: tuple[str, ...], tries: int):
-        """A part left suspect: named in the report of every chapter that holds it; the chapter is still written."""
+    def _count_verified(self, book: _BookState, key: str, verdict: Verdict | None) -> None:
+        """A part settled, passed or left suspect: counted in its book and every chapter that holds it."""
         book.verified += 1
         for _state, cs in self._waiting.get(key, []):
             cs.verified += 1
             if verdict is not None and verdict.coverage is not None:
                 cs.coverages.append(verdict.coverage)
+
+    def _suspect(self, book: _BookState, key: str, verdict: Verdict | None, reasons: tuple[str, ...], tries: int):
+        """A part left suspect: named in the report of every chapter that holds it; the chapter is still written."""
+        self._count_verified(book, key, verdict)
+        for _state, cs in self._waiting.get(key, []):
             part = SuspectPart(
                 chapter=cs.plan.chapter.index,
                 chapter_title=cs.plan.chapter.title,

@@ -34,7 +34,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-MODES = ("timing", "off", "transcribe")
 FRAME_S = 0.020
 FLOOR_DB = -45.0  # a frame below this is never speech (noise, MP3 hiss)
 RELATIVE_DB = 35.0  # nor one this far below the part's own P95 level (a quiet voice is not silence)
