@@ -31,6 +31,23 @@ class Chapter:
 
 
 @dataclass(frozen=True)
+class BookInfo:
+    """What players and libraries show about a book besides its title and author, as its source tells it.
+    Every field is optional: readers fill what their format carries, the job file and flags may override."""
+
+    description: str | None = None  # plain text, paragraphs separated by blank lines
+    publisher: str | None = None
+    date: str | None = None  # as the source gives it, ISO 8601 where it can ("1818", "2024-05-01")
+    subjects: tuple[str, ...] = ()  # genres or subjects, in the source's order
+    series: str | None = None
+    series_index: str | None = None  # "1", "2.5": kept as text, as series numbers are written
+    isbn: str | None = None
+    asin: str | None = None
+    site: str | None = None  # an article's website or publication
+    url: str | None = None  # where an article or a downloaded book came from
+
+
+@dataclass(frozen=True)
 class Book:
     title: str
     chapters: tuple[Chapter, ...]
@@ -40,6 +57,7 @@ class Book:
     cover_mime: str | None = None
     source: Path | None = None
     skipped: tuple[str, ...] = ()  # what the reader left out on purpose (licence, TOC, ...), for the plan
+    info: BookInfo = field(default_factory=BookInfo)
 
     @property
     def characters(self) -> int:
