@@ -26,8 +26,9 @@ M4B_BITRATE = "64k"  # AAC-LC mono speech is transparent well below MP3's 128k
 
 
 def _ffmeta_escape(value: str) -> str:
-    value = " ".join(value.split())
-    return re.sub(r"([=;#\\])", r"\\\1", value)
+    """One value for an ffmetadata file: its lines (a description's paragraphs) kept, escaped newlines."""
+    lines = [re.sub(r"([=;#\\])", r"\\\1", " ".join(line.split())) for line in value.strip().split("\n")]
+    return "\\\n".join(lines)
 
 
 # What the iPod muxer writes as iTunes atoms (©nam, ©alb, ©ART, aART, ©wrt, ©gen, ©cmt, ©day); the rest

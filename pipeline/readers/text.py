@@ -24,6 +24,7 @@ from pipeline.textfacts import CJK_CHAR, GUTENBERG_END, GUTENBERG_START, is_cjk
 
 _CREDITS = re.compile(r"^\s*(?:Produced by|E-?text prepared by|Transcribed (?:from|by)|Prepared by)\b", re.I)
 _META = re.compile(r"^\s*(Title|Author|Language)\s*:\s*(.+?)\s*$", re.I)
+_CN_BLURB = re.compile(r"^\s*(?:简介|簡介|内容简介|內容簡介)\s*[：:]\s*(.*?)\s*$")
 _CN_META = re.compile(r"^\s*(书名|書名|作者)\s*[：:]\s*(.+?)\s*$")
 
 
@@ -62,6 +63,18 @@ def _take_chinese_meta(lines: list[str], parsed: Parsed) -> list[str]:
         seen += 1
         if seen > 8:
             break
+        blurb = _CN_BLURB.match(line)
+        if blurb and parsed.description is None:
+            # 简介 and its paragraphs up to the next blank line: the book's description for players. It stays
+            # in the text too (read as the opening chapter), as the listener hears the book's back cover.
+            taken = [blurb.group(1)] if blurb.group(1) else []
+            for later in lines[i + 1 : i + 30]:
+                if later.strip():
+                    taken.append(later.strip())
+                elif taken:
+                    break
+            parsed.description = "\n\n".join(taken) or None
+            continue
         meta = _CN_META.match(line)
         if meta:
             if meta.group(1) == "作者":
