@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import subprocess
 import threading
 import zipfile
@@ -461,3 +462,23 @@ def test_webp_and_svg_covers_become_jpeg() -> None:
         f'<image href="data:image/png;base64,{inner}" width="20" height="30"/></svg>'
     )
     assert to_jpeg(svg.encode(), "image/svg+xml").startswith(b"\xff\xd8\xff")
+
+
+def test_a_batch_places_its_finished_books_in_the_library_once(server: FakeSpeechServer, tmp_path: Path) -> None:
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "zh.txt").write_text(ZH_BOOK, encoding="utf-8")
+    lantern_epub(tmp_path / "books" / "lantern.epub")
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text('output = "work"\nlibrary = "lib"\n\n[[book]]\npath = "books/*"\nformat = "m4b"\n', "utf-8")
+    assert cli("batch", str(jobs)) == 0
+    lib = tmp_path / "lib"
+    zh, lantern = lib / "张若虚" / "春江花月夜", lib / AUTHOR / "Coast Lights" / TITLE
+    assert [p.name for p in scanned_audio(zh)] == ["春江花月夜.m4b"]
+    assert [p.name for p in scanned_audio(lantern)] == [f"{TITLE}.m4b"]
+    assert not (lib / ".audiobook-work").exists()  # a batch makes its books in its output folder
+    # Unchanged on the next run: the library's copy is left as it is; one removed by hand is placed again.
+    placed = (zh / "春江花月夜.m4b").stat().st_ino
+    shutil.rmtree(lantern)
+    assert cli("batch", str(jobs)) == 0
+    assert (zh / "春江花月夜.m4b").stat().st_ino == placed
+    assert [p.name for p in scanned_audio(lantern)] == [f"{TITLE}.m4b"]
