@@ -482,3 +482,21 @@ def test_a_batch_places_its_finished_books_in_the_library_once(server: FakeSpeec
     assert cli("batch", str(jobs)) == 0
     assert (zh / "春江花月夜.m4b").stat().st_ino == placed
     assert [p.name for p in scanned_audio(lantern)] == [f"{TITLE}.m4b"]
+
+
+def test_calibre_series_and_an_isbn_identifier_are_read_from_an_epub_2_opf() -> None:
+    from lxml import etree
+
+    from pipeline.readers.epub.package import read_info
+
+    metadata = etree.fromstring(
+        b'<metadata xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:opf="http://www.idpf.org/2007/opf">'
+        b'<dc:identifier opf:scheme="ISBN">0-306-40615-2</dc:identifier>'
+        b'<dc:identifier opf:scheme="AMAZON">B00TEST123</dc:identifier>'
+        b"<dc:description>Plain words, no markup.</dc:description>"
+        b'<meta name="calibre:series" content="Coast Lights"/><meta name="calibre:series_index" content="3.0"/>'
+        b"</metadata>"
+    )
+    info = read_info(metadata)
+    assert (info.series, info.series_index, info.isbn, info.asin) == ("Coast Lights", "3", "0306406152", "B00TEST123")
+    assert info.description == "Plain words, no markup." and info.subjects == ()

@@ -241,7 +241,7 @@ def read_info(metadata: etree._Element) -> BookInfo:
     for ident in descendants(metadata, "identifier"):
         value = text_of(ident)
         scheme = " ".join(v for k, v in ident.attrib.items() if k.endswith("scheme")).lower()
-        if "asin" in scheme or value.lower().startswith("urn:asin:"):
+        if "asin" in scheme or "amazon" in scheme or value.lower().startswith(("urn:asin:", "asin:")):
             asin = asin or value.rsplit(":", 1)[-1].strip() or None
         elif isbn is None and ("isbn" in scheme or "isbn" in value.lower()):
             isbn = _isbn(value)
