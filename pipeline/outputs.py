@@ -95,11 +95,10 @@ def finish_book(job: FinishJob, note: Callable[[str], None]) -> Finished:
 
 def _remove_if_empty(folder: Path) -> None:
     """A chapter folder an earlier run used, once its chapters have gone: with only our ".ignore" left."""
-    if not folder.is_dir():
-        return
-    (folder / IGNORE_MARK).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # not empty: something of the user's is in it, left alone
-        folder.rmdir()
+    with contextlib.suppress(OSError):  # gone already, or something of the user's is in it: left alone
+        if {p.name for p in folder.iterdir()} <= {IGNORE_MARK}:
+            (folder / IGNORE_MARK).unlink(missing_ok=True)
+            folder.rmdir()
 
 
 def _m4b_fingerprint(options: BookOptions, chapters: Sequence[ChapterOutcome]) -> str:
