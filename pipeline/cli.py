@@ -334,12 +334,13 @@ def cmd_preview(args: argparse.Namespace, settings: Any, book: Any, out_dir: Pat
     said = (
         f'Preview: chapter {cp.chapter.index} "{cp.chapter.title}", its first {len(cp.segments)} segment(s), '
         f"{cp.characters:,} characters, about {_seconds(sum(_estimate(s.voice_text, cut) for s in cp.segments))}: "
-        f"{len(cut.needed)} requests, estimated ${cut.estimated_cost:.4f}"
+        f"{len(cut.needed)} requests, {_usd(cut.estimated_cost, cut)}"
     )
     if dry_run:
         print(json.dumps(summary, ensure_ascii=False, indent=2) if args.json else said)
         return 0
-    print(said, file=sys.stderr)
+    if not args.quiet:
+        print(said, file=sys.stderr)  # what it will cost, before it is paid for
     results, interrupted = app.make_clips([(cut, out_dir / PREVIEW_NAME)], settings.run, progress=_progress(args))
     if interrupted:
         raise Interrupted(f"interrupted by {interrupted}; finished parts are cached, run again to resume")
@@ -357,12 +358,17 @@ def cmd_preview(args: argparse.Namespace, settings: Any, book: Any, out_dir: Pat
     elif not args.quiet:
         print(f"{done.clip.path}  {_seconds(done.clip.duration_s)}")
         print(
-            f"cost: {r.requests} requests, {r.characters_sent:,} characters sent, estimated "
-            f"${r.estimated_cost_usd:.4f} ({r.cache_hits} parts cached); the rest"
+            f"cost: {r.requests} requests, {r.characters_sent:,} characters sent, {_usd(r.estimated_cost_usd, cut)} "
+            f"({r.cache_hits} parts cached); the rest"
             f"{' of the selection' if rest.selection is not None else ' of the book'}: {len(rest.needed)} requests, "
-            f"estimated ${rest.estimated_cost:.2f} more (the preview's parts are reused)"
+            f"{_usd(rest.estimated_cost, rest)} more (the preview's parts are reused)"
         )
     return 0
+
+
+def _usd(amount: float, plan: Any) -> str:
+    """An estimated cost as the preview and the samples print it; an offline voice's is free, not "$0.0000"."""
+    return "free (offline voice)" if plan.cost(1_000_000) == 0 else f"estimated ${amount:.4f}"
 
 
 def _estimate(text: str, plan: Any) -> float:
@@ -394,14 +400,10 @@ def cmd_samples(args: argparse.Namespace) -> int:
     width = max(len(p.options.voice) for p in plans)
     lines = [f'Samples of {len(words)} characters ("{" ".join(words.split()[:8])} …") into {out_dir}/:']
     for p in plans:
-        cost = (
-            "cached, free"
-            if not p.needed
-            else f"{p.characters_to_send:,} characters, estimated ${p.estimated_cost:.4f}"
-        )
+        cost = "cached, free" if not p.needed else f"{p.characters_to_send:,} characters, {_usd(p.estimated_cost, p)}"
         lines.append(f"  {p.options.voice:<{width}}  {cost}")
     to_send = sum(len(p.needed) for p in plans)
-    lines.append(f"  total: {to_send} requests, estimated ${sum(p.estimated_cost for p in plans):.4f}")
+    lines.append(f"  total: {to_send} requests, {_usd(sum(p.estimated_cost for p in plans), plans[0])}")
     print("\n".join(lines), file=sys.stderr if args.json else sys.stdout, flush=True)
     clips = [(p, out_dir / sample_name(p.options.voice)) for p in plans]
     results, interrupted = app.make_clips(clips, settings.run, progress=_progress(args))
@@ -415,8 +417,9 @@ def cmd_samples(args: argparse.Namespace) -> int:
     else:
         for r in results:
             print(f"{r.clip.path}  {_seconds(r.clip.duration_s)}" if r.clip else f"{r.plan.options.voice}: {r.problem}")
-        spent = sum(r.report.estimated_cost_usd for r in results)
-        print(f"{len(results)} samples — {sum(r.report.requests for r in results)} requests, estimated ${spent:.4f}")
+        spent = sum(r.plan.cost(r.report.characters_sent) for r in results)
+        made = sum(r.report.requests for r in results)
+        print(f"{len(results)} samples — {made} requests, {_usd(spent, plans[0])}")
     failed = [r for r in results if r.clip is None]
     if failed:
         raise RunFailed(f"{len(failed)} sample(s) not made, first {failed[0].plan.options.voice}: {failed[0].problem}")
