@@ -329,3 +329,21 @@ def test_with_verification_on_the_preview_parts_are_judged_once_and_never_asked_
     assert convert(book, out) == 0
     assert human.requests and not {r.input for r in human.requests} & made
     assert read_report(out)["verification"]["suspect"] == 0
+
+
+def test_the_time_estimate_uses_the_limit_an_earlier_run_read_in_the_keys_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_backoff: list[float]
+) -> None:
+    from tests.helpers import FAKE_KEY
+
+    book = write_book(tmp_path / "book.txt", chapters=3, paragraphs=2)
+    with FakeSpeechServer(api_key=FAKE_KEY, ms_per_char=4.0, rpm=6000, burst=50) as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        assert planned(book, tmp_path / "out")["estimated_minutes"] is None  # nothing known yet: not guessed
+        assert convert(book, tmp_path / "out", "--chapters", "1") == 0
+        plan = planned(book, tmp_path / "out", "--chapters", "2-")
+        assert plan["rate_limit"] == {"rpm": 6000.0, "cpm": None, "source": "headers"}
+        assert plan["estimated_minutes"] == pytest.approx(plan["requests_needed"] / 6000, abs=0.01)
+        assert main(["plan", str(book), "-o", str(tmp_path / "out"), "--chapters", "2-"]) == 0
+        assert "limit of 6000 requests/min (from the key's headers, last run)" in capsys.readouterr().out
