@@ -294,7 +294,9 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
     )
 
 
-def _kept(chapter: Chapter, segments: Sequence[Segment], file: str, fingerprint: str, duration: float | None):
+def _kept(
+    chapter: Chapter, segments: Sequence[Segment], file: str, fingerprint: str, duration: float | None
+) -> ChapterOutcome:
     return ChapterOutcome(
         index=chapter.index,
         title=chapter.title,
