@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import AudiobookError, Interrupted, RunFailed, Unverified, UsageError
+from pipeline.selection import parse_length
 from pipeline.tts import registry
 
 log = logging.getLogger("audiobook")
@@ -121,6 +122,39 @@ def _add_library_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cover", type=Path, metavar="IMAGE", help="cover image (default: the book's, else made)")
 
 
+def _add_listen_flags(p: argparse.ArgumentParser, command: str) -> None:
+    g = p.add_argument_group("listen before you pay")
+    g.add_argument(
+        "--chapters",
+        metavar="LIST",
+        help="only these chapters, by the numbers the plan shows: 1-3,7,12- (12- is 12 to the end)",
+    )
+    g.add_argument(
+        "--preview",
+        nargs="?",
+        const="",
+        metavar="LENGTH",
+        help="make only about the first minute (or LENGTH: 90s, 2m) of the first real chapter, as preview.mp3; "
+        "the full run reuses its parts" + (" (with plan: what it would cost)" if command == "plan" else ""),
+    )
+
+
+def _add_sample_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("samples (--sample): one short MP3 per voice, the same passage, cached like any part")
+    g.add_argument("--sample", action="store_true", help="make a sample of each voice instead of listing them")
+    g.add_argument("--voices", metavar="A,B,C", help="the voices to sample (default: the backend's, for the text)")
+    words = g.add_mutually_exclusive_group()
+    words.add_argument("--text", help="what the voices say (default: a passage of ours, or from --book)")
+    words.add_argument("--book", type=Path, metavar="FILE", help="say the start of this book's first real chapter")
+    g.add_argument("-o", "--output", type=Path, help="where the samples go (default: ./voice-samples)")
+    g.add_argument("--config", type=Path, help="TOML settings file (see configs/)")
+    g.add_argument("--model", help="speech model")
+    g.add_argument("--speed", type=float, help="0.25 to 4.0")
+    g.add_argument("--instructions", help="how to speak, for models that take instructions")
+    g.add_argument("--language", help="the language of the text, e.g. en or zh")
+    g.add_argument("--cache-dir", help="where finished parts are kept")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="audiobook", description="Turn books and articles into chapter-by-chapter audiobooks.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -152,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--abs-url", metavar="URL", help="then ask this Audiobookshelf to scan (token: $AUDIOBOOKSHELF_TOKEN)"
         )
 
+    for name in ("convert", "plan"):
+        _add_listen_flags(sub.choices[name], name)
+
     p = sub.add_parser(
         "voices",
         help="list the voices of a backend (the offline voice's by default)",
@@ -161,10 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         choices=registry.names() + tuple(registry.ALIASES),
-        default="espeak",
-        help="whose voices (default: espeak, the offline voice)",
+        help="whose voices (default: espeak, the offline voice; with --sample: the configured backend)",
     )
     p.add_argument("--json", action="store_true")
+    _add_sample_flags(p)
 
     p = sub.add_parser(
         "serve",
@@ -265,6 +302,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "include_matter",
         *("format", "title", "author", "narrator", "series", "series_index", "description", "subjects"),
         *("publisher", "date", "isbn", "asin", "cover"),
+        "chapters",
     )
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
@@ -289,13 +327,18 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     from pipeline.config import load_settings
     from pipeline.report import REPORT_NAME, BookStatus, format_plan, format_report
 
-    settings = load_settings(args.config, overrides=_flag_overrides(args))
+    overrides = _flag_overrides(args)
+    if args.preview:
+        overrides["preview_seconds"] = parse_length(args.preview)
+    settings = load_settings(args.config, overrides=overrides)
     book = app.read(args.book, settings.book)
     out_dir = args.output or Path(args.book.stem)
     if getattr(args, "library", None) is not None and args.output is None:
         from pipeline.library import work_folder
 
         out_dir = work_folder(args.library, args.book)
+    if args.preview is not None:
+        return cmd_preview(args, settings, book, out_dir, dry_run)
     plan = app.plan(book, settings, out_dir)
     if dry_run:
         summary = plan.summary()
@@ -328,6 +371,109 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace, settings: Any, book: Any, out_dir: Path, dry_run: bool) -> int:
+    """``--preview``: say what it costs, make it (unless a dry run), say what it cost and what is left."""
+    from pipeline import app
+    from pipeline.selection import PREVIEW_NAME
+
+    cut = app.preview_plan(book, settings, out_dir)
+    (cp,) = cut.chapters
+    summary = {**cut.summary(), "preview": {"chapter": cp.chapter.index, "file": PREVIEW_NAME}}
+    said = (
+        f'Preview: chapter {cp.chapter.index} "{cp.chapter.title}", its first {len(cp.segments)} segment(s), '
+        f"{cp.characters:,} characters, about {_seconds(sum(_estimate(s.voice_text, cut) for s in cp.segments))}: "
+        f"{len(cut.needed)} requests, {_usd(cut.estimated_cost, cut)}"
+    )
+    if dry_run:
+        print(json.dumps(summary, ensure_ascii=False, indent=2) if args.json else said)
+        return 0
+    if not args.quiet:
+        print(said, file=sys.stderr)  # what it will cost, before it is paid for
+    results, interrupted = app.make_clips([(cut, out_dir / PREVIEW_NAME)], settings.run, progress=_progress(args))
+    if interrupted:
+        raise Interrupted(f"interrupted by {interrupted}; finished parts are cached, run again to resume")
+    (done,) = results
+    if done.clip is None:
+        raise RunFailed(f"{book.title}: preview not made: {done.problem}; finished parts are cached")
+    rest = app.plan(book, settings, out_dir)  # planned again: the preview's parts are now cached
+    r = done.report
+    if args.json:
+        print(json.dumps({**summary, "made": str(done.clip.path), "duration_s": done.clip.duration_s,
+                          "requests": r.requests, "characters_sent": r.characters_sent,
+                          "cost_usd": r.estimated_cost_usd, "cache_hits": r.cache_hits,
+                          "rest": {"requests": len(rest.needed), "cost_usd": round(rest.estimated_cost, 4)}},
+                         ensure_ascii=False, indent=2))  # fmt: skip
+    elif not args.quiet:
+        print(f"{done.clip.path}  {_seconds(done.clip.duration_s)}")
+        print(
+            f"cost: {r.requests} requests, {r.characters_sent:,} characters sent, {_usd(r.estimated_cost_usd, cut)} "
+            f"({r.cache_hits} parts cached); the rest"
+            f"{' of the selection' if rest.selection is not None else ' of the book'}: {len(rest.needed)} requests, "
+            f"{_usd(rest.estimated_cost, rest)} more (the preview's parts are reused)"
+        )
+    return 0
+
+
+def _usd(amount: float, plan: Any) -> str:
+    """An estimated cost as the preview and the samples print it; an offline voice's is free, not "$0.0000"."""
+    return "free (offline voice)" if plan.cost(1_000_000) == 0 else f"estimated ${amount:.4f}"
+
+
+def _estimate(text: str, plan: Any) -> float:
+    from pipeline.listen import seconds_of
+
+    return seconds_of(text, plan.options.voice_spec.speed)
+
+
+def _seconds(seconds: float) -> str:
+    from pipeline.report import clock
+
+    return f"{seconds:.0f} s" if seconds < 60 else clock(seconds)
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    """``voices --sample``: the cost of each sample first, then the samples."""
+    from pipeline import app
+    from pipeline.config import load_settings
+    from pipeline.listen import sample_name
+
+    names = ("backend", "model", "speed", "instructions", "language", "cache_dir")
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    settings = load_settings(args.config, overrides=given)
+    book = app.read(args.book, settings.book) if args.book is not None else None
+    out_dir = args.output or Path("voice-samples")
+    voices = args.voices.split(",") if args.voices is not None else None
+    plans = app.sample_plans(settings, voices, out_dir, text=args.text, book=book)
+    words = plans[0].chapters[0].segments[0].voice_text if plans[0].chapters[0].segments else ""
+    width = max(len(p.options.voice) for p in plans)
+    lines = [f'Samples of {len(words)} characters ("{" ".join(words.split()[:8])} …") into {out_dir}/:']
+    for p in plans:
+        cost = "cached, free" if not p.needed else f"{p.characters_to_send:,} characters, {_usd(p.estimated_cost, p)}"
+        lines.append(f"  {p.options.voice:<{width}}  {cost}")
+    to_send = sum(len(p.needed) for p in plans)
+    lines.append(f"  total: {to_send} requests, {_usd(sum(p.estimated_cost for p in plans), plans[0])}")
+    print("\n".join(lines), file=sys.stderr if args.json else sys.stdout, flush=True)
+    clips = [(p, out_dir / sample_name(p.options.voice)) for p in plans]
+    results, interrupted = app.make_clips(clips, settings.run, progress=_progress(args))
+    if interrupted:
+        raise Interrupted(f"interrupted by {interrupted}; finished parts are cached, run again to resume")
+    if args.json:
+        print(json.dumps([{"voice": r.plan.options.voice, "file": str(r.clip.path) if r.clip else None,
+                           "duration_s": r.clip.duration_s if r.clip else None, "requests": r.report.requests,
+                           "cost_usd": r.report.estimated_cost_usd, "error": r.problem} for r in results],
+                         ensure_ascii=False, indent=2))  # fmt: skip
+    else:
+        for r in results:
+            print(f"{r.clip.path}  {_seconds(r.clip.duration_s)}" if r.clip else f"{r.plan.options.voice}: {r.problem}")
+        spent = sum(r.plan.cost(r.report.characters_sent) for r in results)
+        made = sum(r.report.requests for r in results)
+        print(f"{len(results)} samples — {made} requests, {_usd(spent, plans[0])}")
+    failed = [r for r in results if r.clip is None]
+    if failed:
+        raise RunFailed(f"{len(failed)} sample(s) not made, first {failed[0].plan.options.voice}: {failed[0].problem}")
+    return 0
+
+
 def _progress(args: argparse.Namespace) -> Any:
     from pipeline.progress import Progress
 
@@ -337,7 +483,9 @@ def _progress(args: argparse.Namespace) -> Any:
 def cmd_voices(args: argparse.Namespace) -> int:
     from pipeline.tts import registry
 
-    voices = registry.get(args.backend).voices()
+    if args.sample:
+        return cmd_samples(args)
+    voices = registry.get(args.backend or "espeak").voices()
     if args.json:
         print(json.dumps([dataclasses.asdict(v) for v in voices], ensure_ascii=False, indent=2))
     else:

@@ -52,6 +52,7 @@ from pipeline.report import (
     clock,
     write_report,
 )
+from pipeline.selection import PREVIEW_NAME
 from pipeline.store import Stores
 from pipeline.transcript import Coverage, compare
 from pipeline.verify import Judge, badness, transcript_badness, with_transcript
@@ -540,8 +541,9 @@ class Run:
                 return
         chapter = dataclasses.replace(cp.chapter, paragraphs=())  # its text is in the segments already
         job = ChapterJob(
-            light(plan.book), chapter, cp.segments, cp.keys, plan.store, plan.out_dir, plan.options, len(plan.chapters)
-        )
+            light(plan.book), chapter, cp.segments, cp.keys, plan.store, plan.out_dir, plan.options,
+            len(plan.book.chapters),  # the book's, not the selection's: track numbers and files stay the same
+        )  # fmt: skip
         done = await self.executor.assemble(job)
         if done.audio is None:
             state.rerun_helps = state.rerun_helps and done.rerun_helps
@@ -608,7 +610,7 @@ class Run:
         still knows what to tidy."""
         chapters, failures = self._outcomes(state)
         previous = state.plan.previous
-        current = {c.file for c in chapters}
+        current = {c.file for c in chapters} | {c.file for c in state.plan.kept}
         report = self._report(state, BookStatus.RUNNING, chapters, failures, None)
         report = dataclasses.replace(
             report,
@@ -635,18 +637,30 @@ class Run:
         report = self._report(state, status, chapters, failures, error)
         if complete and self.assemble:
             audios = tuple(cs.audio for cs in state.chapters if cs.audio is not None)
-            job = FinishJob(light(plan.book), plan.options, plan.out_dir, plan.previous, audios, tuple(chapters))
+            # The chapters kept outside a selection are not the earlier run's to tidy: they stay as they are.
+            previous = dataclasses.replace(plan.previous, files=plan.previous.files - {c.file for c in plan.kept})
+            job = FinishJob(light(plan.book), plan.options, plan.out_dir, previous, audios, tuple(chapters))
             done = await self.executor.finish(job, self.progress.note)
             if done.finished is not None:
                 f = done.finished
                 report = dataclasses.replace(
                     report, playlist=f.playlist, m4b=f.m4b, m4b_fingerprint=f.m4b_fingerprint, book_files=f.book_files
                 )
+                if plan.selection is None:
+                    self._drop_preview(plan)
             else:
                 report = dataclasses.replace(report, status=BookStatus.FAILED, error=done.error)
         if self.assemble:
             await asyncio.to_thread(write_report, plan.out_dir, report)
         return report
+
+    def _drop_preview(self, plan: BookPlan) -> None:
+        """The whole book is written: its preview (``--preview``) goes, or a library scanning the folder would
+        take it for a track. Its parts are in the first chapter and cached: a new preview is free."""
+        preview = plan.out_dir / PREVIEW_NAME
+        if preview.is_file():
+            preview.unlink(missing_ok=True)
+            self.progress.note(f"removed {PREVIEW_NAME}: the whole book is written (a new preview costs nothing)")
 
     def _report(
         self,
@@ -677,6 +691,7 @@ class Run:
             rate=self._rate(state),
             rerun_helps=state.rerun_helps and not (self._abort_is_final and error == self.aborted),
             verification=self._verification(state),
+            kept=plan.kept,
         )
 
     @staticmethod
