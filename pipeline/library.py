@@ -69,6 +69,7 @@ def published_files(report: Mapping[str, Any]) -> list[str]:
         names += chapters
         if isinstance(report.get("playlist"), str):
             names.append(report["playlist"])
+        names += [str(Path(c).with_suffix(s)) for c in chapters for s in (".srt", ".vtt")]  # where they exist
     return [n for n in names if _inside(n)]
 
 
@@ -92,6 +93,8 @@ def publish(work: Path, destination: Path) -> Path:
     try:
         for name in published_files(report):
             source = work / name
+            if name.endswith((".srt", ".vtt")) and not source.is_file():
+                continue
             target = incoming / name
             target.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(source, target)

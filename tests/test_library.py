@@ -395,11 +395,13 @@ def test_a_failed_scan_request_is_a_warning_not_a_lost_book(
     source = tmp_path / "zh.txt"
     source.write_text(ZH_BOOK, encoding="utf-8")
     with FakeAbs(abs_token, lib, status=500) as fake:
-        assert cli("convert", str(source), "--library", str(lib), "--abs-url", fake.url) == 0
+        assert cli("convert", str(source), "--library", str(lib), "--abs-url", fake.url, "--subtitles", "vtt") == 0
     assert [r[1] for r in fake.requests] == ["/api/libraries", "/api/libraries/lib-1/scan"]
     err = capsys.readouterr().err
     assert "WARNING Audiobookshelf: scan of library lib-1 answered HTTP 500" in err and abs_token not in err
-    assert len(scanned_audio(lib / "张若虚" / "春江花月夜")) == 2
+    book = lib / "张若虚" / "春江花月夜"
+    assert [p.name for p in scanned_audio(book)] == ["01 第一章 春江.mp3", "02 第二章 花林.mp3"]
+    assert sorted(p.name for p in book.glob("*.vtt")) == ["01 第一章 春江.vtt", "02 第二章 花林.vtt"]
 
 
 def test_scan_request_without_a_token_or_server_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
