@@ -73,4 +73,4 @@ def _read_cover_file(path: Path) -> bytes:
     try:
         return covers.to_jpeg(data)
     except covers.CoverError as exc:
-        raise UsageError(f"cover {path} is not an image: {exc}") from None
+        raise UsageError(f"cover {path} cannot be used: {exc}") from None

@@ -60,8 +60,10 @@ def to_jpeg(data: bytes, mime: str | None = None) -> bytes:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             return _encode(img)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise CoverError(f"not an image Pillow reads: {exc}") from None
+    except UnidentifiedImageError:
+        raise CoverError("not a picture in a format it knows (JPEG, PNG, WebP, GIF, SVG)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise CoverError(f"a damaged picture ({exc})") from None
 
 
 def _encode(img: Image.Image) -> bytes:
