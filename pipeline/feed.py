@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import html
 import json
 import logging
 import os
@@ -188,15 +189,19 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def _inside(folder: Path, name: Any) -> Path | None:
+def _inside(root: Path, folder: Path, name: Any) -> Path | None:
     """The file ``name`` (as a report names it) in ``folder``, or None when it is not a plain relative path there
-    (a report is data: "../x" or "/etc/x" is no file of this book)."""
+    (a report is data: "../x" or "/etc/x" is no file of this book) or it leads out of ``root``."""
     if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
         return None
     rel = PurePosixPath(name)
     if rel.is_absolute() or ".." in rel.parts:
         return None
     path = folder.joinpath(*rel.parts)
+    try:  # nor a link to a file outside the served folder
+        path.resolve().relative_to(root.resolve())
+    except (OSError, ValueError):
+        return None
     return path if path.is_file() else None
 
 
@@ -275,12 +280,12 @@ def _episodes_of(root: Path, folder: Path, report: dict[str, Any]) -> list[_Foun
     total = sum(d for d in durations if isinstance(d, int | float)) or None
     m4b = report.get("m4b")
     if m4b is not None:
-        if (audio := _inside(folder, m4b)) is None:
+        if (audio := _inside(root, folder, m4b)) is None:
             return f"its M4B {m4b!r} is missing"
         return [found(audio, title, about or _outline(title, author, chapters), total)]
     if not chapters:
         return "its report lists no chapter"
-    files = [_inside(folder, c.get("file")) for c in chapters]
+    files = [_inside(root, folder, c.get("file")) for c in chapters]
     if None in files:
         missing = next(c.get("file") for c, f in zip(chapters, files, strict=True) if f is None)
         return f"its chapter file {missing!r} is missing"
@@ -471,7 +476,7 @@ class _Covers:
         self._by_folder: dict[Path, str | None] = {}
 
     def of(self, f: _Found) -> str | None:
-        for name in ("cover.jpg", "cover.jpeg", "cover.png"):
+        for name in ("cover.jpg", "cover.png"):  # Apple takes an image URL ending in .jpg or .png only
             path = f.folder / name
             if path.is_file():
                 return path.relative_to(self.root).as_posix()
@@ -516,6 +521,15 @@ def _clean(text: str | None, limit: int | None = None) -> str:
     return text
 
 
+def _html(text: str) -> str:
+    """Plain text as the HTML podcast apps read a description as: "<tag>" shown, not taken for markup; a blank
+    line a new paragraph."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
+    if len(paragraphs) < 2:
+        return html.escape(" ".join(paragraphs), quote=False)
+    return "".join(f"<p>{html.escape(p, quote=False)}</p>" for p in paragraphs)
+
+
 def _duration(f: _Found) -> float | None:
     """The audio's own length (its header, by mutagen: the M4B's includes the encoder's priming), else the
     report's."""
@@ -539,6 +553,8 @@ def _channel_image(
         if not given.strip():
             return None
         if urlsplit(given).scheme in ("http", "https"):
+            if not urlsplit(given).path.lower().endswith((".jpg", ".png")):
+                raise UsageError(f"feed image {given}: podcast apps want the URL of a .jpg or .png file")
             return given
         path = Path(given).expanduser()
         try:
@@ -548,10 +564,12 @@ def _channel_image(
         if _image_ext(data) is None:
             raise UsageError(f"feed image {given}: not a JPEG or PNG file (podcast apps take no other)")
         try:
-            inside = path.resolve().relative_to(root.resolve()).as_posix()
+            inside: str | None = path.resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
             inside = None
-        return url_of(base_url, inside or covers.keep(data) or "")
+        if inside is None or not inside.lower().endswith((".jpg", ".png")):  # else a copy, named as apps want
+            inside = covers.keep(data)
+        return url_of(base_url, inside or "")
     old = previous.image
     if old:
         if not old.startswith(base_url):
@@ -606,7 +624,7 @@ def build(channel: Channel, episodes: list[Episode], *, image: str | None, previ
     fg.load_extension("podcast")
     fg.register_extension("audiobook", *_key_extension(), atom=False)
     fg.title(title or DEFAULT_TITLE)
-    fg.description(description)
+    fg.description(_html(description))
     fg.link(href=base + FEED_NAME, rel="self", type="application/rss+xml")
     fg.link(href=base, rel="alternate")  # last: feedgen makes the last link the channel's <link>
     fg.generator(f"audiobook {__version__}")
@@ -625,7 +643,7 @@ def build(channel: Channel, episodes: list[Episode], *, image: str | None, previ
         fe = fg.add_entry(order="append")
         fe.guid(e.guid, permalink=False)
         fe.title(_clean(e.title, 255) or "Untitled")
-        fe.description(_clean(e.description, DESCRIPTION_MAX) or _clean(e.title))
+        fe.description(_html(_clean(e.description, DESCRIPTION_MAX) or _clean(e.title)))
         fe.enclosure(url_of(base, e.path), str(e.length), e.mime)
         fe.pubDate(e.published)
         if e.duration_s:

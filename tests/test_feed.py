@@ -20,6 +20,7 @@ from pipeline import app
 from pipeline.cli import main
 from pipeline.config import load_settings
 from pipeline.feed import Channel, check_base_url, url_of, write_feed
+from pipeline.models import BookInfo
 from pipeline.report import REPORT_NAME
 from tests.helpers import REPO, tiny_png
 
@@ -202,20 +203,27 @@ def test_unfinished_missing_and_escaping_books_are_skipped_with_the_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     books, out = tmp_path / "in", tmp_path / "out"
-    for name in ("good", "running", "gone", "escape"):
+    for name in ("good", "running", "doubted", "gone", "escape", "linked"):
         article(books, f"{name}.md", name.title(), "A sentence to read. And one more.")
     assert batch(books, out) == 0
     edit_report(out / "running", status="running")  # as a run being killed leaves it
+    edit_report(out / "doubted", status="unverified")  # parts verification left suspect
     next((out / "gone").glob("*.mp3")).unlink()
     edit_report(out / "escape", chapters=[{"file": "../good/01 Good.mp3", "title": "x"}])
+    secret = tmp_path / "private.mp3"
+    secret.write_bytes((out / "good" / "01 Good.mp3").read_bytes())
+    (out / "linked" / "01 Linked.mp3").unlink()
+    (out / "linked" / "01 Linked.mp3").symlink_to(secret)  # a link out of the served folder
     capsys.readouterr()
     assert main(["feed", str(out), "--base-url", BASE]) == 0
     assert [e.title for e in parse(out).entries] == ["Good"]
     said = capsys.readouterr()
-    assert "1 episode (1 new), 3 folders skipped" in said.out
+    assert "1 episode (1 new), 5 folders skipped" in said.out
     assert "skipped running: not finished (report status 'running')" in said.err
+    assert "skipped doubted: not finished (report status 'unverified')" in said.err
     assert "skipped gone: its chapter file '01 Gone.mp3' is missing" in said.err
     assert "skipped escape: its chapter file '../good/01 Good.mp3' is missing" in said.err
+    assert "skipped linked: its chapter file '01 Linked.mp3' is missing" in said.err
 
 
 def edit_report(folder: Path, **changes: object) -> None:
@@ -246,6 +254,40 @@ def test_an_episode_keeps_its_guid_and_date_when_its_source_moves_or_its_file_is
     (renamed,) = parse(out).entries
     assert renamed.enclosures[0].href.endswith("/a/Alpha.mp3")
     assert (renamed.id, renamed.published) == (before.id, before.published)
+
+
+def test_an_article_s_url_site_and_description_make_its_episode(tmp_path: Path) -> None:
+    """What the article reader puts in Book.info reaches the episode through the report; the GUID comes from the
+    URL, so the same article converted into another folder (from another downloaded copy) is the same episode."""
+    info = BookInfo(description="Why <lanterns> & harbours matter.", url="https://news.example/a?id=7&p=1",
+                    site="Example News")  # fmt: skip
+    first = article(tmp_path / "in", "a.md", "x", "Lanterns are old. Harbours are older.")
+    other = article(tmp_path / "copy", "saved.md", "x", "Lanterns are old. Harbours are older.")
+    convert_book(tmp_path / "one" / "a", first, title="Lanterns", info=info)
+    convert_book(tmp_path / "two" / "elsewhere", other, title="Lanterns", info=info)
+    for root in ("one", "two"):
+        assert feed(tmp_path / root) == 0
+    (a,), (b,) = parse(tmp_path / "one").entries, parse(tmp_path / "two").entries
+    # A description is HTML to an app: the text's "<" and "&" are escaped in it, so they are shown, not parsed.
+    assert a.summary == "Why &lt;lanterns&gt; &amp; harbours matter."
+    assert a.link == "https://news.example/a?id=7&p=1"
+    assert a.author == "Example News"  # no author: the site
+    assert a.id == b.id
+
+
+def test_a_library_folder_s_cover_and_metadata_are_used(tmp_path: Path) -> None:
+    """A library layout (Author/Title/ folders, cover.png and metadata.json beside the audio) as the library
+    output writes it: the episode's art is the folder's own cover, its description the metadata's."""
+    folder = tmp_path / "lib" / "Ann Author" / "A Title"
+    convert_book(folder, article(tmp_path / "in", "a.md", "x", "A sentence. Another one."), title="A Title")
+    (folder / "cover.png").write_bytes(tiny_png())
+    (folder / "metadata.json").write_text(json.dumps({"description": "From the metadata.", "authors": ["Ann"]}))
+    assert feed(tmp_path / "lib") == 0
+    (e,) = parse(tmp_path / "lib").entries
+    assert e.image.href == BASE + "Ann%20Author/A%20Title/cover.png"
+    assert e.summary == "From the metadata."
+    assert e.author == "Ann"
+    assert not (tmp_path / "lib" / "feed-covers").exists()  # nothing taken out of the tags: the folder has one
 
 
 # ------------------------------------------------------------------------------------------------ the channel
@@ -315,6 +357,9 @@ def test_a_missing_folder_or_a_bad_image_is_one_line(tmp_path: Path, capsys: pyt
     (tmp_path / "art.gif").write_bytes(b"GIF89a")
     assert feed(tmp_path / "out", "--image", str(tmp_path / "art.gif")) == 2
     assert "not a JPEG or PNG" in capsys.readouterr().err
+    assert feed(tmp_path / "out", "--image", "https://example.org/art.webp") == 2
+    assert "the URL of a .jpg or .png file" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "feed.xml").exists()
 
 
 def test_check_base_url_and_url_of() -> None:
@@ -331,3 +376,14 @@ def test_titles_with_characters_xml_cannot_carry_still_make_a_valid_feed(tmp_pat
     convert_book(out / "a", source, title="Bell\x07 & <Tag>\ufffe")
     assert feed(out) == 0
     assert [e.title for e in parse(out).entries] == ["Bell & <Tag>"]
+
+
+def test_a_job_file_s_feed_base_url_writes_the_feed_after_the_batch_but_not_in_a_dry_run(tmp_path: Path) -> None:
+    article(tmp_path / "in", "a.md", "Alpha", "Words to read. More words.")
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(f'settings = "{LOCAL}"\noutput = "out"\nfeed_base_url = "{BASE}"\n[[book]]\npath = "in/*.md"\n')
+    assert main(["--quiet", "batch", str(jobs), "--dry-run"]) == 0
+    assert not (tmp_path / "out" / "feed.xml").exists()
+    assert main(["--quiet", "batch", str(jobs)]) == 0
+    (e,) = parse(tmp_path / "out").entries
+    assert e.title == "Alpha" and file_of(tmp_path / "out", e.enclosures[0].href).is_file()
