@@ -308,10 +308,10 @@ def _episodes_of(root: Path, folder: Path, report: dict[str, Any]) -> list[_Foun
 
 def _outline(title: str, author: str | None, chapters: list[dict[str, Any]]) -> str:
     """A description for a book whose source gave none: what it is, and its chapters."""
-    text = title + (f" by {author}" if author else "") + "."
+    text = title + (f" by {author}" if author else "")  # no "." after a title: "茶馆." reads wrong
     names = [t for c in chapters if (t := _text(c.get("title")))]
     if len(names) > 1:
-        text += " Chapters: " + "; ".join(f"{n}. {t}" for n, t in enumerate(names, 1)) + "."
+        text += "\n\nChapters: " + "; ".join(f"{n}. {t}" for n, t in enumerate(names, 1))
     return text
 
 
