@@ -336,6 +336,7 @@ def find_episodes(root: Path) -> tuple[list[_Found], list[Skipped]]:
 class _Previous:
     """What the feed written last time says: the channel, and each episode's GUID and date."""
 
+    base: str = ""  # the URL the folder was served at
     title: str | None = None
     description: str | None = None
     author: str | None = None
@@ -388,6 +389,7 @@ def _read_previous(path: Path) -> _Previous:
         if key := text(item, f"{{{KEY_NS}}}key"):
             by_key[key] = guid
     return _Previous(
+        base=base,
         title=text(channel, "title"),
         description=text(channel, "description"),
         author=text(channel, f"{{{ITUNES}}}author"),
@@ -572,13 +574,13 @@ def _channel_image(
         return url_of(base_url, inside or "")
     old = previous.image
     if old:
-        if not old.startswith(base_url):
-            return old
-        path_under = unquote(old[len(base_url) :])
-        if (root / path_under).is_file():
+        if not (previous.base and old.startswith(previous.base)):
+            return old  # somewhere else on the web
+        path_under = unquote(old[len(previous.base) :])
+        if (root / path_under).is_file():  # under the folder, wherever it is served now
             if path_under.startswith(f"{COVERS_DIR}/"):
                 covers.used.add(path_under)
-            return old
+            return url_of(base_url, path_under)
     newest = next((e.image for e in episodes if e.image), None)
     return url_of(base_url, newest) if newest else None
 

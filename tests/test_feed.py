@@ -43,10 +43,18 @@ def feed(out: Path, *extra: str, base: str = BASE) -> int:
     return main(["--quiet", "feed", str(out), "--base-url", base, *extra])
 
 
-def parse(out: Path) -> feedparser.FeedParserDict:
-    parsed = feedparser.parse((out / "feed.xml").read_bytes())
+def parse(out: Path, base: str | None = None) -> feedparser.FeedParserDict:
+    """The feed as a podcast app reads it, with what RSS 2.0 and Apple require of a channel checked."""
+    xml = (out / "feed.xml").read_bytes()
+    parsed = feedparser.parse(xml)
     assert not parsed.bozo, parsed.get("bozo_exception")
     assert parsed.version == "rss20"
+    assert parsed.namespaces["itunes"] == "http://www.itunes.com/dtds/podcast-1.0.dtd"
+    assert parsed.feed.title and parsed.feed.subtitle and parsed.feed.link == (base or BASE)
+    assert b"<itunes:explicit>no</itunes:explicit>" in xml  # feedparser reads only "yes" and "clean"
+    assert [t.term for t in parsed.feed.tags] == ["Arts", "Books"]  # itunes:category
+    for e in parsed.entries:
+        assert e.title and e.id and e.published_parsed and len(e.enclosures) == 1
     return parsed
 
 
@@ -131,7 +139,7 @@ def test_the_feed_s_urls_are_served_by_a_static_web_server(tmp_path: Path) -> No
     convert_book(out / "plain", source, title="Plain")
     with static_server(out) as base:
         assert feed(out, "--title", "Nightly <Reads> & more", base=base) == 0
-        parsed = parse(out)
+        parsed = parse(out, base)
         assert parsed.feed.title == "Nightly <Reads> & more"
         urls = [(e.enclosures[0].href, int(e.enclosures[0].length)) for e in parsed.entries]
         urls += [(e.image.href, None) for e in parsed.entries if "image" in e]
@@ -144,6 +152,8 @@ def test_the_feed_s_urls_are_served_by_a_static_web_server(tmp_path: Path) -> No
     titles = {e.title: e for e in parsed.entries}
     cjk = titles['三体 <Ⅱ> & "黑暗森林" #1 50%']
     assert cjk.enclosures[0].type == "audio/x-m4a"  # the M4B: the type Apple lists and strict apps accept
+    m4b = file_of(out, cjk.enclosures[0].href, base)
+    assert m4b.suffix == ".m4b" and int(cjk.itunes_duration) == round(mutagen.File(m4b).info.length)
     path = urlsplit(cjk.enclosures[0].href).path
     assert "%E4%B8%89%E4%BD%93%20%231%20%26%2050%25/" in path  # the folder "三体 #1 & 50%"
     # The cover came out of the M4B's tags, under feed-covers/, and is the book's picture.
@@ -305,6 +315,11 @@ def test_channel_settings_are_kept_from_the_previous_feed_until_changed(tmp_path
     assert file_of(out, parsed.feed.image.href).read_bytes() == tiny_png()  # copied under the folder
     assert feed(out, "--title", "Renamed") == 0
     assert parse(out).feed.title == "Renamed"
+    # Served somewhere else now: every URL follows, the art too, and no GUID changes.
+    assert feed(out, base="http://192.0.2.7:8080/reads/") == 0
+    moved = parse(out, "http://192.0.2.7:8080/reads/")
+    assert moved.feed.image.href.startswith("http://192.0.2.7:8080/reads/feed-covers/")
+    assert [e.id for e in moved.entries] == [e.id for e in parsed.entries]
 
 
 def test_an_empty_output_folder_gives_a_valid_feed_without_episodes(tmp_path: Path) -> None:
