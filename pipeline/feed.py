@@ -116,7 +116,6 @@ class FeedResult:
 def check_base_url(text: str) -> str:
     """The URL the output folder is served at, ending in "/"; UsageError (one line) unless it is an http(s) URL
     with a host and no credentials, query or fragment (a feed is read by anyone who has it: no secret in it)."""
-
     url = text.strip() if isinstance(text, str) else ""
 
     def bad(why: str) -> UsageError:
