@@ -12,8 +12,9 @@ folders works too). It is an episode only when its report says ``done``; its aud
 
 A folder a run is still writing, one that failed or was left unverified, or whose audio is missing is skipped and
 named with the reason. The feed is its own memory: the previous ``feed.xml`` is read back before it is rewritten,
-so an episode keeps its GUID and publication date for ever, and the channel keeps the title, description, author,
-image and language it was once given. The file is rewritten atomically, and only when its content changes (a
+so an episode keeps its GUID and publication date for ever (an episode whose book is being made again is held,
+unlisted, until it is done), and the channel keeps the title, description, author, image and language it was once
+given. The file is rewritten atomically, and only when its content changes (a
 podcast app's conditional GET then sees nothing new).
 """
 
@@ -31,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -332,6 +333,18 @@ def find_episodes(root: Path) -> tuple[list[_Found], list[Skipped]]:
 
 
 @dataclass(frozen=True)
+class _Held:
+    """An episode the feed remembers without listing it: its book is being made again (or failed this time), so
+    it is left out until it is finished, and then comes back with its GUID and date. A book whose folder is gone
+    is forgotten."""
+
+    guid: str
+    key: str
+    path: str  # its audio file under the folder
+    published: datetime
+
+
+@dataclass(frozen=True)
 class _Previous:
     """What the feed written last time says: the channel, and each episode's GUID and date."""
 
@@ -344,6 +357,7 @@ class _Previous:
     dates: dict[str, datetime] = field(default_factory=dict)  # GUID -> publication date
     by_path: dict[str, str] = field(default_factory=dict)  # audio file under the folder -> GUID
     by_key: dict[str, str] = field(default_factory=dict)  # an episode's key (its identity's hash) -> GUID
+    records: tuple[_Held, ...] = ()  # every episode it remembers, listed or held
 
 
 def _read_previous(path: Path) -> _Previous:
@@ -371,22 +385,28 @@ def _read_previous(path: Path) -> _Previous:
     dates: dict[str, datetime] = {}
     by_path: dict[str, str] = {}
     by_key: dict[str, str] = {}
+    records: list[_Held] = []
+
+    def remember(guid: str | None, key: str | None, path: str | None, date: str | None) -> None:
+        if not guid:
+            return
+        with contextlib.suppress(TypeError, ValueError):
+            if date:
+                dates[guid] = parsedate_to_datetime(date)
+        if path:
+            by_path[path] = guid
+        if key:
+            by_key[key] = guid
+        if key and path and guid in dates:
+            records.append(_Held(guid, key, path, dates[guid]))
+
     for item in channel.iter("item"):
-        guid = text(item, "guid")
-        if guid is None:
-            continue
-        with_date = text(item, "pubDate")
-        try:
-            if with_date:
-                dates[guid] = parsedate_to_datetime(with_date)
-        except (TypeError, ValueError):
-            pass
         enclosure = item.find("enclosure")
         url = enclosure.get("url", "") if enclosure is not None else ""
-        if base and url.startswith(base):
-            by_path[unquote(url[len(base) :])] = guid
-        if key := text(item, f"{{{KEY_NS}}}key"):
-            by_key[key] = guid
+        under = unquote(url[len(base) :]) if base and url.startswith(base) else None
+        remember(text(item, "guid"), text(item, f"{{{KEY_NS}}}key"), under, text(item, "pubDate"))
+    for held in channel.iter(f"{{{KEY_NS}}}held"):
+        remember(held.get("guid"), held.get("key"), held.get("path"), held.get("date"))
     return _Previous(
         base=base,
         title=text(channel, "title"),
@@ -397,6 +417,7 @@ def _read_previous(path: Path) -> _Previous:
         dates=dates,
         by_path=by_path,
         by_key=by_key,
+        records=tuple(records),
     )
 
 
@@ -585,13 +606,22 @@ def _channel_image(
 
 
 def _key_extension() -> tuple[type, type]:
-    """feedgen's extension for each item's ``<audiobook:key>`` (KEY_NS)."""
+    """feedgen's extension for each item's ``<audiobook:key>`` and the channel's ``<audiobook:held>`` (KEY_NS)."""
     from feedgen.ext.base import BaseEntryExtension, BaseExtension
     from lxml import etree
 
     class Feed(BaseExtension):
+        held: tuple[_Held, ...] = ()
+
         def extend_ns(self) -> dict[str, str]:
             return {"audiobook": KEY_NS}
+
+        def extend_rss(self, rss: Any) -> Any:
+            channel = rss.find("channel")
+            for h in self.held:
+                attributes = {"guid": h.guid, "key": h.key, "path": h.path, "date": format_datetime(h.published)}
+                etree.SubElement(channel, f"{{{KEY_NS}}}held", attributes)
+            return rss
 
     class Entry(BaseEntryExtension):
         key: str | None = None
@@ -607,7 +637,14 @@ def _key_extension() -> tuple[type, type]:
     return Feed, Entry
 
 
-def build(channel: Channel, episodes: list[Episode], *, image: str | None, previous: _Previous) -> bytes:
+def build(
+    channel: Channel,
+    episodes: list[Episode],
+    *,
+    image: str | None,
+    previous: _Previous,
+    held: tuple[_Held, ...] = (),
+) -> bytes:
     """The feed's XML (RSS 2.0 with the iTunes namespace), newest episode first. Everything in it is derived
     from the episodes, so the same books give the same bytes (lastBuildDate is the newest episode's date)."""
     from feedgen.feed import FeedGenerator
@@ -624,6 +661,7 @@ def build(channel: Channel, episodes: list[Episode], *, image: str | None, previ
     fg = FeedGenerator()
     fg.load_extension("podcast")
     fg.register_extension("audiobook", *_key_extension(), atom=False)
+    fg.audiobook.held = held
     fg.title(title or DEFAULT_TITLE)
     fg.description(_html(description))
     fg.link(href=base + FEED_NAME, rel="self", type="application/rss+xml")
@@ -661,6 +699,18 @@ def build(channel: Channel, episodes: list[Episode], *, image: str | None, previ
     return xml
 
 
+def _held(previous: _Previous, episodes: list[Episode], skipped: list[Skipped]) -> tuple[_Held, ...]:
+    """What the previous feed remembered of episodes whose books are skipped now (being made again, or failed):
+    kept, so they come back as they were. Episodes of books that are gone are forgotten."""
+    listed = {e.guid for e in episodes}
+    folders = [s.folder for s in skipped]
+    out: dict[str, _Held] = {}
+    for h in previous.records:
+        if h.guid not in listed and any(f == "." or h.path.startswith(f + "/") for f in folders):
+            out.setdefault(h.guid, h)
+    return tuple(sorted(out.values(), key=lambda h: h.path))
+
+
 def write_feed(root: Path, channel: Channel) -> FeedResult:
     """Write ``root/feed.xml`` for every finished book under ``root`` (UsageError when ``root`` is no folder or
     the base URL or image is not usable). Pictures the episodes need are written under ``root/feed-covers/``."""
@@ -694,7 +744,7 @@ def write_feed(root: Path, channel: Channel) -> FeedResult:
     ]
     episodes.sort(key=lambda e: (e.published, e.path), reverse=True)
     image = _channel_image(channel, previous, base, root, covers, episodes)
-    xml = build(channel, episodes, image=image, previous=previous)
+    xml = build(channel, episodes, image=image, previous=previous, held=_held(previous, episodes, skipped))
     try:
         same = path.read_bytes() == xml
     except OSError:

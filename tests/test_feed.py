@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -298,6 +299,26 @@ def test_a_library_folder_s_cover_and_metadata_are_used(tmp_path: Path) -> None:
     assert e.summary == "From the metadata."
     assert e.author == "Ann"
     assert not (tmp_path / "lib" / "feed-covers").exists()  # nothing taken out of the tags: the folder has one
+
+
+def test_a_book_made_again_leaves_the_feed_meanwhile_and_comes_back_as_it_was(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for name in ("a", "b"):
+        convert_book(out / name, article(tmp_path / "in", f"{name}.md", "x", "Words. More words."), title=name)
+    assert feed(out) == 0
+    before = {e.title: (e.id, e.published) for e in parse(out).entries}
+    edit_report(out / "a", status="running")  # a run is making it again
+    shutil.rmtree(out / "b")  # deleted for good
+    assert feed(out) == 0
+    assert parse(out).entries == []
+    edit_report(out / "a", status="done", finished="2031-05-05T05:05:05+00:00")
+    convert_book(out / "b", tmp_path / "in" / "b.md", title="b")
+    result = write_feed(out, Channel(BASE))
+    after = {e.title: (e.id, e.published) for e in parse(out).entries}
+    assert after["a"] == before["a"] and not next(e for e in result.episodes if e.title == "a").new
+    assert after["b"][0] == before["b"][0]  # the same book: the same GUID, however long it was gone
+    assert next(e for e in result.episodes if e.title == "b").new  # but back as a new episode
+    assert b"audiobook:held" not in (out / "feed.xml").read_bytes()  # nothing held any more
 
 
 # ------------------------------------------------------------------------------------------------ the channel
