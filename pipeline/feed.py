@@ -722,6 +722,8 @@ def write_feed(root: Path, channel: Channel) -> FeedResult:
     found, skipped = find_episodes(root)
     for s in skipped:
         log.warning("feed: skipped %s: %s", s.folder or ".", s.reason)
+    if not found and not skipped:  # a quiet night is no error, but a wrong folder should be seen
+        log.warning("feed: %s holds no book folder (no report.json): the feed has no episodes", root)
     covers = _Covers(root)
     episodes = [
         Episode(

@@ -343,9 +343,14 @@ def test_channel_settings_are_kept_from_the_previous_feed_until_changed(tmp_path
     assert [e.id for e in moved.entries] == [e.id for e in parsed.entries]
 
 
-def test_an_empty_output_folder_gives_a_valid_feed_without_episodes(tmp_path: Path) -> None:
+def test_an_empty_output_folder_gives_a_valid_feed_without_episodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "out").mkdir()
-    assert feed(tmp_path / "out") == 0
+    assert main(["feed", str(tmp_path / "out"), "--base-url", BASE]) == 0
+    said = capsys.readouterr()
+    assert "feed.xml: 0 episodes (0 new)" in said.out
+    assert "holds no book folder (no report.json): the feed has no episodes" in said.err
     parsed = parse(tmp_path / "out")
     assert parsed.entries == [] and parsed.feed.title == "Audiobooks"
 
