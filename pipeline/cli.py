@@ -235,6 +235,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary", type=Path, help="where to write the JSON summary (default: <output>/batch-summary.json)"
     )
+    p.add_argument(
+        "--feed-base-url",
+        metavar="URL",
+        help="at the end, write <output>/feed.xml, a podcast feed of every finished book, for the output folder "
+        "served at URL (see: audiobook feed --help)",
+    )
+
+    p = sub.add_parser(
+        "feed",
+        help="write a podcast feed (RSS with iTunes tags) of the finished books in an output folder",
+        description="Write OUTPUT_DIR/feed.xml: every finished book or article under OUTPUT_DIR as a podcast "
+        "episode (its M4B, else its MP3; a book of several chapter MP3s, one episode a chapter), for the folder "
+        "served by any web server at --base-url. Episodes keep their GUIDs and dates across runs; channel "
+        "settings not given are kept from the previous feed.",
+        parents=[common],
+    )
+    p.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR", help="the output folder of convert or batch")
+    p.add_argument("--base-url", required=True, metavar="URL", help="where OUTPUT_DIR is served, http(s)://...")
+    p.add_argument("--title", help="the podcast's title (default: Audiobooks)")
+    p.add_argument("--description", help="the podcast's description")
+    p.add_argument("--author", help="the podcast's author")
+    p.add_argument("--image", metavar="FILE|URL", help="the podcast's art: a JPEG or PNG file, or its URL")
+    p.add_argument("--language", help="the podcast's language, e.g. en (default: its episodes' most common)")
+    p.add_argument("--json", action="store_true", help="print the episodes as JSON")
     return parser
 
 
@@ -495,6 +519,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     given = (("concurrency", args.concurrency), ("engine", args.engine), ("broker", args.broker))
     flags = {k: v for k, v in given if v is not None}
     job = dataclasses.replace(job, run={**job.run, **flags})  # the command line wins over the job file
+    if args.feed_base_url is not None:
+        from pipeline.feed import check_base_url
+
+        job = dataclasses.replace(job, feed_base_url=check_base_url(args.feed_base_url))
     result = app.run_batch(
         job, dry_run=args.dry_run, max_cost=args.max_cost, summary_path=args.summary, progress=_progress(args)
     )
@@ -506,17 +534,44 @@ def cmd_batch(args: argparse.Namespace) -> int:
             for plan in result.planned:
                 print(format_plan(plan.summary()) + "\n")
         print(format_summary(books, result.summary_path, dry_run=args.dry_run))
+        if result.feed is not None:
+            print(_feed_line(result.feed))
     if result.interrupted:
         raise Interrupted(f"batch interrupted by {result.interrupted}; finished parts are cached, run again to resume")
+    if result.feed_error:
+        print(f"audiobook: error: feed not written: {result.feed_error}", file=sys.stderr)
     failures = format_failures(books)
     if failures:
         print(f"audiobook: error: {failures}", file=sys.stderr)
         # Every book written, some with unverified parts: the exit code of an unverified run (3), not a failure.
         return Unverified.exit_code if all(b.status in _WRITTEN for b in books) else 1
-    return 0
+    return 1 if result.feed_error else 0
 
 
 _WRITTEN = ("done", "unchanged", "unverified", "no match")
+
+
+def cmd_feed(args: argparse.Namespace) -> int:
+    from pipeline.feed import Channel, write_feed
+
+    fields = ("title", "description", "author", "image", "language")
+    result = write_feed(args.output_dir, Channel(args.base_url, **{k: getattr(args, k) for k in fields}))
+    if args.json:
+        episodes = [{**dataclasses.asdict(e), "published": e.published.isoformat()} for e in result.episodes]
+        print(json.dumps({"feed": result.url, "episodes": episodes}, ensure_ascii=False, indent=2))
+    elif not args.quiet:
+        print(_feed_line(result))
+    return 0
+
+
+def _feed_line(result: Any) -> str:
+    n, skipped = len(result.episodes), len(result.skipped)
+    return (
+        f"{result.path}: {n} episode{'' if n == 1 else 's'} ({result.added} new)"
+        + (f", {skipped} folder{'' if skipped == 1 else 's'} skipped" if skipped else "")
+        + ("" if result.written else ", unchanged")
+        + f"; subscribe to {result.url}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -538,6 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_batch(args)
         if args.command == "worker":
             return cmd_worker(args)
+        if args.command == "feed":
+            return cmd_feed(args)
         build_parser().print_help(sys.stderr)
         return 2
     except AudiobookError as exc:
