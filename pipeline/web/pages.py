@@ -216,6 +216,7 @@ async def make_plan(request: Request) -> Response:
     """Read the upload or the link and plan it; sends nothing. Refusals keep nothing."""
     state = _state(request)
     cap = state.settings.max_upload
+    form = None
     try:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > cap + FORM_SLACK:
@@ -250,6 +251,9 @@ async def make_plan(request: Request) -> Response:
         return _refused(request, exc.status, str(exc))
     except AudiobookError as exc:
         return _refused(request, 400, str(exc))
+    finally:
+        if form is not None:
+            await form.close()  # the upload's spooled copy
     where = str(source) if source is not None else url
     try:
         plan, rate = await asyncio.to_thread(_plan, state, where, settings, job_id)
