@@ -153,6 +153,7 @@ async def _checked_form(request: Request, **limits: Any) -> Any:
     form = await request.form(**limits)
     given = form.get("csrf")
     if not security.same(given if isinstance(given, str) else None, csrf_token(request)):
+        await form.close()
         raise UploadRefused(403, "the form's security token is missing or stale: reload the page and try again")
     return form
 
