@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,24 @@ import pytest
 pytest.importorskip("starlette", reason="the web extra is not installed: pip install -e '.[web]'")
 
 from pipeline.web import WebSettings  # noqa: E402
-from tests.fakeserver import Fault, FakeSpeechServer  # noqa: E402
-from tests.websupport import SCREENSHOT, LiveServer, browser, wait_for  # noqa: E402, F401
+from tests.fakeserver import FakeSpeechServer, Fault  # noqa: E402
+from tests.websupport import SCREENSHOT, LiveServer, browser_or_skip, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "samples" / "the-lantern-keeper.md"
 SECRET_KEY = "sk-web-test-key-that-must-never-reach-a-page-0123456789"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver = browser_or_skip(downloads)
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 def by_id(driver: Any, element_id: str) -> Any:
@@ -86,7 +99,7 @@ def test_sample_from_upload_to_m4b(browser: Any, tmp_path: Path) -> None:
         first.click()
         duration = wait_for(
             browser,
-            lambda d: d.execute_script("var p = document.getElementById('player'); return p.duration > 0 && p.duration;"),
+            lambda d: d.execute_script("var p = document.getElementById('player'); return p.duration || 0"),
             "the audio element reports chapter 1's duration",
         )
         assert duration > 1.0
@@ -195,7 +208,7 @@ def test_a_run_stopped_with_the_server_is_interrupted_then_resumed(tmp_path: Pat
             csrf = csrf_of(page)
             assert client.post(job_url + "/start", data={"csrf": csrf}).status_code == 303
             with client.stream("GET", job_url + "/events") as events:
-                last = [json.loads(line[6:]) for line in events.iter_lines() if line.startswith("data: {\"status")][-1]
+                last = [json.loads(line[6:]) for line in events.iter_lines() if line.startswith('data: {"status')][-1]
             assert last["status"] == "done"
         served = srv.served_inputs()
         assert asked < len(served)

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -74,18 +73,6 @@ def browser_or_skip(downloads: Path) -> Any:
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     return driver
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    driver = browser_or_skip(downloads)
-    driver.downloads = downloads
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def wait_for(driver: Any, check: Any, what: str, timeout: float = WAIT_S) -> Any:
