@@ -120,3 +120,21 @@ def test_the_celery_engine_runs_a_job_of_the_page(
         assert len(list((tmp_path / "data" / "books").glob("*/*.mp3"))) == 2
     finally:
         workers.stop()
+
+
+def test_a_refused_key_ends_the_job_failed_in_plain_words(tmp_path: Path) -> None:
+    with FakeSpeechServer(api_key="sk-the-right-key-0123456789") as srv:
+        config = tmp_path / "wrong.toml"
+        config.write_text(f'[api]\nbackend = "openai"\nbase_url = "{srv.url}"\n', encoding="utf-8")
+        env = {"OPENAI_API_KEY": "sk-a-wrong-key-0123456789", "AUDIOBOOK_VERIFY": "off"}
+        settings = WebSettings(data=tmp_path / "data", config=config, env=env)
+        with LiveServer(settings) as live, httpx.Client(base_url=live.url) as client:
+            csrf = csrf_of(client.get("/").text)
+            job_url = client.post("/plan", data={"csrf": csrf}, files={"book": ("two.md", BOOK)}).headers["location"]
+            last = run_to_end(client, job_url, csrf)
+            page = client.get(job_url).text
+        assert last["status"] == "failed"
+        error = str(last["error"])
+        assert "\n" not in error and "key" in error.lower() and "Traceback" not in error
+        assert error in page.replace("&#39;", "'").replace("&#34;", '"')
+        assert "sk-a-wrong-key-0123456789" not in page + json.dumps(last)
