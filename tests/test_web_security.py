@@ -3,6 +3,7 @@ status and leaves nothing behind; the token beyond loopback; paths from requests
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -162,6 +163,12 @@ def test_the_command_line_refuses_a_token_or_an_open_bind(tmp_path: Path) -> Non
     assert open_bind.stderr.count("\n") == 1 and "AUDIOBOOK_WEB_TOKEN" in open_bind.stderr
     given = web("--token", TOKEN)
     assert given.returncode == 2 and TOKEN not in given.stderr and "--token is not accepted" in given.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = web("--port", str(taken.getsockname()[1]))
+    assert busy.returncode == 2 and busy.stderr.startswith("audiobook: error: cannot listen on 127.0.0.1 port")
+    assert busy.stderr.count("\n") == 1
 
 
 def test_on_loopback_a_foreign_host_header_is_refused(web: tuple[TestClient, Path]) -> None:
