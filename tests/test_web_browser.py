@@ -167,6 +167,13 @@ def test_cancel_restart_and_resume_without_asking_again(browser: Any, tmp_path: 
             wait_for(
                 browser, lambda d: d.find_element("css selector", "#ch-1 button.play").is_enabled(), "chapter 1 lands"
             )
+            job_id = browser.current_url.rsplit("/", 1)[1]
+            store = live.app.state.web.store
+            wait_for(
+                browser,
+                lambda d: ((store.get(job_id).progress or {}).get("chapters") or [{}])[0].get("written"),
+                "a written chapter is kept in the store at once (a killed server would lose nothing of it)",
+            )
             by_id(browser, "cancel").click()
             wait_for(browser, lambda d: status_is(d, "cancelled"), "the run is cancelled")
             job_url = browser.current_url

@@ -171,6 +171,14 @@ def test_the_command_line_refuses_a_token_or_an_open_bind(tmp_path: Path) -> Non
     assert busy.stderr.count("\n") == 1
 
 
+def test_every_answer_forbids_framing_and_foreign_scripts(web: tuple[TestClient, Path]) -> None:
+    client, _data = web
+    for answer in (client.get("/"), client.get("/jobs/0123456789abcdef"), client.get("/static/page.js")):
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["x-content-type-options"] == "nosniff"
+
+
 def test_on_loopback_a_foreign_host_header_is_refused(web: tuple[TestClient, Path]) -> None:
     client, _data = web
     assert client.get("/", headers={"host": "rebind.example:8080"}).status_code == 400

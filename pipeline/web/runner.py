@@ -145,9 +145,10 @@ class Live:
 class WebProgress(Progress):
     """The run's progress, into a job's ``Live`` instead of a terminal."""
 
-    def __init__(self, live: Live):
+    def __init__(self, live: Live, on_written: Callable[[], None] = lambda: None):
         super().__init__(enabled=False)
         self.live = live
+        self.on_written = on_written  # a chapter is written: worth keeping, should the server die
         self._watch: asyncio.Task[None] | None = None
 
     def start(self, total_chars: int, done_chars: int, requests: int) -> None:
@@ -167,6 +168,8 @@ class WebProgress(Progress):
 
     def chapter(self, event: ChapterEvent) -> None:
         self.live.chapter(event)
+        if event.kind == "written":
+            self.on_written()
 
     def note(self, message: str) -> None:
         self.live.note(message)
@@ -257,7 +260,7 @@ class JobRunner:
         live = self.live(job)
         live.begin(jobs.RUNNING)
         self.store.set_status(job.id, jobs.RUNNING)
-        progress = WebProgress(live)
+        progress = WebProgress(live, on_written=lambda: self.store.set_progress(job.id, live.snapshot()))
         with self._lock:
             self._current = (job.id, progress)
         handler = _ToLive(live)
