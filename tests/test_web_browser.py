@@ -5,7 +5,6 @@ the server, and resume without a request for a part already made."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,5 +221,7 @@ def test_a_run_stopped_with_the_server_is_interrupted_then_resumed(tmp_path: Pat
         assert len(set(served)) == len(served)
 
 
-def test_screenshot_is_committed() -> None:
-    assert (REPO / "docs" / "web-page.png").is_file() or shutil.which("chromium") is None
+def test_the_readme_shows_a_screenshot_of_the_page() -> None:
+    picture = REPO / "docs" / "web-page.png"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](docs/web-page.png)" in (REPO / "README.md").read_text(encoding="utf-8")
