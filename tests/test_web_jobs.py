@@ -20,6 +20,7 @@ from pipeline.web import WebSettings, create_app  # noqa: E402
 from pipeline.web import store as jobs  # noqa: E402
 from pipeline.web.pages import zip_folder  # noqa: E402
 from tests.fakeserver import FakeSpeechServer  # noqa: E402
+from tests.helpers import tiny_png  # noqa: E402
 from tests.redisserver import RedisServer  # noqa: E402
 from tests.websupport import LiveServer, csrf_of, data_files  # noqa: E402
 
@@ -138,3 +139,40 @@ def test_a_refused_key_ends_the_job_failed_in_plain_words(tmp_path: Path) -> Non
         assert "\n" not in error and "key" in error.lower() and "Traceback" not in error
         assert error in page.replace("&#39;", "'").replace("&#34;", '"')
         assert "sk-a-wrong-key-0123456789" not in page + json.dumps(last)
+
+
+def epub_with_cover(path: Path) -> Path:
+    from tests.test_epub import XHTML, nav, opf, write_zip, xhtml
+
+    manifest = [
+        ("nav", "nav.xhtml", XHTML, "nav"),
+        ("c0", "c0.xhtml", XHTML, ""),
+        ("c1", "c1.xhtml", XHTML, ""),
+        ("art", "front.png", "image/png", "cover-image"),
+    ]
+    files: dict[str, str | bytes] = {
+        "OEBPS/c0.xhtml": xhtml("<h1>Dawn</h1><p>The sun came up over the hill.</p>"),
+        "OEBPS/c1.xhtml": xhtml("<h1>Dusk</h1><p>The sun went down again.</p>"),
+        "OEBPS/nav.xhtml": nav('<li><a href="c0.xhtml">Dawn</a></li><li><a href="c1.xhtml">Dusk</a></li>'),
+        "OEBPS/front.png": tiny_png(),
+        "OEBPS/content.opf": opf(manifest, ["c0", "c1"], title="A Day", author="Ann Author"),
+    }
+    return write_zip(path, files)
+
+
+def test_the_library_shows_each_book_with_its_cover_length_chapters_and_report(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    book = epub_with_cover(tmp_path / "day.epub")
+    with LiveServer(WebSettings(data=data, config=LOCAL)) as live, httpx.Client(base_url=live.url) as client:
+        csrf = csrf_of(client.get("/").text)
+        job_url = client.post("/plan", data={"csrf": csrf}, files={"book": (book.name, book.read_bytes())}).headers[
+            "location"
+        ]
+        assert run_to_end(client, job_url, csrf)["status"] == "done"
+        library = client.get("/library").text
+        cover = client.get(job_url + "/cover")
+    assert cover.status_code == 200 and cover.content == tiny_png() and cover.headers["content-type"] == "image/png"
+    assert f'<img src="{job_url}/cover" alt="Cover of A Day"' in library
+    assert "Ann Author" in library and "2 chapters" in library
+    assert "<li>Dawn (0:" in library and "<li>Dusk (0:" in library
+    assert f'href="{job_url}/report"' in library

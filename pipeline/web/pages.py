@@ -103,7 +103,6 @@ class Guard:
             if path not in ("/login", "/static/page.css"):
                 if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
                     response: Response = RedirectResponse("/login", status_code=303)
-                    response.status_code = 303
                 else:
                     response = _plain(401, "sign in first: the token is required", {"WWW-Authenticate": "Bearer"})
                 if fresh:
