@@ -42,8 +42,18 @@ def by_id(driver: Any, element_id: str) -> Any:
     return driver.find_element(By.ID, element_id)
 
 
+UNLABELLED = """
+return Array.from(document.querySelectorAll("input:not([type=hidden]), select, button, audio, progress"))
+  .filter(function (el) {
+    if (el.tagName === "BUTTON") return !el.textContent.trim();
+    return !(el.id && document.querySelector("label[for='" + el.id + "']")) && !el.getAttribute("aria-label");
+  }).map(function (el) { return el.outerHTML; });
+"""
+
+
 def upload(driver: Any, url: str, book: Path, *, m4b: bool = False) -> None:
     driver.get(url + "/")
+    assert driver.execute_script(UNLABELLED) == []
     by_id(driver, "book").send_keys(str(book))
     if m4b:
         by_id(driver, "m4b").click()
@@ -87,10 +97,13 @@ def test_sample_from_upload_to_m4b(browser: Any, tmp_path: Path) -> None:
         assert "no rate limit" in by_id(browser, "plan-time").text
         assert not (settings.data / "books").exists() or not any((settings.data / "books").iterdir())
 
-        by_id(browser, "start").click()
+        from selenium.webdriver.common.keys import Keys
+
+        by_id(browser, "start").send_keys(Keys.ENTER)  # the keyboard starts it as well as a click
         wait_for(browser, lambda d: status_is(d, "done"), "the run is done")
         assert by_id(browser, "percent").text == "100 %"
         assert by_id(browser, "bar").get_attribute("value") == "100"
+        assert browser.execute_script(UNLABELLED) == []
         first = browser.find_element("css selector", "#ch-1 button.play")
         assert first.is_enabled()
         assert browser.find_element("css selector", "#ch-1 .parts").text.split(" of ")[0] != "0"
