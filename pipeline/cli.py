@@ -224,11 +224,18 @@ def _add_web_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = UsageError("the web page is not installed: pip install 'audiobook-pipeline[web]'")
     try:
         from pipeline.web import WebSettings, serve
         from pipeline.web.security import TOKEN_ENV, read_token
-    except ImportError:
-        raise UsageError("the web page is not installed: pip install 'audiobook-pipeline[web]'") from None
+    except ModuleNotFoundError as exc:  # Starlette, uvicorn and Jinja2 come with the web extra
+        if (exc.name or "").split(".")[0] not in {"starlette", "uvicorn", "jinja2"}:
+            raise
+        raise missing from None
+    if not any(importlib.util.find_spec(name) for name in ("python_multipart", "multipart")):
+        raise missing  # Starlette would only say so at the first upload
     if args.token is not None:
         raise UsageError(
             f"--token is not accepted: every user of this machine can read a command line (ps); "

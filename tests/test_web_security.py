@@ -205,3 +205,16 @@ def test_no_path_from_a_request_reaches_the_disk(web: tuple[TestClient, Path]) -
         answer = client.get(path)
         assert answer.status_code == 404, path
         assert b"not yours" not in answer.content
+
+
+def test_without_the_web_extra_the_command_says_what_to_install(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['starlette'] = None\n"  # as if Starlette were not installed
+        "from pipeline.cli import main; sys.exit(main(['web', '--data', sys.argv[1]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "d")], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 2
+    assert done.stderr == "audiobook: error: the web page is not installed: pip install 'audiobook-pipeline[web]'\n"
+    assert not (tmp_path / "d").exists()
