@@ -176,3 +176,28 @@ def test_the_library_shows_each_book_with_its_cover_length_chapters_and_report(t
     assert "Ann Author" in library and "2 chapters" in library
     assert "<li>Dawn (0:" in library and "<li>Dusk (0:" in library
     assert f'href="{job_url}/report"' in library
+
+
+def test_a_part_that_keeps_failing_is_named_in_its_chapter_and_the_rest_is_written(
+    tmp_path: Path, no_backoff: list[float]
+) -> None:
+    from tests.fakeserver import Fault
+
+    with FakeSpeechServer(api_key="sk-web-0123456789abcdef") as srv:
+        srv.inject_for(lambda body: "second chapter" in body["input"], Fault.status(500))
+        config = tmp_path / "fake.toml"
+        config.write_text(f'[api]\nbackend = "openai"\nbase_url = "{srv.url}"\nmax_retries = 2\n', encoding="utf-8")
+        env = {"OPENAI_API_KEY": "sk-web-0123456789abcdef", "AUDIOBOOK_VERIFY": "off"}
+        settings = WebSettings(data=tmp_path / "data", config=config, env=env)
+        with LiveServer(settings) as live, httpx.Client(base_url=live.url) as client:
+            csrf = csrf_of(client.get("/").text)
+            job_url = client.post("/plan", data={"csrf": csrf}, files={"book": ("two.md", BOOK)}).headers["location"]
+            last = run_to_end(client, job_url, csrf)
+            page = client.get(job_url).text
+    one, two = last["chapters"]  # type: ignore[misc]
+    assert last["status"] == "failed" and "Resume" in page
+    assert one["written"] and not one["errors"]
+    assert not two["written"] and two["retries"] == 2  # max_retries = 2: three attempts, then the error
+    (error,) = two["errors"]
+    assert "500" in error and "\n" not in error
+    assert error in page
