@@ -201,3 +201,28 @@ def test_a_part_that_keeps_failing_is_named_in_its_chapter_and_the_rest_is_writt
     (error,) = two["errors"]
     assert "500" in error and "\n" not in error
     assert error in page
+
+
+def test_the_choices_on_the_page_reach_every_request_and_the_book(tmp_path: Path) -> None:
+    with FakeSpeechServer(api_key="sk-web-0123456789abcdef") as srv:
+        config = tmp_path / "fake.toml"
+        config.write_text(f'[api]\nbackend = "openai"\nbase_url = "{srv.url}"\n', encoding="utf-8")
+        env = {"OPENAI_API_KEY": "sk-web-0123456789abcdef", "AUDIOBOOK_VERIFY": "off"}
+        settings = WebSettings(data=tmp_path / "data", config=config, env=env)
+        with LiveServer(settings) as live, httpx.Client(base_url=live.url) as client:
+            csrf = csrf_of(client.get("/").text)
+            choices = {"voice": "nova", "model": "tts-1", "speed": "1.25", "loudness": "ebu", "m4b": "on"}
+            job_url = client.post("/plan", data={"csrf": csrf, **choices}, files={"book": ("two.md", BOOK)}).headers[
+                "location"
+            ]
+            plan = client.get(job_url).text
+            assert "voice nova, model tts-1" in plan and "speed 1.25" in plan and "loudness ebu" in plan
+            assert srv.requests == []  # the plan sent nothing
+            assert run_to_end(client, job_url, csrf)["status"] == "done"
+            assert client.get(job_url + "/m4b").status_code == 200
+            bad = client.post("/plan", data={"csrf": csrf, "speed": "fast"}, files={"book": ("two.md", BOOK)})
+            assert bad.status_code == 400 and "speed" in bad.text
+    bodies = [r.body for r in srv.requests if r.body]
+    assert bodies and all((b["voice"], b["model"], b["speed"]) == ("nova", "tts-1", 1.25) for b in bodies)
+    report = json.loads(next((tmp_path / "data" / "books").glob("*/report.json")).read_text(encoding="utf-8"))
+    assert report["m4b"] and all(c.get("loudness") for c in report["chapters"])
