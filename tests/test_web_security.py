@@ -218,3 +218,11 @@ def test_without_the_web_extra_the_command_says_what_to_install(tmp_path: Path) 
     assert done.returncode == 2
     assert done.stderr == "audiobook: error: the web page is not installed: pip install 'audiobook-pipeline[web]'\n"
     assert not (tmp_path / "d").exists()
+
+
+def test_a_form_with_neither_a_file_nor_a_link_says_so(web: tuple[TestClient, Path]) -> None:
+    client, data = web
+    page = client.get("/", headers={"accept": "text/html"})
+    answer = client.post("/plan", data={"csrf": csrf_of(page.text)}, headers={"accept": "text/html"})
+    assert answer.status_code == 400 and "choose a book file or paste a link" in answer.text
+    assert data_files(data) == set() and jobs_in(client) == []

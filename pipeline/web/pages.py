@@ -200,6 +200,7 @@ def _form_context(state: _State, settings: Settings, error: str | None = None) -
         "voices": voices,
         "max_mb": state.settings.max_upload // (1024 * 1024),
         "accept": ",".join(sorted(security.BOOK_SUFFIXES)),
+        "kinds": ", ".join(sorted(security.BOOK_SUFFIXES)),
     }
 
 
