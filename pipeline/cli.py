@@ -259,7 +259,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", metavar="FILE|URL", help="the podcast's art: a JPEG or PNG file, or its URL")
     p.add_argument("--language", help="the podcast's language, e.g. en (default: its episodes' most common)")
     p.add_argument("--json", action="store_true", help="print the episodes as JSON")
+    _add_web_parser(sub, common)
     return parser
+
+
+def _add_web_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "web",
+        help="a web page to convert books: upload, plan and cost, live progress, listen, download",
+        description="Serve a page to convert books (pip install 'audiobook-pipeline[web]'), on this machine only "
+        "unless --host says otherwise (a token from $AUDIOBOOK_WEB_TOKEN or --token-file is then required).",
+        parents=[common],
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="where jobs, uploads and the books made are kept (default: ~/.local/share/audiobook-pipeline/web)",
+    )
+    p.add_argument("--config", type=Path, help="the settings every job starts from (see configs/)")
+    p.add_argument("--token-file", type=Path, metavar="PATH", help="the sign-in token on this file's first line")
+    p.add_argument("--max-upload-mb", type=int, default=50, help="largest book file taken (default 50)")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # only to refuse it: a command line is visible to all (ps)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = UsageError("the web page is not installed: pip install 'audiobook-pipeline[web]'")
+    try:
+        from pipeline.web import WebSettings, serve
+        from pipeline.web.security import TOKEN_ENV, read_token
+    except ModuleNotFoundError as exc:  # Starlette, uvicorn and Jinja2 come with the web extra
+        if (exc.name or "").split(".")[0] not in {"starlette", "uvicorn", "jinja2"}:
+            raise
+        raise missing from None
+    if not any(importlib.util.find_spec(name) for name in ("python_multipart", "multipart")):
+        raise missing  # Starlette would only say so at the first upload
+    if args.token is not None:
+        raise UsageError(
+            f"--token is not accepted: every user of this machine can read a command line (ps); "
+            f"put the token in ${TOKEN_ENV} or in a file given with --token-file"
+        )
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
+    if args.max_upload_mb < 1:
+        raise UsageError(f"--max-upload-mb must be 1 or more, not {args.max_upload_mb}")
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    settings = WebSettings(
+        data=args.data or Path(base) / "audiobook-pipeline" / "web",
+        config=args.config,
+        host=args.host,
+        token=read_token(args.token_file, os.environ),
+        max_upload=args.max_upload_mb * 1024 * 1024,
+    )
+    serve(settings, args.port, ready=lambda url: print(f"the page is at {url}", flush=True))
+    return 0
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -595,6 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_worker(args)
         if args.command == "feed":
             return cmd_feed(args)
+        if args.command == "web":
+            return cmd_web(args)
         build_parser().print_help(sys.stderr)
         return 2
     except AudiobookError as exc:
