@@ -29,6 +29,7 @@ from pipeline.batch import OUTPUT_LOCK, BatchStatus, BookJob, BookSummary, JobFi
 from pipeline.config import BookOptions, RunOptions, Settings, limits_file, load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
+from pipeline.feed import Channel, FeedResult, write_feed
 from pipeline.media import require_ffmpeg
 from pipeline.models import BackendOptions, Book, PartRequest
 from pipeline.outputs import prepare_output
@@ -210,6 +211,8 @@ class BatchResult:
     planned: tuple[BookPlan, ...]  # the plans of the books this run worked on (or would, in a dry run)
     summary_path: Path | None  # where the summary was written, if it was
     interrupted: str | None
+    feed: FeedResult | None = None  # the podcast feed written at the end, when the job asks for one
+    feed_error: str | None = None  # why it could not be written
 
     @property
     def failed(self) -> tuple[BookSummary, ...]:
@@ -323,7 +326,13 @@ def _run_batch(
     if not dry_run or summary_path:  # a dry run writes nothing unless asked to
         written = summary_path or job.output / "batch-summary.json"
         write_summary(written, job, books, dry_run=dry_run, max_cost=max_cost)
-    return BatchResult(tuple(books), tuple(p for _, p in todo), written, interrupted)
+    feed, feed_error = None, None
+    if job.feed_base_url and not dry_run:  # every finished book under the output folder, this run's and before
+        try:
+            feed = write_feed(job.output, Channel(job.feed_base_url))
+        except (AudiobookError, OSError) as exc:
+            feed_error = str(exc)
+    return BatchResult(tuple(books), tuple(p for _, p in todo), written, interrupted, feed, feed_error)
 
 
 def _planned(bj: BookJob, book_plan: BookPlan, status: BatchStatus, error: str | None = None) -> BookSummary:

@@ -271,7 +271,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary", type=Path, help="where to write the JSON summary (default: <output>/batch-summary.json)"
     )
+    p.add_argument(
+        "--feed-base-url",
+        metavar="URL",
+        help="at the end, write <output>/feed.xml, a podcast feed of every finished book, for the output folder "
+        "served at URL (see: audiobook feed --help)",
+    )
+
+    p = sub.add_parser(
+        "feed",
+        help="write a podcast feed (RSS with iTunes tags) of the finished books in an output folder",
+        description="Write OUTPUT_DIR/feed.xml: every finished book or article under OUTPUT_DIR as a podcast "
+        "episode (its M4B, else its MP3; a book of several chapter MP3s, one episode a chapter), for the folder "
+        "served by any web server at --base-url. Episodes keep their GUIDs and dates across runs; channel "
+        "settings not given are kept from the previous feed.",
+        parents=[common],
+    )
+    p.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR", help="the output folder of convert or batch")
+    p.add_argument("--base-url", required=True, metavar="URL", help="where OUTPUT_DIR is served, http(s)://...")
+    p.add_argument("--title", help="the podcast's title (default: Audiobooks)")
+    p.add_argument("--description", help="the podcast's description")
+    p.add_argument("--author", help="the podcast's author")
+    p.add_argument("--image", metavar="FILE|URL", help="the podcast's art: a JPEG or PNG file, or its URL")
+    p.add_argument("--language", help="the podcast's language, e.g. en (default: its episodes' most common)")
+    p.add_argument("--json", action="store_true", help="print the episodes as JSON")
+    _add_web_parser(sub, common)
     return parser
+
+
+def _add_web_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "web",
+        help="a web page to convert books: upload, plan and cost, live progress, listen, download",
+        description="Serve a page to convert books (pip install 'audiobook-pipeline[web]'), on this machine only "
+        "unless --host says otherwise (a token from $AUDIOBOOK_WEB_TOKEN or --token-file is then required).",
+        parents=[common],
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="where jobs, uploads and the books made are kept (default: ~/.local/share/audiobook-pipeline/web)",
+    )
+    p.add_argument("--config", type=Path, help="the settings every job starts from (see configs/)")
+    p.add_argument("--token-file", type=Path, metavar="PATH", help="the sign-in token on this file's first line")
+    p.add_argument("--max-upload-mb", type=int, default=50, help="largest book file taken (default 50)")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # only to refuse it: a command line is visible to all (ps)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = UsageError("the web page is not installed: pip install 'audiobook-pipeline[web]'")
+    try:
+        from pipeline.web import WebSettings, serve
+        from pipeline.web.security import TOKEN_ENV, read_token
+    except ModuleNotFoundError as exc:  # Starlette, uvicorn and Jinja2 come with the web extra
+        if (exc.name or "").split(".")[0] not in {"starlette", "uvicorn", "jinja2"}:
+            raise
+        raise missing from None
+    if not any(importlib.util.find_spec(name) for name in ("python_multipart", "multipart")):
+        raise missing  # Starlette would only say so at the first upload
+    if args.token is not None:
+        raise UsageError(
+            f"--token is not accepted: every user of this machine can read a command line (ps); "
+            f"put the token in ${TOKEN_ENV} or in a file given with --token-file"
+        )
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
+    if args.max_upload_mb < 1:
+        raise UsageError(f"--max-upload-mb must be 1 or more, not {args.max_upload_mb}")
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    settings = WebSettings(
+        data=args.data or Path(base) / "audiobook-pipeline" / "web",
+        config=args.config,
+        host=args.host,
+        token=read_token(args.token_file, os.environ),
+        max_upload=args.max_upload_mb * 1024 * 1024,
+    )
+    serve(settings, args.port, ready=lambda url: print(f"the page is at {url}", flush=True))
+    return 0
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -545,6 +625,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     job = dataclasses.replace(job, run={**job.run, **flags})  # the command line wins over the job file
     if args.library is not None or args.abs_url is not None:
         job = dataclasses.replace(job, library=args.library or job.library, abs_url=args.abs_url or job.abs_url)
+    if args.feed_base_url is not None:
+        from pipeline.feed import check_base_url
+
+        job = dataclasses.replace(job, feed_base_url=check_base_url(args.feed_base_url))
     result = app.run_batch(
         job, dry_run=args.dry_run, max_cost=args.max_cost, summary_path=args.summary, progress=_progress(args)
     )
@@ -556,17 +640,44 @@ def cmd_batch(args: argparse.Namespace) -> int:
             for plan in result.planned:
                 print(format_plan(plan.summary()) + "\n")
         print(format_summary(books, result.summary_path, dry_run=args.dry_run))
+        if result.feed is not None:
+            print(_feed_line(result.feed))
     if result.interrupted:
         raise Interrupted(f"batch interrupted by {result.interrupted}; finished parts are cached, run again to resume")
+    if result.feed_error:
+        print(f"audiobook: error: feed not written: {result.feed_error}", file=sys.stderr)
     failures = format_failures(books)
     if failures:
         print(f"audiobook: error: {failures}", file=sys.stderr)
         # Every book written, some with unverified parts: the exit code of an unverified run (3), not a failure.
         return Unverified.exit_code if all(b.status in _WRITTEN for b in books) else 1
-    return 0
+    return 1 if result.feed_error else 0
 
 
 _WRITTEN = ("done", "unchanged", "unverified", "no match")
+
+
+def cmd_feed(args: argparse.Namespace) -> int:
+    from pipeline.feed import Channel, write_feed
+
+    fields = ("title", "description", "author", "image", "language")
+    result = write_feed(args.output_dir, Channel(args.base_url, **{k: getattr(args, k) for k in fields}))
+    if args.json:
+        episodes = [{**dataclasses.asdict(e), "published": e.published.isoformat()} for e in result.episodes]
+        print(json.dumps({"feed": result.url, "episodes": episodes}, ensure_ascii=False, indent=2))
+    elif not args.quiet:
+        print(_feed_line(result))
+    return 0
+
+
+def _feed_line(result: Any) -> str:
+    n, skipped = len(result.episodes), len(result.skipped)
+    return (
+        f"{result.path}: {n} episode{'' if n == 1 else 's'} ({result.added} new)"
+        + (f", {skipped} folder{'' if skipped == 1 else 's'} skipped" if skipped else "")
+        + ("" if result.written else ", unchanged")
+        + f"; subscribe to {result.url}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -588,6 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_batch(args)
         if args.command == "worker":
             return cmd_worker(args)
+        if args.command == "feed":
+            return cmd_feed(args)
+        if args.command == "web":
+            return cmd_web(args)
         build_parser().print_help(sys.stderr)
         return 2
     except AudiobookError as exc:

@@ -112,6 +112,8 @@ class BookPlan:
                 "author": self.book.author,
                 "language": self.book.language,
                 "source": str(self.book.source.resolve()) if self.book.source else None,
+                # description, site, url, date...: what the feed and other tools show besides the audio
+                "info": {k: v for k, v in dataclasses.asdict(self.book.info).items() if v},
             },
             "output": str(self.out_dir),
             "backend": self.backend.name,

@@ -269,6 +269,19 @@ def _loudness(value: Any) -> LoudnessFigures | None:
         return None
 
 
+def read_written(out_dir: Path) -> dict[str, Any] | None:
+    """A book folder's report as its run wrote it, for tools that list finished books (the podcast feed); None
+    when there is none or it is not a JSON object. A report over 64 MB is no report this program wrote."""
+    path = out_dir / REPORT_NAME
+    try:
+        if path.stat().st_size > 64 * 1024 * 1024:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_report(out_dir: Path, report: BookReport) -> Path:
     return atomic_write(out_dir / REPORT_NAME, json.dumps(report.to_json(), ensure_ascii=False, indent=2) + "\n")
 
