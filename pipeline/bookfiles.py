@@ -6,11 +6,13 @@ and an OPF (``metadata.opf``, as calibre writes them). Audiobookshelf ranks them
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
+from pipeline import covers
 from pipeline.bookmeta import genres, narrator
 from pipeline.files import atomic_write
 from pipeline.models import Book
@@ -23,6 +25,8 @@ READER = "reader.txt"
 OPF = "metadata.opf"
 
 _DC = "http://purl.org/dc/elements/1.1/"
+# What XML 1.0 cannot carry (control characters a title may hold): left out of the OPF.
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _OPF = "http://www.idpf.org/2007/opf"
 
 
@@ -62,6 +66,7 @@ def opf(book: Book, options: BookOptions) -> bytes:
     meta = etree.SubElement(root, f"{{{_OPF}}}metadata")
 
     def dc(name: str, text: str | None, **attrs: str) -> None:
+        text = _XML_UNSAFE.sub("", text or "")
         if text:
             el = etree.SubElement(meta, f"{{{_DC}}}{name}", {f"{{{_OPF}}}{k}": v for k, v in attrs.items()})
             el.text = text
@@ -78,9 +83,11 @@ def opf(book: Book, options: BookOptions) -> bytes:
     dc("identifier", info.isbn, scheme="ISBN")
     dc("identifier", info.asin, scheme="ASIN")
     if info.series:
-        etree.SubElement(meta, f"{{{_OPF}}}meta", name="calibre:series", content=info.series)
+        series = _XML_UNSAFE.sub("", info.series)
+        etree.SubElement(meta, f"{{{_OPF}}}meta", name="calibre:series", content=series)
         if info.series_index:
-            etree.SubElement(meta, f"{{{_OPF}}}meta", name="calibre:series_index", content=info.series_index)
+            index = _XML_UNSAFE.sub("", info.series_index)
+            etree.SubElement(meta, f"{{{_OPF}}}meta", name="calibre:series_index", content=index)
     return etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
@@ -88,8 +95,11 @@ def write_book_files(folder: Path, book: Book, options: BookOptions) -> tuple[st
     """Write them all into ``folder`` (each atomically); returns the names written."""
     written = []
     if book.cover:
-        atomic_write(folder / COVER, book.cover)
-        written.append(COVER)
+        try:  # a JPEG already when the book was read (bookmeta); a caller that set another picture gets it converted
+            atomic_write(folder / COVER, covers.to_jpeg(book.cover, book.cover_mime))
+            written.append(COVER)
+        except covers.CoverError:
+            pass  # the tags carry what the book had; no cover.jpg rather than a broken one
     data = json.dumps(abs_metadata(book, options), ensure_ascii=False, indent=2) + "\n"
     atomic_write(folder / METADATA_JSON, data)
     written.append(METADATA_JSON)

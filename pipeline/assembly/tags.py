@@ -35,11 +35,12 @@ from pipeline.textfacts import iso639_2
 
 
 def cover_mime(book: Book) -> str:
-    if book.cover_mime:
-        return book.cover_mime
+    """The cover's type by its bytes (a caller may have set a picture without its type), else as given."""
     if book.cover and book.cover.startswith(b"\x89PNG"):
         return "image/png"
-    return "image/jpeg"
+    if book.cover and book.cover.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    return book.cover_mime or "image/jpeg"
 
 
 def book_tags(book: Book, settings: BookOptions) -> dict[str, str]:
