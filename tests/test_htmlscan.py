@@ -106,3 +106,37 @@ def test_a_paragraph_inside_an_unterminated_string_does_not_hide_a_real_start_ta
     page = page_around("<script>go();\n<p>It's late, she said.</p>{}<script>x();</script>")
     refused(write(tmp_path, "quote.html", page), "never closed")
     assert FIRST and MIDDLE and LAST  # the page is the shared article
+
+
+# Comments and styles real pages leave "open" on purpose or harmlessly: what they take in holds no text.
+ORDINARY_OPENINGS = [
+    # An Internet Explorer conditional comment whose content holds a comment: browsers hide it all.
+    """<!--[if lte IE 9]><div class="ie-flag"><p>BROWSER UPDATE: please upgrade your browser to read on.</p>
+</div> <!-- data-module-name="ieWarning" -->
+<!--[endif]---->""",
+    # An ad's code commented out whole, with a comment inside it.
+    """<!-- <script async src="https://ads.example/ads.js"></script>
+<!-- Mobile leaderboard
+<ins class="adsbygoogle" style="display:inline-block;width:320px" data-ad-slot="7"></ins> -->""",
+    # A comment that ends with "--" and a line break, then a script hidden in the old way.
+    """<!--page: no selecting, no pasting--
+<script language="JavaScript">
+<!--
+function key() { if (event.shiftKey) { window.close(); } }
+//-->
+</script>""",
+    # A style left open whose text runs into a script and another style: no words are lost.
+    """<style>
+.share { display: inline-block; }
+    <script type="text/javascript">
+        $(document).ready(function () { var a = $("#zoom tr:eq(7)"); if (a.text() == "") { a.hide(); } });
+    </script>
+    <style>
+        .box { width: 100%; }
+</style>""",
+]
+
+
+@pytest.mark.parametrize("opening", ORDINARY_OPENINGS)
+def test_openings_that_take_in_no_text_are_read(tmp_path: Path, opening: str) -> None:
+    read_whole(write(tmp_path, "portal.html", page_around(opening + "{}")))

@@ -77,6 +77,22 @@ def _tag_end(text: str, pos: int, name: str, where: str) -> re.Match[str] | None
     return part
 
 
+_HIDDEN_ELEMENTS = re.compile(r"<(script|style)\b.*?(?:</\1\s*>|\Z)|<!--.*?(?:-->|\Z)", re.IGNORECASE | re.DOTALL)
+_ANY_TAG = re.compile(r"<[A-Za-z/!?][^>]*>?")
+_MARKUP = re.compile(r"<[A-Za-z/!]")
+_TEXT_CHARS = 20  # more letters than a stray marker or a closing "}" holds: the page's words
+
+
+def _holds_text(span: str) -> bool:
+    """Whether ``span``, taken in by a comment, script or style left open, holds words a reader would read:
+    the text of the markup in it (from its first tag: what comes before is the comment's or the code's own),
+    without scripts, styles, comments and tags."""
+    first = _MARKUP.search(span)
+    span = span[first.start() :] if first else ""
+    rest = _ANY_TAG.sub(" ", _HIDDEN_ELEMENTS.sub(" ", span))
+    return sum(c.isalnum() for c in rest) >= _TEXT_CHARS
+
+
 def _raw_text(text: str, pos: int, name: str) -> tuple[int | None, int | None]:
     """Where the raw text of ``<name>`` that starts at ``pos`` ends (the offset of its end tag; None when it runs
     to the end of the file), and the offset of a start tag of its kind inside that looks like the real thing."""
@@ -235,9 +251,11 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
                 _swallowed(text, lt, lt + 4, "a comment (<!--)", "-->", where)
                 break
             # Another comment opens inside: the "-->" found is that one's, this one was never closed, and the
-            # text between became comment (HTML has no nested comments; browsers hide it too).
+            # text between became comment (HTML has no nested comments; browsers hide it too). Unless that is
+            # what the page means: an Internet Explorer conditional comment, or markup commented out whole
+            # (an ad's code, a script) with no text in it to read.
             inner = text.find("<!--", lt + 4, end)
-            if inner >= 0:
+            if inner >= 0 and not text.startswith("<!--[if", lt) and _holds_text(text[lt + 4 : end]):
                 raise InputError(
                     f"{where}: a comment (<!--) on line {_line(text, lt)} is never closed (the --> after it closes "
                     f"the comment on line {_line(text, inner)}), so it would hide the text between; close it"
@@ -274,7 +292,7 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
             # Another start tag of its kind inside, in the code and not in a string, comment or regular
             # expression: the end tag found is that one's, its own is missing, and all the markup between
             # became its text.
-            if nested is not None:
+            if nested is not None and _holds_text(text[pos:nested]):
                 raise InputError(
                     f"{where}: <{name}> on line {_line(text, lt)} is never closed (the </{name}> after it belongs "
                     f"to the <{name}> on line {_line(text, nested)}), so it would hide the text between; close it"
