@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import glob
 import logging
 import os
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 
@@ -45,8 +47,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("audiobook")
 
 
-def read(path: Path, options: BookOptions) -> Book:
-    return read_book(path, include_matter=options.include_matter, language=options.language)
+def read(
+    source: Path | str, options: BookOptions, *, download_to: Path | None = None, allow_private: bool | None = None
+) -> Book:
+    """The book at ``source``: a file, or a URL fetched into ``download_to`` (the book's output folder, where the
+    copy stays so a rerun needs no network; see ``pipeline.fetch``). ``allow_private`` lets a URL lead to this
+    machine or the local network (default: ``$AUDIOBOOK_ALLOW_PRIVATE_URLS``)."""
+    from pipeline.fetch import is_url
+
+    if not is_url(source):
+        return read_book(Path(source), include_matter=options.include_matter, language=options.language)
+    from pipeline.fetch import fetch, private_urls_allowed
+
+    url = str(source).strip()
+    got = fetch(
+        url, download_to or Path("."), allow_private=private_urls_allowed() if allow_private is None else allow_private
+    )
+    book = read_book(got.path, include_matter=options.include_matter, language=options.language)
+    info = dataclasses.replace(book.info, url=url, site=book.info.site or urlsplit(got.final_url).hostname)
+    return dataclasses.replace(book, info=info)
 
 
 def plan(book: Book, settings: Settings, out_dir: Path, stores: Stores | None = None) -> BookPlan:

@@ -99,6 +99,15 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_url_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        default=None,
+        help="let a URL lead to this machine or the local network (env: AUDIOBOOK_ALLOW_PRIVATE_URLS=1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="audiobook", description="Turn books and articles into chapter-by-chapter audiobooks.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -112,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("convert", "convert one book to audio"), ("plan", "show what convert would do")):
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
-        p.add_argument("book", type=Path, help="a .txt, .md, .html or .epub file")
+        p.add_argument("book", help="a .txt, .md, .html or .epub file, or the http(s) URL of an article or a book")
         p.add_argument("-o", "--output", type=Path, help="output folder (default: ./<book file name>)")
+        _add_url_flags(p)
         if name == "convert":
             p.add_argument("--dry-run", action="store_true", help="read and chunk only; send nothing")
         p.add_argument("--json", action="store_true", help="print the plan or the report as JSON")
@@ -252,8 +262,11 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     from pipeline.report import REPORT_NAME, BookStatus, format_plan, format_report
 
     settings = load_settings(args.config, overrides=_flag_overrides(args))
-    book = app.read(args.book, settings.book)
-    out_dir = args.output or Path(args.book.stem)
+    from pipeline.fetch import folder_name, is_url
+
+    # A URL's book is fetched into its output folder and kept there: a rerun reads the copy.
+    out_dir = args.output or Path(folder_name(args.book) if is_url(args.book) else Path(args.book).stem)
+    book = app.read(args.book, settings.book, download_to=out_dir, allow_private=args.allow_private_urls)
     plan = app.plan(book, settings, out_dir)
     if dry_run:
         summary = plan.summary()
