@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from mutagen.id3 import ID3
 
 from pipeline.cli import main
 from pipeline.errors import InputError
@@ -137,8 +138,19 @@ def test_a_url_to_an_article_converts_with_its_metadata(
     assert [p for c in book.chapters for p in c.paragraphs] == SENTENCES
     out = tmp_path / "audio"
     assert main(["--quiet", "convert", site.base + "/harbour", "-o", str(out), "--backend", "espeak"]) == 0
-    assert len(list(out.glob("*.mp3"))) == 1
+    # An article of one chapter: one MP3 named after its title (no "01 "), its site the album.
+    assert [p.name for p in out.glob("*.mp3")] == ["The Harbour That Outlived Its Fleet.mp3"]
+    tags = ID3(out / "The Harbour That Outlived Its Fleet.mp3")
+    assert str(tags["TALB"]) == "Coastal Weekly" and str(tags["TPE1"]) == "Mara Quill"
+    assert str(tags["TIT2"]) == "The Harbour That Outlived Its Fleet"
     assert (out / "source.html").is_file()
+    assert site.requests == ["/harbour", "/harbour"]  # each output folder fetches its own copy, once
+    # Converting again reads the copy: no request, nothing rewritten.
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.suffix in (".mp3", ".html", ".json")}
+    del before["report.json"]  # the report is written by every run
+    assert main(["--quiet", "convert", site.base + "/harbour", "-o", str(out), "--backend", "espeak"]) == 0
+    assert site.requests == ["/harbour", "/harbour"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name in before} == before
 
 
 def test_a_url_to_an_epub_converts(site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
