@@ -133,14 +133,11 @@ def paths() -> dict[str, Callable[[Page, Path], str]]:
     from pipeline.readers import html as html_reader
     from pipeline.readers import read_book
 
-    found: dict[str, Callable[[Page, Path], str]] = {"reader": _via_file(read_book)}
-    legacy = getattr(html_reader, "read_html_readability", None)
-    if legacy is not None:
-        found["readability"] = _via_file(legacy)
-    article = getattr(html_reader, "read_html_trafilatura", None)
-    if article is not None:
-        found["trafilatura"] = _via_file(article)
-    return found
+    return {
+        "reader": _via_file(read_book),  # what a user gets: trafilatura or readability, as the reader chooses
+        "readability": _via_file(lambda path: html_reader.read_html(path, method="readability")),
+        "trafilatura": _via_file(lambda path: html_reader.read_html(path, method="trafilatura")),
+    }
 
 
 # ------------------------------------------------------------------------------------------- measuring

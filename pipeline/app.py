@@ -236,6 +236,7 @@ def run_batch(
     summary_path: Path | None = None,
     progress: Progress | None = None,
     env: Mapping[str, str] | None = None,
+    allow_private_urls: bool | None = None,
 ) -> BatchResult:
     """Every book of a job file through one run, incrementally: unchanged books are settled without a request,
     a book that fails does not stop the others, work past the budget is refused by name. One run at a time
@@ -247,7 +248,8 @@ def run_batch(
         folder_lock = job.output / OUTPUT_LOCK
         if not dry_run and folder_lock != job.lock:
             _lock(held, folder_lock, f"output folder {job.output} is in use by another run")
-        return _run_batch(job, dry_run, job.max_cost if max_cost is None else max_cost, summary_path, progress, env)
+        budget = job.max_cost if max_cost is None else max_cost
+        return _run_batch(job, dry_run, budget, summary_path, progress, env, allow_private_urls)
 
 
 def _lock(held: contextlib.ExitStack, path: Path, busy: str) -> None:
@@ -269,6 +271,7 @@ def _run_batch(
     summary_path: Path | None,
     progress: Progress | None,
     env: Mapping[str, str] | None,
+    allow_private_urls: bool | None = None,
 ) -> BatchResult:
     base = load_settings(job.base_config, env=env, overrides=job.run)
     stores = Stores()
@@ -287,10 +290,11 @@ def _run_batch(
     for bj in job.books:
         try:
             settings = load_settings(job.base_config, env=env, overrides={**job.run, **bj.overrides})
-            book_plan = plan(read(bj.source, settings.book), settings, bj.out_dir, stores)
+            book = read(bj.url or bj.source, settings.book, download_to=bj.out_dir, allow_private=allow_private_urls)
+            book_plan = plan(book, settings, bj.out_dir, stores)
         except AudiobookError as exc:
-            summaries[bj.source] = BookSummary(str(bj.source), str(bj.out_dir), BatchStatus.FAILED, error=str(exc))
-            log.error("%s: %s", bj.source, exc)
+            summaries[bj.source] = BookSummary(bj.label, str(bj.out_dir), BatchStatus.FAILED, error=str(exc))
+            log.error("%s: %s", bj.label, exc)
             continue
         if book_plan.complete:  # settled now, without a request or an assembly
             summaries[bj.source] = _planned(bj, book_plan, BatchStatus.UNCHANGED)
@@ -310,7 +314,7 @@ def _run_batch(
         interrupted = result.interrupted
         for (bj, _plan), report in zip(todo, result.reports, strict=True):
             summaries[bj.source] = BookSummary(
-                source=str(bj.source),
+                source=bj.label,
                 output=str(bj.out_dir),
                 status=BatchStatus(report.status),
                 chapters=len(report.chapters),
@@ -337,7 +341,7 @@ def _run_batch(
 def _planned(bj: BookJob, book_plan: BookPlan, status: BatchStatus, error: str | None = None) -> BookSummary:
     unchanged = status == BatchStatus.UNCHANGED
     return BookSummary(
-        source=str(bj.source),
+        source=bj.label,
         output=str(bj.out_dir),
         status=status,
         chapters=len(book_plan.chapters),

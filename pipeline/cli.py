@@ -190,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise).",
         parents=[common],
     )
-    p.add_argument("jobs", type=Path, help="job file (TOML, see configs/batch.example.toml) or a folder of books")
+    p.add_argument(
+        "jobs",
+        type=Path,
+        help="job file (TOML, see configs/batch.example.toml), a folder of books, or a text file of URLs (one a line)",
+    )
+    _add_url_flags(p)
     p.add_argument("-o", "--output", type=Path, help="with a folder of books: where their audio goes (./audiobooks)")
     p.add_argument("--config", type=Path, help="with a folder of books: the settings file (see configs/)")
     p.add_argument("--recursive", action="store_true", help="with a folder of books: the books in its subfolders too")
@@ -345,15 +350,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline import app
-    from pipeline.batch import folder_job, format_failures, format_summary, load_jobs
+    from pipeline.batch import folder_job, format_failures, format_summary, is_url_list, load_jobs, url_list_job
     from pipeline.report import format_plan
 
     if args.jobs.is_dir():
         job = folder_job(args.jobs, args.output or Path("audiobooks"), args.config, recursive=args.recursive)
+    elif is_url_list(args.jobs):  # a plain list of URLs: each article or book in a folder of its own
+        job = url_list_job(args.jobs, args.output or Path("audiobooks"), args.config)
     elif args.output or args.config or args.recursive:
         raise UsageError(
-            "--output, --config and --recursive go with a folder of books; a job file sets output, settings "
-            "and its books' paths (a glob such as library/**/*.epub reaches into subfolders)"
+            "--output, --config and --recursive go with a folder of books (--output and --config with a list of "
+            "URLs too); a job file sets output, settings and its books' paths (a glob such as library/**/*.epub "
+            "reaches into subfolders)"
         )
     else:
         job = load_jobs(args.jobs)
@@ -361,7 +369,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in given if v is not None}
     job = dataclasses.replace(job, run={**job.run, **flags})  # the command line wins over the job file
     result = app.run_batch(
-        job, dry_run=args.dry_run, max_cost=args.max_cost, summary_path=args.summary, progress=_progress(args)
+        job,
+        dry_run=args.dry_run,
+        max_cost=args.max_cost,
+        summary_path=args.summary,
+        progress=_progress(args),
+        allow_private_urls=args.allow_private_urls,
     )
     books = list(result.books)
     if args.json:

@@ -27,13 +27,15 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
-
-import httpx
 
 from pipeline import __version__
 from pipeline.errors import InputError
 from pipeline.files import atomic_write
+
+if TYPE_CHECKING:
+    import httpx
 
 USER_AGENT = f"audiobook-pipeline/{__version__} (text to speech; fetches one page per book)"
 MAX_BYTES = 100 * 2**20  # an EPUB with pictures fits; a video does not
@@ -190,6 +192,8 @@ def fetch(
     saved = _saved(out_dir, url)
     if saved is not None:
         return saved
+    import httpx  # only when a page is fetched: job files and the CLI name URLs without it
+
     timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
     headers = {"User-Agent": USER_AGENT, "Accept": "text/html,application/xhtml+xml,application/epub+zip,"
                "application/pdf,text/plain;q=0.9,*/*;q=0.5"}  # fmt: skip

@@ -307,3 +307,49 @@ def test_a_default_folder_name_is_safe(url: str, name: str) -> None:
     got = folder_name(url)
     assert "/" not in got and not got.startswith(".")
     assert got.endswith(name)
+
+
+def second_article() -> str:
+    return ARTICLE.replace("The Harbour That Outlived Its Fleet", "Nets and Lofts").replace("1871", "1880")
+
+
+def test_a_list_of_urls_is_a_batch_job(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site.routes["/news/harbour"] = html(ARTICLE)
+    site.routes["/news/lofts.html"] = html(second_article())
+    urls = tmp_path / "urls.txt"
+    urls.write_text(
+        f"# tonight's reading\n\n{site.base}/news/harbour\n  {site.base}/news/lofts.html  \n# the end\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "audio"
+    argv = ["--quiet", "batch", str(urls), "-o", str(out), "--config", "configs/local.toml", "--allow-private-urls"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (out / "harbour").glob("*.mp3")) == ["The Harbour That Outlived Its Fleet.mp3"]
+    assert sorted(p.name for p in (out / "lofts").glob("*.mp3")) == ["Nets and Lofts.mp3"]
+    assert sorted(site.requests) == ["/news/harbour", "/news/lofts.html"]
+    summary = json.loads((out / "batch-summary.json").read_text(encoding="utf-8"))
+    assert [b["source"] for b in summary["books"]] == [f"{site.base}/news/harbour", f"{site.base}/news/lofts.html"]
+    # The next night: the copies are read, no page is fetched again, nothing is sent.
+    assert main(argv) == 0
+    assert len(site.requests) == 2
+    assert {b["status"] for b in json.loads((out / "batch-summary.json").read_text())["books"]} == {"unchanged"}
+
+
+def test_a_list_with_a_line_that_is_no_url_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    urls = tmp_path / "urls.txt"
+    urls.write_text("https://example.org/a\nexample.org/b\n", encoding="utf-8")
+    refused(capsys, ["batch", str(urls), "--dry-run"], "urls.txt:2", "not an http(s) URL")
+
+
+def test_a_job_file_can_list_urls(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site.routes["/harbour"] = html(ARTICLE)
+    job = tmp_path / "jobs.toml"
+    job.write_text(f'output = "audio"\n\n[[book]]\npath = "{site.base}/harbour"\nvoice = "en-us"\n', encoding="utf-8")
+    assert main(["batch", str(job), "--dry-run", "--allow-private-urls"]) == 0
+    printed = capsys.readouterr().out
+    assert "The Harbour That Outlived Its Fleet" in printed
+    assert (tmp_path / "audio" / "harbour" / "source.html").is_file()
+    # Without the flag a URL to this machine fails that book, in one line, and the batch says so.
+    (tmp_path / "audio" / "harbour" / ".source.json").unlink()
+    assert main(["batch", str(job), "--dry-run"]) == 1
+    assert "--allow-private-urls" in capsys.readouterr().err

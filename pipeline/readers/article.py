@@ -32,7 +32,6 @@ class Article:
 
 # trafilatura's output elements that make a block of their own; "head" is a heading (rend="h2").
 _BLOCKS = frozenset({"p", "head", "quote", "item", "code", "row", "cell", "list", "table"})
-_CONTAINERS = frozenset({"list", "table", "row"})  # their blocks are their items, rows, cells
 
 
 def _text(el: etree._Element) -> str:

@@ -314,20 +314,12 @@ def _left_out_of(article: list[Block], page: list[Block]) -> list[Block]:
     return left_out
 
 
-def read_html(path: Path, url: str | None = None) -> Book:
+def read_html(path: Path, url: str | None = None, *, method: str = "auto") -> Book:
     """Read a saved web page: its title, author, site, date, language and main text. ``url`` is where it came
-    from, when it was fetched. Raises InputError when the page cannot be read or holds no text."""
-    return _read(path, url, "auto")
-
-
-def read_html_readability(path: Path) -> Book:
-    """The page read by readability alone (the benchmark compares it)."""
-    return _read(path, None, "readability")
-
-
-def read_html_trafilatura(path: Path) -> Book:
-    """The page read by trafilatura alone (the benchmark compares it)."""
-    return _read(path, None, "trafilatura")
+    from, when it was fetched. ``method``: "auto" (trafilatura, or readability where it reads more), or
+    "trafilatura" or "readability" alone (the benchmark compares them). Raises InputError when the page cannot
+    be read, holds no text, or its article was not found."""
+    return _read(path, url, method)
 
 
 # trafilatura reads most pages better than readability (make bench, section articles) but on some, Chinese
