@@ -128,10 +128,11 @@ def _check_address(url: str, resolve: Resolver, allow_private: bool) -> None:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         if not address.is_global or address.is_multicast:
+            what = f"{host} is {address}," if host.strip("[]") != str(address) else f"{address} is"
             raise _refuse(
                 url,
-                f"{host} is {address}, an address on this machine or a local network; such addresses are not "
-                f"fetched unless allowed (--allow-private-urls or {ALLOW_PRIVATE_ENV}=1)",
+                f"{what} an address on this machine or a local network; such addresses are not fetched unless "
+                f"allowed (--allow-private-urls or {ALLOW_PRIVATE_ENV}=1)",
             )
 
 

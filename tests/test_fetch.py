@@ -164,12 +164,41 @@ def test_a_url_to_an_epub_converts(site: Site, tmp_path: Path, monkeypatch: pyte
     assert len(list(out.glob("*.mp3"))) == 2
 
 
+def tiny_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF of ``lines`` in Helvetica, written by hand: catalog, pages, page, font, content, xref."""
+    text = " ".join(f"({line}) Tj 0 -16 Td" for line in lines)
+    stream = f"BT /F1 12 Tf 72 720 Td {text} ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for n, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
 def test_a_url_to_a_pdf_converts_when_a_pdf_reader_exists(site: Site, tmp_path: Path) -> None:
+    from pipeline import app
+    from pipeline.config import load_settings
     from pipeline.readers import UNSUPPORTED_SUFFIXES
 
     if ".pdf" in UNSUPPORTED_SUFFIXES:
         pytest.skip("no PDF reader in this tree yet (issue 19 item 2, the formats branch): a PDF URL is refused")
-    pytest.skip("a PDF reader exists: make a PDF here with its writer and convert it from a URL")
+    site.routes["/paper.pdf"] = (200, {"Content-Type": "application/pdf"}, tiny_pdf(SENTENCES[:2]))
+    book = app.read(site.base + "/paper.pdf", load_settings(None).book, download_to=tmp_path, allow_private=True)
+    words = " ".join(p for c in book.chapters for p in c.paragraphs).split()
+    assert words == " ".join(SENTENCES[:2]).split()
+    assert (tmp_path / "source.pdf").is_file()
 
 
 def test_a_pdf_url_without_a_pdf_reader_is_refused_by_name(
