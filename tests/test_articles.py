@@ -152,3 +152,15 @@ def test_a_short_article_on_a_page_of_links_is_read(tmp_path: Path) -> None:
     page = f"""<html><head><title>Baths close</title></head><body><ul>{many}</ul>
 <article><h1>Baths close</h1><p>{STORY[0]}</p><p>{STORY[1]}</p></article><ul>{many}</ul></body></html>"""
     assert text_of(read_html(write(tmp_path, "short.html", page))) == STORY[:2]
+
+
+def test_a_gbk_page_without_a_charset_and_a_title_cut_mid_character_is_read(tmp_path: Path) -> None:
+    # Portals cut long link titles to a byte count, leaving half a character: the page is still GBK.
+    links = "".join(f'<li><a href="/n{n}">春季植树活动在全国各地展开，多地探索林下经济…</a></li>' for n in range(5))
+    page = chinese_portal().replace('<meta charset="utf-8">', "").replace("<ul>", "<ul>" + links, 1)
+    data = page.encode("gbk").replace("…".encode("gbk"), "造".encode("gbk")[:1] + b"...", 1)
+    path = tmp_path / "gbk.html"
+    path.write_bytes(data)
+    book = read_book(path)
+    assert text_of(book) == [normalize_paragraph(p) for p in CHINESE]
+    assert book.title == "全国新增造林面积超千万亩"

@@ -382,16 +382,24 @@ def _words(blocks: list[Block]) -> Counter[str]:
     return Counter(w.lower() for b in blocks for w in _WORDS.findall(b.text))
 
 
+def _is_cjk(words: Counter[str]) -> bool:
+    return sum(n for w, n in words.items() if _CJK.fullmatch(w)) * 2 > words.total()
+
+
 def _prefer_readability(trafilatura: list[Block], readability: list[Block]) -> bool:
     """Whether readability's reading of a page is the one to read: trafilatura found nothing, or under half of
     readability's words, or a few words where readability found none (page furniture), or the page flattened into
     one paragraph (its last resort on small pages) where readability kept several, or the same words as
-    readability in other paragraphs (readability keeps the page's own)."""
+    readability in other paragraphs (readability keeps the page's own). On a Chinese or Japanese page, readability
+    unless it found nothing or under half of trafilatura's words: trafilatura's measures of text are made for
+    words between spaces, and it misses most of such pages' articles (make bench, section articles)."""
     ours, theirs = _words(trafilatura), _words(readability)
     if not readability:  # readability found nothing, or took the whole page for furniture
         return ours.total() < _PROSE_WORDS
     if not trafilatura:
         return True
+    if _is_cjk(ours + theirs):
+        return theirs.total() >= _TRAFILATURA_SHARE * ours.total()
     if ours.total() < _TRAFILATURA_SHARE * theirs.total():
         return True
     if len(trafilatura) == 1 and len(readability) > 1:
