@@ -1,8 +1,13 @@
 """Saved web article -> ``Book``: the title and the main text, without navigation, scripts, banners, comments
-and footers. readability-lxml finds the main content; obvious page furniture is removed before it looks, so
-its scoring is not fooled by a long comment thread or cookie notice. The rest of the page's text is left out,
-and ``Book.skipped`` says how much, so a page whose article readability misjudged never loses text unseen.
-Headings inside the article split it into chapters when there are several of one level."""
+and footers, and the page's author, site, date and description (``Book.info``).
+
+Two extractors read the page and one reading is kept (``_prefer_readability``, measured by ``make bench``,
+section articles): trafilatura (``readers/article.py``), and readability-lxml, which finds the main content
+after obvious page furniture is removed, so its scoring is not fooled by a long comment thread or cookie notice,
+and all of that part of the page is read. Lines portals put at an article's edges (editors, corrections,
+copyright) are trimmed. The rest of the page's text is left out, and ``Book.skipped`` says how much, so a page
+whose article was misjudged never loses text unseen; a page whose article holds almost none of its prose is
+refused. Headings inside the article split it into chapters when there are several of one level."""
 
 from __future__ import annotations
 
