@@ -12,7 +12,8 @@ Datasets, under ``$AUDIOBOOK_ARTICLE_BENCH`` (default ``~/.cache/audiobook-pipel
 Each page is read by the reader a user gets (``read_book`` on the saved file) and by the paths it chooses
 between, and scored by word F1 against the page's known text (words lower-cased; CJK by character). A page
 is *refused* when the reader raises, *truncated* when it reads under half of the known text's words and says
-nothing (recall < 0.5, no error).
+nothing (recall < 0.5, no error, no note in the plan that the article may be only part of the page's text);
+*said* counts those read in part with that note.
 
     .venv/bin/python bench/run.py --only articles
     .venv/bin/python -m bench.articles [--paths reader,readability,trafilatura] [--worst 10]
@@ -117,19 +118,23 @@ def _book_text(book: Any) -> str:
     return "\n".join(parts)
 
 
-def _via_file(reader: Callable[[Path], Any]) -> Callable[[Page, Path], str]:
-    def run(page: Page, scratch: Path) -> str:
+def _via_file(reader: Callable[[Path], Any]) -> Callable[[Page, Path], tuple[str, bool]]:
+    """Run a reader on the page saved as a file: what it reads, and whether it said the article may be only
+    part of it (a note in the plan)."""
+
+    def run(page: Page, scratch: Path) -> tuple[str, bool]:
         path = scratch / f"{page.name}.html"
         path.write_bytes(page.html)
         try:
-            return _book_text(reader(path))
+            book = reader(path)
+            return _book_text(book), any("of the page's prose" in note for note in book.skipped)
         finally:
             path.unlink(missing_ok=True)
 
     return run
 
 
-def paths() -> dict[str, Callable[[Page, Path], str]]:
+def paths() -> dict[str, Callable[[Page, Path], tuple[str, bool]]]:
     from pipeline.readers import html as html_reader
     from pipeline.readers import read_book
 
@@ -156,9 +161,9 @@ def measure(names: list[str] | None = None, root: Path | None = None) -> dict[st
             rows = []
             started = time.perf_counter()
             for page in pages:
-                error = None
+                error, warned = None, False
                 try:
-                    got = run(page, Path(tmp))
+                    got, warned = run(page, Path(tmp))
                 except AudiobookError as exc:
                     got, error = "", str(exc)
                 precision, recall, f1 = score(page.truth, got)
@@ -179,7 +184,8 @@ def measure(names: list[str] | None = None, root: Path | None = None) -> dict[st
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     f1s = sorted(r["f1"] for r in rows if not r["error"])
     refused = sum(1 for r in rows if r["error"])
-    truncated = sum(1 for r in rows if not r["error"] and r["recall"] < TRUNCATED_RECALL)
+    short = [r for r in rows if not r["error"] and r["recall"] < TRUNCATED_RECALL]
+    truncated = sum(1 for r in short if not r.get("warned"))  # read in part, and nothing said
     good = sum(1 for r in rows if not r["error"] and r["f1"] >= GOOD_F1)
 
     def quantile(q: float) -> float:
@@ -191,6 +197,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "good_share": round(good / max(1, len(rows)), 3),
         "refused": refused,
         "truncated": truncated,
+        "truncated_said": len(short) - truncated,
+        "warned": sum(1 for r in rows if r.get("warned")),
         "median_f1": round(statistics.median(f1s), 3) if f1s else 0.0,
         "mean_f1": round(statistics.fmean(f1s), 3) if f1s else 0.0,
         "p10_f1": round(quantile(0.1), 3),
@@ -205,7 +213,8 @@ def lines(results: dict[str, Any]) -> list[str]:
         return [*out, f"   skipped: {results['skipped']}"]
     out.append(f"   {results['pages']} saved pages from {results['root']}")
     out.append(
-        "   path         dataset  pages  F1>=0.95        refused  truncated  median  p25    p10    F1>=0.9  >=0.8"
+        "   path         dataset  pages  F1>=0.95        refused  truncated  said  warned  median  p25    p10    "
+        "F1>=0.9  >=0.8"
     )
     for name, data in results["paths"].items():
         for dataset in ("english", "chinese", "all"):
@@ -215,8 +224,9 @@ def lines(results: dict[str, Any]) -> list[str]:
             s = summary(rows)
             out.append(
                 f"   {name:<12} {dataset:<8} {s['pages']:>5}  {s['good']:>4} ({s['good_share']:>5.0%})  "
-                f"{s['refused']:>7}  {s['truncated']:>9}  {s['median_f1']:.3f}  {s['p25_f1']:.3f}  "
-                f"{s['p10_f1']:.3f}  {s['at_least']['0.9']:>7}  {s['at_least']['0.8']:>5}"
+                f"{s['refused']:>7}  {s['truncated']:>9}  {s['truncated_said']:>4}  {s['warned']:>6}  "
+                f"{s['median_f1']:.3f}  {s['p25_f1']:.3f}  {s['p10_f1']:.3f}  "
+                f"{s['at_least']['0.9']:>7}  {s['at_least']['0.8']:>5}"
             )
         out.append(f"   {'':12} ({data['seconds']:.1f} s for every page)")
     return out

@@ -164,3 +164,20 @@ def test_a_gbk_page_without_a_charset_and_a_title_cut_mid_character_is_read(tmp_
     book = read_book(path)
     assert text_of(book) == [normalize_paragraph(p) for p in CHINESE]
     assert book.title == "全国新增造林面积超千万亩"
+
+
+def test_an_article_that_is_a_small_share_of_the_page_is_read_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A short post under a long thread of comments: read, and the plan says how little of the page it is.
+    comments = "".join(
+        f'<div class="comment"><p>Comment {n}: {STORY[n % 5]} {STORY[(n + 1) % 5]}</p></div>' for n in range(12)
+    )
+    page = f"""<html><head><title>The baths</title></head><body>
+<article><h1>The baths</h1><p>{STORY[0]}</p><p>{STORY[1]}</p></article>
+<section id="comments">{comments}</section></body></html>"""
+    with caplog.at_level("WARNING", logger="audiobook"):
+        book = read_html(write(tmp_path, "thread.html", page))
+    assert text_of(book) == STORY[:2]
+    assert any("of the page's prose" in note and "check it" in note for note in book.skipped)
+    assert "thread.html: the article found is" in caplog.text

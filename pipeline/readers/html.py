@@ -12,6 +12,7 @@ refused. Headings inside the article split it into chapters when there are sever
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -31,6 +32,8 @@ from pipeline.readers.htmltext import (
     wrap_loose_text,
 )
 from pipeline.textfacts import decode_bytes, normalize_paragraph, primary_language
+
+log = logging.getLogger("audiobook")
 
 MAX_HTML_BYTES = 50 * 1024 * 1024
 
@@ -332,6 +335,7 @@ def read_html(path: Path, url: str | None = None, *, method: str = "auto") -> Bo
 _TRAFILATURA_SHARE = 0.5
 # A page whose article holds under this share of the page's prose is refused: the article was not found.
 TOO_LITTLE = 0.05
+_CHECK_SHARE = 0.2  # under this share, the plan and the log say the article may be only part of it
 _PROSE_WORDS = 20  # a block of the page counts as prose from this many words (CJK: twice as many characters)
 _PROSE_MIN = 200  # pages with less prose than this are too short to judge
 
@@ -435,21 +439,25 @@ def _read(path: Path, url: str | None, method: str) -> Book:
     if not chapters:
         raise InputError(f"{where}: the page holds no readable text; check that it is the saved article")
     got, prose = sum(_tokens(b.text) for b in blocks), page_prose(root, where)
-    if prose >= _PROSE_MIN and got < TOO_LITTLE * prose:
-        unit = "characters" if len(_CJK.findall(" ".join(b.text for b in blocks))) * 2 > got else "words"
+    share = got / prose if prose >= _PROSE_MIN else 1.0
+    unit = "characters" if len(_CJK.findall(" ".join(b.text for b in blocks))) * 2 > got else "words"
+    if share < TOO_LITTLE:
         raise InputError(
             f"{where}: the article found holds {got} {unit} of the page's {prose}, so it is not the article; "
             "save the article's own page (or its printable version) and give that"
         )
+    notes = [_left_out(left_out + edges)]
+    if share < _CHECK_SHARE:  # a short post under long comments, or an article found in part: say so
+        notes.append(f"the article found is {share:.0%} of the page's prose ({got} of {prose} {unit}): check it")
+        log.warning("%s: %s", where, notes[-1])
     site = _meta(root, prop="og:site_name") or (article.site if article else None)
-    skipped = [_left_out(left_out + edges)]
     return Book(
         title=title,
         chapters=tuple(chapters),
         author=_meta(root, name="author") or (article.author if article else None),
         language=_language(root),
         source=path,
-        skipped=tuple(filter(None, skipped)),
+        skipped=tuple(filter(None, notes)),
         info=BookInfo(
             description=_meta(root, name="description") or (article.description if article else None),
             date=article.date if article else None,
