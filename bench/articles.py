@@ -175,7 +175,8 @@ def measure(names: list[str] | None = None, root: Path | None = None) -> dict[st
                         "precision": round(precision, 4),
                         "recall": round(recall, 4),
                         "error": error,
-                    }  # fmt: skip
+                        "warned": warned,
+                    }
                 )
             results["paths"][name] = {"seconds": round(time.perf_counter() - started, 1), "rows": rows}
     return results
