@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import dataclasses
 import glob
+import hashlib
 import logging
 import os
 import sys
@@ -31,6 +32,7 @@ from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
 from pipeline.media import require_ffmpeg
 from pipeline.models import BackendOptions, Book, PartRequest
+from pipeline.options import default_cache_dir
 from pipeline.outputs import prepare_output
 from pipeline.planning import BookPlan, plan_book
 from pipeline.progress import Progress
@@ -51,8 +53,9 @@ def read(
     source: Path | str, options: BookOptions, *, download_to: Path | None = None, allow_private: bool | None = None
 ) -> Book:
     """The book at ``source``: a file, or a URL fetched into ``download_to`` (the book's output folder, where the
-    copy stays so a rerun needs no network; see ``pipeline.fetch``). ``allow_private`` lets a URL lead to this
-    machine or the local network (default: ``$AUDIOBOOK_ALLOW_PRIVATE_URLS``)."""
+    copy stays so a rerun needs no network; see ``pipeline.fetch``; without one, a folder of the user's cache
+    named by the URL). ``allow_private`` lets a URL lead to this machine or the local network (default:
+    ``$AUDIOBOOK_ALLOW_PRIVATE_URLS``)."""
     from pipeline.fetch import is_url
 
     if not is_url(source):
@@ -60,9 +63,10 @@ def read(
     from pipeline.fetch import fetch, private_urls_allowed
 
     url = str(source).strip()
-    got = fetch(
-        url, download_to or Path("."), allow_private=private_urls_allowed() if allow_private is None else allow_private
-    )
+    if download_to is None:
+        download_to = default_cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:24]
+    allowed = private_urls_allowed() if allow_private is None else allow_private
+    got = fetch(url, download_to, allow_private=allowed)
     book = read_book(got.path, include_matter=options.include_matter, language=options.language)
     info = dataclasses.replace(book.info, url=url, site=book.info.site or urlsplit(got.final_url).hostname)
     return dataclasses.replace(book, info=info)

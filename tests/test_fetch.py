@@ -382,3 +382,17 @@ def test_a_job_file_can_list_urls(site: Site, tmp_path: Path, capsys: pytest.Cap
     (tmp_path / "audio" / "harbour" / ".source.json").unlink()
     assert main(["batch", str(job), "--dry-run"]) == 1
     assert "--allow-private-urls" in capsys.readouterr().err
+
+
+def test_a_url_read_without_a_folder_is_kept_in_the_cache(site: Site, isolated_env: Path) -> None:
+    # What a front end without an output folder yet (the web page) gets: the copy in the user's cache.
+    from pipeline import app
+    from pipeline.config import load_settings
+
+    site.routes["/harbour"] = html(ARTICLE)
+    for _ in range(2):
+        book = app.read(site.base + "/harbour", load_settings(None).book, allow_private=True)
+        assert book.title == "The Harbour That Outlived Its Fleet"
+    assert site.requests == ["/harbour"]
+    (copy,) = (isolated_env / "audiobook-pipeline" / "downloads").glob("*/source.html")
+    assert copy.read_bytes() == ARTICLE.encode()
