@@ -5,6 +5,7 @@ out. Nothing here parses arguments or prints; the front ends do that and format 
     plan  = plan(book, settings, out_dir)             # sends nothing, writes nothing
     done  = convert([plan], settings.run)             # reports per book; .interrupted when a signal stopped it
     batch = run_batch(load_jobs(path))                # every book of a job file, one run
+    clips = make_clips([(preview_plan(book, settings, out_dir), out_dir / "preview.mp3")], settings.run)
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 
+from pipeline import listen
 from pipeline.batch import OUTPUT_LOCK, BatchStatus, BookJob, BookSummary, JobFile, write_summary
 from pipeline.config import BookOptions, RunOptions, Settings, limits_file, load_settings
 from pipeline.engines.local import LocalExecutor
 from pipeline.errors import AudiobookError, LockHeld
+from pipeline.feed import Channel, FeedResult, write_feed
 from pipeline.media import require_ffmpeg
 from pipeline.models import BackendOptions, Book, PartRequest
 from pipeline.options import default_cache_dir
@@ -40,6 +43,8 @@ from pipeline.readers import check_file, read_book
 from pipeline.report import BookReport
 from pipeline.runner import Run
 from pipeline.store import Stores
+from pipeline.textfacts import is_cjk
+from pipeline.tts import registry
 from pipeline.tts.registry import Synthesizers
 
 if TYPE_CHECKING:
@@ -226,6 +231,8 @@ class BatchResult:
     planned: tuple[BookPlan, ...]  # the plans of the books this run worked on (or would, in a dry run)
     summary_path: Path | None  # where the summary was written, if it was
     interrupted: str | None
+    feed: FeedResult | None = None  # the podcast feed written at the end, when the job asks for one
+    feed_error: str | None = None  # why it could not be written
 
     @property
     def failed(self) -> tuple[BookSummary, ...]:
@@ -339,7 +346,13 @@ def _run_batch(
     if not dry_run or summary_path:  # a dry run writes nothing unless asked to
         written = summary_path or job.output / "batch-summary.json"
         write_summary(written, job, books, dry_run=dry_run, max_cost=max_cost)
-    return BatchResult(tuple(books), tuple(p for _, p in todo), written, interrupted)
+    feed, feed_error = None, None
+    if job.feed_base_url and not dry_run:  # every finished book under the output folder, this run's and before
+        try:
+            feed = write_feed(job.output, Channel(job.feed_base_url))
+        except (AudiobookError, OSError) as exc:
+            feed_error = str(exc)
+    return BatchResult(tuple(books), tuple(p for _, p in todo), written, interrupted, feed, feed_error)
 
 
 def _planned(bj: BookJob, book_plan: BookPlan, status: BatchStatus, error: str | None = None) -> BookSummary:
@@ -354,3 +367,70 @@ def _planned(bj: BookJob, book_plan: BookPlan, status: BatchStatus, error: str |
         estimated_cost_usd=0.0 if unchanged else round(book_plan.estimated_cost, 4),
         error=error,
     )
+
+
+# ------------------------------------------------------------------------------- listening before paying
+
+
+def preview_plan(book: Book, settings: Settings, out_dir: Path, stores: Stores | None = None) -> BookPlan:
+    """What ``--preview`` makes: about ``settings.book.preview_seconds`` of the first real chapter (of the
+    selection, with ``chapters``), the first segments the full run makes. Sends nothing."""
+    return listen.preview_plan(plan(book, settings, out_dir, stores), settings.book.preview_seconds)
+
+
+def sample_plans(
+    settings: Settings,
+    voices: Sequence[str] | None,
+    out_dir: Path,
+    *,
+    text: str | None = None,
+    book: Book | None = None,
+) -> tuple[BookPlan, ...]:
+    """One plan per voice for ``audiobook voices --sample``: the same passage (``text``, else the start of
+    ``book``, else our own), one short chapter each. ``voices`` None: the backend's voices for the passage's
+    language (the offline voice: its voices of that language). Sends nothing."""
+    language = settings.book.language or (book.language if book else None)
+    words = listen.passage(book, text, language, min(listen.SAMPLE_CHARS, settings.book.max_chars))
+    language = language or ("zh" if is_cjk(words) else "en")
+    backend = registry.backend_for(settings.backend)
+    defaults = backend.sample_voices(language) if backend.sample_voices else [v.name for v in backend.voices()]
+    stores = Stores()
+    return tuple(
+        plan(listen.sample_book(words, language), settings.replace(voice=v, announce_titles=False, chapters=None),
+             out_dir, stores)
+        for v in listen.voices_to_sample(voices, defaults)
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    plan: BookPlan  # one chapter: what was asked for
+    report: BookReport  # what it took: requests, characters sent, estimated cost, failures
+    clip: listen.Clip | None  # None when a part could not be made (``problem`` says why)
+    problem: str | None = None
+
+
+def make_clips(
+    clips: Sequence[tuple[BookPlan, Path]],
+    run: RunOptions,
+    *,
+    stores: Stores | None = None,
+    progress: Progress | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[tuple[ClipResult, ...], str | None]:
+    """Make the parts of every (one-chapter) plan in one pool, as ``convert`` does, then write each to its path.
+    Returns the results, and the signal that interrupted the run (None)."""
+    stores = stores or Stores()
+    plans = [p for p, _ in clips]
+    require_ffmpeg(*sorted({"mp3"} | {"loudness" for p in plans if p.options.loudness}))
+    result = convert(plans, run, stores=stores, progress=progress, env=env, assemble=False)
+    out: list[ClipResult] = []
+    for (p, path), report in zip(clips, result.reports, strict=True):
+        store, fmt = stores.at(p.store), p.options.part_format
+        missing = [k for cp in p.chapters for k in cp.keys if not store.has(k, fmt)]
+        if missing or result.interrupted:
+            why = report.error or (report.problem() if report.failures else None) or f"{len(missing)} part(s) missing"
+            out.append(ClipResult(p, report, None, why))
+            continue
+        out.append(ClipResult(p, report, listen.write_clip(p, stores, path)))
+    return tuple(out), result.interrupted

@@ -6,6 +6,7 @@ A job file is TOML:
     output = "audiobooks"         # root folder; each book goes to <output>/<book file stem>/
     max_cost = 20.0               # optional budget in USD (estimated); --max-cost overrides
     concurrency = 8               # the run's own settings, shared by every book: set here, never per book
+    feed_base_url = "https://example.org/audiobooks/"  # optional: <output>/feed.xml, a podcast feed, at the end
 
     [defaults]                    # settings for every book (any per-book key of configs/default.toml)
     voice = "alloy"
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 
 from pipeline.config import RUN_KEYS, Settings
 from pipeline.errors import UsageError
+from pipeline.feed import check_base_url
 from pipeline.fetch import folder_name
 from pipeline.fetch import is_url as is_web_url
 from pipeline.files import atomic_write
@@ -43,7 +45,7 @@ from pipeline.store import is_url
 
 log = logging.getLogger("audiobook")
 
-_JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book"} | RUN_KEYS
+_JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book", "feed_base_url"} | RUN_KEYS
 _BOOK_KEYS = {"path", "output", "format"}
 OUTPUT_LOCK = ".audiobook-batch.lock"  # in the output folder: one run writes there at a time, whatever its job
 
@@ -71,6 +73,7 @@ class JobFile:
     run: dict[str, Any]  # run-level settings the job file sets (concurrency)
     books: tuple[BookJob, ...]
     missing: tuple[str, ...]  # patterns that matched nothing
+    feed_base_url: str | None = None  # write <output>/feed.xml at the end, the folder served at this URL
 
 
 class BatchStatus(StrEnum):
@@ -163,6 +166,12 @@ def load_jobs(path: Path) -> JobFile:
         isinstance(max_cost, bool) or not isinstance(max_cost, int | float) or not 0 <= max_cost < math.inf
     ):
         raise UsageError(f"{lines.at('max_cost')}: max_cost must be US dollars, 0 or more, not {max_cost!r}")
+    feed_base_url = data.get("feed_base_url")
+    if feed_base_url is not None:
+        try:
+            check_base_url(feed_base_url)
+        except UsageError as exc:
+            raise UsageError(f"{lines.at('feed_base_url')}: {exc}") from None
     settings_file = data.get("settings")
     if settings_file is not None and not isinstance(settings_file, str):
         raise UsageError(f"{lines.at('settings')}: settings must name a config file (a string)")
@@ -220,6 +229,7 @@ def load_jobs(path: Path) -> JobFile:
         run=run,
         books=_distinct_folders(books),
         missing=tuple(pattern for pattern, _ in missing),
+        feed_base_url=feed_base_url,
     )
 
 

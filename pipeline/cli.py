@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import AudiobookError, Interrupted, RunFailed, Unverified, UsageError
+from pipeline.selection import parse_length
 from pipeline.tts import registry
 
 log = logging.getLogger("audiobook")
@@ -108,6 +109,39 @@ def _add_url_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_listen_flags(p: argparse.ArgumentParser, command: str) -> None:
+    g = p.add_argument_group("listen before you pay")
+    g.add_argument(
+        "--chapters",
+        metavar="LIST",
+        help="only these chapters, by the numbers the plan shows: 1-3,7,12- (12- is 12 to the end)",
+    )
+    g.add_argument(
+        "--preview",
+        nargs="?",
+        const="",
+        metavar="LENGTH",
+        help="make only about the first minute (or LENGTH: 90s, 2m) of the first real chapter, as preview.mp3; "
+        "the full run reuses its parts" + (" (with plan: what it would cost)" if command == "plan" else ""),
+    )
+
+
+def _add_sample_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("samples (--sample): one short MP3 per voice, the same passage, cached like any part")
+    g.add_argument("--sample", action="store_true", help="make a sample of each voice instead of listing them")
+    g.add_argument("--voices", metavar="A,B,C", help="the voices to sample (default: the backend's, for the text)")
+    words = g.add_mutually_exclusive_group()
+    words.add_argument("--text", help="what the voices say (default: a passage of ours, or from --book)")
+    words.add_argument("--book", type=Path, metavar="FILE", help="say the start of this book's first real chapter")
+    g.add_argument("-o", "--output", type=Path, help="where the samples go (default: ./voice-samples)")
+    g.add_argument("--config", type=Path, help="TOML settings file (see configs/)")
+    g.add_argument("--model", help="speech model")
+    g.add_argument("--speed", type=float, help="0.25 to 4.0")
+    g.add_argument("--instructions", help="how to speak, for models that take instructions")
+    g.add_argument("--language", help="the language of the text, e.g. en or zh")
+    g.add_argument("--cache-dir", help="where finished parts are kept")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="audiobook", description="Turn books and articles into chapter-by-chapter audiobooks.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -130,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_settings_flags(p)
         _add_output_flags(p)
 
+    for name in ("convert", "plan"):
+        _add_listen_flags(sub.choices[name], name)
+
     p = sub.add_parser(
         "voices",
         help="list the voices of a backend (the offline voice's by default)",
@@ -139,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         choices=registry.names() + tuple(registry.ALIASES),
-        default="espeak",
-        help="whose voices (default: espeak, the offline voice)",
+        help="whose voices (default: espeak, the offline voice; with --sample: the configured backend)",
     )
     p.add_argument("--json", action="store_true")
+    _add_sample_flags(p)
 
     p = sub.add_parser(
         "serve",
@@ -213,7 +250,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary", type=Path, help="where to write the JSON summary (default: <output>/batch-summary.json)"
     )
+    p.add_argument(
+        "--feed-base-url",
+        metavar="URL",
+        help="at the end, write <output>/feed.xml, a podcast feed of every finished book, for the output folder "
+        "served at URL (see: audiobook feed --help)",
+    )
+
+    p = sub.add_parser(
+        "feed",
+        help="write a podcast feed (RSS with iTunes tags) of the finished books in an output folder",
+        description="Write OUTPUT_DIR/feed.xml: every finished book or article under OUTPUT_DIR as a podcast "
+        "episode (its M4B, else its MP3; a book of several chapter MP3s, one episode a chapter), for the folder "
+        "served by any web server at --base-url. Episodes keep their GUIDs and dates across runs; channel "
+        "settings not given are kept from the previous feed.",
+        parents=[common],
+    )
+    p.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR", help="the output folder of convert or batch")
+    p.add_argument("--base-url", required=True, metavar="URL", help="where OUTPUT_DIR is served, http(s)://...")
+    p.add_argument("--title", help="the podcast's title (default: Audiobooks)")
+    p.add_argument("--description", help="the podcast's description")
+    p.add_argument("--author", help="the podcast's author")
+    p.add_argument("--image", metavar="FILE|URL", help="the podcast's art: a JPEG or PNG file, or its URL")
+    p.add_argument("--language", help="the podcast's language, e.g. en (default: its episodes' most common)")
+    p.add_argument("--json", action="store_true", help="print the episodes as JSON")
+    _add_web_parser(sub, common)
     return parser
+
+
+def _add_web_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "web",
+        help="a web page to convert books: upload, plan and cost, live progress, listen, download",
+        description="Serve a page to convert books (pip install 'audiobook-pipeline[web]'), on this machine only "
+        "unless --host says otherwise (a token from $AUDIOBOOK_WEB_TOKEN or --token-file is then required).",
+        parents=[common],
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="where jobs, uploads and the books made are kept (default: ~/.local/share/audiobook-pipeline/web)",
+    )
+    p.add_argument("--config", type=Path, help="the settings every job starts from (see configs/)")
+    p.add_argument("--token-file", type=Path, metavar="PATH", help="the sign-in token on this file's first line")
+    p.add_argument("--max-upload-mb", type=int, default=50, help="largest book file taken (default 50)")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # only to refuse it: a command line is visible to all (ps)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = UsageError("the web page is not installed: pip install 'audiobook-pipeline[web]'")
+    try:
+        from pipeline.web import WebSettings, serve
+        from pipeline.web.security import TOKEN_ENV, read_token
+    except ModuleNotFoundError as exc:  # Starlette, uvicorn and Jinja2 come with the web extra
+        if (exc.name or "").split(".")[0] not in {"starlette", "uvicorn", "jinja2"}:
+            raise
+        raise missing from None
+    if not any(importlib.util.find_spec(name) for name in ("python_multipart", "multipart")):
+        raise missing  # Starlette would only say so at the first upload
+    if args.token is not None:
+        raise UsageError(
+            f"--token is not accepted: every user of this machine can read a command line (ps); "
+            f"put the token in ${TOKEN_ENV} or in a file given with --token-file"
+        )
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
+    if args.max_upload_mb < 1:
+        raise UsageError(f"--max-upload-mb must be 1 or more, not {args.max_upload_mb}")
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    settings = WebSettings(
+        data=args.data or Path(base) / "audiobook-pipeline" / "web",
+        config=args.config,
+        host=args.host,
+        token=read_token(args.token_file, os.environ),
+        max_upload=args.max_upload_mb * 1024 * 1024,
+    )
+    serve(settings, args.port, ready=lambda url: print(f"the page is at {url}", flush=True))
+    return 0
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -242,6 +359,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "m4b",
         "announce_titles",
         "include_matter",
+        "chapters",
     )
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
@@ -266,12 +384,17 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     from pipeline.config import load_settings
     from pipeline.report import REPORT_NAME, BookStatus, format_plan, format_report
 
-    settings = load_settings(args.config, overrides=_flag_overrides(args))
+    overrides = _flag_overrides(args)
+    if args.preview:
+        overrides["preview_seconds"] = parse_length(args.preview)
+    settings = load_settings(args.config, overrides=overrides)
     from pipeline.fetch import folder_name, is_url
 
     # A URL's book is fetched into its output folder and kept there: a rerun reads the copy.
     out_dir = args.output or Path(folder_name(args.book) if is_url(args.book) else Path(args.book).stem)
     book = app.read(args.book, settings.book, download_to=out_dir, allow_private=args.allow_private_urls)
+    if args.preview is not None:
+        return cmd_preview(args, settings, book, out_dir, dry_run)
     plan = app.plan(book, settings, out_dir)
     if dry_run:
         summary = plan.summary()
@@ -298,6 +421,109 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace, settings: Any, book: Any, out_dir: Path, dry_run: bool) -> int:
+    """``--preview``: say what it costs, make it (unless a dry run), say what it cost and what is left."""
+    from pipeline import app
+    from pipeline.selection import PREVIEW_NAME
+
+    cut = app.preview_plan(book, settings, out_dir)
+    (cp,) = cut.chapters
+    summary = {**cut.summary(), "preview": {"chapter": cp.chapter.index, "file": PREVIEW_NAME}}
+    said = (
+        f'Preview: chapter {cp.chapter.index} "{cp.chapter.title}", its first {len(cp.segments)} segment(s), '
+        f"{cp.characters:,} characters, about {_seconds(sum(_estimate(s.voice_text, cut) for s in cp.segments))}: "
+        f"{len(cut.needed)} requests, {_usd(cut.estimated_cost, cut)}"
+    )
+    if dry_run:
+        print(json.dumps(summary, ensure_ascii=False, indent=2) if args.json else said)
+        return 0
+    if not args.quiet:
+        print(said, file=sys.stderr)  # what it will cost, before it is paid for
+    results, interrupted = app.make_clips([(cut, out_dir / PREVIEW_NAME)], settings.run, progress=_progress(args))
+    if interrupted:
+        raise Interrupted(f"interrupted by {interrupted}; finished parts are cached, run again to resume")
+    (done,) = results
+    if done.clip is None:
+        raise RunFailed(f"{book.title}: preview not made: {done.problem}; finished parts are cached")
+    rest = app.plan(book, settings, out_dir)  # planned again: the preview's parts are now cached
+    r = done.report
+    if args.json:
+        print(json.dumps({**summary, "made": str(done.clip.path), "duration_s": done.clip.duration_s,
+                          "requests": r.requests, "characters_sent": r.characters_sent,
+                          "cost_usd": r.estimated_cost_usd, "cache_hits": r.cache_hits,
+                          "rest": {"requests": len(rest.needed), "cost_usd": round(rest.estimated_cost, 4)}},
+                         ensure_ascii=False, indent=2))  # fmt: skip
+    elif not args.quiet:
+        print(f"{done.clip.path}  {_seconds(done.clip.duration_s)}")
+        print(
+            f"cost: {r.requests} requests, {r.characters_sent:,} characters sent, {_usd(r.estimated_cost_usd, cut)} "
+            f"({r.cache_hits} parts cached); the rest"
+            f"{' of the selection' if rest.selection is not None else ' of the book'}: {len(rest.needed)} requests, "
+            f"{_usd(rest.estimated_cost, rest)} more (the preview's parts are reused)"
+        )
+    return 0
+
+
+def _usd(amount: float, plan: Any) -> str:
+    """An estimated cost as the preview and the samples print it; an offline voice's is free, not "$0.0000"."""
+    return "free (offline voice)" if plan.cost(1_000_000) == 0 else f"estimated ${amount:.4f}"
+
+
+def _estimate(text: str, plan: Any) -> float:
+    from pipeline.listen import seconds_of
+
+    return seconds_of(text, plan.options.voice_spec.speed)
+
+
+def _seconds(seconds: float) -> str:
+    from pipeline.report import clock
+
+    return f"{seconds:.0f} s" if seconds < 60 else clock(seconds)
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    """``voices --sample``: the cost of each sample first, then the samples."""
+    from pipeline import app
+    from pipeline.config import load_settings
+    from pipeline.listen import sample_name
+
+    names = ("backend", "model", "speed", "instructions", "language", "cache_dir")
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    settings = load_settings(args.config, overrides=given)
+    book = app.read(args.book, settings.book) if args.book is not None else None
+    out_dir = args.output or Path("voice-samples")
+    voices = args.voices.split(",") if args.voices is not None else None
+    plans = app.sample_plans(settings, voices, out_dir, text=args.text, book=book)
+    words = plans[0].chapters[0].segments[0].voice_text if plans[0].chapters[0].segments else ""
+    width = max(len(p.options.voice) for p in plans)
+    lines = [f'Samples of {len(words)} characters ("{" ".join(words.split()[:8])} …") into {out_dir}/:']
+    for p in plans:
+        cost = "cached, free" if not p.needed else f"{p.characters_to_send:,} characters, {_usd(p.estimated_cost, p)}"
+        lines.append(f"  {p.options.voice:<{width}}  {cost}")
+    to_send = sum(len(p.needed) for p in plans)
+    lines.append(f"  total: {to_send} requests, {_usd(sum(p.estimated_cost for p in plans), plans[0])}")
+    print("\n".join(lines), file=sys.stderr if args.json else sys.stdout, flush=True)
+    clips = [(p, out_dir / sample_name(p.options.voice)) for p in plans]
+    results, interrupted = app.make_clips(clips, settings.run, progress=_progress(args))
+    if interrupted:
+        raise Interrupted(f"interrupted by {interrupted}; finished parts are cached, run again to resume")
+    if args.json:
+        print(json.dumps([{"voice": r.plan.options.voice, "file": str(r.clip.path) if r.clip else None,
+                           "duration_s": r.clip.duration_s if r.clip else None, "requests": r.report.requests,
+                           "cost_usd": r.report.estimated_cost_usd, "error": r.problem} for r in results],
+                         ensure_ascii=False, indent=2))  # fmt: skip
+    else:
+        for r in results:
+            print(f"{r.clip.path}  {_seconds(r.clip.duration_s)}" if r.clip else f"{r.plan.options.voice}: {r.problem}")
+        spent = sum(r.plan.cost(r.report.characters_sent) for r in results)
+        made = sum(r.report.requests for r in results)
+        print(f"{len(results)} samples — {made} requests, {_usd(spent, plans[0])}")
+    failed = [r for r in results if r.clip is None]
+    if failed:
+        raise RunFailed(f"{len(failed)} sample(s) not made, first {failed[0].plan.options.voice}: {failed[0].problem}")
+    return 0
+
+
 def _progress(args: argparse.Namespace) -> Any:
     from pipeline.progress import Progress
 
@@ -307,7 +533,9 @@ def _progress(args: argparse.Namespace) -> Any:
 def cmd_voices(args: argparse.Namespace) -> int:
     from pipeline.tts import registry
 
-    voices = registry.get(args.backend).voices()
+    if args.sample:
+        return cmd_samples(args)
+    voices = registry.get(args.backend or "espeak").voices()
     if args.json:
         print(json.dumps([dataclasses.asdict(v) for v in voices], ensure_ascii=False, indent=2))
     else:
@@ -368,6 +596,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     given = (("concurrency", args.concurrency), ("engine", args.engine), ("broker", args.broker))
     flags = {k: v for k, v in given if v is not None}
     job = dataclasses.replace(job, run={**job.run, **flags})  # the command line wins over the job file
+    if args.feed_base_url is not None:
+        from pipeline.feed import check_base_url
+
+        job = dataclasses.replace(job, feed_base_url=check_base_url(args.feed_base_url))
     result = app.run_batch(
         job,
         dry_run=args.dry_run,
@@ -384,17 +616,44 @@ def cmd_batch(args: argparse.Namespace) -> int:
             for plan in result.planned:
                 print(format_plan(plan.summary()) + "\n")
         print(format_summary(books, result.summary_path, dry_run=args.dry_run))
+        if result.feed is not None:
+            print(_feed_line(result.feed))
     if result.interrupted:
         raise Interrupted(f"batch interrupted by {result.interrupted}; finished parts are cached, run again to resume")
+    if result.feed_error:
+        print(f"audiobook: error: feed not written: {result.feed_error}", file=sys.stderr)
     failures = format_failures(books)
     if failures:
         print(f"audiobook: error: {failures}", file=sys.stderr)
         # Every book written, some with unverified parts: the exit code of an unverified run (3), not a failure.
         return Unverified.exit_code if all(b.status in _WRITTEN for b in books) else 1
-    return 0
+    return 1 if result.feed_error else 0
 
 
 _WRITTEN = ("done", "unchanged", "unverified", "no match")
+
+
+def cmd_feed(args: argparse.Namespace) -> int:
+    from pipeline.feed import Channel, write_feed
+
+    fields = ("title", "description", "author", "image", "language")
+    result = write_feed(args.output_dir, Channel(args.base_url, **{k: getattr(args, k) for k in fields}))
+    if args.json:
+        episodes = [{**dataclasses.asdict(e), "published": e.published.isoformat()} for e in result.episodes]
+        print(json.dumps({"feed": result.url, "episodes": episodes}, ensure_ascii=False, indent=2))
+    elif not args.quiet:
+        print(_feed_line(result))
+    return 0
+
+
+def _feed_line(result: Any) -> str:
+    n, skipped = len(result.episodes), len(result.skipped)
+    return (
+        f"{result.path}: {n} episode{'' if n == 1 else 's'} ({result.added} new)"
+        + (f", {skipped} folder{'' if skipped == 1 else 's'} skipped" if skipped else "")
+        + ("" if result.written else ", unchanged")
+        + f"; subscribe to {result.url}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -416,6 +675,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_batch(args)
         if args.command == "worker":
             return cmd_worker(args)
+        if args.command == "feed":
+            return cmd_feed(args)
+        if args.command == "web":
+            return cmd_web(args)
         build_parser().print_help(sys.stderr)
         return 2
     except AudiobookError as exc:

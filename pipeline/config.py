@@ -34,6 +34,7 @@ from pipeline.models import TARGETS, BackendOptions
 from pipeline.options import BookOptions as BookOptions
 from pipeline.options import RunOptions as RunOptions
 from pipeline.options import default_cache_dir as default_cache_dir
+from pipeline.selection import parse_chapters
 from pipeline.store import is_url
 from pipeline.tts import registry
 
@@ -193,6 +194,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "title_pause_ms": (0, 60_000),
     "chapter_pad_ms": (0, 60_000),
     "verify_retries": (0, 10),
+    "preview_seconds": (1, 3600),
 }
 # What MP3 (MPEG-1, 2 and 2.5 Layer III) can carry; anything else fails only in ffmpeg, after the requests.
 SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -236,6 +238,8 @@ def _validate(s: Settings) -> None:
         raise bad(f"verify must be one of {', '.join(VERIFY_MODES)}, not {book.verify!r}")
     if book.response_format not in (None, "mp3", "wav"):
         raise bad(f"response_format must be mp3 or wav, not {book.response_format!r}")
+    if book.chapters is not None:
+        parse_chapters(book.chapters)  # its form now; its numbers when the book is planned
     if not _ENV_NAME.fullmatch(api.api_key_env):
         # Often a key pasted where its variable's name belongs: never repeat the value, it may be the secret.
         raise bad(

@@ -56,6 +56,9 @@ class BookOptions:
     # (free: one decode a part); "transcribe" adds a transcript check; "off" trusts every answer.
     verify: str = "timing"
     verify_retries: int = 2  # fresh requests for a suspect part before it is reported unverified
+    # Only these chapters, by the plan's numbers ("1-3,7,12-", pipeline.selection); None: the whole book.
+    chapters: str | None = None
+    preview_seconds: float = 60.0  # how much of the first real chapter --preview makes, about
 
     @property
     def voice_spec(self) -> VoiceSpec:

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.chunker import chunk_chapter
-from pipeline.config import BookOptions, Settings
+from pipeline.config import BookOptions, Settings, limits_file
 from pipeline.errors import UsageError
 from pipeline.lexicon import Lexicon, load_lexicon
+from pipeline.limits import recall
 from pipeline.models import BackendOptions, Book, Chapter, Pause, Segment
 from pipeline.names import chapter_file
-from pipeline.report import PreviousRun, read_previous
+from pipeline.report import ChapterOutcome, ChapterStatus, PreviousRun, read_previous
+from pipeline.selection import describe_chapters, select_chapters
 from pipeline.store import PartStore, part_key
 from pipeline.textfacts import is_cjk
 from pipeline.titles import spoken_title
@@ -56,6 +58,12 @@ class BookPlan:
     previous: PreviousRun  # what the last run's report said, read once
     notes: tuple[str, ...] = ()  # what a user should know before paying for the run
     pronunciation: tuple[tuple[str, int], ...] = ()  # each pronunciation rule and the replacements it made
+    # --chapters: the chapter numbers chosen (``chapters`` holds only those), None for the whole book; and the
+    # files of an earlier run outside the selection that are still current, left in the folder (not deleted:
+    # they were paid for and a wider run takes them as they are), named in the plan and the report.
+    selection: tuple[int, ...] | None = None
+    kept: tuple[ChapterOutcome, ...] = ()
+    rate: tuple[float | None, float | None, str | None] = (None, None, None)  # the key's rpm, cpm, and whence
 
     @property
     def segments(self) -> int:
@@ -103,6 +111,8 @@ class BookPlan:
                 "author": self.book.author,
                 "language": self.book.language,
                 "source": str(self.book.source.resolve()) if self.book.source else None,
+                # description, site, url, date...: what the feed and other tools show besides the audio
+                "info": {k: v for k, v in dataclasses.asdict(self.book.info).items() if v},
             },
             "output": str(self.out_dir),
             "backend": self.backend.name,
@@ -131,10 +141,34 @@ class BookPlan:
             "requests_needed": len(self.needed),
             "characters_to_send": self.characters_to_send,
             "estimated_cost_usd": round(self.estimated_cost, 4),
+            "selection": self._selection(),
+            "kept": [c.file for c in self.kept],
+            "estimated_minutes": self._minutes(),
+            "rate_limit": {"rpm": self.rate[0], "cpm": self.rate[1], "source": self.rate[2]},
             # What verification may add: a fresh request for each suspect part, up to ``retries`` times; on a
             # sound voice none is (0 false alarms on 2,222 real parts), so the estimate above stands.
             "verify": {"mode": o.verify, "retries": o.verify_retries if o.verify != "off" else 0, **self._hearing()},
         }
+
+    def _selection(self) -> dict[str, Any] | None:
+        if self.selection is None:
+            return None
+        return {
+            "spec": self.options.chapters,
+            "chapters": list(self.selection),
+            "described": describe_chapters(self.selection),
+            "of": len(self.book.chapters),
+        }
+
+    def _minutes(self) -> float | None:
+        """The least time the key's known rate limit lets the requests still needed take (requests per minute,
+        characters per minute, whichever holds them back more); None when no limit is known."""
+        rpm, cpm, _source = self.rate
+        if rpm is None and cpm is None:
+            return None
+        by_requests = len(self.needed) / rpm if rpm else 0.0
+        by_characters = self.characters_to_send / cpm if cpm else 0.0
+        return round(max(by_requests, by_characters), 2)
 
     def _hearing(self) -> dict[str, Any]:
         """What the transcript check adds: a transcription of each part sent (parts kept with a transcript cost
@@ -201,24 +235,32 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
     previous = read_previous(out_dir)
     _check_owner(book, out_dir, previous)
     total = len(book.chapters)
+    selected = set(select_chapters(options.chapters, total)) if options.chapters is not None else None
+    kept: list[ChapterOutcome] = []
     notes = list(backend.caveats(adapted))
     lexicon = load_lexicon(options.lexicon) if options.lexicon else None
     replaced = [0] * (len(lexicon.rules) if lexicon else 0)
     silent = 0
     chapters = []
     for chapter in book.chapters:
+        chosen = selected is None or chapter.index in selected
         # The title is said as a voice should ("Chapter 37", not "CHAPTER XXXVII."); tags keep the book's form.
         said = dataclasses.replace(chapter, title=spoken_title(chapter.title, book.language))
         chunked = chunk_chapter(said, options.max_chars, announce_title=options.announce_titles, pack=pack)
         if lexicon:
-            chunked = tuple(_pronounce(seg, lexicon, replaced) for seg in chunked)
+            counts = replaced if chosen else [0] * len(replaced)  # the plan counts what this run sends
+            chunked = tuple(_pronounce(seg, lexicon, counts) for seg in chunked)
         segments = _speakable(chunked)
-        silent += len(chunked) - len(segments)
+        silent += len(chunked) - len(segments) if chosen else 0
         keys = tuple(part_key(identity, spec, seg.voice_text) for seg in segments)
         fingerprint = chapter_fingerprint(keys, book, chapter, total, options)
         filename = chapter_file(book, chapter.index, total, chapter.title)
         before, duration = previous.current.get(filename, (None, None))
         up_to_date = before == fingerprint and (out_dir / filename).is_file()
+        if not chosen:
+            if up_to_date:  # an earlier, wider run's chapter: left as it is, said in the plan and the report
+                kept.append(_kept(chapter, segments, filename, fingerprint, duration))
+            continue
         cached = tuple(store.has(k, fmt) for k in keys)
         chapters.append(
             ChapterPlan(
@@ -230,6 +272,11 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
     pronunciation = (
         tuple((rule.describe(), n) for rule, n in zip(lexicon.rules, replaced, strict=True)) if lexicon else ()
     )
+    if kept:
+        notes.append(
+            f"{len(kept)} chapter file(s) an earlier run made outside --chapters {options.chapters} are kept in "
+            f"{out_dir} but left out of the playlist and the M4B (a run without --chapters takes them in, free)"
+        )
     for note in notes:
         log.warning("%s: %s", book.title, note)
     return BookPlan(
@@ -243,7 +290,37 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
         previous,
         tuple(notes),
         pronunciation,
+        tuple(sorted(selected)) if selected is not None else None,
+        tuple(kept),
+        _known_rate(adapted, store.location),
     )
+
+
+def _kept(
+    chapter: Chapter, segments: Sequence[Segment], file: str, fingerprint: str, duration: float | None
+) -> ChapterOutcome:
+    return ChapterOutcome(
+        index=chapter.index,
+        title=chapter.title,
+        file=file,
+        status=ChapterStatus.UNCHANGED,
+        segments=len(segments),
+        characters=sum(len(s.voice_text) for s in segments),
+        duration_s=duration,
+        fingerprint=fingerprint,
+    )
+
+
+def _known_rate(options: BackendOptions, store: str) -> tuple[float | None, float | None, str | None]:
+    """The key's limits as far as they are known before a request: the config's, else what an earlier run read
+    in the key's headers (kept beside the parts, by endpoint and key hash). A backend without a price has no
+    key to limit it."""
+    if registry.backend_for(options).cost(options, "", 1_000_000) == 0:
+        return (None, None, None)
+    if options.rpm is not None or options.cpm is not None:
+        return (options.rpm, options.cpm, "config")
+    learned = recall(limits_file([store]), registry.governor_key(options))
+    return (learned, None, "headers") if learned is not None else (None, None, None)
 
 
 def _pronounce(segment: Segment, lexicon: Lexicon, replaced: list[int]) -> Segment:

@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -16,8 +18,27 @@ log = logging.getLogger("audiobook")
 TICK_S = 1.0  # between answers the line is looked at this often: a run that gets none still says how it stands
 
 
+@dataclass(frozen=True)
+class ChapterEvent:
+    """What happened to one chapter of a run, for a front end that shows chapters as they go (the web page).
+
+    kind: "part" a part it needs is in the store (``count`` parts); "retry" a request of its took ``count``
+    retries; "remade" verification asked for one of its parts again; "failed" a part failed (``detail``: why);
+    "written" its file is written (``detail``: the file name); "not written" (``detail``: why)."""
+
+    out_dir: Path  # the book's output folder: which book of the run
+    chapter: int  # Chapter.index
+    kind: str
+    count: int = 1
+    detail: str = ""
+
+
 class Progress:
-    """Counts characters spoken (cached ones count as done at the start) and requests left."""
+    """Counts characters spoken (cached ones count as done at the start) and requests left.
+
+    A front end may subclass it: ``chapter`` hears each ChapterEvent, and ``interrupt`` (set by the run while
+    it runs) stops the run from any thread as Ctrl-C does: the requests in flight land, the rest wait in the
+    part cache for the next run."""
 
     def __init__(
         self,
@@ -39,6 +60,10 @@ class Progress:
         # What holds the run back right now, if anything ("held back by the rate limit: 58/min ..."); the run
         # sets it to ask its rate governors.
         self.rate: Callable[[], str | None] = lambda: None
+        self.interrupt: Callable[[str], None] = lambda _why: None
+
+    def chapter(self, event: ChapterEvent) -> None:
+        """A chapter's news (the terminal's line does not show chapters)."""
 
     def start(self, total_chars: int, done_chars: int, requests: int) -> None:
         self._total, self._done, self._requests = total_chars, done_chars, requests

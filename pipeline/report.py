@@ -172,6 +172,9 @@ class BookReport:
     rerun_helps: bool = True  # whether the same command can finish what is missing (else something must change)
     leftovers: tuple[str, ...] = ()  # while running: an earlier run's chapter files still to tidy at the end
     verification: VerifyFigures | None = None  # None: verification off
+    # --chapters: an earlier run's chapter files outside this run's selection, still current, left in the folder
+    # (not in the playlist or the M4B); kept here so the next run knows them as it knows ``chapters``.
+    kept: tuple[ChapterOutcome, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,7 +226,7 @@ def read_previous(out_dir: Path) -> PreviousRun:
         data = None
     if not isinstance(data, dict):
         return PreviousRun({}, frozenset())
-    chapters = [c for c in data.get("chapters", []) if isinstance(c, dict)]
+    chapters = [c for key in ("chapters", "kept") for c in data.get(key, None) or [] if isinstance(c, dict)]
 
     def text(value: Any) -> str | None:
         return value if isinstance(value, str) else None
@@ -263,6 +266,19 @@ def _loudness(value: Any) -> LoudnessFigures | None:
         return wire.decode(LoudnessFigures, value)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def read_written(out_dir: Path) -> dict[str, Any] | None:
+    """A book folder's report as its run wrote it, for tools that list finished books (the podcast feed); None
+    when there is none or it is not a JSON object. A report over 64 MB is no report this program wrote."""
+    path = out_dir / REPORT_NAME
+    try:
+        if path.stat().st_size > 64 * 1024 * 1024:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_report(out_dir: Path, report: BookReport) -> Path:
@@ -313,14 +329,21 @@ def format_plan(summary: dict[str, Any]) -> str:
         lines += [f"  {r['replacements']:>6,}  {r['rule']}" for r in summary["pronunciation"]]
     if summary.get("notes"):
         lines += ["", "Note:"] + [f"  - {s}" for s in summary["notes"]]
+    if summary.get("kept"):
+        lines += ["", "Kept from an earlier run (outside the selection, not in the playlist):"]
+        lines += [f"  - {name}" for name in summary["kept"]]
+    lines.append("")
+    if (chosen := summary.get("selection")) is not None:
+        lines.append(f"Selected: chapters {chosen['described']} ({len(chosen['chapters'])} of {chosen['of']})")
     lines += [
-        "",
         f"Total:    {len(summary['chapters'])} chapter{'' if len(summary['chapters']) == 1 else 's'}, "
         f"{summary['segments']} segments, "
         f"{summary['characters']:,} characters; {summary['cached_segments']} segments cached",
         f"To send:  {summary['requests_needed']} requests, {summary['characters_to_send']:,} characters, "
         f"estimated cost ${summary['estimated_cost_usd']:.2f}",
     ]
+    if (time_line := _time_line(summary)) is not None:
+        lines.append(time_line)
     if (v := summary.get("verify")) is not None:
         if v["mode"] == "off":
             lines.append("Verify:   off (answers are trusted as they come)")
@@ -339,11 +362,30 @@ def format_plan(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _time_line(summary: dict[str, Any]) -> str | None:
+    """How long the key's known rate limit makes the requests take, at the least; None when there is nothing
+    to pace (an offline voice) or nothing to send."""
+    limit = summary.get("rate_limit") or {}
+    minutes = summary.get("estimated_minutes")
+    if not summary.get("requests_needed") or summary.get("estimated_cost_usd", 0) == 0:
+        return None
+    if minutes is None:
+        return "Time:     the key's rate limit is not known yet (set rpm in the config, or run once: it is learned)"
+    pace = [f"{limit[k]:g} {unit}/min" for k, unit in (("rpm", "requests"), ("cpm", "characters")) if limit.get(k)]
+    where = "the config" if limit.get("source") == "config" else "the key's headers, last run"
+    return f"Time:     at least {clock(minutes * 60)} at the key's limit of {' and '.join(pace)} (from {where})"
+
+
 def format_report(report: BookReport, out_dir: Path) -> str:
     """What a finished run wrote, a line a file, and one line of totals."""
     done = [c for c in report.chapters if c.status.complete]
     lines = [f"{c.file}  {clock(c.duration_s or 0)}" for c in done]
     lines += [name for name in (report.playlist, report.m4b) if name]
+    if (chosen := report.plan.get("selection")) is not None:
+        lines.append(f"selected: chapters {chosen['described']} of {chosen['of']}")
+    if report.kept:
+        kept = ", ".join(c.file for c in report.kept)
+        lines.append(f"kept from an earlier run, outside the selection (not in the playlist): {kept}")
     lines.append(
         f"{len(done)}/{len(report.chapters)} chapters, {clock(report.duration_s)} of audio in {out_dir}/ — "
         f"{report.requests} requests, {report.retries} retries, {report.cache_hits} cached parts; "

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pipeline.engines import Executor
+from pipeline.engines import Executor, Interruptible
 from pipeline.errors import AudiobookError, FatalAPIError
 from pipeline.jobs import ChapterJob, light
 from pipeline.limits import GovernorStats, GovernorStopped, answered_in
@@ -38,7 +38,7 @@ from pipeline.models import (
 )
 from pipeline.outputs import FinishJob, clean_partial_files
 from pipeline.planning import BookPlan, ChapterPlan
-from pipeline.progress import Progress
+from pipeline.progress import ChapterEvent, Progress
 from pipeline.report import (
     BookReport,
     BookStatus,
@@ -52,6 +52,7 @@ from pipeline.report import (
     clock,
     write_report,
 )
+from pipeline.selection import PREVIEW_NAME
 from pipeline.store import Stores
 from pipeline.transcript import Coverage, compare
 from pipeline.verify import Judge, badness, transcript_badness, with_transcript
@@ -216,6 +217,15 @@ class Run:
                         cs.borrowed[key] = self._requests[key].store  # paid once, copied before assembly
                 if not cs.missing:
                     self._assembly.put_nowait((state, cs))
+                else:
+                    self._tell(state, cs, "waiting", len(cs.missing))
+        if isinstance(self.executor, Interruptible):
+            loop, executor = asyncio.get_running_loop(), self.executor
+
+            def interrupt(why: str) -> None:  # from any thread: the executor is the loop's
+                loop.call_soon_threadsafe(executor.interrupt, why)
+
+            self.progress.interrupt = interrupt
         self.progress.start(total_chars, done_chars, len(self._requests))
         self._started = time.monotonic()
         assemblers = [asyncio.create_task(self._assembler()) for _ in range(self.executor.assembly_slots)]
@@ -264,6 +274,9 @@ class Run:
         book.characters_sent += result.characters
         book.rate_limited += result.rate_limited
         book.waited_s += result.waited_s
+        if result.attempts > 1:
+            for state, cs in self._waiting.get(result.key, []):
+                self._tell(state, cs, "retry", result.attempts - 1)
         if result.attempts:
             book.last_answer = time.time()
             self._answers.append(time.monotonic())
@@ -410,8 +423,9 @@ class Run:
         if check.tries < book.plan.options.verify_retries and not self.aborted and not self.executor.interrupted:
             check.tries += 1
             book.remade += 1
-            for _state, cs in waiting:
+            for state, cs in waiting:
                 cs.remade += 1
+                self._tell(state, cs, "remade")
             v = check.verdict
             log.info(
                 "part suspect (%s: voiced %.1f s, expected %.1f s): made again (%d of %d)",
@@ -477,8 +491,12 @@ class Run:
         self.progress.advance(len(self._requests[key].text) * len(waiting))
         for state, cs in waiting:
             cs.missing.discard(key)
+            self._tell(state, cs, "part")
             if not cs.missing and not cs.failed and cs.outcome is None:
                 self._assembly.put_nowait((state, cs))
+
+    def _tell(self, state: _BookState, cs: _ChapterState, kind: str, count: int = 1, detail: str = "") -> None:
+        self.progress.chapter(ChapterEvent(state.plan.out_dir, cs.plan.chapter.index, kind, count, detail))
 
     def _refused(self, book: _BookState, result: PartResult) -> None:
         message = result.error or "refused"
@@ -500,11 +518,12 @@ class Run:
             self._abort(f"{self._consecutive_failures} segments in a row failed after retries; last: {result.error}")
 
     def _record_failure(self, result: PartResult, *, quiet: bool = False) -> None:
-        for _state, cs in self._waiting.get(result.key, []):
+        for state, cs in self._waiting.get(result.key, []):
             seg = cs.plan.keys.index(result.key)
             text = _preview(self._requests[result.key].text)
             failure = SegmentFailure(cs.plan.chapter.index, cs.plan.chapter.title, seg, text, result.error or "failed")
             cs.failed.append(failure)
+            self._tell(state, cs, "failed", detail=failure.error)
             (log.debug if quiet else log.error)(
                 "chapter %d segment %d failed: %s", failure.chapter, failure.segment, failure.error
             )
@@ -540,13 +559,15 @@ class Run:
                 return
         chapter = dataclasses.replace(cp.chapter, paragraphs=())  # its text is in the segments already
         job = ChapterJob(
-            light(plan.book), chapter, cp.segments, cp.keys, plan.store, plan.out_dir, plan.options, len(plan.chapters)
-        )
+            light(plan.book), chapter, cp.segments, cp.keys, plan.store, plan.out_dir, plan.options,
+            len(plan.book.chapters),  # the book's, not the selection's: track numbers and files stay the same
+        )  # fmt: skip
         done = await self.executor.assemble(job)
         if done.audio is None:
             state.rerun_helps = state.rerun_helps and done.rerun_helps
             cs.outcome = _outcome(cp, ChapterStatus.FAILED, None, done.error)
             log.error("chapter %d (%s) not written: %s", cp.chapter.index, cp.chapter.title, done.error)
+            self._tell(state, cs, "not written", detail=done.error or "not written")
             return
         cs.audio = done.audio
         levels = None
@@ -555,6 +576,7 @@ class Run:
         cs.outcome = _outcome(cp, ChapterStatus.DONE, done.audio.duration_ms / 1000, loudness=levels)
         self.progress.note(f"wrote {done.audio.path.name} ({clock(done.audio.duration_ms / 1000)})")
         await asyncio.to_thread(self._checkpoint, state)
+        self._tell(state, cs, "written", detail=done.audio.path.name)
         if all(c.outcome is not None and c.outcome.status.complete for c in state.chapters):
             state.finishing = asyncio.ensure_future(self._finish(state))  # its M4B need not wait for other books
 
@@ -608,7 +630,7 @@ class Run:
         still knows what to tidy."""
         chapters, failures = self._outcomes(state)
         previous = state.plan.previous
-        current = {c.file for c in chapters}
+        current = {c.file for c in chapters} | {c.file for c in state.plan.kept}
         report = self._report(state, BookStatus.RUNNING, chapters, failures, None)
         report = dataclasses.replace(
             report,
@@ -635,16 +657,28 @@ class Run:
         report = self._report(state, status, chapters, failures, error)
         if complete and self.assemble:
             audios = tuple(cs.audio for cs in state.chapters if cs.audio is not None)
-            job = FinishJob(light(plan.book), plan.options, plan.out_dir, plan.previous, audios, tuple(chapters))
+            # The chapters kept outside a selection are not the earlier run's to tidy: they stay as they are.
+            previous = dataclasses.replace(plan.previous, files=plan.previous.files - {c.file for c in plan.kept})
+            job = FinishJob(light(plan.book), plan.options, plan.out_dir, previous, audios, tuple(chapters))
             done = await self.executor.finish(job, self.progress.note)
             if done.finished is not None:
                 f = done.finished
                 report = dataclasses.replace(report, playlist=f.playlist, m4b=f.m4b, m4b_fingerprint=f.m4b_fingerprint)
+                if plan.selection is None:
+                    self._drop_preview(plan)
             else:
                 report = dataclasses.replace(report, status=BookStatus.FAILED, error=done.error)
         if self.assemble:
             await asyncio.to_thread(write_report, plan.out_dir, report)
         return report
+
+    def _drop_preview(self, plan: BookPlan) -> None:
+        """The whole book is written: its preview (``--preview``) goes, or a library scanning the folder would
+        take it for a track. Its parts are in the first chapter and cached: a new preview is free."""
+        preview = plan.out_dir / PREVIEW_NAME
+        if preview.is_file():
+            preview.unlink(missing_ok=True)
+            self.progress.note(f"removed {PREVIEW_NAME}: the whole book is written (a new preview costs nothing)")
 
     def _report(
         self,
@@ -675,6 +709,7 @@ class Run:
             rate=self._rate(state),
             rerun_helps=state.rerun_helps and not (self._abort_is_final and error == self.aborted),
             verification=self._verification(state),
+            kept=plan.kept,
         )
 
     @staticmethod

@@ -25,6 +25,8 @@ ARROWS = [
     ("pipeline.assembly", ["pipeline.config", "pipeline.limits", "pipeline.tts.registry", "pydub"]),
     # The frame check is our own judge of a part: it runs no tool.
     ("pipeline.mp3", ["pipeline.media", "subprocess"]),
+    # Job files name the feed's base URL: checking it loads no feed writer, no tag reader, no audio code.
+    ("pipeline.feed", ["pipeline.assembly", "pipeline.media", "pydub", "feedgen", "mutagen"]),
     # The whole program decodes parts with its one decoder, never with pydub.
     ("pipeline.app", ["pydub"]),
 ]

@@ -109,14 +109,20 @@ class Interruptible:
     def _on_signal(self, sig: signal.Signals) -> None:
         name = signal.Signals(sig).name
         if self._interrupted is None:
-            self._interrupted = name
             log.warning("%s received: finishing the requests in flight, then stopping (again to abort them)", name)
-            self.stop(f"interrupted by {name}")
+            self.interrupt(name)
         else:
             log.warning("%s received again: abandoning the requests in flight and ending ffmpeg", name)
             self.stop(f"interrupted by {name}", abandon=True)
             # A chapter or an M4B being encoded runs in a thread no cancel reaches: end its ffmpeg instead.
             media.stop_tools()
+
+    def interrupt(self, name: str) -> None:
+        """Stop as a first signal does, for ``name`` (a front end's cancel): the requests in flight land, the
+        books are reported interrupted, and a later run resumes from the parts kept."""
+        if self._interrupted is None:
+            self._interrupted = name
+            self.stop(f"interrupted by {name}")
 
     def stop(self, reason: str, *, abandon: bool = False) -> None:
         if self.stop_reason is None:

@@ -68,3 +68,6 @@ class Backend:
     # Whether a book's sentences are packed across paragraphs into as few requests as fit (a key's rate limit
     # makes each request count); a backend without one may keep a segment per paragraph.
     packs: bool = True
+    # The voices ``audiobook voices --sample`` makes a sample of when none are named, for text in a language;
+    # None: every voice ``voices`` lists.
+    sample_voices: Callable[[str | None], list[str]] | None = None

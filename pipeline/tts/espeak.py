@@ -243,6 +243,21 @@ def list_voices() -> list[VoiceInfo]:
     return sorted(infos.values(), key=lambda v: v.name)
 
 
+def language_voices(language: str | None) -> list[str]:
+    """The eSpeak voices that speak ``language`` (its primary subtag: "en" -> en-us, en, en-gb-scotland...;
+    Chinese -> Mandarin and Cantonese), the language's default first; English when none is given."""
+    primary = (language or "en").strip().lower().replace("_", "-").split("-")[0]
+    families = {"zh": ("zh", "cmn", "yue"), "cmn": ("zh", "cmn", "yue"), "yue": ("zh", "cmn", "yue")}
+    wanted = families.get(primary, (primary,))
+    voices = engine().voices
+    found = [v.short for v in voices if any(code.split("-")[0] in wanted for _, code in v.languages)]
+    first = _language_voice(language or "en", voices)
+    if first is not None and first.short in found:
+        found.remove(first.short)
+        found.insert(0, first.short)
+    return found
+
+
 class EspeakSynth:
     """The offline ``Synthesizer``: eSpeak NG speech encoded to MP3 (or WAV) at ``sample_rate``.
 
@@ -356,4 +371,5 @@ BACKEND = Backend(
     adapt=lambda options, language: dataclasses.replace(options, language=language),
     caveats=_caveats,
     packs=False,  # no rate limit to save requests for; a segment per paragraph keeps the voice's pauses exact
+    sample_voices=language_voices,
 )

@@ -48,6 +48,12 @@ def backend_for(options: BackendOptions) -> Backend:
     return get(options.name)
 
 
+def governor_key(options: BackendOptions, env: Mapping[str, str] | None = None) -> str:
+    """The name of an endpoint and key's rate governor (and of the limit remembered for it): the endpoint and
+    the key's hash, never the key."""
+    return f"{backend_for(options).identity(options)} key:{options.key_id(os.environ if env is None else env)}"
+
+
 class Synthesizers:
     """One synthesizer per distinct backend options, built on first use and shared by every book of a run
     that speaks through it (and so its connections). ``connections`` is the run's limit on requests in
@@ -80,7 +86,7 @@ class Synthesizers:
         return self._made[options]
 
     def governor(self, options: BackendOptions) -> Governor:
-        where = f"{backend_for(options).identity(options)} key:{options.key_id(self._env)}"
+        where = governor_key(options, self._env)
         if where not in self.governors:
             earlier = limits.recall(self._memory, where) if self._memory else None
             self.governors[where] = limits.Governor(
