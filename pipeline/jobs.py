@@ -48,7 +48,9 @@ class FinishDone:
 
 def light(book: Book) -> Book:
     """The book as jobs carry it: metadata and cover, no chapter text."""
-    return Book(book.title, (), book.author, book.language, book.cover, book.cover_mime, book.source, book.skipped)
+    return Book(
+        book.title, (), book.author, book.language, book.cover, book.cover_mime, book.source, book.skipped, book.info
+    )
 
 
 def assemble(job: ChapterJob, stores: Stores) -> ChapterDone:

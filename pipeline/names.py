@@ -65,6 +65,21 @@ def chapter_filename(index: int, total: int, title: str, ext: str = "mp3") -> st
     return _safe_stem(prefix + text) + suffix
 
 
+def is_article(book: Book, chapters: int | None = None) -> bool:
+    """A web article (its reader named a site or a URL) of one chapter: one file, named after its title.
+    ``chapters``: the book's count, where the book travels without its chapters (a job's)."""
+    count = len(book.chapters) if chapters is None else chapters
+    return count == 1 and bool(book.info.site or book.info.url)
+
+
+def chapter_file(book: Book, index: int, total: int, title: str, ext: str = "mp3") -> str:
+    """The chapter's file name in ``book``: ``chapter_filename``, or for an article ``"Its Title.mp3"``."""
+    if not is_article(book, total):
+        return chapter_filename(index, total, title, ext)
+    text = _truncate_utf8(_clean_text(title)[: _TITLE_MAX_CHARS * 2], _NAME_MAX_BYTES - len(ext) - 1).rstrip(" .")
+    return _safe_stem(text if any(c.isalnum() for c in text) else book_stem(book)) + f".{ext}"
+
+
 def book_stem(book: Book) -> str:
     """The sanitized book title used for the playlist and the M4B (``"Audiobook"`` when nothing is left)."""
     text = _clean_text(book.title)[:150]

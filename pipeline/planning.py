@@ -19,7 +19,7 @@ from pipeline.errors import UsageError
 from pipeline.lexicon import Lexicon, load_lexicon
 from pipeline.limits import recall
 from pipeline.models import BackendOptions, Book, Chapter, Pause, Segment
-from pipeline.names import chapter_filename
+from pipeline.names import chapter_file
 from pipeline.report import ChapterOutcome, ChapterStatus, PreviousRun, read_previous
 from pipeline.selection import describe_chapters, select_chapters
 from pipeline.store import PartStore, part_key
@@ -254,7 +254,7 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
         silent += len(chunked) - len(segments) if chosen else 0
         keys = tuple(part_key(identity, spec, seg.voice_text) for seg in segments)
         fingerprint = chapter_fingerprint(keys, book, chapter, total, options)
-        filename = chapter_filename(chapter.index, total, chapter.title)
+        filename = chapter_file(book, chapter.index, total, chapter.title)
         before, duration = previous.current.get(filename, (None, None))
         up_to_date = before == fingerprint and (out_dir / filename).is_file()
         if not chosen:
