@@ -52,6 +52,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar
@@ -594,6 +595,10 @@ class _Protocol(HttpToolsProtocol):
         if not self._refused:
             super().on_message_complete()
 
+    def send_400_response(self, msg: str) -> None:
+        """What the parser refuses (a malformed request line, ambiguous framing): 400 in the API's shape."""
+        self._refuse(ApiError(400, f"{msg.rstrip('.')}: malformed or ambiguous HTTP/1.1."))
+
     def _count(self, size: int) -> bool:
         """Whether the head is still within ``MAX_HEAD_BYTES`` (else it is refused with 431)."""
         self._head_bytes += size
@@ -602,14 +607,14 @@ class _Protocol(HttpToolsProtocol):
         return not self._refused
 
     def _refuse(self, error: ApiError) -> None:
-        """Answer a request that never reached the app (its head too slow or too large), then close: the
-        parser is mid-request, so nothing more on this connection can be read as a request."""
+        """Answer a request that never reached the app (its head malformed, too slow or too large), then close:
+        the parser is mid-request, so nothing more on this connection can be read as a request."""
         self._refused = True
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
         body = error.body()
-        head = [f"HTTP/1.1 {error.status} {_REASONS[error.status]}".encode()]
+        head = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}".encode()]
         head += [name + b": " + value for name, value in self.server_state.default_headers]
         head += [b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
@@ -632,9 +637,6 @@ class _Protocol(HttpToolsProtocol):
             self._write_timer.cancel()
             self._write_timer = None
         super().resume_writing()
-
-
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
 def _protocol_for(limits: ServerLimits) -> type[_Protocol]:

@@ -328,8 +328,21 @@ def test_ambiguous_framing_is_refused_and_nothing_hidden_in_it_is_served(framing
             sock.sendall(b"POST /v1/models HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n0\r\n\r\n" + hidden)
             answer = read_all(sock)
         assert status_of(answer) == 400
+        error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+        assert error["type"] == "invalid_request_error" and "malformed or ambiguous" in error["message"]
         assert answer.count(b"HTTP/1.1 ") == 1 and b"gated" not in answer
         assert synth.started.acquire(timeout=0) is False  # no synthesis was ever asked for
+
+
+def test_a_malformed_request_line_is_400_in_the_api_shape() -> None:
+    with (
+        make_server("127.0.0.1", 0, None, GateSynth()).start() as server,
+        socket.create_connection((server.host, server.port), timeout=5) as sock,
+    ):
+        sock.sendall(b"GET /v1/models HTTP/1.1 extra\r\nHost: x\r\n\r\n")
+        answer = read_all(sock)
+    assert status_of(answer) == 400
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["param"] is None
 
 
 def test_headers_over_the_cap_are_431() -> None:
