@@ -270,7 +270,7 @@ class _Gate:
             if self.connections() > self.limits.connections:
                 raise ApiError(
                     503,
-                    "The server is overloaded: too many connections are open. Please retry after 1 seconds.",
+                    "The server is overloaded: too many connections are open. Please retry in a second.",
                     type="server_error",
                     headers={"Retry-After": "1", "Connection": "close"},
                 )
