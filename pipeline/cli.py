@@ -545,7 +545,12 @@ def cmd_voices(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipeline.server import KEY_ENV, read_api_key, serve
+    try:
+        from pipeline.server import KEY_ENV, read_api_key, serve
+    except ModuleNotFoundError as exc:  # Starlette and uvicorn come with the web extra
+        if exc.name not in {"starlette", "uvicorn", "httptools"}:
+            raise
+        raise UsageError("the speech server is not installed: pip install 'audiobook-pipeline[web]'") from None
 
     if args.api_key is not None:
         raise UsageError(
