@@ -119,9 +119,9 @@ class _Walk:
         title = _title(el)
         subsections = _children(el, "section")
         if not subsections:
-            text: list[str] = []
-            _paragraphs((c for c in el if _local(c) != "title"), text)
-            self.add(title, text, part)
+            leaf: list[str] = []
+            _paragraphs((c for c in el if _local(c) != "title"), leaf)
+            self.add(title, leaf, part)
             return
         # A part: what it says before its first section is a chapter of its own, then its sections; text
         # between its sections (rare) joins the chapter before it.
