@@ -1,0 +1,475 @@
+"""PDF -> ``Book``, with the text of each page as PDFium (pypdfium2) finds it, put back into reading order.
+
+A page's characters come with their boxes and font sizes. We cut them into pieces of lines (PDFium's own line
+ends, and gaps wider than a column gutter), read two-column pages column by column (a gutter that no line
+crosses), leave out running headers and footers (lines at the top or bottom of a page whose text, digits
+aside, repeats on several pages and is no larger than the body text) and page numbers, join words PDFium marks
+as hyphenated across lines (U+FFFE) and lines into paragraphs (a larger gap than the line spacing, a first-line
+indent, a short line ending a sentence).
+
+Chapters come from the outline (bookmarks) at its first level with two entries or more, cut at the entry's
+page and, when it gives one, its height on the page; without an outline, from headings: lines of a size
+larger than the body text's, standing alone (the largest such size that occurs twice), else lines that read
+like chapter headings ("Chapter 4", "第三章").
+
+Refused in one line: password-protected files, damaged ones, scanned PDFs (pages with images and no text
+layer: OCR them first), more than ``MAX_PAGES`` pages or ``MAX_PDF_BYTES``. PDFium is a C library running in
+this process: a hostile PDF meets the same parser Chrome uses, with its fuzzing, but no sandbox of ours.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import InputError
+from pipeline.models import Book, BookInfo, Chapter
+from pipeline.textfacts import normalize_paragraph, primary_language
+
+MB = 1024 * 1024
+MAX_PDF_BYTES = 500 * MB
+MAX_PAGES = 10_000
+MIN_TEXT_CHARS = 20  # letters and digits a page needs to count as having text
+FRONT_MATTER_CHARS = 1500  # text before the first bookmark up to this long is a title page, not a chapter
+
+_HYPHEN_MARK = "\ufffe"  # PDFium's mark for a hyphen that split a word at a line end (the line end dropped)
+_PAGE_NUMBER = re.compile(
+    r"(?:page\s+|p\.\s*|стр\.\s*|第\s*)?[-–—(\[]?\s*(?:\d{1,5}|[ivxlcdm]{1,8})\s*[-–—)\]]?"
+    r"(?:\s*(?:/|of|из)\s*\d{1,5})?\s*页?",
+    re.IGNORECASE,
+)
+_CHAPTER_LINE = re.compile(
+    r"(?:chapter|part|book|prologue|epilogue|глава|часть|пролог|эпилог)\b.{0,60}|第[0-9一二三四五六七八九十百千零〇两]{1,8}[章回节卷部篇].{0,30}",
+    re.IGNORECASE,
+)
+_SENTENCE_END = tuple('.!?…:»"”’)]。！？”」』）')
+
+
+@dataclass
+class Line:
+    """A piece of a line of text on one page: PDF units, y growing upwards; ``bottom`` is its (last) baseline."""
+
+    text: str
+    x0: float
+    x1: float
+    top: float
+    bottom: float
+    size: float
+    page: int
+    first: float = 0.0  # its first baseline: a piece PDFium joined at a hyphen spans two lines
+
+
+@dataclass
+class _Page:
+    lines: list[Line]
+    width: float
+    height: float
+    images: bool
+
+
+@dataclass
+class _Para:
+    text: str
+    size: float
+    page: int
+    top: float
+    heading: bool = False
+
+
+def _open(path: Path):  # -> pdfium.PdfDocument
+    import pypdfium2 as pdfium
+
+    size = path.stat().st_size
+    if size > MAX_PDF_BYTES:
+        raise InputError(f"{path.name}: {size // MB} MB is too large for a PDF book (limit {MAX_PDF_BYTES // MB} MB)")
+    try:
+        return pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as exc:
+        import pypdfium2.raw as raw
+
+        if exc.err_code == raw.FPDF_ERR_PASSWORD:
+            raise InputError(
+                f"{path.name}: the PDF is encrypted with a password; open it and save a copy without one first"
+            ) from None
+        if exc.err_code == raw.FPDF_ERR_SECURITY:
+            raise InputError(f"{path.name}: the PDF is protected by a security handler we cannot open (DRM)") from None
+        raise InputError(f"{path.name}: not a readable PDF ({exc}); the file is damaged or not a PDF") from None
+
+
+def _page_lines(page, number: int) -> _Page:  # page: pdfium.PdfPage
+    import pypdfium2.raw as raw
+
+    width, height = page.get_size()
+    images = any(True for _ in page.get_objects(filter=(raw.FPDF_PAGEOBJ_IMAGE,), max_depth=2))
+    textpage = page.get_textpage()
+    try:
+        count = textpage.count_chars()
+        text = textpage.get_text_range(0, count) if count else ""
+        if len(text) != count:  # characters beyond the BMP take two UTF-16 units: ask one by one
+            text = "".join(chr(raw.FPDFText_GetUnicode(textpage, i)) for i in range(count))
+        left, right, bottom, top = ctypes.c_double(), ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
+        origin_x, origin_y = ctypes.c_double(), ctypes.c_double()
+        lines: list[Line] = []
+        chars: list[str] = []
+        box: list[float] = []  # x0, x1, top of the piece so far
+        sizes: list[float] = []
+        bases: list[float] = []  # the baselines of its characters
+        last_x1 = 0.0
+        last_base = 0.0
+
+        def flush() -> None:
+            piece = "".join(chars).strip()
+            if piece and sizes:
+                base = bases[-1]  # where a hyphen-joined piece ends: the next line is measured from there
+                lines.append(Line(piece, box[0], box[1], box[2], base, statistics.median(sizes), number, bases[0]))
+            chars.clear()
+            box.clear()
+            sizes.clear()
+            bases.clear()
+
+        for i, ch in enumerate(text):
+            if ch in "\r\n":
+                flush()
+                continue
+            if ch.isspace() or ch == _HYPHEN_MARK:
+                if chars:
+                    chars.append(" " if ch.isspace() else ch)
+                continue
+            if not raw.FPDFText_GetCharBox(textpage, i, left, right, bottom, top):
+                continue
+            size = raw.FPDFText_GetFontSize(textpage, i) or (top.value - bottom.value)
+            base = origin_y.value if raw.FPDFText_GetCharOrigin(textpage, i, origin_x, origin_y) else bottom.value
+            if chars and box:
+                em = max(size, 1.0)
+                if chars[-1] == _HYPHEN_MARK:
+                    # PDFium joined a hyphenated word to what it took for the next line: only when that is
+                    # below, at the start of the same column, is it; else (the next column) cut here.
+                    if not (base < last_base and abs(left.value - box[0]) < 3 * em):
+                        chars[-1] = "-"
+                        flush()
+                # A column gutter, or text elsewhere on the page that PDFium put on this line.
+                elif left.value - last_x1 > 1.5 * em or abs(base - last_base) > 0.6 * em:
+                    flush()
+            if not box:
+                box.extend([left.value, right.value, top.value])
+            else:
+                box[0] = min(box[0], left.value)
+                box[1] = max(box[1], right.value)
+                box[2] = max(box[2], top.value)
+            chars.append(ch)
+            sizes.append(size)
+            bases.append(base)
+            last_x1, last_base = right.value, base
+        flush()
+    finally:
+        textpage.close()
+    return _Page(_reading_order(lines, width), width, height, images)
+
+
+def _reading_order(lines: list[Line], width: float) -> list[Line]:
+    """Top to bottom; where the page has two columns (a gutter near the middle that no line crosses, with
+    lines on both sides), each run of column lines is read left column first."""
+    lines.sort(key=lambda ln: (-round(ln.first), ln.x0))
+    if len(lines) < 6:
+        return lines
+    lo, hi = min(ln.x0 for ln in lines), max(ln.x1 for ln in lines)
+    best: tuple[int, float] | None = None
+    for step in range(11):  # gutter positions across the middle fifth of the text area
+        g = lo + (hi - lo) * (0.4 + 0.02 * step)
+        crossing = sum(1 for ln in lines if ln.x0 < g < ln.x1)
+        left = sum(1 for ln in lines if ln.x1 <= g)
+        right = sum(1 for ln in lines if ln.x0 >= g)
+        if min(left, right) >= 3 and (best is None or crossing < best[0]):
+            best = (crossing, g)
+    if best is None or best[0] > len(lines) // 3:
+        return lines
+    gutter = best[1]
+    ordered: list[Line] = []
+    band: list[Line] = []
+    for ln in [*lines, None]:
+        if ln is not None and not (ln.x0 < gutter < ln.x1):
+            band.append(ln)
+            continue
+        ordered += [b for b in band if b.x1 <= gutter] + [b for b in band if b.x1 > gutter]
+        band = []
+        if ln is not None:
+            ordered.append(ln)
+    return ordered
+
+
+def _key(text: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(text.lower().split()))
+
+
+def _drop_furniture(pages: list[_Page], body_size: float) -> int:
+    """Leave out running headers and footers and page numbers; return how many lines went."""
+    zone: dict[int, list[Line]] = {}
+    for n, page in enumerate(pages):
+        by_height = sorted(page.lines, key=lambda ln: -ln.top)
+        zone[n] = by_height[:2] + by_height[-2:] if len(by_height) > 4 else by_height
+    repeats: Counter[str] = Counter()
+    for lines in zone.values():
+        repeats.update({_key(ln.text) for ln in lines})
+    need = 3 if len(pages) >= 6 else 2
+    dropped = 0
+    for n, page in enumerate(pages):
+        doomed = {
+            id(ln)
+            for ln in zone[n]
+            if _PAGE_NUMBER.fullmatch(ln.text.strip())
+            or (repeats[_key(ln.text)] >= need and ln.size <= body_size * 1.1 and len(ln.text) <= 120)
+        }
+        if doomed:
+            dropped += len(doomed)
+            page.lines = [ln for ln in page.lines if id(ln) not in doomed]
+    return dropped
+
+
+def _paragraphs(pages: list[_Page], body_size: float) -> list[_Para]:
+    paras: list[_Para] = []
+    parts: list[str] = []
+    first: Line | None = None
+    prev: Line | None = None
+
+    def flush() -> None:
+        nonlocal first
+        if parts and first is not None:
+            text = normalize_paragraph(_join(parts))
+            if any(c.isalnum() for c in text):
+                paras.append(_Para(text, first.size, first.page, first.top))
+        parts.clear()
+        first = None
+
+    for page in pages:
+        lines = page.lines
+        if not lines:
+            continue
+        left_edges = Counter(round(ln.x0) for ln in lines)
+        pitch = _pitch(lines, body_size)
+        for ln in lines:
+            if prev is not None and _breaks(prev, ln, pitch, left_edges, body_size):
+                flush()
+            if first is None:
+                first = ln
+            parts.append(ln.text)
+            prev = ln
+    flush()
+    return paras
+
+
+def _pitch(lines: list[Line], body_size: float) -> float:
+    """The usual distance between the baselines of consecutive lines of body text on a page."""
+    steps = [
+        a.bottom - b.first
+        for a, b in zip(lines, lines[1:], strict=False)
+        if 0 < a.bottom - b.first < 3 * body_size and abs(a.size - body_size) < 0.5
+    ]
+    return statistics.median(steps) if steps else body_size * 1.2
+
+
+def _breaks(prev: Line, ln: Line, pitch: float, left_edges: Counter[int], body_size: float) -> bool:
+    """Whether ``ln`` starts a new paragraph after ``prev``."""
+    if abs(prev.size - ln.size) > 0.8:
+        return True  # a heading and the text around it
+    step = prev.bottom - ln.first
+    if prev.page != ln.page or step < -pitch:  # the next page, or the top of the next column
+        return prev.text.endswith(_SENTENCE_END) and not ln.text[:1].islower()
+    if step > 1.6 * pitch:
+        return True  # a blank line
+    margin = min((x for x, n in left_edges.items() if abs(x - ln.x0) < 30 and n >= 2), default=round(ln.x0))
+    if ln.x0 - margin > 0.8 * body_size and ln.text[:1].isupper():
+        return True  # a first-line indent
+    return prev.text.endswith(_SENTENCE_END) and prev.x1 < ln.x1 - 4 * body_size  # a short last line
+
+
+def _join(parts: list[str]) -> str:
+    """Lines of one paragraph into one text: PDFium's hyphen marks and line-end hyphens before a lower-case
+    letter join the word; anything else is a space."""
+    text = parts[0]
+    for part in parts[1:]:
+        if text.endswith("-") and len(text) > 1 and text[-2].isalpha() and part[:1].islower():
+            text = text[:-1] + part
+        elif _is_cjk_join(text, part):
+            text += part
+        else:
+            text += " " + part
+    return re.sub(rf"{_HYPHEN_MARK}\s*(?=\w)", "", text).replace(_HYPHEN_MARK, "-")
+
+
+def _is_cjk_join(a: str, b: str) -> bool:
+    """Chinese and Japanese lines join without a space."""
+    return bool(a) and bool(b) and "\u2e80" <= a[-1] <= "\u9fff" and "\u2e80" <= b[0] <= "\uffef"
+
+
+def _toc(pdf, pages: int) -> list[tuple[str, int, float | None]]:
+    """(title, page index, height on the page or None) of the outline entries that start chapters."""
+    entries: list[tuple[int, str, int, float | None]] = []
+    try:
+        for item in pdf.get_toc(max_depth=6):
+            dest = item.get_dest()
+            index = dest.get_index() if dest is not None else None
+            if index is None or not 0 <= index < pages:
+                continue
+            y: float | None = None
+            if dest is not None:
+                _mode, view = dest.get_view()
+                if len(view) >= 2 and view[1]:
+                    y = float(view[1])
+            title = normalize_paragraph(item.get_title() or "")
+            entries.append((item.level, title, index, y))
+    except Exception:  # a broken outline is not worth failing the book over: headings will do
+        return []
+    levels = Counter(level for level, *_ in entries)
+    level = next((lv for lv in sorted(levels) if levels[lv] >= 2), None)
+    if level is None:
+        return []
+    return [(t, i, y) for lv, t, i, y in entries if lv == level]
+
+
+def _title_key(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def _by_outline(paras: list[_Para], toc: list[tuple[str, int, float | None]], skipped: list[str]) -> list[Chapter]:
+    starts = sorted(enumerate(toc), key=lambda t: (t[1][1], -(t[1][2] if t[1][2] is not None else 1e9), t[0]))
+    groups: list[tuple[str, list[_Para]]] = [("", [])]
+    queue = list(starts)
+    for para in paras:
+        while queue and (
+            para.page > queue[0][1][1]
+            or (para.page == queue[0][1][1] and (queue[0][1][2] is None or para.top <= queue[0][1][2] + 2))
+        ):
+            groups.append((queue.pop(0)[1][0], []))
+        groups[-1][1].append(para)
+    groups += [(entry[0], []) for _, entry in queue]
+    lead = groups.pop(0)[1]
+    chapters: list[Chapter] = []
+    if lead:
+        chars = sum(len(p.text) for p in lead)
+        if chars <= FRONT_MATTER_CHARS:
+            many = "paragraphs" if len(lead) > 1 else "paragraph"
+            skipped.append(f"{len(lead)} {many} before the first bookmark ({chars} characters: title page)")
+        else:
+            groups.insert(0, ("", lead))
+    for title, group in groups:
+        texts = [p.text for p in group]
+        # The chapter's heading on the page says its title again: spoken once, as the title.
+        while texts and title and _title_key(texts[0]) and _title_key(texts[0]) in _title_key(title):
+            texts.pop(0)
+        if texts:
+            n = len(chapters) + 1
+            chapters.append(Chapter(n, title or f"Chapter {n}", tuple(texts)))
+    return chapters
+
+
+def _by_headings(paras: list[_Para], body_size: float, title: str) -> list[Chapter]:
+    sizes = Counter(round(p.size, 1) for p in paras if p.size >= body_size * 1.15 and len(p.text) <= 120)
+    level = max((s for s, n in sizes.items() if n >= 2), default=None)
+    if level is not None:
+        is_heading = [round(p.size, 1) == level and len(p.text) <= 120 for p in paras]
+    else:
+        is_heading = [len(p.text) <= 80 and bool(_CHAPTER_LINE.fullmatch(p.text)) for p in paras]
+        if sum(is_heading) < 2:
+            is_heading = [False] * len(paras)
+    chapters: list[tuple[str, list[str]]] = [(title, [])]
+    for para, heading in zip(paras, is_heading, strict=True):
+        if heading:
+            chapters.append((para.text, []))
+        else:
+            chapters[-1][1].append(para.text)
+    kept = [(t, p) for t, p in chapters if p]
+    return [Chapter(n, t, tuple(p)) for n, (t, p) in enumerate(kept, start=1)]
+
+
+def _date(value: str | None) -> str | None:
+    found = re.match(r"D:(\d{4})(\d{2})?(\d{2})?", value or "")
+    if not found:
+        return None
+    return "-".join(g for g in found.groups() if g)
+
+
+def _language(pdf) -> str | None:
+    import pypdfium2.raw as raw
+
+    try:
+        size = raw.FPDFCatalog_GetLanguage(pdf, None, 0)
+        if size <= 2:
+            return None
+        buffer = ctypes.create_string_buffer(size)
+        raw.FPDFCatalog_GetLanguage(pdf, buffer, size)
+        return primary_language(buffer.raw[: size - 2].decode("utf-16-le", "ignore"))
+    except (AttributeError, ctypes.ArgumentError):
+        return None
+
+
+@dataclass
+class _Read:
+    pages: list[_Page] = field(default_factory=list)
+    without_text: list[int] = field(default_factory=list)
+
+
+def read_pdf(path: Path) -> Book:
+    """Read a PDF's text into a ``Book``. Raises InputError, one line, for what cannot be read."""
+    where = path.name
+    pdf = _open(path)
+    try:
+        count = len(pdf)
+        if count > MAX_PAGES:
+            raise InputError(f"{where}: {count} pages is more than a book has (limit {MAX_PAGES}); refusing it")
+        read = _Read()
+        images = 0
+        for n in range(count):
+            page = pdf[n]
+            try:
+                got = _page_lines(page, n)
+            finally:
+                page.close()
+            if sum(c.isalnum() for ln in got.lines for c in ln.text) < MIN_TEXT_CHARS:
+                read.without_text.append(n)
+                images += got.images
+            read.pages.append(got)
+        meta = pdf.get_metadata_dict(skip_empty=True)
+        toc = _toc(pdf, count)
+        language = _language(pdf)
+    finally:
+        pdf.close()
+    if count == 0:
+        raise InputError(f"{where}: the PDF has no pages")
+    if len(read.without_text) == count:
+        if images:
+            raise InputError(
+                f"{where}: a scanned PDF (its {count} page{'s are' if count > 1 else ' is an'} image"
+                f"{'s' if count > 1 else ''} with no text layer); run OCR on it first (e.g. ocrmypdf) and read that"
+            )
+        raise InputError(f"{where}: the PDF holds no text to read")
+    skipped: list[str] = []
+    if len(read.without_text) > max(2, count // 10):
+        skipped.append(f"{len(read.without_text)} pages without text (scanned images or pictures)")
+    sizes = Counter(round(ln.size, 1) for page in read.pages for ln in page.lines for _ in range(len(ln.text)))
+    body_size = sizes.most_common(1)[0][0] if sizes else 10.0
+    dropped = _drop_furniture(read.pages, body_size)
+    if dropped:
+        skipped.append(f"{dropped} running header, footer and page-number lines")
+    paras = _paragraphs(read.pages, body_size)
+    title = meta.get("Title") or path.stem
+    chapters = _by_outline(paras, toc, skipped) if toc else []
+    if not chapters:
+        chapters = _by_headings(paras, body_size, title)
+    if not chapters:
+        raise InputError(f"{where}: the PDF holds no text to read")
+    keywords = [k.strip() for k in re.split(r"[,;]", meta.get("Keywords", "")) if k.strip()]
+    return Book(
+        title=title,
+        chapters=tuple(chapters),
+        author=meta.get("Author") or None,
+        language=language,
+        source=path,
+        skipped=tuple(skipped),
+        info=BookInfo(
+            description=meta.get("Subject") or None, date=_date(meta.get("CreationDate")), subjects=tuple(keywords)
+        ),
+    )
