@@ -46,6 +46,7 @@ _CHAPTER_LINE = re.compile(
     r"(?:chapter|part|book|prologue|epilogue|глава|часть|пролог|эпилог)\b.{0,60}|第[0-9一二三四五六七八九十百千零〇两]{1,8}[章回节卷部篇].{0,30}",
     re.IGNORECASE,
 )
+_BULLETS = frozenset("•◦▪▫●○■□–—►✓")
 _SENTENCE_END = tuple('.!?…:»"”’)]。！？”」』）')
 
 
@@ -273,8 +274,8 @@ def _pitch(lines: list[Line], body_size: float) -> float:
 
 def _breaks(prev: Line, ln: Line, pitch: float, left_edges: Counter[int], body_size: float) -> bool:
     """Whether ``ln`` starts a new paragraph after ``prev``."""
-    if abs(prev.size - ln.size) > 0.8:
-        return True  # a heading and the text around it
+    if abs(prev.size - ln.size) > 0.8 or ln.text[:1] in _BULLETS:
+        return True  # a heading and the text around it; an item of a list
     step = prev.bottom - ln.first
     if prev.page != ln.page or step < -pitch:  # the next page, or the top of the next column
         return prev.text.endswith(_SENTENCE_END) and not ln.text[:1].islower()
