@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("convert", "convert one book to audio"), ("plan", "show what convert would do")):
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
-        p.add_argument("book", type=Path, help="a .txt, .md, .html or .epub file")
+        p.add_argument(
+            "book", type=Path, help="a .txt, .md, .html, .epub, .pdf, .docx, .fb2 (.fb2.zip), .mobi or .azw3 file"
+        )
         p.add_argument("-o", "--output", type=Path, help="output folder (default: ./<book file name>)")
         if name == "convert":
             p.add_argument("--dry-run", action="store_true", help="read and chunk only; send nothing")

@@ -140,7 +140,7 @@ def book_pdf(
     header: str | None = HEADER,
 ) -> int:
     """A one-column book; returns how many words were hyphenated across lines."""
-    c = canvas.Canvas(str(path), pagesize=A4)
+    c = canvas.Canvas(str(path), pagesize=A4, lang="en-GB")
     c.setTitle("The Lantern Keeper")
     c.setAuthor("Ada Example")
     c.setKeywords("sea, lighthouses")

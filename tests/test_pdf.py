@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.errors import InputError
 from pipeline.readers import read_book
+from pipeline.readers.pdf import read_pdf
 from tests.helpers import run_cli
 from tests.pdfbooks import book_pdf, encrypted_pdf, scanned_pdf, sentences, two_column_pdf
 
@@ -37,6 +38,7 @@ def test_outline_chapters_with_every_paragraph_as_written_and_no_headers_or_page
     assert "-" not in text  # no hyphen left where a word was split
     assert (book.title, book.author, book.language) == ("The Lantern Keeper", "Ada Example", "en")
     assert book.info.subjects == ("sea", "lighthouses")
+    assert read_pdf(path).language == "en"  # the document's own /Lang, not a guess from its text
     assert book.skipped[0].endswith("running header, footer and page-number lines")
     assert "before the first bookmark" in book.skipped[1]  # the title page
 
@@ -96,5 +98,5 @@ def test_a_pdf_under_another_name_is_read_as_a_pdf_and_a_broken_one_refused(tmp_
         read_book(broken)
     text = tmp_path / "notes.pdf"
     text.write_text("Just some notes.\n")
-    with pytest.raises(InputError, match="the file is text, not PDF"):
+    with pytest.raises(InputError, match="the file is text, not a PDF"):
         read_book(text)

@@ -41,6 +41,10 @@ _SUPPORTED = "supported: .txt .md .html .epub .pdf .docx .fb2 .mobi .azw3"
 _NAMES = {"pdf": "PDF", "epub": "EPUB", "docx": "DOCX", "fb2": "FB2", "mobi": "MOBI", "html": "HTML", "text": "text"}
 
 
+def _a(name: str) -> str:
+    return f"an {name}" if name[:1] in "AEFHILMNORSX" else f"a {name}"
+
+
 def _suffix_kind(path: Path) -> str | None:
     """The reader a file's name asks for, if any."""
     name = path.name.lower()
@@ -94,10 +98,12 @@ def choose_reader(path: Path) -> str:
     if named is None:
         return found
     if found in BINARY_KINDS and found != named:
-        log.warning("%s: the file is %s despite its name; reading it as %s", path.name, _NAMES[found], _NAMES[found])
+        log.warning(
+            "%s: the file is %s despite its name; reading it as %s", path.name, _a(_NAMES[found]), _NAMES[found]
+        )
         return found
     if named in BINARY_KINDS and found in ("text", "html"):
-        raise InputError(f"{path}: the file is {_NAMES[found]}, not {_NAMES[named]}; rename it to what it is")
+        raise InputError(f"{path}: the file is {_NAMES[found]}, not {_a(_NAMES[named])}; rename it to what it is")
     return named
 
 

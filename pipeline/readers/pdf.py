@@ -400,9 +400,9 @@ def _language(pdf) -> str | None:
         size = raw.FPDFCatalog_GetLanguage(pdf, None, 0)
         if size <= 2:
             return None
-        buffer = ctypes.create_string_buffer(size)
+        buffer = (ctypes.c_ushort * (size // 2))()
         raw.FPDFCatalog_GetLanguage(pdf, buffer, size)
-        return primary_language(buffer.raw[: size - 2].decode("utf-16-le", "ignore"))
+        return primary_language(bytes(buffer)[: size - 2].decode("utf-16-le", "ignore"))
     except (AttributeError, ctypes.ArgumentError):
         return None
 

@@ -96,13 +96,20 @@ def _zip_kind(path: Path) -> str:
 
 def content_kind(path: Path, zip_as: str | None = None) -> str:
     """The reader the content of ``path`` calls for, or "!" and the name of a format we do not read. A zip is
-    taken as ``zip_as`` when given (the name says which zip book it is: its reader checks the members)."""
+    whose members match no e-book, or that cannot be opened, is taken as ``zip_as`` when given (what its name
+    says it is: that reader says what is wrong with it)."""
     head = read_head(path)
     start = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
     if start.startswith(b"%PDF-"):
         return "pdf"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return zip_as or _zip_kind(path)
+        try:
+            found = _zip_kind(path)
+        except InputError:
+            if zip_as is None:
+                raise
+            return zip_as  # its reader opens it again and says what is wrong in its own words
+        return zip_as if found == "!zip" and zip_as else found
     if head[60:68] in (b"BOOKMOBI", b"TEXtREAd"):
         return "mobi"
     if start.startswith(b"{\\rtf"):
