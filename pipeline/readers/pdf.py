@@ -20,6 +20,7 @@ this process: a hostile PDF meets the same parser Chrome uses, with its fuzzing,
 from __future__ import annotations
 
 import ctypes
+import logging
 import re
 import statistics
 from collections import Counter
@@ -29,6 +30,8 @@ from pathlib import Path
 from pipeline.errors import InputError
 from pipeline.models import Book, BookInfo, Chapter
 from pipeline.textfacts import normalize_paragraph, primary_language
+
+log = logging.getLogger("audiobook")
 
 MB = 1024 * 1024
 MAX_PDF_BYTES = 500 * MB
@@ -411,10 +414,13 @@ def _language(pdf) -> str | None:
 class _Read:
     pages: list[_Page] = field(default_factory=list)
     without_text: list[int] = field(default_factory=list)
+    damaged: list[int] = field(default_factory=list)
 
 
 def read_pdf(path: Path) -> Book:
     """Read a PDF's text into a ``Book``. Raises InputError, one line, for what cannot be read."""
+    import pypdfium2 as pdfium
+
     where = path.name
     pdf = _open(path)
     try:
@@ -424,9 +430,16 @@ def read_pdf(path: Path) -> Book:
         read = _Read()
         images = 0
         for n in range(count):
-            page = pdf[n]
+            try:
+                page = pdf[n]
+            except pdfium.PdfiumError:
+                read.damaged.append(n)  # a page object the file has lost: its text is gone, the rest is not
+                continue
             try:
                 got = _page_lines(page, n)
+            except pdfium.PdfiumError:
+                read.damaged.append(n)
+                continue
             finally:
                 page.close()
             if sum(c.isalnum() for ln in got.lines for c in ln.text) < MIN_TEXT_CHARS:
@@ -440,7 +453,9 @@ def read_pdf(path: Path) -> Book:
         pdf.close()
     if count == 0:
         raise InputError(f"{where}: the PDF has no pages")
-    if len(read.without_text) == count:
+    if len(read.damaged) == count:
+        raise InputError(f"{where}: none of the PDF's {count} pages can be read; the file is damaged")
+    if len(read.without_text) + len(read.damaged) == count:
         if images:
             raise InputError(
                 f"{where}: a scanned PDF (its {count} page{'s are' if count > 1 else ' is an'} image"
@@ -448,6 +463,10 @@ def read_pdf(path: Path) -> Book:
             )
         raise InputError(f"{where}: the PDF holds no text to read")
     skipped: list[str] = []
+    if read.damaged:
+        first = ", ".join(str(n + 1) for n in read.damaged[:5])
+        skipped.append(f"{len(read.damaged)} damaged page{'s' if len(read.damaged) > 1 else ''} ({first})")
+        log.warning("%s: %d page(s) could not be read (damaged): %s", where, len(read.damaged), first)
     if len(read.without_text) > max(2, count // 10):
         skipped.append(f"{len(read.without_text)} pages without text (scanned images or pictures)")
     sizes = Counter(round(ln.size, 1) for page in read.pages for ln in page.lines for _ in range(len(ln.text)))
