@@ -28,6 +28,7 @@ def make_docx(path: Path) -> Path:
     props.keywords = "lighthouses; the sea"
     props.subject = "Fiction"
     doc.add_heading("The Keeper's Log", level=0)  # Title style
+    doc.add_paragraph("CONTENTS_HERE")
     doc.add_paragraph("A note before the first part.")
     doc.add_heading("Part One", level=1)
     doc.add_paragraph("The part opens with a short word.")
@@ -78,6 +79,16 @@ def _inject(path: Path) -> None:
         " COMMENT_HERE": '</w:t></w:r><w:commentRangeStart w:id="0"/><w:r><w:t xml:space="preserve"> It anchored.'
         '</w:t></w:r><w:commentRangeEnd w:id="0"/><w:r><w:commentReference w:id="0"/></w:r><w:r><w:t>',
     }
+    contents = (
+        '<w:sdt><w:sdtPr><w:docPartObj><w:docPartGallery w:val="Table of Contents"/><w:docPartUnique/>'
+        "</w:docPartObj></w:sdtPr><w:sdtContent><w:p><w:r><w:t>Contents</w:t></w:r></w:p>"
+        '<w:p><w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText> TOC \\o "1-3" </w:instrText></w:r>'
+        '<w:r><w:fldChar w:fldCharType="separate"/></w:r><w:r><w:t>Part One 1</w:t></w:r></w:p>'
+        '<w:p><w:r><w:t>The Storm 2</w:t></w:r><w:r><w:fldChar w:fldCharType="end"/></w:r></w:p>'
+        "</w:sdtContent></w:sdt>"
+    )
+    start = xml.index("CONTENTS_HERE")
+    xml = xml[: xml.rindex("<w:p>", 0, start)] + contents + xml[xml.index("</w:p>", start) + len("</w:p>") :]
     for marker, xml_part in replacements.items():
         assert marker in xml, marker
         xml = xml.replace(marker, xml_part)
@@ -114,9 +125,9 @@ def test_headings_make_chapters_and_notes_comments_hidden_and_deleted_text_are_n
     ]
     text = " ".join(p for c in book.chapters for p in c.paragraphs)
     assert text.count("Boxed words") == 1  # Word's fallback copy of the text box is not read again
-    for never in (FOOTNOTE, COMMENT, "Secret hidden", "Struck words", "PAGE"):
+    for never in (FOOTNOTE, COMMENT, "Secret hidden", "Struck words", "Contents", "TOC", "Storm 2"):
         assert never not in text
-    assert book.skipped == ("1 footnote (not read)", "1 comment (not read)")
+    assert book.skipped == ("Table of contents (contents)", "1 footnote (not read)", "1 comment (not read)")
 
 
 def test_core_properties_fill_the_book(tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ def originals(tmp: str) -> dict[str, bytes]:
     document.add_heading("One", level=1)
     document.add_paragraph(sentences(3, 3))
     document.save(str(folder / "seed.docx"))
-    markup = "<html><body><h2>One</h2><p>" + sentences(4, 20) + "</p><mbp:pagebreak/><h2>Two</h2><p>Two.</p></body></html>"
+    markup = (
+        "<html><body><h2>One</h2><p>" + sentences(4, 20) + "</p><mbp:pagebreak/><h2>Two</h2><p>Two.</p></body></html>"
+    )
     return {
         ".pdf": pdf.read_bytes(),
         ".docx": (folder / "seed.docx").read_bytes(),

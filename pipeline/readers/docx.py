@@ -47,8 +47,13 @@ _SKIP = frozenset(
 TITLE = 0  # heading "level" of the Title style
 
 
+_TOC_NAME = re.compile(r"toc\s*\d|table of contents|toc heading", re.IGNORECASE)
+TOC = -1  # "level" of a table of contents entry: never read
+
+
 def _styles(zf: SafeZip, path: str | None) -> dict[str, int]:
-    """Style id -> heading level (0 for Title, 1.. for headings), following ``basedOn`` a few steps."""
+    """Style id -> heading level (0 for Title, 1.. for headings, ``TOC`` for contents entries), following
+    ``basedOn`` a few steps."""
     if path is None or zf.resolve(path) is None:
         return {}
     root = parse_xml(zf.read(path), f"{zf.label}: {path}")
@@ -64,6 +69,8 @@ def _styles(zf: SafeZip, path: str | None) -> dict[str, int]:
         level: int | None = None
         if name.strip().lower() == "title":
             level = TITLE
+        elif _TOC_NAME.fullmatch(name.strip()):
+            level = TOC
         elif found := _HEADING_NAME.match(name.strip()):
             level = int(found.group(1))
         elif outline is not None and (outline.get(f"{W}val") or "").isdigit() and int(outline.get(f"{W}val")) < 9:
@@ -129,6 +136,11 @@ def _level(p: etree._Element, styles: dict[str, int]) -> int | None:
     return None
 
 
+def _is_contents(sdt: etree._Element) -> bool:
+    gallery = sdt.find(f"{W}sdtPr/{W}docPartObj/{W}docPartGallery")
+    return gallery is not None and (gallery.get(f"{W}val") or "").lower().startswith("table of contents")
+
+
 def _blocks(body: etree._Element, styles: dict[str, int]) -> list[tuple[str, int | None]]:
     """(text, heading level or None) for every paragraph of the body in order, tables' cells included."""
     out: list[tuple[str, int | None]] = []
@@ -140,21 +152,27 @@ def _blocks(body: etree._Element, styles: dict[str, int]) -> list[tuple[str, int
             continue
         if not isinstance(el.tag, str) or el.tag in _SKIP or el.tag == f"{W}sectPr":
             continue
+        if el.tag == f"{W}sdt" and _is_contents(el):
+            out.append(("", TOC))  # Word's table of contents: page numbers and titles said again
+            continue
         if el.tag == f"{W}p":
             text = _paragraph(el)
-            if any(c.isalnum() for c in text):
-                out.append((text, _level(el, styles)))
+            level = _level(el, styles)
+            if level == TOC:
+                out.append(("", TOC))
+            elif any(c.isalnum() for c in text):
+                out.append((text, level))
         else:  # tables, rows, cells, content controls (w:sdt), custom XML: their paragraphs in order
             stack.append(iter(el))
     return out
 
 
 def _chapters(blocks: list[tuple[str, int | None]], title: str) -> tuple[list[Chapter], str | None]:
-    """Chapters at Heading 1 and 2: with both, a Heading 1 names the part its Heading 2 chapters belong to
+    """Chapters at Heading 1 and 2 (contents entries left out): with both, a Heading 1 names the part its Heading 2 chapters belong to
     (and its own text before them is a chapter); with one of them, each starts a chapter. Deeper headings
     are read as lines of the chapter. Returns the chapters and the Title paragraph's text, if any."""
     doc_title = next((t for t, lv in blocks if lv == TITLE), None)
-    blocks = [(t, lv) for t, lv in blocks if lv != TITLE]
+    blocks = [(t, lv) for t, lv in blocks if lv not in (TITLE, TOC)]
     used = sorted({lv for _, lv in blocks if lv in (1, 2)})
     chapters: list[Chapter] = []
     current: tuple[str, list[str], str | None] = (doc_title or title, [], None)
@@ -220,10 +238,12 @@ def read_docx(path: Path) -> Book:
     if body is None:
         raise InputError(f"{path.name}: the Word document has no body; the file is damaged")
     notes = {kind: sum(1 for _ in root.iter(f"{W}{kind}Reference")) for kind in ("footnote", "endnote", "comment")}
-    chapters, doc_title = _chapters(_blocks(body, styles), core.get("title") or path.stem)
+    blocks = _blocks(body, styles)
+    chapters, doc_title = _chapters(blocks, core.get("title") or path.stem)
     if not chapters:
         raise InputError(f"{path.name}: the Word document holds no readable text")
-    skipped = [f"{n} {kind}{'s' if n > 1 else ''} (not read)" for kind, n in notes.items() if n]
+    skipped = ["Table of contents (contents)"] if any(lv == TOC for _, lv in blocks) else []
+    skipped += [f"{n} {kind}{'s' if n > 1 else ''} (not read)" for kind, n in notes.items() if n]
     keywords = [k.strip() for k in re.split(r"[,;]", core.get("keywords", "")) if k.strip()]
     subjects = tuple(dict.fromkeys([*([core["subject"]] if "subject" in core else []), *keywords]))
     return Book(
