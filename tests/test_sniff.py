@@ -82,3 +82,28 @@ def test_text_under_an_e_book_name_is_refused_not_read(tmp_path: Path, name: str
     with pytest.raises(InputError, match=f"{name}: ") as info:
         read_book(path)
     assert "\n" not in str(info.value)
+
+
+def test_each_new_format_plans_through_the_cli(tmp_path: Path) -> None:
+    import json
+
+    from tests.test_fb2 import BINARY, BODY, fb2
+
+    pdf = tmp_path / "book.pdf"
+    book_pdf(pdf, [("One", [sentences(1, 3)]), ("Two", [sentences(2, 3)])])
+    (tmp_path / "book.fb2").write_text(fb2(BODY, extra=BINARY), encoding="utf-8")
+    (tmp_path / "book.mobi").write_bytes(mobi_file("<h2>One</h2><p>A.</p><mbp:pagebreak/><h2>Two</h2><p>B.</p>"))
+    document = docx.Document()
+    for title in ("One", "Two"):
+        document.add_heading(title, level=1)
+        document.add_paragraph(f"Text of {title}.")
+    document.save(str(tmp_path / "book.docx"))
+    for name, titles in (
+        ("book.pdf", ["One", "Two"]),
+        ("book.fb2", ["Часть первая. Берег", "Глава 1", "Глава 2", "Глава 3"]),
+        ("book.mobi", ["One", "Two"]),
+        ("book.docx", ["One", "Two"]),
+    ):
+        result = run_cli("plan", str(tmp_path / name), "--json")
+        assert result.returncode == 0, result.stderr
+        assert [c["title"] for c in json.loads(result.stdout)["chapters"]] == titles, name
