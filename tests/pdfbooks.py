@@ -87,14 +87,14 @@ class Typesetter:
                 self.new_page()
                 self.c.setFont("Helvetica", BODY)
 
-    def heading(self, text: str, key: str | None = None) -> None:
+    def heading(self, text: str, key: str | None = None, level: int = 0) -> None:
         if self.y < self.height - MARGIN - 40:
             self.new_page()
         self.c.setFont("Helvetica-Bold", HEADING)
         self.c.drawString(self.x, self.y, text)
         if key:
             self.c.bookmarkPage(key, fit="XYZ", top=self.y + HEADING)
-            self.c.addOutlineEntry(text, key, level=0)
+            self.c.addOutlineEntry(text, key, level=level)
         self.y -= LEADING * 2.5
 
     def lines_of(self, text: str, indent: float) -> list[str]:
@@ -138,8 +138,10 @@ def book_pdf(
     outline: bool = True,
     title_page: str | None = "The Lantern Keeper",
     header: str | None = HEADER,
+    parts: dict[int, str] | None = None,
 ) -> int:
-    """A one-column book; returns how many words were hyphenated across lines."""
+    """A one-column book; returns how many words were hyphenated across lines. ``parts`` puts a part's title
+    page (and outline entry, one level above its chapters') before the chapter of that index."""
     c = canvas.Canvas(str(path), pagesize=A4, lang="en-GB")
     c.setTitle("The Lantern Keeper")
     c.setAuthor("Ada Example")
@@ -150,7 +152,10 @@ def book_pdf(
         c.drawCentredString(t.width / 2, t.height / 2, title_page)
         t.new_page()
     for n, (title, paragraphs) in enumerate(chapters):
-        t.heading(title, f"ch{n}" if outline else None)
+        if parts and n in parts:
+            t.heading(parts[n], f"part{n}" if outline else None)
+            t.new_page()
+        t.heading(title, f"ch{n}" if outline else None, level=1 if parts else 0)
         for text in paragraphs:
             t.paragraph(text)
     c.save()

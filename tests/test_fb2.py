@@ -100,6 +100,20 @@ def test_description_gives_title_authors_language_cover_and_info(tmp_path: Path)
     assert (info.publisher, info.date, info.isbn) == ("Северное издательство", "2022", "978-5-00000-000-0")
 
 
+def test_numbered_sections_inside_a_chapter_are_its_scenes(tmp_path: Path) -> None:
+    body = (
+        "<body><section><title><p>Глава 1</p></title><p>Начало.</p>"
+        "<section><title><p>1</p></title><p>Первая сцена.</p></section>"
+        "<section><title><p>* * *</p></title><p>Вторая сцена.</p></section></section>"
+        "<section><title><p>Глава 2</p></title><section><p>Без заголовка.</p></section></section></body>"
+    )
+    book = read_book(write(tmp_path / "scenes.fb2", fb2(body)))
+    assert [(c.title, c.part, c.paragraphs) for c in book.chapters] == [
+        ("Глава 1", None, ("Начало.", "Первая сцена.", "Вторая сцена.")),
+        ("Глава 2", None, ("Без заголовка.",)),
+    ]
+
+
 def test_flat_sections_without_titles_and_a_windows_1251_file(tmp_path: Path) -> None:
     body = "<body><section><p>Первый.</p></section><section><p>Второй.</p></section></body>"
     path = tmp_path / "plain.fb2"

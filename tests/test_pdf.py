@@ -43,6 +43,16 @@ def test_outline_chapters_with_every_paragraph_as_written_and_no_headers_or_page
     assert "before the first bookmark" in book.skipped[1]  # the title page
 
 
+def test_an_outline_of_parts_gives_their_chapters_each_naming_its_part(tmp_path: Path) -> None:
+    path = tmp_path / "parts.pdf"
+    chapters = [*CHAPTERS, ("The Return", [sentences(9, 4)])]
+    book_pdf(path, chapters, parts={0: "Part One", 2: "Part Two"})
+    book = read_book(path)
+    assert [(c.title, c.part, list(c.paragraphs)) for c in book.chapters] == [
+        (t, "Part One" if n < 2 else "Part Two", p) for n, (t, p) in enumerate(chapters)
+    ]
+
+
 def test_without_an_outline_chapters_come_from_the_larger_headings(tmp_path: Path) -> None:
     path = tmp_path / "lantern.pdf"
     book_pdf(path, CHAPTERS, outline=False, title_page=None)

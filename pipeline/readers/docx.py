@@ -168,9 +168,9 @@ def _blocks(body: etree._Element, styles: dict[str, int]) -> list[tuple[str, int
 
 
 def _chapters(blocks: list[tuple[str, int | None]], title: str) -> tuple[list[Chapter], str | None]:
-    """Chapters at Heading 1 and 2 (contents entries left out): with both, a Heading 1 names the part its Heading 2 chapters belong to
-    (and its own text before them is a chapter); with one of them, each starts a chapter. Deeper headings
-    are read as lines of the chapter. Returns the chapters and the Title paragraph's text, if any."""
+    """Chapters at Heading 1 and 2 (contents entries left out): with both, a Heading 1 names the part its
+    Heading 2 chapters belong to (and its own text before them is a chapter); with one of them, each starts a
+    chapter. Deeper headings are read as lines of the chapter. Returns the chapters and the Title's text."""
     doc_title = next((t for t, lv in blocks if lv == TITLE), None)
     blocks = [(t, lv) for t, lv in blocks if lv not in (TITLE, TOC)]
     used = sorted({lv for _, lv in blocks if lv in (1, 2)})

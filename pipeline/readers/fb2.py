@@ -2,9 +2,10 @@
 the bodies of notes and comments are left out with the note references in the text, the cover comes from
 its <binary>, and <description> gives the title, authors, language, annotation, genres, series and publisher.
 
-Nesting: a section that holds sections is a part; the leaf sections under it are the chapters, each naming
-its part (``Chapter.part``). Text a part holds before its first section (an epigraph, an introduction) is a
-chapter under the part's own title.
+Nesting: a section that holds titled sections is a part, and the sections under it are its chapters, each
+naming its part (``Chapter.part``); text a part holds before its first section (an epigraph, an introduction)
+is a chapter under the part's own title. Sections whose titles are only a number or a mark ("2", "* * *"), or
+that have none, are scenes of the chapter around them, read in it.
 
 The file is XML read by the hardened parser (``htmltext.parse_xml``: no entities, no DTD, no network,
 libxml2's limits on), at most ``MAX_FB2_BYTES``; a zipped one passes the same zip checks as an EPUB.
@@ -106,6 +107,24 @@ def _title(section: etree._Element) -> str | None:
     return ". ".join(line.rstrip(".") for line in lines) if lines else None
 
 
+def _is_scene(section: etree._Element) -> bool:
+    """A section that is a scene of its chapter rather than a chapter: no sections inside, and a title that
+    says nothing but a number or a mark."""
+    if _children(section, "section"):
+        return False
+    title = _title(section)
+    return title is None or not any(c.isalpha() for c in title)
+
+
+def _chapter_text(el: etree._Element, out: list[str]) -> None:
+    """A chapter's paragraphs in order, its scenes' included (their number-only titles are not read)."""
+    for child in el:
+        if _local(child) == "section":
+            _chapter_text(child, out)
+        elif _local(child) != "title":
+            _paragraphs([child], out)
+
+
 @dataclass
 class _Walk:
     chapters: list[Chapter] = field(default_factory=list)
@@ -118,10 +137,11 @@ class _Walk:
     def section(self, el: etree._Element, part: str | None) -> None:
         title = _title(el)
         subsections = _children(el, "section")
-        if not subsections:
-            leaf: list[str] = []
-            _paragraphs((c for c in el if _local(c) != "title"), leaf)
-            self.add(title, leaf, part)
+        if all(_is_scene(sub) for sub in subsections):
+            # A chapter, its sections (if any) scenes inside it: "1", "2", "* * *" or no title at all.
+            text: list[str] = []
+            _chapter_text(el, text)
+            self.add(title, text, part)
             return
         # A part: what it says before its first section is a chapter of its own, then its sections; text
         # between its sections (rare) joins the chapter before it.
@@ -133,13 +153,13 @@ class _Walk:
                 if _local(child) != "title":
                     run.append(child)
                 continue
-            text: list[str] = []
-            _paragraphs(run, text)
+            between: list[str] = []
+            _paragraphs(run, between)
             if lead:
-                self.add(title or part, text, part)
-            elif text:
+                self.add(title or part, between, part)
+            elif between:
                 last = self.chapters[-1]
-                self.chapters[-1] = dataclasses.replace(last, paragraphs=(*last.paragraphs, *text))
+                self.chapters[-1] = dataclasses.replace(last, paragraphs=(*last.paragraphs, *between))
             run, lead = [], False
             if child is not None:
                 self.section(child, own)

@@ -7,8 +7,9 @@ aside, repeats on several pages and is no larger than the body text) and page nu
 as hyphenated across lines (U+FFFE) and lines into paragraphs (a larger gap than the line spacing, a first-line
 indent, a short line ending a sentence).
 
-Chapters come from the outline (bookmarks) at its first level with two entries or more, cut at the entry's
-page and, when it gives one, its height on the page; without an outline, from headings: lines of a size
+Chapters come from the outline (bookmarks) at its first level with two entries or more (or, where those are
+parts holding entries on pages of their own, at the entries under them), cut at the entry's page and, when it
+gives one, its height on the page; without an outline, from headings: lines of a size
 larger than the body text's, standing alone (the largest such size that occurs twice), else lines that read
 like chapter headings ("Chapter 4", "第三章").
 
@@ -19,7 +20,9 @@ this process: a hostile PDF meets the same parser Chrome uses, with its fuzzing,
 
 from __future__ import annotations
 
+import bisect
 import ctypes
+import dataclasses
 import logging
 import re
 import statistics
@@ -233,7 +236,39 @@ def _drop_furniture(pages: list[_Page], body_size: float) -> int:
     return dropped
 
 
-def _paragraphs(pages: list[_Page], body_size: float) -> list[_Para]:
+def _in_order(starts: list[_Start]) -> list[_Start]:
+    """Chapter starts in reading order: by page, then from the top (a start without a height is the page's top)."""
+    return sorted(starts, key=lambda t: (t.page, -(t.y if t.y is not None else float("inf"))))
+
+
+class _Sections:
+    """Which outline chapter a point of the book is in: the number of chapter starts at or before it."""
+
+    def __init__(self, starts: list[_Start]) -> None:
+        self.before: Counter[int] = Counter()  # page -> starts on earlier pages
+        self.on: dict[int, list[float | None]] = {}
+        for start in starts:
+            self.on.setdefault(start.page, []).append(start.y)
+        total = 0
+        for page in sorted(self.on):
+            self.before[page] = total
+            total += len(self.on[page])
+        self.pages = sorted(self.on)
+        self.total = total
+
+    def of(self, page: int, top: float) -> int:
+        at = bisect.bisect_right(self.pages, page)
+        if at == 0:
+            return 0
+        last = self.pages[at - 1]
+        if last < page:
+            return self.before[last] + len(self.on[last])
+        here = sum(1 for y in self.on[page] if y is None or top <= y + 2)
+        return self.before[page] + here
+
+
+def _paragraphs(pages: list[_Page], body_size: float, sections: _Sections | None = None) -> list[_Para]:
+    """Lines into paragraphs, in reading order; a paragraph never runs across an outline chapter's start."""
     paras: list[_Para] = []
     parts: list[str] = []
     first: Line | None = None
@@ -255,7 +290,10 @@ def _paragraphs(pages: list[_Page], body_size: float) -> list[_Para]:
         left_edges = Counter(round(ln.x0) for ln in lines)
         pitch = _pitch(lines, body_size)
         for ln in lines:
-            if prev is not None and _breaks(prev, ln, pitch, left_edges, body_size):
+            if prev is not None and (
+                _breaks(prev, ln, pitch, left_edges, body_size)
+                or (sections is not None and sections.of(prev.page, prev.top) != sections.of(ln.page, ln.top))
+            ):
                 flush()
             if first is None:
                 first = ln
@@ -309,9 +347,21 @@ def _is_cjk_join(a: str, b: str) -> bool:
     return bool(a) and bool(b) and "\u2e80" <= a[-1] <= "\u9fff" and "\u2e80" <= b[0] <= "\uffef"
 
 
-def _toc(pdf, pages: int) -> list[tuple[str, int, float | None]]:
-    """(title, page index, height on the page or None) of the outline entries that start chapters."""
-    entries: list[tuple[int, str, int, float | None]] = []
+@dataclass(frozen=True)
+class _Start:
+    """Where an outline entry's chapter starts: its page and, when the entry gives one, its height there."""
+
+    title: str
+    page: int
+    y: float | None
+    part: str | None = None
+
+
+def _toc(pdf, pages: int) -> list[_Start]:
+    """The outline entries that start chapters: those of the first level with two entries or more. Where most
+    of them hold two entries or more on pages of their own (a part and its chapters), those are the chapters,
+    each naming its part, and the part's own entry starts the text it has before them."""
+    entries: list[tuple[int, _Start]] = []
     try:
         for item in pdf.get_toc(max_depth=6):
             dest = item.get_dest()
@@ -323,33 +373,40 @@ def _toc(pdf, pages: int) -> list[tuple[str, int, float | None]]:
                 _mode, view = dest.get_view()
                 if len(view) >= 2 and view[1]:
                     y = float(view[1])
-            title = normalize_paragraph(item.get_title() or "")
-            entries.append((item.level, title, index, y))
+            entries.append((item.level, _Start(normalize_paragraph(item.get_title() or ""), index, y)))
     except Exception:  # a broken outline is not worth failing the book over: headings will do
         return []
-    levels = Counter(level for level, *_ in entries)
+    levels = Counter(level for level, _ in entries)
     level = next((lv for lv in sorted(levels) if levels[lv] >= 2), None)
     if level is None:
         return []
-    return [(t, i, y) for lv, t, i, y in entries if lv == level]
+    tops: list[tuple[_Start, list[_Start]]] = []
+    for lv, start in entries:
+        if lv == level:
+            tops.append((start, []))
+        elif lv == level + 1 and tops:
+            tops[-1][1].append(start)
+    parts = [kids for _, kids in tops if len(kids) >= 2 and len({k.page for k in kids}) == len(kids)]
+    if len(parts) * 2 < len(tops):
+        return [top for top, _ in tops]
+    starts: list[_Start] = []
+    for top, kids in tops:
+        starts.append(top)
+        if len(kids) >= 2:
+            starts += [dataclasses.replace(kid, part=top.title) for kid in kids]
+    return starts
 
 
 def _title_key(text: str) -> str:
     return "".join(c for c in text.casefold() if c.isalnum())
 
 
-def _by_outline(paras: list[_Para], toc: list[tuple[str, int, float | None]], skipped: list[str]) -> list[Chapter]:
-    starts = sorted(enumerate(toc), key=lambda t: (t[1][1], -(t[1][2] if t[1][2] is not None else 1e9), t[0]))
-    groups: list[tuple[str, list[_Para]]] = [("", [])]
-    queue = list(starts)
+def _by_outline(paras: list[_Para], toc: list[_Start], skipped: list[str]) -> list[Chapter]:
+    ordered = _in_order(toc)
+    sections = _Sections(ordered)
+    groups: list[tuple[_Start | None, list[_Para]]] = [(None, [])] + [(start, []) for start in ordered]
     for para in paras:
-        while queue and (
-            para.page > queue[0][1][1]
-            or (para.page == queue[0][1][1] and (queue[0][1][2] is None or para.top <= queue[0][1][2] + 2))
-        ):
-            groups.append((queue.pop(0)[1][0], []))
-        groups[-1][1].append(para)
-    groups += [(entry[0], []) for _, entry in queue]
+        groups[sections.of(para.page, para.top)][1].append(para)
     lead = groups.pop(0)[1]
     chapters: list[Chapter] = []
     if lead:
@@ -358,15 +415,16 @@ def _by_outline(paras: list[_Para], toc: list[tuple[str, int, float | None]], sk
             many = "paragraphs" if len(lead) > 1 else "paragraph"
             skipped.append(f"{len(lead)} {many} before the first bookmark ({chars} characters: title page)")
         else:
-            groups.insert(0, ("", lead))
-    for title, group in groups:
+            groups.insert(0, (None, lead))
+    for start, group in groups:
+        title = start.title if start else ""
         texts = [p.text for p in group]
         # The chapter's heading on the page says its title again: spoken once, as the title.
         while texts and title and _title_key(texts[0]) and _title_key(texts[0]) in _title_key(title):
             texts.pop(0)
         if texts:
             n = len(chapters) + 1
-            chapters.append(Chapter(n, title or f"Chapter {n}", tuple(texts)))
+            chapters.append(Chapter(n, title or f"Chapter {n}", tuple(texts), start.part if start else None))
     return chapters
 
 
@@ -474,7 +532,7 @@ def read_pdf(path: Path) -> Book:
     dropped = _drop_furniture(read.pages, body_size)
     if dropped:
         skipped.append(f"{dropped} running header, footer and page-number lines")
-    paras = _paragraphs(read.pages, body_size)
+    paras = _paragraphs(read.pages, body_size, _Sections(_in_order(toc)))
     title = meta.get("Title") or path.stem
     chapters = _by_outline(paras, toc, skipped) if toc else []
     if not chapters:
