@@ -41,6 +41,11 @@ _SUPPORTED = "supported: .txt .md .html .epub .pdf .docx .fb2 .mobi .azw3"
 _NAMES = {"pdf": "PDF", "epub": "EPUB", "docx": "DOCX", "fb2": "FB2", "mobi": "MOBI", "html": "HTML", "text": "text"}
 
 
+def is_book_name(path: Path) -> bool:
+    """Whether a file's name makes it a book for `batch FOLDER` and a job file's globs."""
+    return path.suffix.lower() in BOOK_SUFFIXES or path.name.lower().endswith(".fb2.zip")
+
+
 def _a(name: str) -> str:
     return f"an {name}" if name[:1] in "AEFHILMNORSX" else f"a {name}"
 
