@@ -118,59 +118,77 @@ def _page_lines(page, number: int) -> _Page:  # page: pdfium.PdfPage
         text = textpage.get_text_range(0, count) if count else ""
         if len(text) != count:  # characters beyond the BMP take two UTF-16 units: ask one by one
             text = "".join(chr(raw.FPDFText_GetUnicode(textpage, i)) for i in range(count))
+        handle = textpage.raw
+        get_box, get_size, get_origin = raw.FPDFText_GetCharBox, raw.FPDFText_GetFontSize, raw.FPDFText_GetCharOrigin
         left, right, bottom, top = ctypes.c_double(), ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
         origin_x, origin_y = ctypes.c_double(), ctypes.c_double()
         lines: list[Line] = []
         chars: list[str] = []
-        box: list[float] = []  # x0, x1, top of the piece so far
+        x0 = x1 = y_top = 0.0  # the box of the piece so far
         sizes: list[float] = []
-        bases: list[float] = []  # the baselines of its characters
-        last_x1 = 0.0
-        last_base = 0.0
+        bases: list[float] = []  # the baselines of its words
+        last_x1 = last_base = last_bottom = 0.0
+        size = 1.0
+        word_start = True
 
         def flush() -> None:
             piece = "".join(chars).strip()
             if piece and sizes:
                 base = bases[-1]  # where a hyphen-joined piece ends: the next line is measured from there
-                lines.append(Line(piece, box[0], box[1], box[2], base, statistics.median(sizes), number, bases[0]))
+                lines.append(Line(piece, x0, x1, y_top, base, statistics.median(sizes), number, bases[0]))
             chars.clear()
-            box.clear()
             sizes.clear()
             bases.clear()
 
         for i, ch in enumerate(text):
             if ch in "\r\n":
                 flush()
+                word_start = True
                 continue
             if ch.isspace() or ch == _HYPHEN_MARK:
                 if chars:
                     chars.append(" " if ch.isspace() else ch)
+                word_start = True
                 continue
-            if not raw.FPDFText_GetCharBox(textpage, i, left, right, bottom, top):
+            if not get_box(handle, i, left, right, bottom, top):
                 continue
-            size = raw.FPDFText_GetFontSize(textpage, i) or (top.value - bottom.value)
-            base = origin_y.value if raw.FPDFText_GetCharOrigin(textpage, i, origin_x, origin_y) else bottom.value
-            if chars and box:
-                em = max(size, 1.0)
+            lv, rv, bv, tv = left.value, right.value, bottom.value, top.value
+            # The size and baseline are asked for at the start of each word (and where the glyphs drop or rise
+            # by more than a descender): a third of the calls into PDFium, the reader's main cost.
+            if word_start or not chars or abs(bv - last_bottom) > 0.5 * size:
+                size = get_size(handle, i) or (tv - bv) or 1.0
+                base = origin_y.value if get_origin(handle, i, origin_x, origin_y) else bv
+                new_word = True
+            else:
+                base = last_base
+                new_word = False
+            if chars:
+                em = size if size > 1.0 else 1.0
                 if chars[-1] == _HYPHEN_MARK:
                     # PDFium joined a hyphenated word to what it took for the next line: only when that is
                     # below, at the start of the same column, is it; else (the next column) cut here.
-                    if not (base < last_base and abs(left.value - box[0]) < 3 * em):
+                    if not (base < last_base and abs(lv - x0) < 3 * em):
                         chars[-1] = "-"
                         flush()
                 # A column gutter, or text elsewhere on the page that PDFium put on this line.
-                elif left.value - last_x1 > 1.5 * em or abs(base - last_base) > 0.6 * em:
+                elif lv - last_x1 > 1.5 * em or abs(base - last_base) > 0.6 * em:
                     flush()
-            if not box:
-                box.extend([left.value, right.value, top.value])
+            if not chars:
+                x0, x1, y_top = lv, rv, tv
+                new_word = True
             else:
-                box[0] = min(box[0], left.value)
-                box[1] = max(box[1], right.value)
-                box[2] = max(box[2], top.value)
+                if lv < x0:
+                    x0 = lv
+                if rv > x1:
+                    x1 = rv
+                if tv > y_top:
+                    y_top = tv
+            if new_word:
+                sizes.append(size)
+                bases.append(base)
             chars.append(ch)
-            sizes.append(size)
-            bases.append(base)
-            last_x1, last_base = right.value, base
+            last_x1, last_base, last_bottom = rv, base, bv
+            word_start = False
         flush()
     finally:
         textpage.close()
@@ -500,7 +518,7 @@ def read_pdf(path: Path) -> Book:
                 continue
             finally:
                 page.close()
-            if sum(c.isalnum() for ln in got.lines for c in ln.text) < MIN_TEXT_CHARS:
+            if sum(sum(map(str.isalnum, ln.text)) for ln in got.lines) < MIN_TEXT_CHARS:
                 read.without_text.append(n)
                 images += got.images
             read.pages.append(got)
@@ -527,7 +545,10 @@ def read_pdf(path: Path) -> Book:
         log.warning("%s: %d page(s) could not be read (damaged): %s", where, len(read.damaged), first)
     if len(read.without_text) > max(2, count // 10):
         skipped.append(f"{len(read.without_text)} pages without text (scanned images or pictures)")
-    sizes = Counter(round(ln.size, 1) for page in read.pages for ln in page.lines for _ in range(len(ln.text)))
+    sizes: Counter[float] = Counter()  # the body text's size: the one most characters are set in
+    for page in read.pages:
+        for ln in page.lines:
+            sizes[round(ln.size, 1)] += len(ln.text)
     body_size = sizes.most_common(1)[0][0] if sizes else 10.0
     dropped = _drop_furniture(read.pages, body_size)
     if dropped:
