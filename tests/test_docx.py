@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import docx
+import docx.enum.text
 import pytest
 
 from pipeline.errors import InputError
@@ -44,7 +45,11 @@ def make_docx(path: Path) -> Path:
     doc.add_paragraph("Gulls returned. DELETED_HERE")
     doc.add_heading("Part Two", level=1)
     doc.add_heading("The Ship", level=2)
-    doc.add_paragraph("A ship came in. COMMENT_HERE")
+    ship = doc.add_paragraph("A ship came in. COMMENT_HERE")
+    ship.add_run().add_break(docx.enum.text.WD_BREAK.PAGE)
+    ship.add_run("Its crew")
+    ship.add_run().add_break()
+    ship.add_run("went ashore.")
     doc.save(str(path))
     _inject(path)
     return path
@@ -121,7 +126,7 @@ def test_headings_make_chapters_and_notes_comments_hidden_and_deleted_text_are_n
             "Part One",
             ["Boxed words. Morning was quiet.", "A Minor Heading", "Gulls returned. Added words."],
         ),
-        ("The Ship", "Part Two", ["A ship came in. It anchored."]),
+        ("The Ship", "Part Two", ["A ship came in. It anchored. Its crew went ashore."]),
     ]
     text = " ".join(p for c in book.chapters for p in c.paragraphs)
     assert text.count("Boxed words") == 1  # Word's fallback copy of the text box is not read again

@@ -109,7 +109,7 @@ def _paragraph(p: etree._Element) -> str:
                 continue  # hidden text
         if tag == f"{W}t":
             parts.append(el.text or "")
-        elif tag in (f"{W}tab", f"{W}cr") or (tag == f"{W}br" and el.get(f"{W}type") in (None, "textWrapping")):
+        elif tag in (f"{W}tab", f"{W}cr", f"{W}br"):  # a line, column or page break inside a paragraph
             parts.append(" ")
         elif tag == f"{W}noBreakHyphen":
             parts.append("-")
