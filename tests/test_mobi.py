@@ -37,7 +37,8 @@ META = [
 
 def mobi7_markup() -> str:
     contents = "<p><a filepos=0000000100>Chapter One</a></p><p><a filepos=0000002000>Chapter Two</a></p>"
-    parts = ["<html><head><guide></guide></head><body>", f"<h2>Contents</h2>{contents}"]
+    title_page = "<h1>The Lantern Keeper</h1><p>by Ada Example</p><p>Harbour Press, 2020</p>"
+    parts = ["<html><head><guide></guide></head><body>", title_page, f"<mbp:pagebreak/><h2>Contents</h2>{contents}"]
     for title, paragraphs in CHAPTERS:
         body = "".join(f"<p>{p}</p>" for p in paragraphs)
         parts.append(f"<mbp:pagebreak/><h2>{title}</h2>{body.replace('</p>', '<sup><a filepos=9>1</a></sup></p>', 1)}")
@@ -66,7 +67,7 @@ def test_a_mobi6_book_reads_chapters_metadata_and_cover(tmp_path: Path, compress
     path.write_bytes(mobi_file(mobi7_markup(), metadata=META, compress=compress, cover=COVER))
     book = read_book(path)
     assert [(c.title, list(c.paragraphs)) for c in book.chapters] == expected()
-    assert book.skipped == ("Contents (contents)",)
+    assert book.skipped == ("The Lantern Keeper (title page)", "Contents (contents)")
     assert (book.title, book.author, book.language) == ("The Lantern Keeper", "Ada Example", "en")
     assert (book.cover, book.cover_mime) == (COVER, "image/png")
     info = book.info

@@ -10,7 +10,8 @@ package made for this (``mobi``, a fork of KindleUnpack) is GPL-3.0-only, which 
 - KF8 alone (AZW3): the text flow (the first section of the FDST) holds each XHTML file's skeleton followed
   by its fragments, in reading order; each file, cut at its ``<html``, is read as a chapter candidate.
 Each piece goes through the hardened HTML parser and the block extractor the EPUB reader uses (note
-references, scripts, images dropped); a piece's first heading is its title; a contents page is left out.
+references, scripts, images dropped); a piece's first heading is its title; a contents page, and a short first
+piece that names the book (its title page), are left out.
 
 Refused in one line: DRM (the encryption field of the PalmDOC header), Topaz files, HUFF/CDIC compression
 (not implemented: convert such a book to EPUB), damaged records; at most ``MAX_MOBI_BYTES`` on disk and
@@ -34,6 +35,7 @@ MAX_MOBI_BYTES = 200 * MB
 MAX_TEXT_BYTES = 100 * MB
 MAX_RECORD_OUT = 64 * 1024  # a text record decompresses to 4 KB (a little more with a multibyte tail)
 NO_COMPRESSION, PALMDOC, HUFF_CDIC = 1, 2, 17480
+TITLE_PAGE_CHARS = 400  # a first part this short that names the book is its title page
 _CONTENTS = re.compile(r"(table of )?contents|目录|目錄|содержание|оглавление|inhalt|table des matières", re.I)
 _PAGEBREAK = re.compile(r"<mbp:pagebreak\s*/?>", re.IGNORECASE)
 _FILE_START = re.compile(r"(?=<html[\s>])", re.IGNORECASE)
@@ -283,9 +285,14 @@ def read_mobi(path: Path, *, include_matter: bool = False) -> Book:
         groups = list(_by_headings(groups[0][1], title))
     chapters: list[Chapter] = []
     skipped: list[str] = []
-    for found, blocks in groups:
+    for n, (found, blocks) in enumerate(groups):
         if found and _CONTENTS.fullmatch(found.strip()) and not include_matter:
             skipped.append(f"{found} (contents)")
+            continue
+        chars = sum(len(b.text) for b in blocks)
+        named = _key(title) in _key(" ".join(b.text for b in blocks))
+        if n == 0 and len(groups) > 1 and chars <= TITLE_PAGE_CHARS and named and not include_matter:
+            skipped.append(f"{found or title} (title page)")
             continue
         name = found or f"Chapter {len(chapters) + 1}"
         # The heading that named the chapter is spoken as its title, not again as its first line.
