@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import re
 import statistics
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ from pipeline.models import Book, BookInfo, Chapter
 from pipeline.textfacts import normalize_paragraph, primary_language
 
 log = logging.getLogger("audiobook")
+# PDFium is not thread-safe: one document at a time in this process, whichever thread reads it.
+_PDFIUM = threading.Lock()
 
 MB = 1024 * 1024
 MAX_PDF_BYTES = 500 * MB
@@ -491,6 +494,7 @@ class _Read:
     pages: list[_Page] = field(default_factory=list)
     without_text: list[int] = field(default_factory=list)
     damaged: list[int] = field(default_factory=list)
+    images: int = 0  # pages without text that hold a picture: a scan
 
 
 def read_pdf(path: Path) -> Book:
@@ -498,13 +502,20 @@ def read_pdf(path: Path) -> Book:
     import pypdfium2 as pdfium
 
     where = path.name
+    with _PDFIUM:
+        read, count, meta, toc, language = _extract(path, pdfium)
+    return _book(path, where, read, count, meta, toc, language)
+
+
+def _extract(path: Path, pdfium) -> tuple[_Read, int, dict[str, str], list[_Start], str | None]:
+    """Everything taken from PDFium: each page's lines, the page count, metadata, outline and language."""
+    where = path.name
     pdf = _open(path)
     try:
         count = len(pdf)
         if count > MAX_PAGES:
             raise InputError(f"{where}: {count} pages is more than a book has (limit {MAX_PAGES}); refusing it")
         read = _Read()
-        images = 0
         for n in range(count):
             try:
                 page = pdf[n]
@@ -520,19 +531,25 @@ def read_pdf(path: Path) -> Book:
                 page.close()
             if sum(sum(map(str.isalnum, ln.text)) for ln in got.lines) < MIN_TEXT_CHARS:
                 read.without_text.append(n)
-                images += got.images
+                read.images += got.images
             read.pages.append(got)
         meta = pdf.get_metadata_dict(skip_empty=True)
         toc = _toc(pdf, count)
         language = _language(pdf)
     finally:
         pdf.close()
+    return read, count, meta, toc, language
+
+
+def _book(
+    path: Path, where: str, read: _Read, count: int, meta: dict[str, str], toc: list[_Start], language: str | None
+) -> Book:
     if count == 0:
         raise InputError(f"{where}: the PDF has no pages")
     if len(read.damaged) == count:
         raise InputError(f"{where}: none of the PDF's {count} pages can be read; the file is damaged")
     if len(read.without_text) + len(read.damaged) == count:
-        if images:
+        if read.images:
             raise InputError(
                 f"{where}: a scanned PDF (its {count} page{'s are' if count > 1 else ' is an'} image"
                 f"{'s' if count > 1 else ''} with no text layer); run OCR on it first (e.g. ocrmypdf) and read that"
