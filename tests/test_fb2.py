@@ -126,6 +126,14 @@ def test_flat_sections_without_titles_and_a_windows_1251_file(tmp_path: Path) ->
     assert book.title == "plain" and book.cover is None
 
 
+def test_a_picture_over_the_parsers_text_limit_does_not_cost_the_book(tmp_path: Path) -> None:
+    # 12 MB of base64 in one <binary>: past libxml2's 10 MB a text node, which would refuse the whole file.
+    picture = '<binary id="map.jpg" content-type="image/jpeg">' + "QUFB" * (3 * 1024 * 1024) + "</binary>"
+    book = read_book(write(tmp_path / "atlas.fb2", fb2(BODY, extra=BINARY + picture)))
+    assert [c.title for c in book.chapters][1:] == ["Глава 1", "Глава 2", "Глава 3"]
+    assert book.cover == COVER
+
+
 def test_a_zipped_fb2_reads_the_same(tmp_path: Path) -> None:
     plain = read_book(write(tmp_path / "sea.fb2", fb2(BODY, extra=BINARY)))
     zipped = tmp_path / "sea.fb2.zip"

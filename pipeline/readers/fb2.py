@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,10 +209,28 @@ def _cover(root: etree._Element, title_info: etree._Element | None, where: str) 
     return None, None
 
 
+_COVER_REF = re.compile(rb"<(?:\w+:)?coverpage\b.*?href\s*=\s*[\"']#([^\"']+)", re.DOTALL)
+_BINARY = re.compile(rb"<(?:\w+:)?binary\b([^>]*)>[^<]*</(?:\w+:)?binary\s*>")
+_ID = re.compile(rb"""\bid\s*=\s*["']([^"']*)["']""")
+
+
+def _without_pictures(data: bytes) -> bytes:
+    """The book without its pictures but the cover: base64 <binary> elements are most of an illustrated FB2's
+    bytes, never read, and one over libxml2's 10 MB per text node would have the whole book refused."""
+    cover = _COVER_REF.search(data[: 1024 * 1024])
+    keep = cover.group(1) if cover else None
+
+    def drop(found: re.Match[bytes]) -> bytes:
+        ident = _ID.search(found.group(1))
+        return found.group(0) if ident is not None and ident.group(1) == keep else b""
+
+    return _BINARY.sub(drop, data)
+
+
 def read_fb2(path: Path) -> Book:
     """Read a FictionBook 2 file (or a zip holding one). Raises InputError, one line, when it cannot."""
     where = path.name
-    root = parse_xml(_load(path), where)
+    root = parse_xml(_without_pictures(_load(path)), where)
     if _local(root) != "FictionBook":
         raise InputError(f"{where}: not an FB2 book (its root element is <{_local(root)}>, not <FictionBook>)")
     description = _child(root, "description")
