@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reportlab.lib.pagesizes import A4
@@ -47,6 +47,7 @@ class Typesetter:
     numbers: bool = True
     page: int = 1
     hyphenated: int = 0  # words split across lines, to be joined by the reader
+    notes: list[str] = field(default_factory=list)  # footnotes to set at the foot of this page
 
     def __post_init__(self) -> None:
         self.width, self.height = A4
@@ -70,7 +71,17 @@ class Typesetter:
         if self.numbers:
             self.c.drawCentredString(self.width / 2, 36, str(self.page))
 
+    def foot(self) -> None:
+        """The page's footnotes, small, under the text and over the page number: "1 The note's text."."""
+        y = MARGIN - 16
+        for n, note in enumerate(self.notes, start=1):
+            self.c.setFont("Helvetica", 8)
+            self.c.drawString(MARGIN, y, f"{n} {note}")
+            y -= 10
+        self.notes = []
+
     def new_page(self) -> None:
+        self.foot()
         self.c.showPage()
         self.page += 1
         self.col = 0
@@ -124,10 +135,23 @@ class Typesetter:
             lines.append(line)
         return lines
 
-    def paragraph(self, text: str) -> None:
+    def paragraph(self, text: str, note: str | None = None) -> None:
+        """``text`` may hold one "^" after a word: there a raised note mark, and ``note`` at the page's foot."""
         self.c.setFont("Helvetica", BODY)
         for n, line in enumerate(self.lines_of(text, 18.0)):
-            self.c.drawString(self.x + (18.0 if n == 0 else 0), self.y, line)
+            x = self.x + (18.0 if n == 0 else 0)
+            if "^" in line and note is not None:
+                before, after = line.split("^", 1)
+                self.c.drawString(x, self.y, before)
+                x += self.c.stringWidth(before, "Helvetica", BODY)
+                self.notes.append(note)
+                self.c.setFont("Helvetica", 7)
+                self.c.drawString(x, self.y + 4, str(len(self.notes)))
+                x += self.c.stringWidth(str(len(self.notes)), "Helvetica", 7)
+                self.c.setFont("Helvetica", BODY)
+                self.c.drawString(x, self.y, after)
+            else:
+                self.c.drawString(x, self.y, line)
             self._next_line()
 
 
@@ -139,9 +163,11 @@ def book_pdf(
     title_page: str | None = "The Lantern Keeper",
     header: str | None = HEADER,
     parts: dict[int, str] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> int:
     """A one-column book; returns how many words were hyphenated across lines. ``parts`` puts a part's title
-    page (and outline entry, one level above its chapters') before the chapter of that index."""
+    page (and outline entry, one level above its chapters') before the chapter of that index. ``notes`` maps a
+    paragraph that holds a "^" to the footnote its mark refers to."""
     c = canvas.Canvas(str(path), pagesize=A4, lang="en-GB")
     c.setTitle("The Lantern Keeper")
     c.setAuthor("Ada Example")
@@ -157,7 +183,8 @@ def book_pdf(
             t.new_page()
         t.heading(title, f"ch{n}" if outline else None, level=1 if parts else 0)
         for text in paragraphs:
-            t.paragraph(text)
+            t.paragraph(text, (notes or {}).get(text))
+    t.foot()
     c.save()
     return t.hyphenated
 

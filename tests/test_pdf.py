@@ -53,6 +53,19 @@ def test_an_outline_of_parts_gives_their_chapters_each_naming_its_part(tmp_path:
     ]
 
 
+def test_footnotes_and_their_marks_are_not_read(tmp_path: Path) -> None:
+    # The marked paragraph runs on to the next page, past the note at the foot of the first.
+    marked = sentences(40, 8) + " The harbour^ was quiet. " + sentences(41, 30)
+    chapters = [("The Harbour", [sentences(42, 20), marked, sentences(43, 3)]), ("The Storm", [sentences(44, 3)])]
+    note = "The harbour was rebuilt in 1890 after the great storm."
+    path = tmp_path / "notes.pdf"
+    book_pdf(path, chapters, notes={marked: note})
+    book = read_book(path)
+    assert [list(c.paragraphs) for c in book.chapters] == [[p.replace("^", "") for p in ps] for _, ps in chapters]
+    assert "1890" not in " ".join(book.chapters[0].paragraphs)
+    assert "1 footnote line (notes)" in book.skipped
+
+
 def test_without_an_outline_chapters_come_from_the_larger_headings(tmp_path: Path) -> None:
     path = tmp_path / "lantern.pdf"
     book_pdf(path, CHAPTERS, outline=False, title_page=None)

@@ -55,6 +55,9 @@ _CHAPTER_LINE = re.compile(
     r"(?:chapter|part|book|prologue|epilogue|глава|часть|пролог|эпилог)\b.{0,60}|第[0-9一二三四五六七八九十百千零〇两]{1,8}[章回节卷部篇].{0,30}",
     re.IGNORECASE,
 )
+_NOTE_MARK_CHARS = frozenset("0123456789*†‡§¹²³⁴⁵⁶⁷⁸⁹⁰")
+# The first line of a footnote: its mark, then its text ("1 See ...", "* The author ...", "¹ Ibid.").
+_FOOTNOTE_START = re.compile(r"(?:\d{1,3}|[*†‡§]{1,3}|[¹²³⁴⁵⁶⁷⁸⁹⁰]{1,3})\.?\s*\S")
 _BULLETS = frozenset("•◦▪▫●○■□–—►✓")
 _SENTENCE_END = tuple('.!?…:»"”’)]。！？”」』）')
 
@@ -158,9 +161,12 @@ def _page_lines(page, number: int) -> _Page:  # page: pdfium.PdfPage
             lv, rv, bv, tv = left.value, right.value, bottom.value, top.value
             # The size and baseline are asked for at the start of each word (and where the glyphs drop or rise
             # by more than a descender): a third of the calls into PDFium, the reader's main cost.
-            if word_start or not chars or abs(bv - last_bottom) > 0.5 * size:
-                size = get_size(handle, i) or (tv - bv) or 1.0
+            if word_start or not chars or abs(bv - last_bottom) > 0.5 * size or ch in _NOTE_MARK_CHARS:
+                glyph = get_size(handle, i) or (tv - bv) or 1.0
                 base = origin_y.value if get_origin(handle, i, origin_x, origin_y) else bv
+                if chars and ch in _NOTE_MARK_CHARS and glyph < 0.8 * size and base > last_base + 0.15 * size:
+                    continue  # a note reference set small and raised after a word ("harbour¹"): not read
+                size = glyph
                 new_word = True
             else:
                 base = last_base
@@ -254,6 +260,24 @@ def _drop_furniture(pages: list[_Page], body_size: float) -> int:
         if doomed:
             dropped += len(doomed)
             page.lines = [ln for ln in page.lines if id(ln) not in doomed]
+    return dropped
+
+
+def _drop_footnotes(pages: list[_Page], body_size: float) -> int:
+    """Leave out footnotes: the lines at the foot of a page set smaller than the body text, the first of them
+    starting with a note's mark, under text of the body's size. Returns how many lines went."""
+    dropped = 0
+    for page in pages:
+        lines = sorted(page.lines, key=lambda ln: -ln.first)
+        n = len(lines)
+        while n > 0 and lines[n - 1].size <= body_size * 0.85:
+            n -= 1
+        block = lines[n:]
+        if not block or n == 0 or not _FOOTNOTE_START.match(block[0].text):
+            continue
+        doomed = {id(ln) for ln in block}
+        page.lines = [ln for ln in page.lines if id(ln) not in doomed]
+        dropped += len(block)
     return dropped
 
 
@@ -570,6 +594,9 @@ def _book(
     dropped = _drop_furniture(read.pages, body_size)
     if dropped:
         skipped.append(f"{dropped} running header, footer and page-number lines")
+    notes = _drop_footnotes(read.pages, body_size)
+    if notes:
+        skipped.append(f"{notes} footnote line{'s' if notes > 1 else ''} (notes)")
     paras = _paragraphs(read.pages, body_size, _Sections(_in_order(toc)))
     title = meta.get("Title") or path.stem
     chapters = _by_outline(paras, toc, skipped) if toc else []
