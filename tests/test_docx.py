@@ -135,6 +135,12 @@ def test_headings_make_chapters_and_notes_comments_hidden_and_deleted_text_are_n
     assert book.skipped == ("Table of contents (contents)", "1 footnote (not read)", "1 comment (not read)")
 
 
+def test_include_matter_reads_the_table_of_contents(tmp_path: Path) -> None:
+    book = read_book(make_docx(tmp_path / "log.docx"), include_matter=True)
+    assert book.chapters[0].paragraphs[:3] == ("Contents", "Part One 1", "The Storm 2")
+    assert book.skipped == ("1 footnote (not read)", "1 comment (not read)")
+
+
 def test_core_properties_fill_the_book(tmp_path: Path) -> None:
     book = read_book(make_docx(tmp_path / "log.docx"))
     assert (book.title, book.author, book.language) == ("The Keeper's Log", "Mary Writer", "en")

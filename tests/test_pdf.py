@@ -41,6 +41,8 @@ def test_outline_chapters_with_every_paragraph_as_written_and_no_headers_or_page
     assert read_pdf(path).language == "en"  # the document's own /Lang, not a guess from its text
     assert book.skipped[0].endswith("running header, footer and page-number lines")
     assert "before the first bookmark" in book.skipped[1]  # the title page
+    with_matter = read_book(path, include_matter=True)
+    assert [c.paragraphs for c in with_matter.chapters][0] == ("The Lantern Keeper",)
 
 
 def test_an_outline_of_parts_gives_their_chapters_each_naming_its_part(tmp_path: Path) -> None:

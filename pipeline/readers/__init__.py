@@ -161,11 +161,11 @@ def _read(path: Path, include_matter: bool) -> Book:
     if kind == "pdf":
         from pipeline.readers.pdf import read_pdf
 
-        return read_pdf(path)
+        return read_pdf(path, include_matter=include_matter)
     if kind == "docx":
         from pipeline.readers.docx import read_docx
 
-        return read_docx(path)
+        return read_docx(path, include_matter=include_matter)
     if kind == "fb2":
         from pipeline.readers.fb2 import read_fb2
 

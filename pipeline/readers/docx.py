@@ -141,7 +141,7 @@ def _is_contents(sdt: etree._Element) -> bool:
     return gallery is not None and (gallery.get(f"{W}val") or "").lower().startswith("table of contents")
 
 
-def _blocks(body: etree._Element, styles: dict[str, int]) -> list[tuple[str, int | None]]:
+def _blocks(body: etree._Element, styles: dict[str, int], include_matter: bool) -> list[tuple[str, int | None]]:
     """(text, heading level or None) for every paragraph of the body in order, tables' cells included."""
     out: list[tuple[str, int | None]] = []
     stack = [iter(body)]
@@ -152,14 +152,16 @@ def _blocks(body: etree._Element, styles: dict[str, int]) -> list[tuple[str, int
             continue
         if not isinstance(el.tag, str) or el.tag in _SKIP or el.tag == f"{W}sectPr":
             continue
-        if el.tag == f"{W}sdt" and _is_contents(el):
+        if el.tag == f"{W}sdt" and _is_contents(el) and not include_matter:
             out.append(("", TOC))  # Word's table of contents: page numbers and titles said again
             continue
         if el.tag == f"{W}p":
             text = _paragraph(el)
             level = _level(el, styles)
-            if level == TOC:
+            if level == TOC and not include_matter:
                 out.append(("", TOC))
+            elif level == TOC:
+                out.append((text, None))
             elif any(c.isalnum() for c in text):
                 out.append((text, level))
         else:  # tables, rows, cells, content controls (w:sdt), custom XML: their paragraphs in order
@@ -222,8 +224,9 @@ def _main_part(zf: SafeZip) -> str:
     return "word/document.xml"
 
 
-def read_docx(path: Path) -> Book:
-    """Read a .docx into a ``Book``. Raises InputError, one line, for what cannot be read."""
+def read_docx(path: Path, *, include_matter: bool = False) -> Book:
+    """Read a .docx into a ``Book``; ``include_matter`` reads its table of contents too. Raises InputError, one
+    line, for what cannot be read."""
     zf = SafeZip(path, kind="DOCX")
     try:
         main = _main_part(zf)
@@ -238,7 +241,7 @@ def read_docx(path: Path) -> Book:
     if body is None:
         raise InputError(f"{path.name}: the Word document has no body; the file is damaged")
     notes = {kind: sum(1 for _ in root.iter(f"{W}{kind}Reference")) for kind in ("footnote", "endnote", "comment")}
-    blocks = _blocks(body, styles)
+    blocks = _blocks(body, styles, include_matter)
     chapters, doc_title = _chapters(blocks, core.get("title") or path.stem)
     if not chapters:
         raise InputError(f"{path.name}: the Word document holds no readable text")

@@ -446,7 +446,7 @@ def _title_key(text: str) -> str:
     return "".join(c for c in text.casefold() if c.isalnum())
 
 
-def _by_outline(paras: list[_Para], toc: list[_Start], skipped: list[str]) -> list[Chapter]:
+def _by_outline(paras: list[_Para], toc: list[_Start], skipped: list[str], include_matter: bool) -> list[Chapter]:
     ordered = _in_order(toc)
     sections = _Sections(ordered)
     groups: list[tuple[_Start | None, list[_Para]]] = [(None, [])] + [(start, []) for start in ordered]
@@ -456,7 +456,7 @@ def _by_outline(paras: list[_Para], toc: list[_Start], skipped: list[str]) -> li
     chapters: list[Chapter] = []
     if lead:
         chars = sum(len(p.text) for p in lead)
-        if chars <= FRONT_MATTER_CHARS:
+        if chars <= FRONT_MATTER_CHARS and not include_matter:
             many = "paragraphs" if len(lead) > 1 else "paragraph"
             skipped.append(f"{len(lead)} {many} before the first bookmark ({chars} characters: title page)")
         else:
@@ -521,14 +521,15 @@ class _Read:
     images: int = 0  # pages without text that hold a picture: a scan
 
 
-def read_pdf(path: Path) -> Book:
-    """Read a PDF's text into a ``Book``. Raises InputError, one line, for what cannot be read."""
+def read_pdf(path: Path, *, include_matter: bool = False) -> Book:
+    """Read a PDF's text into a ``Book``; ``include_matter`` keeps a title page before the first bookmark.
+    Raises InputError, one line, for what cannot be read."""
     import pypdfium2 as pdfium
 
     where = path.name
     with _PDFIUM:
         read, count, meta, toc, language = _extract(path, pdfium)
-    return _book(path, where, read, count, meta, toc, language)
+    return _book(path, where, read, count, meta, toc, language, include_matter)
 
 
 def _extract(path: Path, pdfium) -> tuple[_Read, int, dict[str, str], list[_Start], str | None]:
@@ -566,7 +567,14 @@ def _extract(path: Path, pdfium) -> tuple[_Read, int, dict[str, str], list[_Star
 
 
 def _book(
-    path: Path, where: str, read: _Read, count: int, meta: dict[str, str], toc: list[_Start], language: str | None
+    path: Path,
+    where: str,
+    read: _Read,
+    count: int,
+    meta: dict[str, str],
+    toc: list[_Start],
+    language: str | None,
+    include_matter: bool,
 ) -> Book:
     if count == 0:
         raise InputError(f"{where}: the PDF has no pages")
@@ -599,7 +607,7 @@ def _book(
         skipped.append(f"{notes} footnote line{'s' if notes > 1 else ''} (notes)")
     paras = _paragraphs(read.pages, body_size, _Sections(_in_order(toc)))
     title = meta.get("Title") or path.stem
-    chapters = _by_outline(paras, toc, skipped) if toc else []
+    chapters = _by_outline(paras, toc, skipped, include_matter) if toc else []
     if not chapters:
         chapters = _by_headings(paras, body_size, title)
     if not chapters:
