@@ -113,6 +113,23 @@ def test_an_encrypted_pdf_is_refused_in_one_line_through_the_cli(tmp_path: Path)
     assert len(lines) == 1 and "locked.pdf: the PDF is encrypted with a password" in lines[0], result.stderr
 
 
+def test_a_page_of_absurd_length_is_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    import pipeline.readers.pdf as pdf_reader
+
+    monkeypatch.setattr(pdf_reader, "MAX_PAGE_CHARS", 5_000)  # the real limit, 200,000, makes a slow test
+    path = tmp_path / "dense.pdf"
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.setFont("Helvetica", 2)
+    for row in range(60):
+        c.drawString(10, 800 - row * 3, "word " * 20)
+    c.save()
+    with pytest.raises(InputError, match=r"dense.pdf: page 1 holds 6,\d{3} characters"):
+        read_book(path)
+
+
 def test_a_pdf_under_another_name_is_read_as_a_pdf_and_a_broken_one_refused(tmp_path: Path) -> None:
     path = tmp_path / "lantern.txt"
     book_pdf(path, CHAPTERS)

@@ -42,6 +42,8 @@ _PDFIUM = threading.Lock()
 MB = 1024 * 1024
 MAX_PDF_BYTES = 500 * MB
 MAX_PAGES = 10_000
+MAX_PAGE_CHARS = 200_000  # a dense page of a dictionary holds ~15,000
+MAX_TEXT_CHARS = 50_000_000  # ten times the longest web novel we read
 MIN_TEXT_CHARS = 20  # letters and digits a page needs to count as having text
 FRONT_MATTER_CHARS = 1500  # text before the first bookmark up to this long is a title page, not a chapter
 
@@ -121,6 +123,11 @@ def _page_lines(page, number: int) -> _Page:  # page: pdfium.PdfPage
     textpage = page.get_textpage()
     try:
         count = textpage.count_chars()
+        if count > MAX_PAGE_CHARS:
+            raise InputError(
+                f"page {number + 1} holds {count:,} characters (no book's page holds over {MAX_PAGE_CHARS:,}); "
+                "refusing it"
+            )
         text = textpage.get_text_range(0, count) if count else ""
         if len(text) != count:  # characters beyond the BMP take two UTF-16 units: ask one by one
             text = "".join(chr(raw.FPDFText_GetUnicode(textpage, i)) for i in range(count))
@@ -519,6 +526,7 @@ class _Read:
     without_text: list[int] = field(default_factory=list)
     damaged: list[int] = field(default_factory=list)
     images: int = 0  # pages without text that hold a picture: a scan
+    chars: int = 0
 
 
 def read_pdf(path: Path, *, include_matter: bool = False) -> Book:
@@ -549,6 +557,8 @@ def _extract(path: Path, pdfium) -> tuple[_Read, int, dict[str, str], list[_Star
                 continue
             try:
                 got = _page_lines(page, n)
+            except InputError as exc:
+                raise InputError(f"{where}: {exc}") from None
             except pdfium.PdfiumError:
                 read.damaged.append(n)
                 continue
@@ -558,6 +568,9 @@ def _extract(path: Path, pdfium) -> tuple[_Read, int, dict[str, str], list[_Star
                 read.without_text.append(n)
                 read.images += got.images
             read.pages.append(got)
+            read.chars += sum(len(ln.text) for ln in got.lines)
+            if read.chars > MAX_TEXT_CHARS:
+                raise InputError(f"{where}: more than {MAX_TEXT_CHARS:,} characters of text; refusing it")
         meta = pdf.get_metadata_dict(skip_empty=True)
         toc = _toc(pdf, count)
         language = _language(pdf)
