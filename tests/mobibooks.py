@@ -65,7 +65,9 @@ def mobi_file(
     version: int = 6,
     css: str | None = None,
     trailing: bool = True,
+    palmdoc: bool = False,
 ) -> bytes:
+    """A MOBI book holding ``markup``; with ``palmdoc``, a plain PalmDOC e-text (TEXtREAd: no MOBI header)."""
     text = markup.encode("utf-8")
     flow_end = len(text)
     if css is not None:
@@ -102,10 +104,12 @@ def mobi_file(
     ext = exth(entries) if entries else b""
     struct.pack_into(">II", mobi, 84, len(mobi) + len(ext), len(name))
     rec0 = bytes(mobi) + ext + name + b"\0\0"
+    if palmdoc:
+        rec0 = bytes(mobi[:16])
     all_records = [rec0, *records, *images, *([fdst] if version >= 8 else [])]
     header = bytearray(78)
     header[: len(title[:31].encode())] = title[:31].encode()
-    header[60:68] = b"BOOKMOBI"
+    header[60:68] = b"TEXtREAd" if palmdoc else b"BOOKMOBI"
     struct.pack_into(">H", header, 76, len(all_records))
     offset = 78 + 8 * len(all_records) + 2
     table = bytearray()

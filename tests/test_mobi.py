@@ -125,6 +125,15 @@ def test_damaged_and_huff_cdic_books_are_refused(tmp_path: Path) -> None:
         read_book(bad)
 
 
+def test_a_plain_palmdoc_e_text_is_read_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "etext.prc"
+    path.write_bytes(
+        mobi_file("First paragraph,\nhard-wrapped.\n\nSecond <one> & more.\n", palmdoc=True, trailing=False)
+    )
+    book = read_book(path)
+    assert [c.paragraphs for c in book.chapters] == [("First paragraph, hard-wrapped.", "Second <one> & more.")]
+
+
 def test_a_mobi_under_a_txt_name_is_read_as_a_mobi(tmp_path: Path) -> None:
     path = tmp_path / "lantern.txt"
     path.write_bytes(mobi_file(mobi7_markup()))

@@ -20,6 +20,7 @@ Refused in one line: DRM (the encryption field of the PalmDOC header), Topaz fil
 
 from __future__ import annotations
 
+import html
 import re
 import struct
 from dataclasses import dataclass
@@ -272,9 +273,13 @@ def read_mobi(path: Path, *, include_matter: bool = False) -> Book:
         )
     raw_text = _flow0(_text(data, bounds, head, where), data, bounds, head)
     markup = raw_text.decode(head.encoding, "replace")
+    if data[60:68] == b"TEXtREAd":  # a plain PalmDOC e-text: paragraphs between blank lines, no markup
+        paragraphs = re.split(r"\n\s*\n", markup.replace("\r\n", "\n"))
+        markup = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs if p.strip())
     kf8 = head.version >= 8
     exth = head.exth
-    title = _first(exth, 503, head.encoding) or normalize_paragraph(head.full_name) or path.stem
+    palm_name = normalize_paragraph(data[:32].split(b"\0", 1)[0].decode(head.encoding, "replace").replace("_", " "))
+    title = _first(exth, 503, head.encoding) or normalize_paragraph(head.full_name) or palm_name or path.stem
     groups: list[tuple[str | None, list[Block]]] = []
     pieces = _pieces(markup, kf8)
     for n, piece in enumerate(pieces, start=1):
