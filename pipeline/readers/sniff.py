@@ -3,8 +3,8 @@ name can lie (a PDF saved as .txt, an FB2 as .xml); its bytes are what a reader 
 input is looked at before a reader is chosen.
 
 ``content_kind`` answers a reader's name ("pdf", "epub", "docx", "fb2", "mobi", "html", "text") or, after a
-``!``, a format we know but do not read: "!RTF", "!DOC", "!DjVu", "!ODT", "!XLSX", "!PPTX", "!zip" (any
-other archive), "!xml:ROOT" (XML of another kind, by its root element).
+``!``, a format we know but do not read: "!RTF", "!DOC", "!DjVu", "!ODT", "!OpenDocument", "!XLSX", "!PPTX",
+"!zip" (any other archive), "!xml:ROOT" (XML of another kind, by its root element).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _zip_kind(path: Path) -> str:
             if mimetype == "application/epub+zip":
                 return "epub"
             if mimetype.startswith("application/vnd.oasis.opendocument"):
-                return "!ODT"
+                return "!ODT" if mimetype.endswith("opendocument.text") else "!OpenDocument"
         if "META-INF/container.xml" in names:
             return "epub"
         if "[Content_Types].xml" in names:
@@ -95,12 +95,12 @@ def _zip_kind(path: Path) -> str:
 
 
 def content_kind(path: Path, zip_as: str | None = None) -> str:
-    """The reader the content of ``path`` calls for, or "!" and the name of a format we do not read. A zip is
+    """The reader the content of ``path`` calls for, or "!" and the name of a format we do not read. A zip
     whose members match no e-book, or that cannot be opened, is taken as ``zip_as`` when given (what its name
     says it is: that reader says what is wrong with it)."""
     head = read_head(path)
     start = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
-    if start.startswith(b"%PDF-"):
+    if b"%PDF-" in head[:1024]:  # readers accept a PDF header after up to 1 KB of other bytes
         return "pdf"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         try:
