@@ -87,7 +87,7 @@ def _refusal(path: Path, found: str, named: bool) -> InputError:
             f"would be read aloud ({_SUPPORTED})"
         )
     extra = ": an old Word file, or a password-protected DOCX" if fmt == "DOC" else ""
-    return _unsupported(path, fmt, f" (the file is a {fmt}{despite}{extra})")
+    return _unsupported(path, fmt, f" (the file is {_a(fmt)}{despite}{extra})")
 
 
 def choose_reader(path: Path) -> str:
