@@ -80,7 +80,7 @@ class Line:
 
 @dataclass
 class _Page:
-    lines: list[Line]
+    lines: list[Line]  # in reading order
     width: float
     height: float
     images: bool
@@ -88,11 +88,12 @@ class _Page:
 
 @dataclass
 class _Para:
+    """A paragraph, with the size, page and height of its first line (where headings and chapters are told)."""
+
     text: str
     size: float
     page: int
     top: float
-    heading: bool = False
 
 
 def _open(path: Path):  # -> pdfium.PdfDocument
@@ -208,10 +209,10 @@ def _page_lines(page, number: int) -> _Page:  # page: pdfium.PdfPage
         flush()
     finally:
         textpage.close()
-    return _Page(_reading_order(lines, width), width, height, images)
+    return _Page(_reading_order(lines), width, height, images)
 
 
-def _reading_order(lines: list[Line], width: float) -> list[Line]:
+def _reading_order(lines: list[Line]) -> list[Line]:
     """Top to bottom; where the page has two columns (a gutter near the middle that no line crosses, with
     lines on both sides), each run of column lines is read left column first."""
     lines.sort(key=lambda ln: (-round(ln.first), ln.x0))
