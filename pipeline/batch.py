@@ -40,7 +40,7 @@ from pipeline.feed import check_base_url
 from pipeline.fetch import folder_name
 from pipeline.fetch import is_url as is_web_url
 from pipeline.files import atomic_write
-from pipeline.readers import BOOK_SUFFIXES  # the readers own which files are books
+from pipeline.readers import BOOK_SUFFIXES, is_book_name  # the readers own which files are books
 from pipeline.store import is_url
 
 log = logging.getLogger("audiobook")
@@ -201,7 +201,7 @@ def load_jobs(path: Path) -> JobFile:
         pattern = str(base / entry["path"])
         matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if glob.has_magic(pattern):
-            matches = [m for m in matches if m.suffix.lower() in BOOK_SUFFIXES]
+            matches = [m for m in matches if is_book_name(m)]
         if not matches:
             missing.append((entry["path"], where("path")))
             continue
@@ -290,7 +290,7 @@ def folder_job(folder: Path, output: Path, config: Path | None, recursive: bool 
     books = [
         BookJob(p, output / p.stem, {})
         for p in sorted(found)
-        if p.is_file() and p.suffix.lower() in BOOK_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and is_book_name(p) and not p.name.startswith(".")
     ]
     if not books:
         raise UsageError(f"{folder}: holds no book ({', '.join(sorted(BOOK_SUFFIXES))})")
