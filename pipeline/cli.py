@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("convert", "convert one book to audio"), ("plan", "show what convert would do")):
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.add_argument(
+            "book",
+            help="a .txt, .md, .html, .epub, .pdf, .docx, .fb2 (.fb2.zip), .mobi or .azw3 file, "
+            "or the http(s) URL of an article or a book",
+        )
         p.add_argument("-o", "--output", type=Path, help="output folder (default: ./<book file name>)")
         _add_url_flags(p)
         if name == "convert":
