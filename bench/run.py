@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/run.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from bench import articles as article_bench  # noqa: E402  (before XDG_CACHE_HOME moves: it finds the pages)
 from pipeline import app, assembly, mp3  # noqa: E402
 from pipeline.chunker import chunk_book  # noqa: E402
 from pipeline.config import RunOptions, Settings, load_settings  # noqa: E402
@@ -48,7 +49,10 @@ from pipeline.report import BookReport, BookStatus  # noqa: E402
 from pipeline.store import Stores  # noqa: E402
 
 T = TypeVar("T")
-SECTIONS = ("synthesis", "batch", "rate", "chunking", "assembly", "voice", "distributed", "memory", "verify")
+SECTIONS = (
+    *("synthesis", "batch", "rate", "chunking", "assembly", "voice", "distributed", "memory", "verify"),
+    "articles",
+)
 API_KEY = "bench-key"
 KEY_ENV = "AUDIOBOOK_BENCH_API_KEY"  # the variable Settings.api_key_env names for the fake server's key
 MS_PER_CHAR = 50.0  # audio per character the fake server answers: ~13 characters a second, as real speech
@@ -1211,6 +1215,8 @@ def _table(results: dict[str, Any], cfg: Config, json_out: Path) -> str:
         lines += _memory_lines(results)
     if "verify" in results:
         lines += _verify_lines(results["verify"])
+    if "articles" in results:
+        lines += article_bench.lines(results["articles"])
     lines += ["", f"Total {results['elapsed_s']:.1f} s; figures in {json_out}"]
     return "\n".join(lines)
 
@@ -1420,6 +1426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["memory"] = _step("peak memory of a run", measure_memory, cfg)
     if "verify" in only:
         results["verify"] = _step("verification: cost and catch rate", measure_verify, cfg)
+    if "articles" in only:
+        results["articles"] = _step("articles: extraction on saved pages", article_bench.measure)
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

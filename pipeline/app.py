@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import glob
+import hashlib
 import logging
 import os
 import sys
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 
@@ -32,6 +35,7 @@ from pipeline.errors import AudiobookError, LockHeld
 from pipeline.feed import Channel, FeedResult, write_feed
 from pipeline.media import require_ffmpeg
 from pipeline.models import BackendOptions, Book, PartRequest
+from pipeline.options import default_cache_dir
 from pipeline.outputs import prepare_output
 from pipeline.planning import BookPlan, plan_book
 from pipeline.progress import Progress
@@ -50,9 +54,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("audiobook")
 
 
-def read(path: Path, options: BookOptions) -> Book:
-    book = read_book(path, include_matter=options.include_matter, language=options.language)
-    return bookmeta.complete(book, options)  # flags and job file over the book's metadata; a JPEG cover
+def read(
+    source: Path | str, options: BookOptions, *, download_to: Path | None = None, allow_private: bool | None = None
+) -> Book:
+    """The book at ``source``: a file, or a URL fetched into ``download_to`` (the book's output folder, where the
+    copy stays so a rerun needs no network; see ``pipeline.fetch``; without one, a folder of the user's cache
+    named by the URL). ``allow_private`` lets a URL lead to this machine or the local network (default:
+    ``$AUDIOBOOK_ALLOW_PRIVATE_URLS``)."""
+    from pipeline.fetch import is_url
+
+    if not is_url(source):
+        book = read_book(Path(source), include_matter=options.include_matter, language=options.language)
+        return bookmeta.complete(book, options)  # flags and job file over the book's metadata; a JPEG cover
+    from pipeline.fetch import fetch, private_urls_allowed
+
+    url = str(source).strip()
+    if download_to is None:
+        download_to = default_cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:24]
+    allowed = private_urls_allowed() if allow_private is None else allow_private
+    got = fetch(url, download_to, allow_private=allowed)
+    book = read_book(got.path, include_matter=options.include_matter, language=options.language)
+    info = dataclasses.replace(book.info, url=url, site=book.info.site or urlsplit(got.final_url).hostname)
+    return bookmeta.complete(dataclasses.replace(book, info=info), options)
 
 
 def plan(book: Book, settings: Settings, out_dir: Path, stores: Stores | None = None) -> BookPlan:
@@ -227,6 +250,7 @@ def run_batch(
     summary_path: Path | None = None,
     progress: Progress | None = None,
     env: Mapping[str, str] | None = None,
+    allow_private_urls: bool | None = None,
 ) -> BatchResult:
     """Every book of a job file through one run, incrementally: unchanged books are settled without a request,
     a book that fails does not stop the others, work past the budget is refused by name. One run at a time
@@ -238,7 +262,8 @@ def run_batch(
         folder_lock = job.output / OUTPUT_LOCK
         if not dry_run and folder_lock != job.lock:
             _lock(held, folder_lock, f"output folder {job.output} is in use by another run")
-        return _run_batch(job, dry_run, job.max_cost if max_cost is None else max_cost, summary_path, progress, env)
+        budget = job.max_cost if max_cost is None else max_cost
+        return _run_batch(job, dry_run, budget, summary_path, progress, env, allow_private_urls)
 
 
 def _lock(held: contextlib.ExitStack, path: Path, busy: str) -> None:
@@ -260,6 +285,7 @@ def _run_batch(
     summary_path: Path | None,
     progress: Progress | None,
     env: Mapping[str, str] | None,
+    allow_private_urls: bool | None = None,
 ) -> BatchResult:
     base = load_settings(job.base_config, env=env, overrides=job.run)
     stores = Stores()
@@ -278,10 +304,11 @@ def _run_batch(
     for bj in job.books:
         try:
             settings = load_settings(job.base_config, env=env, overrides={**job.run, **bj.overrides})
-            book_plan = plan(read(bj.source, settings.book), settings, bj.out_dir, stores)
+            book = read(bj.url or bj.source, settings.book, download_to=bj.out_dir, allow_private=allow_private_urls)
+            book_plan = plan(book, settings, bj.out_dir, stores)
         except AudiobookError as exc:
-            summaries[bj.source] = BookSummary(str(bj.source), str(bj.out_dir), BatchStatus.FAILED, error=str(exc))
-            log.error("%s: %s", bj.source, exc)
+            summaries[bj.source] = BookSummary(bj.label, str(bj.out_dir), BatchStatus.FAILED, error=str(exc))
+            log.error("%s: %s", bj.label, exc)
             continue
         if book_plan.complete:  # settled now, without a request or an assembly
             summaries[bj.source] = _planned(bj, book_plan, BatchStatus.UNCHANGED)
@@ -301,7 +328,7 @@ def _run_batch(
         interrupted = result.interrupted
         for (bj, _plan), report in zip(todo, result.reports, strict=True):
             summaries[bj.source] = BookSummary(
-                source=str(bj.source),
+                source=bj.label,
                 output=str(bj.out_dir),
                 status=BatchStatus(report.status),
                 chapters=len(report.chapters),
@@ -338,7 +365,7 @@ def _run_batch(
 def _planned(bj: BookJob, book_plan: BookPlan, status: BatchStatus, error: str | None = None) -> BookSummary:
     unchanged = status == BatchStatus.UNCHANGED
     return BookSummary(
-        source=str(bj.source),
+        source=bj.label,
         output=str(bj.out_dir),
         status=status,
         chapters=len(book_plan.chapters),

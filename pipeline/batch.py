@@ -32,12 +32,15 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.config import RUN_KEYS, Settings
 from pipeline.errors import UsageError
 from pipeline.feed import check_base_url
+from pipeline.fetch import folder_name
+from pipeline.fetch import is_url as is_web_url
 from pipeline.files import atomic_write
-from pipeline.readers import BOOK_SUFFIXES  # the readers own which files are books
+from pipeline.readers import BOOK_SUFFIXES, is_book_name  # the readers own which files are books
 from pipeline.store import is_url
 
 log = logging.getLogger("audiobook")
@@ -54,6 +57,11 @@ class BookJob:
     out_dir: Path
     overrides: dict[str, Any]
     fixed: bool = False  # the job file names this folder for this one book (output = ... on a single file)
+    url: str | None = None  # a book given as a URL: fetched into out_dir (``source`` is then only its name)
+
+    @property
+    def label(self) -> str:
+        return self.url or str(self.source)
 
 
 @dataclass(frozen=True)
@@ -186,10 +194,18 @@ def load_jobs(path: Path) -> JobFile:
         fmt = entry.get("format", defaults.get("format", "mp3"))
         if fmt not in ("mp3", "m4b", "both"):
             raise UsageError(f"{where('format')}: format must be mp3, m4b or both, not {fmt!r}")
+        if is_web_url(entry["path"]):  # fetched into its folder when the run reads it
+            url = entry["path"].strip()
+            overrides = {k: v for k, v in {**defaults, **entry}.items() if k not in _BOOK_KEYS}
+            overrides["format"] = fmt
+            single = "output" in entry
+            out = base / entry["output"] if single else base / output / folder_name(url)
+            books.append(BookJob(_url_name(url), out, overrides, fixed=single, url=url))
+            continue
         pattern = str(base / entry["path"])
         matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if glob.has_magic(pattern):
-            matches = [m for m in matches if m.suffix.lower() in BOOK_SUFFIXES]
+            matches = [m for m in matches if is_book_name(m)]
         if not matches:
             missing.append((entry["path"], where("path")))
             continue
@@ -228,6 +244,48 @@ def load_jobs(path: Path) -> JobFile:
     )
 
 
+def _url_name(url: str) -> Path:
+    """A path-like name for a URL's book (host and path), which tells books apart as a file's path does."""
+    parts = urlsplit(url)
+    return Path(parts.netloc, *[s for s in parts.path.split("/") if s not in ("", ".", "..")])
+
+
+def is_url_list(path: Path) -> bool:
+    """Whether ``path`` is a plain list of URLs (one a line, # comments): its first line that says anything."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                text = line.strip()
+                if text and not text.startswith("#"):
+                    return is_web_url(text)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return False
+
+
+def url_list_job(path: Path, output: Path, config: Path | None) -> JobFile:
+    """Every URL of a plain list (one a line; blank lines and # comments skipped), each book in a folder of
+    its own under ``output``: a nightly batch of articles needs no job file."""
+    books = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if not is_web_url(text):
+            raise UsageError(f"{path}:{number}: not an http(s) URL: {text[:80]!r} (a list of URLs holds one a line)")
+        books.append(BookJob(_url_name(text), output / folder_name(text), {}, url=text))
+    return JobFile(
+        path=path,
+        lock=path.with_name(path.name + ".lock"),
+        base_config=config,
+        output=output,
+        max_cost=None,
+        run={},
+        books=_distinct_folders(list({b.url: b for b in books}.values())),
+        missing=(),
+    )
+
+
 def folder_job(folder: Path, output: Path, config: Path | None, recursive: bool = False) -> JobFile:
     """Every book in ``folder`` (with ``recursive``, in its subfolders too, hidden ones and links to folders
     left out), as if a job file listed ``folder/*`` (``folder/**/*``): what ``make audiobooks`` runs. Books of
@@ -243,7 +301,7 @@ def folder_job(folder: Path, output: Path, config: Path | None, recursive: bool 
     books = [
         BookJob(p, output / p.stem, {})
         for p in sorted(found)
-        if p.is_file() and p.suffix.lower() in BOOK_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and is_book_name(p) and not p.name.startswith(".")
     ]
     if not books:
         raise UsageError(f"{folder}: holds no book ({', '.join(sorted(BOOK_SUFFIXES))})")

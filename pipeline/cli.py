@@ -122,6 +122,15 @@ def _add_library_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cover", type=Path, metavar="IMAGE", help="cover image (default: the book's, else made)")
 
 
+def _add_url_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        default=None,
+        help="let a URL lead to this machine or the local network (env: AUDIOBOOK_ALLOW_PRIVATE_URLS=1)",
+    )
+
+
 def _add_listen_flags(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("listen before you pay")
     g.add_argument(
@@ -168,8 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("convert", "convert one book to audio"), ("plan", "show what convert would do")):
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
-        p.add_argument("book", type=Path, help="a .txt, .md, .html or .epub file")
+        p.add_argument(
+            "book",
+            help="a .txt, .md, .html, .epub, .pdf, .docx, .fb2 (.fb2.zip), .mobi or .azw3 file, "
+            "or the http(s) URL of an article or a book",
+        )
         p.add_argument("-o", "--output", type=Path, help="output folder (default: ./<book file name>)")
+        _add_url_flags(p)
         if name == "convert":
             p.add_argument("--dry-run", action="store_true", help="read and chunk only; send nothing")
         p.add_argument("--json", action="store_true", help="print the plan or the report as JSON")
@@ -249,7 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise).",
         parents=[common],
     )
-    p.add_argument("jobs", type=Path, help="job file (TOML, see configs/batch.example.toml) or a folder of books")
+    p.add_argument(
+        "jobs",
+        type=Path,
+        help="job file (TOML, see configs/batch.example.toml), a folder of books, or a text file of URLs (one a line)",
+    )
+    _add_url_flags(p)
     p.add_argument("-o", "--output", type=Path, help="with a folder of books: where their audio goes (./audiobooks)")
     p.add_argument("--config", type=Path, help="with a folder of books: the settings file (see configs/)")
     p.add_argument("--recursive", action="store_true", help="with a folder of books: the books in its subfolders too")
@@ -411,12 +430,15 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
     if args.preview:
         overrides["preview_seconds"] = parse_length(args.preview)
     settings = load_settings(args.config, overrides=overrides)
-    book = app.read(args.book, settings.book)
-    out_dir = args.output or Path(args.book.stem)
+    from pipeline.fetch import folder_name, is_url
+
+    # A URL's book is fetched into its output folder and kept there: a rerun reads the copy.
+    out_dir = args.output or Path(folder_name(args.book) if is_url(args.book) else Path(args.book).stem)
     if getattr(args, "library", None) is not None and args.output is None:
         from pipeline.library import work_folder
 
-        out_dir = work_folder(args.library, args.book)
+        out_dir = work_folder(args.library, out_dir.name)  # made in the library's hidden work folder
+    book = app.read(args.book, settings.book, download_to=out_dir, allow_private=args.allow_private_urls)
     if args.preview is not None:
         return cmd_preview(args, settings, book, out_dir, dry_run)
     plan = app.plan(book, settings, out_dir)
@@ -575,7 +597,12 @@ def cmd_voices(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipeline.server import KEY_ENV, read_api_key, serve
+    try:
+        from pipeline.server import KEY_ENV, read_api_key, serve
+    except ModuleNotFoundError as exc:  # Starlette and uvicorn come with the web extra
+        if exc.name not in {"starlette", "uvicorn", "httptools"}:
+            raise
+        raise UsageError("the speech server is not installed: pip install 'audiobook-pipeline[web]'") from None
 
     if args.api_key is not None:
         raise UsageError(
@@ -608,15 +635,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from pipeline import app
-    from pipeline.batch import folder_job, format_failures, format_summary, load_jobs
+    from pipeline.batch import folder_job, format_failures, format_summary, is_url_list, load_jobs, url_list_job
     from pipeline.report import format_plan
 
     if args.jobs.is_dir():
         job = folder_job(args.jobs, args.output or Path("audiobooks"), args.config, recursive=args.recursive)
+    elif is_url_list(args.jobs):  # a plain list of URLs: each article or book in a folder of its own
+        job = url_list_job(args.jobs, args.output or Path("audiobooks"), args.config)
     elif args.output or args.config or args.recursive:
         raise UsageError(
-            "--output, --config and --recursive go with a folder of books; a job file sets output, settings "
-            "and its books' paths (a glob such as library/**/*.epub reaches into subfolders)"
+            "--output, --config and --recursive go with a folder of books (--output and --config with a list of "
+            "URLs too); a job file sets output, settings and its books' paths (a glob such as library/**/*.epub "
+            "reaches into subfolders)"
         )
     else:
         job = load_jobs(args.jobs)
@@ -630,7 +660,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
         job = dataclasses.replace(job, feed_base_url=check_base_url(args.feed_base_url))
     result = app.run_batch(
-        job, dry_run=args.dry_run, max_cost=args.max_cost, summary_path=args.summary, progress=_progress(args)
+        job,
+        dry_run=args.dry_run,
+        max_cost=args.max_cost,
+        summary_path=args.summary,
+        progress=_progress(args),
+        allow_private_urls=args.allow_private_urls,
     )
     books = list(result.books)
     if args.json:

@@ -53,9 +53,9 @@ def book_folder(library: Path, book: Book) -> Path:
     return library.joinpath(*parts)
 
 
-def work_folder(library: Path, source: Path) -> Path:
+def work_folder(library: Path, name: str) -> Path:
     """The folder a book of the library is made in (hidden from scans), named after its source file."""
-    return library / WORK_FOLDER / safe_folder_name(source.stem, "book")
+    return library / WORK_FOLDER / safe_folder_name(name, "book")
 
 
 def published_files(report: Mapping[str, Any]) -> list[str]:

@@ -65,6 +65,21 @@ def chapter_filename(index: int, total: int, title: str, ext: str = "mp3") -> st
     return _safe_stem(prefix + text) + suffix
 
 
+def is_article(book: Book, chapters: int | None = None) -> bool:
+    """A web article (its reader named a site or a URL) of one chapter: one file, named after its title.
+    ``chapters``: the book's count, where the book travels without its chapters (a job's)."""
+    count = len(book.chapters) if chapters is None else chapters
+    return count == 1 and bool(book.info.site or book.info.url)
+
+
+def chapter_file(book: Book, index: int, total: int, title: str, ext: str = "mp3") -> str:
+    """The chapter's file name in ``book``: ``chapter_filename``, or for an article ``"Its Title.mp3"``."""
+    if not is_article(book, total):
+        return chapter_filename(index, total, title, ext)
+    text = _truncate_utf8(_clean_text(title)[: _TITLE_MAX_CHARS * 2], _NAME_MAX_BYTES - len(ext) - 1).rstrip(" .")
+    return _safe_stem(text if any(c.isalnum() for c in text) else book_stem(book)) + f".{ext}"
+
+
 # Where a book's chapter MP3s go, by output format. Audiobookshelf takes every audio file of a folder as one
 # book and a subfolder as another book (unless named like a disc, "CD1"); it skips dot-folders and folders
 # holding a file named ".ignore" (server/utils/fileUtils.js: shouldIgnoreFile, recurseFiles). So beside an M4B,
@@ -79,9 +94,9 @@ def chapter_folder(output_format: str) -> str:
     return CHAPTER_FOLDERS[output_format]
 
 
-def chapter_path(index: int, total: int, title: str, output_format: str = "mp3") -> str:
+def chapter_path(book: Book, index: int, total: int, title: str, output_format: str = "mp3") -> str:
     """The chapter file's name relative to the book folder, as reports list it: ``"MP3/01 Title.mp3"``."""
-    name = chapter_filename(index, total, title)
+    name = chapter_file(book, index, total, title)
     folder = chapter_folder(output_format)
     return f"{folder}/{name}" if folder else name
 

@@ -259,7 +259,7 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
         silent += len(chunked) - len(segments) if chosen else 0
         keys = tuple(part_key(identity, spec, seg.voice_text) for seg in segments)
         fingerprint = chapter_fingerprint(keys, book, chapter, total, options)
-        filename = chapter_path(chapter.index, total, chapter.title, options.output_format)
+        filename = chapter_path(book, chapter.index, total, chapter.title, options.output_format)
         before, duration = previous.current.get(filename, (None, None))
         up_to_date = before == fingerprint and (out_dir / filename).is_file()
         if not chosen:

@@ -4,15 +4,18 @@ It lets every OpenAI client (the official SDK, this project's HTTP backend, othe
 the eSpeak NG voice, and gives tests and benchmarks a real endpoint. Requests and errors follow OpenAI's API:
 the same fields, limits, status codes and ``{"error": {"message", "type", "param", "code"}}`` bodies.
 
-Standard library only, in two halves so that slow synthesis never stops the server from reading requests:
+Two halves, so that slow synthesis never stops the server from reading requests:
 
-- **Connections**: one asyncio loop in one thread (``speech-server:PORT``) accepts, reads and answers every
-  connection. A connection costs a socket and a coroutine, not a thread, so idle keep-alive clients and slow
-  senders cannot exhaust anything but their own bound: at most ``ServerLimits.connections`` are open (further
-  ones wait in the listen backlog of ``backlog``, which the kernel holds, instead of being reset), and each
-  wait has a deadline: ``idle_timeout`` for a request to start (then the connection is closed quietly),
-  ``header_timeout`` for its headers and ``body_timeout`` for its body (then 408 and close), ``write_timeout``
-  for a client to take its answer (then the connection is dropped).
+- **HTTP**: a Starlette app (``create_app``, testable in-process) served by uvicorn with the httptools parser,
+  which reads requests, keeps connections alive and refuses malformed or ambiguous framing (two lengths, a
+  length beside chunked), so no request can be smuggled past us. One event loop in one thread
+  (``speech-server:PORT``) holds every connection: a connection costs a socket, not a thread. Bounds uvicorn
+  has no setting for are kept by ``_Protocol``, a thin subclass of uvicorn's protocol that only arms timers
+  and counts header bytes: ``idle_timeout`` for a connection's first request as for the next (then it is closed
+  quietly), ``header_timeout`` and ``MAX_HEAD_BYTES`` for the request line and headers (then 408 or 431 and
+  close), ``write_timeout`` for a client to take its answer (then the connection is dropped). The app keeps the
+  body's: ``MAX_BODY_BYTES`` (413) and ``body_timeout`` (408). Beyond ``connections`` open at once, a request
+  is answered 503 with ``Retry-After`` and its connection closed; further clients wait in the ``backlog``.
 - **Synthesis**: CPU-bound, and the offline engine is a process-wide singleton, so more parallelism than cores
   only adds contention. The synthesizer's coroutines run on a second loop (``speech-loop``), at most
   ``workers`` at once (about the core count), whose blocking work goes to a pool of ``workers`` threads. A
@@ -20,41 +23,48 @@ Standard library only, in two halves so that slow synthesis never stops the serv
   with ``503``, a ``Retry-After`` estimated from recent synthesis times, and an OpenAI-shaped error, which the
   official SDK (and this project's client) retries after that delay.
 
-So the threads are a fixed set whatever the load: the connection loop, the synthesis loop and its workers.
+So the threads are a fixed set whatever the load: the HTTP loop, the synthesis loop and its workers.
+Ctrl-C or SIGTERM stops accepting, lets the requests in progress finish (at most ``shutdown_timeout``),
+then returns.
 
-Access: ``make_server`` takes any key (tests and embedding programs bind to loopback with short ones);
-``serve``, what ``audiobook serve`` runs, enforces the rules for people: a key comes from the environment or a
-file (never argv, which ``ps`` shows), has at least ``MIN_KEY_CHARS`` characters, and an address beyond
-loopback needs one unless ``allow_no_key`` says otherwise. One log line per request goes to stderr: method,
-path, status, characters and milliseconds; never the key and never the text.
+Access: ``make_server`` and ``create_app`` take any key (tests and embedding programs bind to loopback with
+short ones); ``serve``, what ``audiobook serve`` runs, enforces the rules for people: a key comes from the
+environment or a file (never argv, which ``ps`` shows), has at least ``MIN_KEY_CHARS`` characters, and an
+address beyond loopback needs one unless ``allow_no_key`` says otherwise; the bearer key is compared in
+constant time (``key_matches``, for any app of ours that checks one). One log line per request goes to stderr:
+method, path, status, characters and milliseconds; never the key and never the text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hmac
-import http.client
-import io
 import json
 import math
 import os
-import re
 import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from types import FrameType
+from typing import Any, ClassVar
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pipeline.addresses import is_loopback  # 0.0.0.0 is every interface: never loopback
 from pipeline.errors import AudiobookError, FatalAPIError, UsageError
@@ -64,16 +74,14 @@ from pipeline.tts.base import Synthesizer
 MAX_INPUT_CHARS = 4096  # OpenAI's limit for ``input``
 MAX_BODY_BYTES = 1 << 20
 MAX_HEAD_BYTES = 64 << 10  # request line and headers together
-LINGER_S = 2.0  # after refusing an unread body: how long to drain it so the client reads our answer, not a reset
+LINGER_S = 2.0  # after refusing a request mid-head: how long to read on so the client gets the answer, not a reset
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MODELS = ("gpt-4o-mini-tts", "tts-1", "tts-1-hd", "espeak-ng")
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 SPEECH_PATH, MODELS_PATH = "/v1/audio/speech", "/v1/models"
-ROUTES = {SPEECH_PATH: "POST", MODELS_PATH: "GET"}
-SERVER_NAME = "audiobook-speech/2"
+SERVER_NAME = "audiobook-speech/3"
 KEY_ENV = "AUDIOBOOK_SERVER_KEY"
 MIN_KEY_CHARS = 16
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP method is a token (RFC 9110)
 
 
 def _cores() -> int:
@@ -89,19 +97,21 @@ class ServerLimits:
 
     workers: int = field(default_factory=_cores)  # syntheses at once
     queue: int = 64  # valid speech requests waiting for a worker; one more is a 503
-    connections: int = 512  # open at once; more wait in the listen backlog
+    connections: int = 512  # open at once; a request beyond is a 503
     backlog: int = 1024  # the kernel caps it at net.core.somaxconn
     idle_timeout: float = 15.0  # for a request to start; longer than httpx's 5 s keep-alive, so clients close first
     header_timeout: float = 10.0  # from a request's first byte to the end of its headers
     body_timeout: float = 30.0  # for the whole body (at most MAX_BODY_BYTES)
     write_timeout: float = 30.0  # for a client to take its answer
     synthesis_timeout: float = 600.0  # queue wait included
+    shutdown_timeout: float = 10.0  # on Ctrl-C, for the requests in progress to finish
 
     def __post_init__(self) -> None:
         for name in ("workers", "queue", "connections", "backlog"):
             if getattr(self, name) < (0 if name == "queue" else 1):
                 raise ValueError(f"ServerLimits.{name} is too small: {getattr(self, name)}")
-        for name in ("idle_timeout", "header_timeout", "body_timeout", "write_timeout", "synthesis_timeout"):
+        timeouts = ("idle_timeout", "header_timeout", "body_timeout", "write_timeout", "synthesis_timeout")
+        for name in (*timeouts, "shutdown_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServerLimits.{name} must be positive")
 
@@ -126,347 +136,42 @@ class ApiError(Exception):
         error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
         return json.dumps({"error": error}).encode()
 
-
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    path: str
-    headers: http.client.HTTPMessage
-    body: bytes
-    keep_alive: bool
+    def response(self) -> Response:
+        return Response(self.body(), self.status, self.headers, media_type="application/json")
 
 
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: Mapping[str, str] = field(default_factory=dict)
+def _bug() -> ApiError:
+    """A bug of ours: logged with its traceback (never the request), answered 500 in the API's shape."""
+    traceback.print_exc(file=sys.stderr)
+    return ApiError(500, "The server had an error while processing your request.", type="server_error")
 
 
-class _Refused(Exception):
-    """A request that gets an error and then the connection closed: it could not be read to its end."""
-
-    def __init__(self, error: ApiError, method: str = "-", path: str = "-", body_read: bool = False) -> None:
-        super().__init__(error.message)
-        self.error, self.method, self.path, self.body_read = error, method, path, body_read
+# ---------------------------------------------------------------------------------------- synthesis
 
 
-class _Gone(Exception):
-    """The client went away or stayed silent between requests: close without an answer."""
+class _Synthesis:
+    """The synthesis side: its own loop and ``workers`` threads, a queue of ``queue`` places, and a 503 with a
+    ``Retry-After`` from recent synthesis times beyond it. ``speak`` is awaited on the HTTP loop."""
 
-
-class SpeechServer:
-    """The HTTP server, bound and listening once built. ``start()`` serves from a background thread,
-    ``serve_forever()`` in the caller's; ``shutdown()`` stops either, closes the socket and the synthesizer, and
-    may be called more than once (and on a server that never served)."""
-
-    def __init__(
-        self, host: str, port: int, api_key: str | None, synth: Synthesizer, limits: ServerLimits | None = None
-    ) -> None:
-        self.limits = limits or ServerLimits()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.create_server((host.strip("[]"), port), family=family, backlog=self.limits.backlog)
-        self.socket.setblocking(False)
-        self.api_key = api_key.encode() if api_key else None
-        self.synth = synth
-        self._loop = asyncio.new_event_loop()  # connections; runs in serve_forever's thread
-        self._stop = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.limits.connections)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._main: asyncio.Task[None] | None = None
-        self._pending = 0  # speech requests admitted and not yet answered (touched on the connection loop only)
+    def __init__(self, synth: Synthesizer, limits: ServerLimits) -> None:
+        self.synth, self.limits = synth, limits
+        self.pending = 0  # speech requests admitted and not yet answered (touched on the HTTP loop only)
         self._service_s = 1.0  # recent synthesis time, for Retry-After
-        # Synthesis: its own loop, at most `workers` coroutines at once and `workers` threads for blocking work.
-        self._speech_loop = asyncio.new_event_loop()
-        self._speech_loop.set_default_executor(
-            ThreadPoolExecutor(max_workers=self.limits.workers, thread_name_prefix="speech-worker")
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="speech-worker")
         )
-        self._workers = asyncio.Semaphore(self.limits.workers)
-        self._speech_thread = threading.Thread(target=self._speech_loop.run_forever, name="speech-loop", daemon=True)
-        self._speech_thread.start()
-        self._thread: threading.Thread | None = None
-        self._running = threading.Event()
+        self._workers = asyncio.Semaphore(limits.workers)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="speech-loop", daemon=True)
+        self._thread.start()
         self._closed = False
         self._close_lock = threading.Lock()
 
-    @property
-    def server_address(self) -> tuple[str, int]:
-        host, port = self.socket.getsockname()[:2]
-        return str(host), int(port)
-
-    @property
-    def host(self) -> str:
-        return self.server_address[0]
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    @property
-    def url(self) -> str:
-        """The base URL clients use (``OPENAI_BASE_URL``), ``/v1`` included."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
-
-    @property
-    def connections(self) -> int:
-        """Connections open now (accepted and not yet closed)."""
-        return len(self._tasks)
-
-    @property
-    def pending(self) -> int:
-        """Speech requests being synthesized or queued for a worker."""
-        return self._pending
-
-    # ------------------------------------------------------------------------------------ lifecycle
-
-    def serve_forever(self) -> None:
-        if self._closed:
-            raise RuntimeError("the server was shut down")
-        self._main = self._loop.create_task(self._serve())
-        self._loop.call_soon(self._running.set)
-        if threading.current_thread() is threading.main_thread():
-            # Ctrl-C and SIGTERM end serving cleanly. A KeyboardInterrupt raised at an arbitrary point inside the
-            # event loop can leave it unable to finish closing its connections (seen under load: a hang).
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._loop.add_signal_handler(sig, self._stop.set)
-        try:
-            self._loop.run_until_complete(self._main)
-        finally:
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    self._loop.remove_signal_handler(sig)
-
-    def start(self) -> SpeechServer:
-        self._thread = threading.Thread(target=self.serve_forever, name=f"speech-server:{self.port}", daemon=True)
-        self._thread.start()
-        self._running.wait(timeout=10)  # so that shutdown() finds the loop running, never half started
-        return self
-
-    def shutdown(self) -> None:
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        main = self._main
-        if main is not None and not main.done():
-            if self._loop.is_running():  # serving in another thread
-                self._loop.call_soon_threadsafe(self._stop.set)
-                if self._thread is not None:
-                    self._thread.join(timeout=10)
-                else:
-                    deadline = time.monotonic() + 10
-                    while self._loop.is_running() and time.monotonic() < deadline:
-                        time.sleep(0.01)
-            else:  # serve_forever was interrupted here (Ctrl-C): let it close its connections
-                self._stop.set()
-                self._loop.run_until_complete(main)
-        self.socket.close()
-        if not self._loop.is_running():
-            self._loop.close()
-        try:
-            self._run_speech(self.synth.aclose(), timeout=30)
-            self._run_speech(self._speech_loop.shutdown_default_executor(), timeout=30)
-        except TimeoutError:  # a synthesis that will not end: leave it to finish on its own, still stop serving
-            sys.stderr.write("warning: a speech synthesis was still running at shutdown\n")
-        finally:
-            self._speech_loop.call_soon_threadsafe(self._speech_loop.stop)
-            self._speech_thread.join(timeout=5)
-            if not self._speech_loop.is_running():
-                self._speech_loop.close()
-
-    def _run_speech(self, coro: Any, timeout: float) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._speech_loop).result(timeout=timeout)
-
-    def __enter__(self) -> SpeechServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-
-    # ------------------------------------------------------------------------------------ connections
-
-    async def _serve(self) -> None:
-        accepting = asyncio.create_task(self._accept())
-        try:
-            await self._stop.wait()
-        finally:
-            accepting.cancel()
-            # gather, not await: should Ctrl-C have landed in that task, the connections must still be closed.
-            await asyncio.gather(accepting, return_exceptions=True)
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._slots.acquire()  # at the bound, new clients wait in the kernel's backlog
-            try:
-                conn, _ = await loop.sock_accept(self.socket)
-            except OSError as exc:
-                self._slots.release()
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    sys.stderr.write(f"warning: cannot accept a connection: {exc.strerror}; retrying\n")
-                    await asyncio.sleep(0.1)
-                continue  # ECONNABORTED and the like: that client is gone
-            except BaseException:
-                self._slots.release()
-                raise
-            task = asyncio.create_task(self._connection(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._connection_closed)
-
-    def _connection_closed(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
-
-    async def _connection(self, conn: socket.socket) -> None:
-        try:
-            reader, writer = await asyncio.open_connection(sock=conn, limit=MAX_HEAD_BYTES)
-        except BaseException:
-            conn.close()
-            raise
-        try:
-            await self._converse(reader, writer)
-        except (ConnectionError, TimeoutError):
-            writer.transport.abort()  # reset by the client, or it would not take its answer
-        except asyncio.CancelledError:
-            writer.transport.abort()  # shutting down
-            raise
-        except Exception:  # a bug: log it, drop this connection, keep serving the others
-            traceback.print_exc(file=sys.stderr)
-            writer.transport.abort()
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Requests on one connection, one after another, until either side closes it."""
-        while True:
-            try:
-                request, t0 = await self._read_request(reader, writer)
-            except _Gone:
-                return
-            except _Refused as refused:
-                _log(refused.method, refused.path, refused.error.status, 0, t0=None)
-                await self._write(writer, _error_response(refused.error), keep_alive=False)
-                if not refused.body_read:
-                    await _linger(reader, writer)
-                return
-            response, chars = await self._respond(request)
-            _log(request.method, request.path, response.status, chars, t0)
-            keep_alive = request.keep_alive and not self._stop.is_set()
-            await self._write(writer, response, keep_alive=keep_alive, head_only=request.method == "HEAD")
-            if not keep_alive:
-                return
-
-    async def _read_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[_Request, float]:
-        limits = self.limits
-        try:
-            async with asyncio.timeout(limits.idle_timeout):
-                first = await reader.read(1)
-        except TimeoutError:
-            raise _Gone from None
-        if not first:
-            raise _Gone
-        t0 = time.perf_counter()
-        try:
-            async with asyncio.timeout(limits.header_timeout):
-                head = first + await reader.readuntil(b"\r\n\r\n")
-        except TimeoutError:
-            raise _Refused(ApiError(408, "Request headers not received in time.")) from None
-        except asyncio.LimitOverrunError:
-            raise _Refused(ApiError(431, f"Request headers too large: at most {MAX_HEAD_BYTES} bytes.")) from None
-        except asyncio.IncompleteReadError:
-            raise _Gone from None
-        method, path, headers, keep_alive = _parse_head(head.lstrip(b"\r\n"))
-
-        if headers.get("Transfer-Encoding"):
-            error = ApiError(411, "Chunked request bodies are not supported: send a Content-Length.")
-            raise _Refused(error, method, path)
-        length = _content_length(headers, method, path)
-        if length and headers.get("Expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            async with asyncio.timeout(limits.body_timeout):
-                body = await reader.readexactly(length) if length else b""
-        except TimeoutError:
-            raise _Refused(ApiError(408, "Request body not received in time."), method, path) from None
-        except asyncio.IncompleteReadError:
-            raise _Gone from None
-        return _Request(method, path, headers, body, keep_alive), t0
-
-    async def _write(
-        self, writer: asyncio.StreamWriter, response: _Response, *, keep_alive: bool, head_only: bool = False
-    ) -> None:
-        lines = [
-            f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
-            f"Server: {SERVER_NAME}",
-            f"Date: {formatdate(usegmt=True)}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-            *(f"{name}: {value}" for name, value in response.headers.items()),
-        ]
-        if not keep_alive:
-            lines.append("Connection: close")
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        if not head_only:
-            writer.write(response.body)
-        async with asyncio.timeout(self.limits.write_timeout):
-            await writer.drain()
-
-    # ------------------------------------------------------------------------------------ requests
-
-    async def _respond(self, request: _Request) -> tuple[_Response, int]:
-        """The answer to one request, and the characters it asked to speak (for the log)."""
-        path = request.path
-        chars = 0
-        try:
-            self._authorize(request.headers)
-            allowed = ROUTES.get(path)
-            if allowed is None:
-                raise ApiError(404, f"Invalid URL ({request.method} {path})")
-            if request.method != allowed:
-                raise ApiError(405, f"Method {request.method} is not allowed for {path}; use {allowed}.")
-            if path == MODELS_PATH:
-                return _json_response(200, {"object": "list", "data": [_model(m) for m in MODELS]}), 0
-            fields = _parse_json(request.body)
-            chars = len(fields["input"]) if isinstance(fields.get("input"), str) else 0
-            text, spec = _speech_request(fields)
-            result = await self._synthesize(text, spec)
-            return _Response(200, result.audio, CONTENT_TYPES[spec.response_format or "mp3"]), chars
-        except ApiError as error:
-            if error.status == 405:
-                error.headers["Allow"] = ROUTES[path]
-            return _error_response(error), chars
-        except Exception:  # a bug: answer 500 in the API's shape, keep serving, log without the text
-            traceback.print_exc(file=sys.stderr)
-            bug = ApiError(500, "The server had an error while processing your request.", type="server_error")
-            return _error_response(bug), chars
-
-    def _authorize(self, headers: http.client.HTTPMessage) -> None:
-        key = self.api_key
-        if key is None:
-            return
-        header = headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if not header or scheme.lower() != "bearer" or not given.strip():
-            raise ApiError(
-                401,
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-            )
-        if not hmac.compare_digest(given.strip().encode("latin-1", "replace"), key):
-            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
-
-    async def _synthesize(self, text: str, spec: VoiceSpec) -> SpeechResult:
+    async def speak(self, text: str, spec: VoiceSpec) -> SpeechResult:
         """Admit the request to the synthesis queue or refuse it with 503, then wait for a worker's answer."""
         workers = self.limits.workers
-        if self._pending >= workers + self.limits.queue:
-            wait = max(1, min(60, math.ceil(self._service_s * (self._pending + 1) / workers)))
+        if self.pending >= workers + self.limits.queue:
+            wait = max(1, min(60, math.ceil(self._service_s * (self.pending + 1) / workers)))
             raise ApiError(
                 503,
                 f"The server is overloaded: every speech worker is busy and the queue is full. "
@@ -474,9 +179,9 @@ class SpeechServer:
                 type="server_error",
                 headers={"Retry-After": str(wait)},
             )
-        self._pending += 1
+        self.pending += 1
         try:
-            future = asyncio.run_coroutine_threadsafe(self._synthesis(text, spec), self._speech_loop)
+            future = asyncio.run_coroutine_threadsafe(self._synthesis(text, spec), self._loop)
             async with asyncio.timeout(self.limits.synthesis_timeout):
                 return await asyncio.wrap_future(future)  # cancelling this cancels the synthesis too
         except FatalAPIError as exc:  # the request itself is wrong (unknown voice...): the client's error
@@ -487,7 +192,7 @@ class SpeechServer:
             message = str(exc) or "speech synthesis timed out"
             raise ApiError(500, f"Speech synthesis failed: {message}", type="server_error") from None
         finally:
-            self._pending -= 1
+            self.pending -= 1
 
     async def _synthesis(self, text: str, spec: VoiceSpec) -> SpeechResult:
         """On the synthesis loop: wait for one of the ``workers`` places (the queue), then synthesize."""
@@ -497,59 +202,192 @@ class SpeechServer:
             self._service_s = 0.8 * self._service_s + 0.2 * (time.perf_counter() - t0)
             return result
 
+    def close(self) -> None:
+        """Close the synthesizer and stop the loop and its threads; safe to call more than once."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._run(self.synth.aclose(), timeout=30)
+            self._run(self._loop.shutdown_default_executor(), timeout=30)
+        except TimeoutError:  # a synthesis that will not end: leave it to finish on its own, still stop serving
+            sys.stderr.write("warning: a speech synthesis was still running at shutdown\n")
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            if not self._loop.is_running():
+                self._loop.close()
 
-# ---------------------------------------------------------------------------------------- HTTP pieces
+    def _run(self, coro: Any, timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
 
 
-def _parse_head(head: bytes) -> tuple[str, str, http.client.HTTPMessage, bool]:
-    """Method, path, headers and whether the client keeps the connection, from the bytes before the body."""
-    line, _, rest = head.partition(b"\r\n")
-    parts = line.decode("latin-1").split(" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
-        raise _Refused(ApiError(400, "Malformed request line."))
-    method, target, version = parts
-    path = urlsplit(target).path.rstrip("/") or "/"
-    if version not in ("HTTP/1.0", "HTTP/1.1"):
-        raise _Refused(ApiError(505, f"HTTP version not supported: {version[:16]!r}; use HTTP/1.1."), method, path)
+# ---------------------------------------------------------------------------------------- the app
+
+
+def key_matches(authorization: str, key: str) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <key>``, compared in constant time."""
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return False
+    return hmac.compare_digest(given.strip().encode("latin-1", "replace"), key.encode("latin-1", "replace"))
+
+
+def _authorize(authorization: str, key: str) -> None:
+    scheme, _, given = authorization.partition(" ")
+    if not authorization or scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )
+    if not key_matches(authorization, key):
+        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+
+class _Gate:
+    """Around every request, before routing: the path without a trailing slash, the bound on connections, the
+    key, and the log line (method, path, status, characters, milliseconds; never the key, never the text)."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, limits: ServerLimits, connections: Callable[[], int]):
+        self.app, self.api_key, self.limits, self.connections = app, api_key, limits, connections
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        scope = {**scope, "path": scope["path"].rstrip("/") or "/", "chars": 0}
+        status = [0]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if self.connections() > self.limits.connections:
+                raise ApiError(
+                    503,
+                    "The server is overloaded: too many connections are open. Please retry in a second.",
+                    type="server_error",
+                    headers={"Retry-After": "1", "Connection": "close"},
+                )
+            if self.api_key is not None:
+                headers = dict(scope["headers"])
+                _authorize(headers.get(b"authorization", b"").decode("latin-1"), self.api_key)
+        except ApiError as error:
+            await error.response()(scope, receive, sending)
+        else:
+            await self.app(scope, receive, sending)
+        finally:
+            _log(scope["method"], scope["path"], status[0], scope["chars"], t0)
+
+
+def _endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Every error of a handler answered in OpenAI's shape; a bug logged and answered 500, the server kept."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as error:
+            return error.response()
+        except ClientDisconnect:  # gone while sending its body: nobody to answer
+            return Response(status_code=499)
+        except Exception:
+            return _bug().response()
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method) in OpenAI's shape."""
+    assert isinstance(exc, HTTPException)
+    method, path = request.method, request.scope["path"]
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = ", ".join(m for m in allowed.split(", ") if m != "HEAD")
+        error = ApiError(405, f"Method {method} is not allowed for {path}; use {allowed}.", headers={"Allow": allowed})
+    elif exc.status_code == 404:
+        error = ApiError(404, f"Invalid URL ({method} {path})")
+    else:
+        error = ApiError(exc.status_code, exc.detail, headers=exc.headers)
+    return error.response()
+
+
+async def _read_body(request: Request, limits: ServerLimits) -> bytes:
+    """The body, refused with 413 beyond ``MAX_BODY_BYTES`` (by its length before reading any of it, when it
+    says one) and 408 when it does not arrive within ``body_timeout``."""
+    too_large = ApiError(413, f"Request body too large: at most {MAX_BODY_BYTES} bytes.")
+    length = request.headers.get("content-length", "")  # the parser refused an invalid or a second one
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        if request.headers.get("expect", "").lower() == "100-continue":
+            # The client waits to be told to send the body it announced: it never will be, so this connection
+            # cannot carry another request. Otherwise uvicorn reads the unwanted body away and the connection
+            # goes on, instead of closing on unread data, which the client would see as a reset.
+            too_large.headers["Connection"] = "close"
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
     try:
-        headers = http.client.parse_headers(io.BytesIO(rest))
-    except http.client.HTTPException:  # more than 100 headers, or one line over 64 KiB
-        raise _Refused(ApiError(431, "Too many request headers."), method, path) from None
-    tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
-    keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
-    return method, path, headers, keep_alive
+        async with asyncio.timeout(limits.body_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    too_large.headers["Connection"] = "close"  # the rest of the chunks will not be read
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "Request body not received in time.", headers={"Connection": "close"}) from None
+    return b"".join(chunks)
 
 
-def _content_length(headers: http.client.HTTPMessage, method: str, path: str) -> int:
-    values = {v.strip() for v in headers.get_all("Content-Length") or []}
-    if not values:
-        return 0
-    value = values.pop()
-    if values or not value.isdigit():  # two different lengths is how requests are smuggled
-        raise _Refused(ApiError(400, "Invalid Content-Length header."), method, path)
-    length = int(value)
-    if length > MAX_BODY_BYTES:
-        raise _Refused(ApiError(413, f"Request body too large: at most {MAX_BODY_BYTES} bytes."), method, path)
-    return length
+def create_app(
+    synth: Synthesizer | None = None,
+    api_key: str | None = None,
+    *,
+    limits: ServerLimits | None = None,
+    connections: Callable[[], int] = lambda: 0,
+) -> Starlette:
+    """The speech API as a Starlette app, to serve with any ASGI server or test in-process (Starlette's
+    ``TestClient``). ``connections`` tells how many connections are open, for the 503 beyond
+    ``limits.connections``. Without ``synth`` it speaks with the offline voice. The synthesis side starts at
+    once and stops at the app's shutdown (its lifespan) or with ``app.state.synthesis.close()``. No access
+    rules here (see ``serve``): any key, or none, is taken."""
+    if synth is None:
+        from pipeline.tts.espeak import EspeakSynth
 
+        synth = EspeakSynth()
+    limits = limits or ServerLimits()
+    synthesis = _Synthesis(synth, limits)
 
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Close our side, then read and discard what the client still sends for a moment: closing a socket with
-    unread data makes the kernel reset it, and the client would see the reset instead of our answer."""
-    with contextlib.suppress(OSError, TimeoutError):
-        if writer.can_write_eof():
-            writer.write_eof()
-        async with asyncio.timeout(LINGER_S):
-            while await reader.read(1 << 16):
-                pass
+    async def speech(request: Request) -> Response:
+        fields = _parse_json(await _read_body(request, limits))
+        request.scope["chars"] = len(fields["input"]) if isinstance(fields.get("input"), str) else 0
+        text, spec = _speech_request(fields)
+        result = await synthesis.speak(text, spec)
+        return Response(result.audio, media_type=CONTENT_TYPES[spec.response_format or "mp3"])
 
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [_model(m) for m in MODELS]})
 
-def _json_response(status: int, payload: object) -> _Response:
-    return _Response(status, json.dumps(payload).encode())
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        yield
+        await asyncio.to_thread(synthesis.close)
 
-
-def _error_response(error: ApiError) -> _Response:
-    return _Response(error.status, error.body(), headers=error.headers)
+    app = Starlette(
+        routes=[
+            Route(SPEECH_PATH, _endpoint(speech), methods=["POST"]),
+            Route(MODELS_PATH, _endpoint(models), methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.synthesis = synthesis
+    app.add_middleware(_Gate, api_key=api_key, limits=limits, connections=connections)
+    return app
 
 
 def _log(method: str, path: str, status: int, chars: int, t0: float | None) -> None:
@@ -557,6 +395,9 @@ def _log(method: str, path: str, status: int, chars: int, t0: float | None) -> N
     shown = "".join(c if c.isprintable() else "?" for c in path)[:120]
     sys.stderr.write(f"{method[:16]} {shown} {status} {chars} chars {ms:.0f} ms\n")
     sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------- request fields
 
 
 def _speech_request(request: dict[str, Any]) -> tuple[str, VoiceSpec]:
@@ -687,6 +528,237 @@ def check_access(host: str, api_key: str | None, *, allow_no_key: bool = False) 
         )
 
 
+# ---------------------------------------------------------------------------------------- serving
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with the timers and the header cap it has no setting for (see the module
+    docstring). It parses nothing itself: it only watches the parser's callbacks and the transport's flow."""
+
+    limits: ClassVar[ServerLimits]  # set on a subclass per server (_protocol_for)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._refused = False
+        # uvicorn arms its keep-alive timer only after an answer: a connection that never asks is idle too.
+        self.timeout_keep_alive_task = self.loop.call_later(self.limits.idle_timeout, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is not None:  # the next request gets idle_timeout, not uvicorn's 5 s
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.limits.idle_timeout, self.timeout_keep_alive_handler
+            )
+
+    # The head: from the request's first byte to the end of its headers.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._head_timer = self.loop.call_later(
+            self.limits.header_timeout, self._refuse, ApiError(408, "Request headers not received in time.")
+        )
+
+    def on_url(self, url: bytes) -> None:
+        if self._count(len(url)):
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._count(len(name) + len(value) + 4):
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if not self._refused:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """What the parser refuses (a malformed request line, ambiguous framing): 400 in the API's shape."""
+        self._refuse(ApiError(400, f"{msg.rstrip('.')}: malformed or ambiguous HTTP/1.1."))
+
+    def _count(self, size: int) -> bool:
+        """Whether the head is still within ``MAX_HEAD_BYTES`` (else it is refused with 431)."""
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES and not self._refused:
+            self._refuse(ApiError(431, f"Request headers too large: at most {MAX_HEAD_BYTES} bytes."))
+        return not self._refused
+
+    def _refuse(self, error: ApiError) -> None:
+        """Answer a request that never reached the app (its head malformed, too slow or too large), then close:
+        the parser is mid-request, so nothing more on this connection can be read as a request."""
+        self._refused = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        body = error.body()
+        head = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}".encode()]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        head += [b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        # Close our side only, and read away (data_received drops it) what the client still sends for a
+        # moment: closing a socket with unread data makes the kernel reset it, and the client would see the
+        # reset instead of this answer.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+        _log("-", "-", error.status, 0, t0=None)
+
+    # The answer: a client that stops reading it is dropped after write_timeout.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.limits.write_timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        super().resume_writing()
+
+
+def _protocol_for(limits: ServerLimits) -> type[_Protocol]:
+    return type("_Protocol", (_Protocol,), {"limits": limits})
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server, but Ctrl-C and SIGTERM only stop it (a second Ctrl-C stops waiting for the requests in
+    progress): uvicorn would raise the signal again once stopped, and SIGTERM would then kill the process
+    instead of letting ``serve`` return."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+
+class SpeechServer:
+    """The speech app under uvicorn, bound and listening once built. ``start()`` serves from a background
+    thread, ``serve_forever()`` in the caller's; ``shutdown()`` stops either, closes the socket and the
+    synthesizer, and may be called more than once (and on a server that never served)."""
+
+    def __init__(
+        self, host: str, port: int, api_key: str | None, synth: Synthesizer, limits: ServerLimits | None = None
+    ) -> None:
+        self.limits = limits or ServerLimits()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server((host.strip("[]"), port), family=family, backlog=self.limits.backlog)
+        self.app = create_app(synth, api_key, limits=self.limits, connections=lambda: self.connections)
+        self._synthesis: _Synthesis = self.app.state.synthesis
+        config = uvicorn.Config(
+            self.app,
+            http=_protocol_for(self.limits),
+            ws="none",
+            lifespan="on",
+            log_config=None,  # the process's logging stays ours; uvicorn's warnings reach stderr unformatted
+            access_log=False,  # our own line per request (_Gate), which never shows the key
+            server_header=False,
+            headers=[("Server", SERVER_NAME)],
+            proxy_headers=False,  # nothing in front of us to trust
+            backlog=self.limits.backlog,
+            timeout_graceful_shutdown=math.ceil(self.limits.shutdown_timeout),
+        )
+        self._server = _Uvicorn(config)
+        self._thread: threading.Thread | None = None
+        self._served = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        host, port = self.socket.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def host(self) -> str:
+        return self.server_address[0]
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The base URL clients use (``OPENAI_BASE_URL``), ``/v1`` included."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (accepted and not yet closed)."""
+        return len(self._server.server_state.connections)
+
+    @property
+    def pending(self) -> int:
+        """Speech requests being synthesized or queued for a worker."""
+        return self._synthesis.pending
+
+    def serve_forever(self) -> None:
+        if self._closed or self._served:
+            raise RuntimeError("the server was shut down" if self._closed else "the server is serving already")
+        self._served = True
+        self._server.run(sockets=[self.socket])
+
+    def start(self) -> SpeechServer:
+        self._thread = threading.Thread(target=self.serve_forever, name=f"speech-server:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10  # so that shutdown() finds it serving, never half started
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self
+
+    def shutdown(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=self.limits.shutdown_timeout + 10)
+        self.socket.close()
+        self._synthesis.close()
+
+    def __enter__(self) -> SpeechServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
 # ---------------------------------------------------------------------------------------- entry points
 
 
@@ -722,8 +794,8 @@ def serve(
     limits: ServerLimits | None = None,
     ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until Ctrl-C, then return normally. ``ready`` receives the base URL once the port is bound.
-    Refuses (``UsageError``, before binding) what ``check_access`` refuses."""
+    """Serve until Ctrl-C or SIGTERM, then return normally. ``ready`` receives the base URL once the port is
+    bound. Refuses (``UsageError``, before binding) what ``check_access`` refuses."""
     check_access(host, api_key, allow_no_key=allow_no_key)
     server = make_server(host, port, api_key, synth, limits=limits)
     if not is_loopback(server.host) and api_key is None:

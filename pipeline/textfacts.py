@@ -196,9 +196,9 @@ def _decode(data: bytes, source: str, declared: str | None) -> str:
     # GB18030 and Big5 accept most byte pairs, and cp1252 almost any byte: trust a decoding only when it reads
     # like the language it claims (common Han characters; Western letters and punctuation).
     for encoding in ("gb18030", "big5"):
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
+        # A few broken pairs are damage, not another encoding: web pages cut titles in half a character.
+        text = data.decode(encoding, "replace")
+        if text.count("\ufffd") > 2 + len(text) // 10_000:
             continue
         wide = [c for c in text if ord(c) > 127]
         han = [c for c in wide if CJK_CHAR.match(c)]

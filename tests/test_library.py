@@ -26,6 +26,7 @@ from PIL import Image
 from pipeline import library
 from pipeline.cli import main
 from pipeline.media import ffmpeg_exe
+from pipeline.models import Book
 from pipeline.names import chapter_filename, chapter_path
 from pipeline.readers import read_book
 from tests.fakeserver import FakeSpeechServer
@@ -412,7 +413,7 @@ def test_scan_request_without_a_token_or_server_says_why(tmp_path: Path, monkeyp
 
 
 def test_titles_and_authors_cannot_place_a_book_outside_the_library(tmp_path: Path) -> None:
-    from pipeline.models import Book, BookInfo
+    from pipeline.models import BookInfo
 
     lib = tmp_path / "lib"
     for title, author, series in [("../../etc", "..", "../x"), (".hidden", "/abs/path", None), ("", "", "CON")]:

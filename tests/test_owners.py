@@ -49,12 +49,19 @@ def test_where_the_limits_file_lives() -> None:
 
 def test_batch_takes_for_a_book_exactly_the_suffixes_a_reader_is_chosen_by(tmp_path: Path) -> None:
     assert batch.BOOK_SUFFIXES is readers.BOOK_SUFFIXES
-    assert readers.BOOK_SUFFIXES == (
-        readers.TEXT_SUFFIXES | readers.MARKDOWN_SUFFIXES | readers.EPUB_SUFFIXES | readers.HTML_SUFFIXES
+    assert (
+        readers.BOOK_SUFFIXES
+        == (readers.TEXT_SUFFIXES | readers.MARKDOWN_SUFFIXES | readers.EPUB_SUFFIXES | readers.HTML_SUFFIXES)
+        | readers.PDF_SUFFIXES
+        | readers.DOCX_SUFFIXES
+        | readers.FB2_SUFFIXES
+        | readers.MOBI_SUFFIXES
     )
     books = tmp_path / "books"
     books.mkdir()
-    for n, suffix in enumerate(sorted(readers.BOOK_SUFFIXES | {".pdf", ".mp3", ".json", ".TXT"})):
+    for n, suffix in enumerate(sorted(readers.BOOK_SUFFIXES | {".doc", ".mp3", ".json", ".TXT", ".fb2.zip", ".zip"})):
         (books / f"book{n}{suffix}").write_text("Chapter 1\n\nWords.\n", encoding="utf-8")
     job = folder_job(books, tmp_path / "out", None)
-    assert sorted(b.source.suffix.lower() for b in job.books) == sorted([*readers.BOOK_SUFFIXES, ".txt"])  # .TXT too
+    # .TXT too, and a zipped FB2 (".fb2.zip") but no other zip
+    names = sorted(b.source.name.split(".", 1)[1].lower() for b in job.books)
+    assert names == sorted([*(s[1:] for s in readers.BOOK_SUFFIXES), "txt", "fb2.zip"])

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import openai
 import pytest
+from starlette.testclient import TestClient
 
 from pipeline.cli import main
 from pipeline.errors import FatalAPIError, UsageError
 from pipeline.models import SpeechResult, VoiceSpec
-from pipeline.server import MAX_INPUT_CHARS, SpeechServer, check_access, make_server, serve
+from pipeline.server import MAX_BODY_BYTES, MAX_INPUT_CHARS, SpeechServer, check_access, create_app, make_server, serve
 from pipeline.tts.espeak import EspeakSynth
 from tests.audiocheck import decode, is_mp3
 from tests.helpers import child_env
@@ -426,9 +427,11 @@ def test_bad_keys_and_a_public_address_without_one_are_one_line_usage_errors(
         assert secret not in output
 
 
-@pytest.mark.parametrize("source", ["file", "env"])
+@pytest.mark.parametrize(
+    ("source", "stop"), [("file", signal.SIGINT), ("env", signal.SIGTERM)], ids=["file-ctrl-c", "env-sigterm"]
+)
 def test_the_cli_serves_with_a_key_from_a_file_or_the_environment_and_never_shows_it(
-    source: str, tmp_path: Path
+    source: str, stop: signal.Signals, tmp_path: Path
 ) -> None:
     key_file = tmp_path / "server.key"
     key_file.write_text(f"  {LONG_KEY}  \n")
@@ -464,8 +467,91 @@ def test_the_cli_serves_with_a_key_from_a_file_or_the_environment_and_never_show
         assert status == 401 and LONG_KEY[:-1].encode() not in body
         assert models(None)[0] == 401
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)  # either one stops it cleanly: exit 0, not killed by the signal
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert LONG_KEY not in first_line + out + err
     assert "GET /v1/models 200" in err and "GET /v1/models 401" in err
+
+
+def test_serve_without_the_web_extra_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delitem(sys.modules, "pipeline.server")
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed: importing it fails
+    code, output = run_main(["serve", "--port", "0"], capsys)
+    assert code == 2
+    assert output == "audiobook: error: the speech server is not installed: pip install 'audiobook-pipeline[web]'\n"
+
+
+# ------------------------------------------------------------------------------------------------ in-process
+
+
+def test_the_app_answers_in_process_with_the_same_rules() -> None:
+    """``create_app`` is the whole HTTP surface: Starlette's TestClient drives it without a socket."""
+    synth = RecordingSynth()
+    with TestClient(create_app(synth, KEY), base_url="http://testserver") as app:
+        bearer = {"Authorization": f"Bearer {KEY}"}
+        assert app.get("/v1/models").status_code == 401
+        assert (
+            app.get("/v1/models", headers={"Authorization": "Bearer sk-wrong-key-000000"}).json()["error"]["code"]
+            == "invalid_api_key"
+        )
+        models = app.get("/v1/models/", headers=bearer)  # a trailing slash is the same path
+        assert models.status_code == 200 and models.json()["data"][0]["object"] == "model"
+        spoken = app.post("/v1/audio/speech", json={"model": "m", "voice": "v", "input": "Hi."}, headers=bearer)
+        assert (spoken.status_code, spoken.headers["content-type"], spoken.content) == (
+            200,
+            "audio/mpeg",
+            b"ID3 fake audio for v",
+        )
+        wav = app.post(
+            "/v1/audio/speech",
+            json={"model": "m", "voice": "v", "input": "Hi.", "response_format": "wav"},
+            headers=bearer,
+        )
+        assert wav.headers["content-type"] == "audio/wav"
+        wrong = app.put("/v1/audio/speech", headers=bearer)
+        assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+        assert wrong.json()["error"]["message"] == "Method PUT is not allowed for /v1/audio/speech; use POST."
+        listed = app.delete("/v1/models", headers=bearer)
+        assert (listed.status_code, listed.headers["allow"]) == (405, "GET")
+        malformed = app.post("/v1/audio/speech", content=b'{"model": ', headers=bearer)
+        assert malformed.status_code == 400
+        assert malformed.json() == {
+            "error": {
+                "message": "We could not parse the JSON body of your request. The API expects a JSON payload "
+                "(Content-Type: application/json).",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
+        too_large = app.post("/v1/audio/speech", content=b"x" * (MAX_BODY_BYTES + 1), headers=bearer)
+        assert too_large.status_code == 413 and too_large.json()["error"]["type"] == "invalid_request_error"
+    assert [text for text, _ in synth.calls] == ["Hi.", "Hi."]
+    assert synth.closed  # the app's shutdown closed the engine
+
+
+def test_a_bug_in_the_engine_is_a_500_in_the_api_shape_and_the_server_goes_on(
+    fake: tuple[SpeechServer, RecordingSynth], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, synth = fake
+
+    async def broken(text: str, spec: VoiceSpec) -> SpeechResult:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(synth, "synthesize", broken)
+    body = json.dumps({"model": "m", "voice": "v", "input": "Secret words."}).encode()
+    status, _, answer = raw(server, "POST", "/v1/audio/speech", body)
+    assert status == 500
+    assert answer["error"] == {
+        "message": "The server had an error while processing your request.",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+    monkeypatch.undo()
+    assert raw(server, "GET", "/v1/models")[0] == 200
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and "Secret words" not in err

@@ -58,7 +58,7 @@ def assemble_chapter(
     if not segments:
         raise ValueError(f"chapter {chapter.index} has no segments to assemble")
     total = max(total_chapters or len(book.chapters), chapter.index)
-    final = out_dir / chapter_path(chapter.index, total, chapter.title, settings.output_format)
+    final = out_dir / chapter_path(book, chapter.index, total, chapter.title, settings.output_format)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + ".part")
     sub_final = final.with_suffix("." + settings.subtitles) if settings.subtitles else None

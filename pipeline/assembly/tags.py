@@ -30,6 +30,7 @@ from mutagen.id3 import (
 from pipeline.bookmeta import genres, narrator
 from pipeline.errors import AudioError
 from pipeline.models import Book, Chapter
+from pipeline.names import is_article
 from pipeline.options import BookOptions
 from pipeline.textfacts import iso639_2
 
@@ -71,7 +72,9 @@ def tag_mp3(path: Path, book: Book, chapter: Chapter, title: str, track: str, se
     tags.add(TIT2(encoding=utf16, text=[title]))
     if chapter.part:  # the volume or part above the chapter: ID3's content group, which players show as grouping
         tags.add(TIT1(encoding=utf16, text=[" ".join(chapter.part.split())]))
-    tags.add(TALB(encoding=utf16, text=[book.title]))
+    # An article's album is its site ("n/N": an article is a book of one chapter).
+    article = is_article(book, int(track.rpartition("/")[2] or 0)) and book.info.site
+    tags.add(TALB(encoding=utf16, text=[book.info.site if article else book.title]))
     if book.author:
         tags.add(TPE1(encoding=utf16, text=[book.author]))
         tags.add(TPE2(encoding=utf16, text=[book.author]))

@@ -4,86 +4,112 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 import os
 import stat
 from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.models import Book
+from pipeline.readers.sniff import BINARY_KINDS, content_kind
 from pipeline.textfacts import detect_language
+
+log = logging.getLogger("audiobook")
 
 TEXT_SUFFIXES = frozenset({".txt", ".text"})
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
 EPUB_SUFFIXES = frozenset({".epub"})
 HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
+PDF_SUFFIXES = frozenset({".pdf"})
+DOCX_SUFFIXES = frozenset({".docx"})
+FB2_SUFFIXES = frozenset({".fb2"})  # and ".fb2.zip": see _suffix_kind
+MOBI_SUFFIXES = frozenset({".mobi", ".azw", ".azw3", ".prc"})
 # Every suffix a reader is chosen by: what `batch FOLDER` and a job file's globs take for a book.
-BOOK_SUFFIXES = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | EPUB_SUFFIXES | HTML_SUFFIXES
+BOOK_SUFFIXES = (
+    TEXT_SUFFIXES | MARKDOWN_SUFFIXES | EPUB_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | DOCX_SUFFIXES | FB2_SUFFIXES
+) | MOBI_SUFFIXES
 
-# Formats people try that we cannot read: refused by name rather than misread (a .docx is a zip, as an EPUB
-# is; a PDF's bytes would be read aloud as text).
+# Formats people try that we cannot read: refused by name rather than misread.
 UNSUPPORTED_SUFFIXES = {
-    ".pdf": "PDF",
     ".doc": "DOC",
-    ".docx": "DOCX",
     ".odt": "ODT",
     ".rtf": "RTF",
-    ".mobi": "MOBI",
-    ".azw": "AZW",
-    ".azw3": "AZW3",
     ".djvu": "DjVu",
     ".pages": "Pages",
 }
-_SUPPORTED = "supported: .txt .md .html .epub"
+_SUPPORTED = "supported: .txt .md .html .epub .pdf .docx .fb2 .mobi .azw3"
+_NAMES = {"pdf": "PDF", "epub": "EPUB", "docx": "DOCX", "fb2": "FB2", "mobi": "MOBI", "html": "HTML", "text": "text"}
 
 
-def _head(path: Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(2048)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from exc
+def is_book_name(path: Path) -> bool:
+    """Whether a file's name makes it a book for `batch FOLDER` and a job file's globs."""
+    return path.suffix.lower() in BOOK_SUFFIXES or path.name.lower().endswith(".fb2.zip")
 
 
-def _signature(head: bytes) -> str | None:
-    """The unsupported format the first bytes give away, whatever the file is called."""
-    start = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
-    if start.startswith(b"%PDF-"):
-        return "PDF"
-    if start.startswith(b"{\\rtf"):
-        return "RTF"
-    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):  # OLE2: .doc and other old Office files
-        return "DOC"
-    if head[60:68] == b"BOOKMOBI":
-        return "MOBI"
-    if head.startswith(b"AT&TFORM"):
-        return "DjVu"
+def _a(name: str) -> str:
+    return f"an {name}" if name[:1] in "AEFHILMNORSX" else f"a {name}"
+
+
+def _suffix_kind(path: Path) -> str | None:
+    """The reader a file's name asks for, if any."""
+    name = path.name.lower()
+    if name.endswith(".fb2.zip"):
+        return "fb2"
+    suffix = path.suffix.lower()
+    for suffixes, kind in (
+        (TEXT_SUFFIXES, "text"),
+        (MARKDOWN_SUFFIXES, "markdown"),
+        (EPUB_SUFFIXES, "epub"),
+        (HTML_SUFFIXES, "html"),
+        (PDF_SUFFIXES, "pdf"),
+        (DOCX_SUFFIXES, "docx"),
+        (FB2_SUFFIXES, "fb2"),
+        (MOBI_SUFFIXES, "mobi"),
+    ):
+        if suffix in suffixes:
+            return kind
     return None
 
 
-def _refuse_unsupported(path: Path) -> None:
-    """Raise InputError naming the format when ``path`` is one we cannot read, by its suffix or its bytes."""
+def _unsupported(path: Path, fmt: str, note: str = "") -> InputError:
+    return InputError(f"{path}: {fmt} is not supported{note}; convert it to EPUB, PDF or text first ({_SUPPORTED})")
+
+
+def _refusal(path: Path, found: str, named: bool) -> InputError:
+    """The one line for content we do not read ("!RTF", "!zip", "!xml:svg", ...; see ``sniff.content_kind``)."""
+    fmt = found[1:]
+    despite = " despite its name" if named else ""
+    if fmt == "zip":
+        return InputError(f"{path}: the file is a zip archive but no e-book (neither EPUB, DOCX nor FB2){despite}")
+    if fmt.startswith("xml:"):
+        return InputError(
+            f"{path}: the file is an XML document (root <{fmt[4:]}>){despite}, not a book we read; its markup "
+            f"would be read aloud ({_SUPPORTED})"
+        )
+    extra = ": an old Word file, or a password-protected DOCX" if fmt == "DOC" else ""
+    return _unsupported(path, fmt, f" (the file is {_a(fmt)}{despite}{extra})")
+
+
+def choose_reader(path: Path) -> str:
+    """The reader for ``path``. Its content decides where it is a binary or XML e-book, or a format we do not
+    read (refused by name, in one line); otherwise its suffix, else text or HTML as the content says."""
     suffix = path.suffix.lower()
-    fmt = UNSUPPORTED_SUFFIXES.get(suffix)
-    note = ""
-    if fmt is None:
-        fmt = _signature(_head(path))
-        if fmt is None:
-            return
-        note = f" (the file is a {fmt} despite its name)" if suffix else f" (the file is a {fmt})"
-    raise InputError(f"{path}: {fmt} is not supported{note}; convert it to EPUB, HTML or text first ({_SUPPORTED})")
-
-
-def _sniff(path: Path) -> str:
-    """The format of a file whose suffix says nothing: zip magic is an EPUB, an HTML tag is HTML."""
-    head = _head(path)
-    if head.startswith(b"PK\x03\x04"):
-        return "epub"
-    for encoding in ("utf-8", "utf-16"):
-        sample = head.decode(encoding, errors="ignore").lstrip("\ufeff \t\r\n").lower()
-        # Markup must open the file: a story that mentions "<html" in its text is still text.
-        if sample.startswith(("<!doctype html", "<html")) or (sample.startswith("<") and "<html" in sample):
-            return "html"
-    return "text"
+    if suffix in UNSUPPORTED_SUFFIXES:
+        raise _unsupported(path, UNSUPPORTED_SUFFIXES[suffix])
+    named = _suffix_kind(path)
+    found = content_kind(path, zip_as=named if named in ("epub", "docx", "fb2") else None)
+    if found.startswith("!"):
+        raise _refusal(path, found, named is not None)
+    if named is None:
+        return found
+    if found in BINARY_KINDS and found != named:
+        log.warning(
+            "%s: the file is %s despite its name; reading it as %s", path.name, _a(_NAMES[found]), _NAMES[found]
+        )
+        return found
+    if named in BINARY_KINDS and found in ("text", "html"):
+        raise InputError(f"{path}: the file is {_NAMES[found]}, not {_a(_NAMES[named])}; rename it to what it is")
+    return named
 
 
 _SPECIAL_FILES = (
@@ -122,26 +148,32 @@ def check_file(path: Path) -> None:
     if not stat.S_ISREG(info.st_mode):
         # Never opened: a FIFO would block until something writes to it.
         kind = next((name for test, name in _SPECIAL_FILES if test(info.st_mode)), "a special file")
-        raise InputError(f"{path}: is {kind}, not a regular file; give a .txt, .md, .epub or .html book")
+        raise InputError(f"{path}: is {kind}, not a regular file; give a book file ({_SUPPORTED})")
 
 
 def _read(path: Path, include_matter: bool) -> Book:
-    suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
-        kind = "text"
-    elif suffix in MARKDOWN_SUFFIXES:
-        kind = "markdown"
-    elif suffix in EPUB_SUFFIXES:
-        kind = "epub"
-    elif suffix in HTML_SUFFIXES:
-        kind = "html"
-    else:
-        kind = _sniff(path)
+    kind = choose_reader(path)
     # Readers are imported when needed: each pulls in its own parsing libraries.
     if kind == "epub":
         from pipeline.readers.epub import read_epub
 
         return read_epub(path, include_matter=include_matter)
+    if kind == "pdf":
+        from pipeline.readers.pdf import read_pdf
+
+        return read_pdf(path, include_matter=include_matter)
+    if kind == "docx":
+        from pipeline.readers.docx import read_docx
+
+        return read_docx(path, include_matter=include_matter)
+    if kind == "fb2":
+        from pipeline.readers.fb2 import read_fb2
+
+        return read_fb2(path)
+    if kind == "mobi":
+        from pipeline.readers.mobi import read_mobi
+
+        return read_mobi(path, include_matter=include_matter)
     if kind == "html":
         from pipeline.readers.html import read_html
 
@@ -162,7 +194,6 @@ def read_book(path: Path, *, include_matter: bool = False, language: str | None 
     we cannot read (PDF, Word, MOBI ...)."""
     path = Path(path)
     check_file(path)
-    _refuse_unsupported(path)
     try:
         book = _read(path, include_matter)
     except PermissionError as exc:

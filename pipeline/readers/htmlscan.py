@@ -9,12 +9,15 @@ this leaves a trace in the tree or the parser's error log, so we look at the sou
 here; the second is returned, so the tree can be marked (``UNCLOSED``) and the extractor can refuse to drop
 text that only an unclosed tag put out of reach.
 
-The scan follows the HTML tokenizer where it matters (comments, quoted attribute values, raw-text elements,
-``<tag/>``, which libxml2 closes at once) and is linear in the size of the source.
+The scan follows the HTML tokenizer where it matters (comments, quoted attribute values, raw-text elements
+with a script's "escaped" states, ``<tag/>``, which libxml2 closes at once) and is linear in the size of the
+source. A ``<script`` inside a script is a sign that the script was left open only where it stands in the code:
+pages write tags inside JavaScript strings, templates, comments and regular expressions all the time.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 from pipeline.errors import InputError
@@ -74,6 +77,168 @@ def _tag_end(text: str, pos: int, name: str, where: str) -> re.Match[str] | None
     return part
 
 
+_HIDDEN_ELEMENTS = re.compile(r"<(script|style)\b.*?(?:</\1\s*>|\Z)|<!--.*?(?:-->|\Z)", re.IGNORECASE | re.DOTALL)
+_ANY_TAG = re.compile(r"<[A-Za-z/!?][^>]*>?")
+_MARKUP = re.compile(r"<[A-Za-z/!]")
+_TEXT_CHARS = 20  # more letters than a stray marker or a closing "}" holds: the page's words
+
+
+def _holds_text(span: str) -> bool:
+    """Whether ``span``, taken in by a comment, script or style left open, holds words a reader would read:
+    the text of the markup in it (from its first tag: what comes before is the comment's or the code's own),
+    without scripts, styles, comments and tags."""
+    first = _MARKUP.search(span)
+    span = span[first.start() :] if first else ""
+    rest = _ANY_TAG.sub(" ", _HIDDEN_ELEMENTS.sub(" ", span))
+    return sum(c.isalnum() for c in rest) >= _TEXT_CHARS
+
+
+def _raw_text(text: str, pos: int, name: str) -> tuple[int | None, int | None]:
+    """Where the raw text of ``<name>`` that starts at ``pos`` ends (the offset of its end tag; None when it runs
+    to the end of the file), and the offset of a start tag of its kind inside that looks like the real thing."""
+    if name == "script":
+        end, candidates = _script_data(text, pos)
+    else:
+        found = _end_tag(name).search(text, pos)
+        end = found.start() if found else None
+        candidates = [m.start() for m in _start_tag(name).finditer(text, pos, len(text) if end is None else end)]
+    if end is None or not candidates:
+        return end, None
+    if name == "script":
+        return end, _first_in_code(text, pos, end, candidates, js=True)
+    if name == "style":
+        return end, _first_in_code(text, pos, end, candidates, js=False)
+    # Text elements (<title>, <textarea> ...): a quote or "+" just before it marks a tag written as text.
+    return end, next((c for c in candidates if c == pos or text[c - 1] not in "\"'`+"), None)
+
+
+@functools.cache
+def _end_tag(name: str) -> re.Pattern[str]:
+    return re.compile(rf"</{re.escape(name)}[\s/>]", re.IGNORECASE)
+
+
+@functools.cache
+def _start_tag(name: str) -> re.Pattern[str]:
+    return re.compile(rf"<{re.escape(name)}[\s/>]", re.IGNORECASE)
+
+
+_SCRIPT_MARK = re.compile(r"<!--|-->|</?script[\s/>]", re.IGNORECASE)
+
+
+def _script_data(text: str, pos: int) -> tuple[int | None, list[int]]:
+    """HTML's script data states, as its tokenizer (and libxml2 2.14) runs them: a script ends at the first
+    ``</script``, except after a ``<!--`` inside it, where a ``<script`` opens a "double-escaped" stretch whose
+    ``</script>`` is the script's own text, up to the ``-->``. Returns the end tag's offset (None: no end) and
+    the offsets of ``<script`` met outside those stretches, which may be start tags of another script."""
+    candidates: list[int] = []
+    state = "data"  # "escaped" after <!--, "double" after <!-- ... <script
+    for mark in _SCRIPT_MARK.finditer(text, pos):
+        token = mark.group(0).lower()
+        if token == "<!--":
+            if state == "data":
+                state = "escaped"
+        elif token == "-->":
+            state = "data"
+        elif token.startswith("</"):
+            if state == "double":
+                state = "escaped"
+            else:
+                return mark.start(), candidates
+        elif state == "escaped":
+            state = "double"
+        elif state == "data":
+            candidates.append(mark.start())
+    return None, candidates
+
+
+# What may come before a "/" that starts a regular expression rather than a division.
+# ("<" and ">" are left out: after them a "/" is far likelier an end tag's, in markup the script took in.)
+_BEFORE_REGEX = frozenset("(,=:[!&|?{};+-*%~^")
+_REGEX_KEYWORDS = re.compile(r"(?:^|[^\w$])(?:return|typeof|case|do|else|in|of|void|delete|throw|new|yield|await)$")
+_JS_SPECIAL = re.compile(r"[\"'`/]")
+_CSS_SPECIAL = re.compile(r"[\"'/]")
+
+
+def _literal_end(text: str, start: int, end: int, quote: str) -> tuple[int, bool]:
+    """The offset after the string opened by ``quote`` at ``start``, and whether it was closed properly. A
+    quoted string ends at a line break (JavaScript and CSS have no multi-line quoted strings: it is broken,
+    as prose with an apostrophe is); a template literal may span lines."""
+    i = start + 1
+    while i < end:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == quote:
+            return i + 1, True
+        if c == "\n" and quote != "`":
+            return i, False
+        i += 1
+    return end, False
+
+
+def _regex_end(text: str, start: int, end: int) -> tuple[int, bool]:
+    """The offset after a regular expression literal opened at ``start``, and whether it was closed."""
+    i, in_class = start + 1, False
+    while i < end:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "\n":
+            return i, False
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "/":
+            return i + 1, True
+        i += 1
+    return end, False
+
+
+def _starts_regex(text: str, content_start: int, slash: int) -> bool:
+    before = text[max(content_start, slash - 64) : slash].rstrip()
+    return not before or before[-1] in _BEFORE_REGEX or _REGEX_KEYWORDS.search(before) is not None
+
+
+def _first_in_code(text: str, start: int, end: int, candidates: list[int], *, js: bool) -> int | None:
+    """The first of ``candidates`` (offsets of a start tag inside a script or style that spans
+    ``text[start:end]``) that lies in the code: not inside a string, template, comment or regular expression
+    that is closed as the language wants (one that a line break or the end cuts off is no string but text the
+    missing end tag took in, such as a paragraph with an apostrophe)."""
+    special = _JS_SPECIAL if js else _CSS_SPECIAL
+    pending = iter(candidates)
+    candidate = next(pending, None)
+    i = start
+    while candidate is not None:
+        found = special.search(text, i, end)
+        if found is None:
+            return candidate  # the rest is code
+        j, c = found.start(), found.group(0)
+        if c == "/" and text.startswith("/*", j):
+            close = text.find("*/", j + 2, end)
+            after, closed = (close + 2, True) if close >= 0 else (end, False)
+        elif c == "/" and js and text.startswith("//", j) and text[j - 1] != ":":  # "https://" is no comment
+            newline = text.find("\n", j, end)
+            after, closed = (end if newline < 0 else newline), True
+        elif c == "/":
+            if not (js and _starts_regex(text, start, j)):
+                i = j + 1
+                continue
+            after, closed = _regex_end(text, j, end)
+        else:
+            after, closed = _literal_end(text, j, end, c)
+        if candidate < j:
+            return candidate  # in the code before this literal
+        while candidate is not None and candidate < after:
+            if not closed:
+                return candidate
+            candidate = next(pending, None)
+        i = after
+    return None
+
+
 def scan(text: str, where: str) -> set[tuple[str, int]]:
     """Raise InputError where a construct that is never closed would swallow the rest of ``text``; return the
     (tag name, line) of start tags that have no end tag."""
@@ -86,9 +251,11 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
                 _swallowed(text, lt, lt + 4, "a comment (<!--)", "-->", where)
                 break
             # Another comment opens inside: the "-->" found is that one's, this one was never closed, and the
-            # text between became comment (HTML has no nested comments; browsers hide it too).
+            # text between became comment (HTML has no nested comments; browsers hide it too). Unless that is
+            # what the page means: an Internet Explorer conditional comment, or markup commented out whole
+            # (an ad's code, a script) with no text in it to read.
             inner = text.find("<!--", lt + 4, end)
-            if inner >= 0:
+            if inner >= 0 and not text.startswith("<!--[if", lt) and _holds_text(text[lt + 4 : end]):
                 raise InputError(
                     f"{where}: a comment (<!--) on line {_line(text, lt)} is never closed (the --> after it closes "
                     f"the comment on line {_line(text, inner)}), so it would hide the text between; close it"
@@ -118,22 +285,19 @@ def scan(text: str, where: str) -> set[tuple[str, int]]:
         elif tag_end.group(0) == "/>":
             pass  # libxml2 closes <tag/> at once, as XHTML means it
         elif name in _RAW_TEXT:
-            end_tag = re.compile(rf"</{re.escape(name)}[\s/>]", re.IGNORECASE).search(text, pos)
-            if end_tag is None:
+            raw_end, nested = _raw_text(text, pos, name)
+            if raw_end is None:
                 _swallowed(text, lt, pos, f"<{name}>", f"</{name}>", where)
                 break
-            # Another start tag of its kind inside, not in a string ('<script', `<script`, "<scr" + "ipt>"): the
-            # end tag found is that one's, its own is missing, and all the markup between became its text.
-            nested = re.compile(rf"(?<![\"'`+])<{re.escape(name)}[\s/>]", re.IGNORECASE).search(
-                text, pos, end_tag.start()
-            )
-            if nested:
+            # Another start tag of its kind inside, in the code and not in a string, comment or regular
+            # expression: the end tag found is that one's, its own is missing, and all the markup between
+            # became its text.
+            if nested is not None and _holds_text(text[pos:nested]):
                 raise InputError(
                     f"{where}: <{name}> on line {_line(text, lt)} is never closed (the </{name}> after it belongs "
-                    f"to the <{name}> on line {_line(text, nested.start())}), so it would hide the text between; "
-                    "close it"
+                    f"to the <{name}> on line {_line(text, nested)}), so it would hide the text between; close it"
                 )
-            pos = end_tag.start()
+            pos = raw_end
         elif name == "plaintext":
             break  # everything after it is its text, and is read
         elif name not in _NO_END_TAG:

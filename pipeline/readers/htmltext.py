@@ -200,6 +200,17 @@ def _is_dropped(el: etree._Element, name: str, marks: set[str]) -> bool:
     return name == "a" and _is_note_link(el)
 
 
+def is_marker(el: etree._Element) -> bool:
+    """A note reference or page number: text that is never spoken, however the page is read."""
+    marks = _marks_of(el)
+    if marks & _DROP_TYPES or _tokens(el.get("class")) & _DROP_CLASSES:
+        return True
+    name = _local(el.tag)
+    if name == "sup":
+        return any(_local(child.tag) == "a" for child in el.iter())
+    return name == "a" and _is_note_link(el)
+
+
 def _is_note_link(el: etree._Element) -> bool:
     """A link that is a note reference: it holds a superscript, or is named like one, or points at a fragment
     with only a note number for text ("<a href='#n3'>3</a>") — and its text is that short."""

@@ -24,6 +24,7 @@ def serve(settings: WebSettings, port: int, ready: Callable[[str], None] = lambd
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=port, log_level="warning", lifespan="on",
         timeout_graceful_shutdown=5,
+        http="h11",  # h11 caps a request's head (16 KiB); httptools, in the extra for `serve`, caps nothing
     )  # fmt: skip
     server = uvicorn.Server(config)
     sock = _bind(settings.host, port)  # here, so the port (0: any free one) is known before serving

@@ -47,10 +47,14 @@ def _check_directory_size(path: Path, label: str) -> None:
         )
 
 
+def _article(kind: str) -> str:
+    return "an" if kind[:1] in "AEFHILMNORSX" else "a"
+
+
 class SafeZip:
     """A zip archive checked for bombs and climbing names before anything is read, with every read capped."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, kind: str = "EPUB") -> None:
         self.label = path.name
         try:
             _check_directory_size(path, self.label)
@@ -58,7 +62,7 @@ class SafeZip:
         except FileNotFoundError:
             raise InputError(f"{path}: file not found") from None
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error) as exc:
-            raise InputError(f"{self.label}: not an EPUB (not a readable zip archive: {exc})") from None
+            raise InputError(f"{self.label}: not {_article(kind)} {kind} (not a readable zip archive: {exc})") from None
         self._read_total = 0
         self._names: dict[str, str] = {}
         try:
@@ -117,6 +121,9 @@ class SafeZip:
         if self._read_total > MAX_TOTAL_BYTES:
             raise InputError(f"{self.label}: more than {MAX_TOTAL_BYTES // MB} MB to decompress; refusing it")
         return data
+
+    def names(self) -> list[str]:
+        return [info.filename for info in self._zip.infolist()]
 
     def close(self) -> None:
         self._zip.close()

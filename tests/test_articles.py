@@ -1,0 +1,183 @@
+"""Articles from web pages (readers/html.py with readers/article.py): pages we write ourselves in the shapes of
+a news site, a magazine, a blog with comments and a Chinese portal. The main text and nothing else is read;
+title, author, site and date are the page's own; a page whose article is not found is refused, never read as
+two sentences and called done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.readers import read_book
+from pipeline.readers.html import read_html
+from pipeline.textfacts import normalize_paragraph
+
+STORY = [
+    "The council voted on Tuesday night to close the old swimming baths on Mill Street after ninety years.",
+    "Engineers found that the roof over the main pool had corroded beyond repair, and that the boilers failed.",
+    "Campaigners who have used the baths since childhood said they would ask the county to list the building.",
+    "A new leisure centre on the edge of town is due to open in two years, with a pool half as long again.",
+    "Until then swimmers will be offered places at the school pool in Eastfield on weekday evenings.",
+]
+NAV = "".join(f'<li><a href="/{w.lower()}">{w}</a></li>' for w in ["Home", "News", "Sport", "Weather", "Opinion"])
+RELATED = "".join(
+    f'<li><a href="/r{n}">Related story number {n} about something else in the town entirely</a></li>'
+    for n in range(12)
+)
+
+
+def news_page() -> str:
+    return f"""<!DOCTYPE html><html lang="en-GB"><head><meta charset="utf-8">
+<title>Mill Street baths to close after 90 years - The Eastfield Courier</title>
+<meta property="og:title" content="Mill Street baths to close after 90 years">
+<meta property="og:site_name" content="The Eastfield Courier">
+<meta name="author" content="Tom Reyes"><meta name="description" content="The council votes to shut the baths.">
+<meta property="article:published_time" content="2024-03-12T21:30:00+00:00">
+</head><body>
+<header><nav><ul>{NAV}</ul></nav></header>
+<div class="share-bar"><a href="#">Share on Facebook</a> <a href="#">Share on X</a></div>
+<main><article><h1>Mill Street baths to close after 90 years</h1>
+<div class="byline">By Tom Reyes, local democracy reporter</div>
+{"".join(f"<p>{s}</p>" for s in STORY)}
+<figure><img src="baths.jpg" alt="The baths"><figcaption>The baths in 1934.</figcaption></figure>
+</article>
+<aside class="related"><h2>More from the Courier</h2><ul>{RELATED}</ul></aside></main>
+<footer><p>Copyright 2024 The Eastfield Courier. All rights reserved.</p><ul>{NAV}</ul></footer>
+</body></html>"""
+
+
+def blog_with_comments() -> str:
+    comments = "".join(
+        f'<li class="comment"><div class="comment-author">Reader {n}</div><div class="comment-content"><p>'
+        f"I swam there every Saturday as a boy and I think it is a real shame, comment number {n}.</p></div></li>"
+        for n in range(30)
+    )
+    return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Goodbye to the baths | Lane Swimmer</title>
+<meta property="og:site_name" content="Lane Swimmer"></head><body>
+<div id="site-header"><a href="/">Lane Swimmer</a><ul class="menu">{NAV}</ul></div>
+<div id="content"><div class="post"><h1 class="entry-title">Goodbye to the baths</h1>
+<div class="entry-meta">Posted on March 13, 2024 by Ana</div>
+<div class="entry-content">{"".join(f"<p>{s}</p>" for s in STORY)}</div></div>
+<div id="comments" class="comments-area"><h2>30 thoughts on "Goodbye to the baths"</h2><ol>{comments}</ol>
+<form id="commentform"><textarea></textarea><button>Post comment</button></form></div></div>
+<div id="sidebar"><h3>Archives</h3><ul>{RELATED}</ul></div></body></html>"""
+
+
+CHINESE = [
+    "新华社北京5月1日电 记者从国家林业和草原局获悉，今年以来全国新增造林面积超过一千万亩，各地春季植树活动有序开展。",
+    "据介绍，北方地区重点推进防沙治沙工程，南方地区则以森林质量提升为主，多地探索出了林下经济与生态保护相结合的新路子。",
+    "专家表示，下一步将继续加强森林防火和病虫害防治，巩固国土绿化成果，让绿色成为高质量发展的鲜明底色。",
+]
+
+
+def chinese_portal() -> str:
+    links = "".join(f'<li><a href="/n{n}">春季植树活动在全国各地展开第{n}篇</a></li>' for n in range(15))
+    return f"""<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">
+<title>全国新增造林面积超千万亩-新华网</title><meta name="author" content="新华网"></head><body>
+<div class="nav"><a href="/">首页</a><a href="/politics">时政</a><a href="/world">国际</a></div>
+<div class="header"><h1>全国新增造林面积超千万亩</h1><div class="info">2024-05-01 10:20:31 来源：新华网</div></div>
+<div id="detail">{"".join(f"<p>{p}</p>" for p in CHINESE)}
+<div class="pageVideo"><span>图集</span> <span>+1</span></div>
+<div id="articleEdit"><span class="tiyi1"><a href="#">【纠错】</a></span>
+<span class="editor">责任编辑：李明</span></div>
+</div>
+<div class="related"><h3>相关新闻</h3><ul>{links}</ul></div>
+<div class="foot">版权所有 新华网 京ICP证010042号</div></body></html>"""
+
+
+def text_of(book) -> list[str]:  # type: ignore[no-untyped-def]
+    return [p for c in book.chapters for p in c.paragraphs]
+
+
+def write(tmp_path: Path, name: str, page: str) -> Path:
+    path = tmp_path / name
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def test_a_news_page_is_its_story_and_its_metadata(tmp_path: Path) -> None:
+    book = read_book(write(tmp_path, "news.html", news_page()))
+    assert text_of(book)[: len(STORY)] == STORY  # then the picture's caption, which is the article's
+    assert not any("Related story" in p or "Copyright" in p or "Share on" in p for p in text_of(book))
+    assert book.title == "Mill Street baths to close after 90 years"
+    assert book.author == "Tom Reyes"
+    assert book.info.site == "The Eastfield Courier"
+    assert book.info.date == "2024-03-12"
+    assert book.info.description == "The council votes to shut the baths."
+    assert len(book.chapters) == 1
+
+
+def test_a_blog_post_is_read_without_its_comments(tmp_path: Path) -> None:
+    book = read_book(write(tmp_path, "blog.html", blog_with_comments()))
+    assert text_of(book)[-len(STORY) :] == STORY
+    assert not any("comment number" in p or "Archives" in p for p in text_of(book))
+    assert book.title == "Goodbye to the baths"
+    assert book.info.site == "Lane Swimmer"
+    # What was left out is counted for the plan, not lost unseen.
+    assert book.skipped and "outside the article" in book.skipped[0]
+
+
+def test_a_chinese_portal_page_ends_with_its_article_not_its_footer(tmp_path: Path) -> None:
+    book = read_book(write(tmp_path, "xinhua.html", chinese_portal()))
+    assert text_of(book) == [normalize_paragraph(p) for p in CHINESE]
+    assert book.title == "全国新增造林面积超千万亩"
+    assert book.language == "zh"
+    assert book.info.date == "2024-05-01"
+
+
+def test_a_sentence_about_an_editor_inside_the_article_is_kept(tmp_path: Path) -> None:
+    page = chinese_portal().replace("<p>专家表示", "<p>责任编辑：李明</p><p>专家表示", 1)
+    book = read_book(write(tmp_path, "inside.html", page))
+    assert "责任编辑：李明" in text_of(book)  # only the article's edges are trimmed
+
+
+def test_a_page_whose_article_is_not_found_is_refused_in_one_line(tmp_path: Path) -> None:
+    # The article's text sits in blocks the page marks as comments: an extractor keeps the two-line teaser.
+    body = "".join(f'<div class="comment-body"><p>{s} {s} {s}</p></div>' for s in STORY * 6)
+    page = f"""<html><head><title>The baths</title></head><body>
+<article><h1>The baths</h1><p>The baths close. Read on below.</p></article>{body}</body></html>"""
+    with pytest.raises(InputError) as info:
+        read_html(write(tmp_path, "lost.html", page))
+    message = str(info.value)
+    assert "\n" not in message and "lost.html" in message
+    assert "not the article" in message and "words of the page's" in message
+
+
+def test_a_short_article_on_a_page_of_links_is_read(tmp_path: Path) -> None:
+    # Little text, lots of links around it: links are no prose, so the article is not "too little".
+    many = "".join(f'<li><a href="/x{n}">A headline of another story, number {n}, with several words</a></li>'
+                   for n in range(200))  # fmt: skip
+    page = f"""<html><head><title>Baths close</title></head><body><ul>{many}</ul>
+<article><h1>Baths close</h1><p>{STORY[0]}</p><p>{STORY[1]}</p></article><ul>{many}</ul></body></html>"""
+    assert text_of(read_html(write(tmp_path, "short.html", page))) == STORY[:2]
+
+
+def test_a_gbk_page_without_a_charset_and_a_title_cut_mid_character_is_read(tmp_path: Path) -> None:
+    # Portals cut long link titles to a byte count, leaving half a character: the page is still GBK.
+    links = "".join(f'<li><a href="/n{n}">春季植树活动在全国各地展开，多地探索林下经济…</a></li>' for n in range(5))
+    page = chinese_portal().replace('<meta charset="utf-8">', "").replace("<ul>", "<ul>" + links, 1)
+    data = page.encode("gbk").replace("…".encode("gbk"), "造".encode("gbk")[:1] + b"...", 1)
+    path = tmp_path / "gbk.html"
+    path.write_bytes(data)
+    book = read_book(path)
+    assert text_of(book) == [normalize_paragraph(p) for p in CHINESE]
+    assert book.title == "全国新增造林面积超千万亩"
+
+
+def test_an_article_that_is_a_small_share_of_the_page_is_read_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A short post under a long thread of comments: read, and the plan says how little of the page it is.
+    comments = "".join(
+        f'<div class="comment"><p>Comment {n}: {STORY[n % 5]} {STORY[(n + 1) % 5]}</p></div>' for n in range(12)
+    )
+    page = f"""<html><head><title>The baths</title></head><body>
+<article><h1>The baths</h1><p>{STORY[0]}</p><p>{STORY[1]}</p></article>
+<section id="comments">{comments}</section></body></html>"""
+    with caplog.at_level("WARNING", logger="audiobook"):
+        book = read_html(write(tmp_path, "thread.html", page))
+    assert text_of(book) == STORY[:2]
+    assert any("of the page's prose" in note and "check it" in note for note in book.skipped)
+    assert "thread.html: the article found is" in caplog.text
