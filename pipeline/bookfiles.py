@@ -91,25 +91,36 @@ def opf(book: Book, options: BookOptions) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
+def _write(path: Path, data: bytes | str) -> None:
+    """Atomically, and only when it changes: a rerun of an unchanged book rewrites nothing."""
+    blob = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == blob:
+            return
+    except OSError:
+        pass
+    atomic_write(path, blob)
+
+
 def write_book_files(folder: Path, book: Book, options: BookOptions) -> tuple[str, ...]:
-    """Write them all into ``folder`` (each atomically); returns the names written."""
+    """Write them all into ``folder`` (each atomically, only when changed); returns the names written."""
     written = []
     if book.cover:
         try:  # a JPEG already when the book was read (bookmeta); a caller that set another picture gets it converted
-            atomic_write(folder / COVER, covers.to_jpeg(book.cover, book.cover_mime))
+            _write(folder / COVER, covers.to_jpeg(book.cover, book.cover_mime))
             written.append(COVER)
         except covers.CoverError:
             pass  # the tags carry what the book had; no cover.jpg rather than a broken one
     data = json.dumps(abs_metadata(book, options), ensure_ascii=False, indent=2) + "\n"
-    atomic_write(folder / METADATA_JSON, data)
+    _write(folder / METADATA_JSON, data)
     written.append(METADATA_JSON)
     if book.info.description:
-        atomic_write(folder / DESC, book.info.description + "\n")
+        _write(folder / DESC, book.info.description + "\n")
         written.append(DESC)
     else:
         (folder / DESC).unlink(missing_ok=True)
-    atomic_write(folder / READER, narrator(options) + "\n")
+    _write(folder / READER, narrator(options) + "\n")
     written.append(READER)
-    atomic_write(folder / OPF, opf(book, options))
+    _write(folder / OPF, opf(book, options))
     written.append(OPF)
     return tuple(written)

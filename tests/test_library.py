@@ -300,9 +300,9 @@ def test_chapter_names_stay_unique_and_sorted_past_999() -> None:
     names = [chapter_filename(i, 1200, "同名") for i in range(1, 1201)]
     assert len(set(names)) == 1200 and names == sorted(names)
     assert names[0] == "0001 同名.mp3" and names[-1] == "1200 同名.mp3"
-    assert (
-        chapter_path(7, 12, "A", "both") == "MP3/07 A.mp3" and chapter_path(7, 12, "A", "m4b") == ".chapters/07 A.mp3"
-    )
+    book = Book("T", ())
+    assert chapter_path(book, 7, 12, "A", "both") == "MP3/07 A.mp3"
+    assert chapter_path(book, 7, 12, "A", "m4b") == ".chapters/07 A.mp3"
 
 
 # --------------------------------------------------------------------------------- the library layout
