@@ -237,15 +237,17 @@ def test_kill_9_of_a_worker_mid_batch_sends_its_work_again_at_once_asking_again_
     server.latency = 0.4  # requests long enough in flight that the kill lands during some
     library(tmp_path, count=2, chapters=2, paragraphs=6, sentences=3)
     workers = Workers(tmp_path, redis_server.url, server.url)
+    concurrency = 2  # the victim's: this many requests at once, in twice as many task threads
     try:
-        victim = workers.start(concurrency=2)
+        victim = workers.start(concurrency=concurrency)
         workers.start(concurrency=2)
         job = job_file(tmp_path, "out", "[defaults]\npack = false\n")
         with driving(tmp_path, redis_server.url, server.url, job, AUDIOBOOK_REDELIVERY_S="300") as driver:
             wait_for(lambda: len(server.served_inputs()) >= 6 and server.in_flight > 0 and driver.poll() is None,
                      lambda: "the batch did not get going")  # fmt: skip
-            killed_at = time.monotonic()
+            killing_at = time.monotonic()
             os.kill(victim.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
             driver.wait(timeout=120)  # not the 300 s of a redelivery
     finally:
         workers.stop()
@@ -257,17 +259,29 @@ def test_kill_9_of_a_worker_mid_batch_sends_its_work_again_at_once_asking_again_
     )
 
     requests = server.requests
+    # The kill may land between a request's headers and its body (httpx writes them apart): the server records
+    # that request without its text, and answers 400 to the body that never came. It was the victim's, at the
+    # server at the kill; its text is asked again like any other of the victim's.
+    cut = [r for r in requests if r.input is None]
+    assert all(r.path == "/v1/audio/speech" and r.status == 400 for r in cut)
     by_input = collections.defaultdict(list)
     for r in requests:
-        by_input[r.input].append(r)
+        if r.input is not None:
+            by_input[r.input].append(r)
     twice = {text: rs for text, rs in by_input.items() if len(rs) > 1}
-    # Asked again only what the dead worker had in flight, whose answer died with it: at most its concurrency,
-    # each first asked before the kill and not answered before it.
-    assert len(twice) <= 2
+    # Asked again only what died with the victim: a task in its hands whose part it had not stored yet, either
+    # still at the server or answered but not yet written (under load an answer from well before the kill may
+    # die so). It holds one task per thread (prefetch 1), 2 * concurrency: at most so many texts are asked twice,
+    # each exactly twice, the second time after the kill (a copy sent once the victim's heartbeat lapsed). That
+    # the first time was before the kill the server's clock cannot tell: it notes a request when its handler
+    # thread reads it, which under load may be after the kill of the worker that wrote it.
+    assert len(twice) <= 2 * concurrency
     for rs in twice.values():
-        first = rs[0]
-        assert first.time < killed_at < first.time + server.latency + 0.5
-        assert len(rs) == 2
+        assert len(rs) == 2 and rs[1].time > killing_at
+    # Of those, the requests surely still at the server at the kill (it answers each one its latency after
+    # noting it) and those cut short held the victim's request places at that moment: at most its concurrency.
+    at_server = [text for text, rs in twice.items() if rs[0].time + server.latency > killed_at]
+    assert len(at_server) + len(cut) <= concurrency
     # Every part of both books was made: 24 paragraphs and 4 chapter titles.
     assert len(by_input) == 2 * 2 * 6 + 4
     assert b"audiobook.part" in (tmp_path / "worker0.log").read_bytes(), "the killed worker had taken work"
