@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 
-from pipeline import listen
+from pipeline import bookmeta, listen
 from pipeline.batch import OUTPUT_LOCK, BatchStatus, BookJob, BookSummary, JobFile, write_summary
 from pipeline.config import BookOptions, RunOptions, Settings, limits_file, load_settings
 from pipeline.engines.local import LocalExecutor
@@ -64,7 +64,8 @@ def read(
     from pipeline.fetch import is_url
 
     if not is_url(source):
-        return read_book(Path(source), include_matter=options.include_matter, language=options.language)
+        book = read_book(Path(source), include_matter=options.include_matter, language=options.language)
+        return bookmeta.complete(book, options)  # flags and job file over the book's metadata; a JPEG cover
     from pipeline.fetch import fetch, private_urls_allowed
 
     url = str(source).strip()
@@ -74,7 +75,7 @@ def read(
     got = fetch(url, download_to, allow_private=allowed)
     book = read_book(got.path, include_matter=options.include_matter, language=options.language)
     info = dataclasses.replace(book.info, url=url, site=book.info.site or urlsplit(got.final_url).hostname)
-    return dataclasses.replace(book, info=info)
+    return bookmeta.complete(dataclasses.replace(book, info=info), options)
 
 
 def plan(book: Book, settings: Settings, out_dir: Path, stores: Stores | None = None) -> BookPlan:
@@ -112,7 +113,9 @@ def convert(
     if run.engine == "celery":
         return _convert_on_workers(plans, run, stores, progress, assemble)
     if assemble:  # an ffmpeg named in $AUDIOBOOK_FFMPEG that lacks what these books need fails before a request
-        uses = {"mp3"} | {"loudness" for p in plans if p.options.loudness} | {"m4b" for p in plans if p.options.m4b}
+        uses = (
+            {"mp3"} | {"loudness" for p in plans if p.options.loudness} | {"m4b" for p in plans if p.options.builds_m4b}
+        )
         require_ffmpeg(*sorted(uses))
 
     synths = Synthesizers(run.concurrency, env, memory=limits_file(p.store for p in plans))
@@ -341,6 +344,10 @@ def _run_batch(
                 unverified=report.verification.suspect if report.verification else 0,
             )
 
+    if job.library is not None and not dry_run:
+        from pipeline.library import place_books
+
+        place_books(job.library, job.abs_url, [(bj.out_dir, summaries[bj.source].status) for bj in job.books])
     books = [summaries[k] for k in [Path(p) for p in job.missing] + [b.source for b in job.books]]
     written = None
     if not dry_run or summary_path:  # a dry run writes nothing unless asked to

@@ -45,7 +45,8 @@ from pipeline.store import is_url
 
 log = logging.getLogger("audiobook")
 
-_JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book", "feed_base_url"} | RUN_KEYS
+_JOB_KEYS = {"settings", "output", "max_cost", "defaults", "book", "library", "abs_url", "feed_base_url"}
+_JOB_KEYS |= RUN_KEYS
 _BOOK_KEYS = {"path", "output", "format"}
 OUTPUT_LOCK = ".audiobook-batch.lock"  # in the output folder: one run writes there at a time, whatever its job
 
@@ -73,6 +74,10 @@ class JobFile:
     run: dict[str, Any]  # run-level settings the job file sets (concurrency)
     books: tuple[BookJob, ...]
     missing: tuple[str, ...]  # patterns that matched nothing
+    # Where finished books are placed (Author/[Series/]Title/, see pipeline.library); ``output`` is then where
+    # they are made. ``abs_url``: an Audiobookshelf server asked to scan it afterwards.
+    library: Path | None = None
+    abs_url: str | None = None
     feed_base_url: str | None = None  # write <output>/feed.xml at the end, the folder served at this URL
 
 
@@ -187,13 +192,12 @@ def load_jobs(path: Path) -> JobFile:
         if "output" in entry and (not isinstance(entry["output"], str) or not entry["output"].strip()):
             raise UsageError(f"{where('output')}: output must be a folder name (a string), not {entry['output']!r}")
         fmt = entry.get("format", defaults.get("format", "mp3"))
-        if fmt not in ("mp3", "m4b"):
-            raise UsageError(f"{where('format')}: format must be mp3 or m4b, not {fmt!r}")
+        if fmt not in ("mp3", "m4b", "both"):
+            raise UsageError(f"{where('format')}: format must be mp3, m4b or both, not {fmt!r}")
         if is_web_url(entry["path"]):  # fetched into its folder when the run reads it
             url = entry["path"].strip()
             overrides = {k: v for k, v in {**defaults, **entry}.items() if k not in _BOOK_KEYS}
-            if fmt == "m4b":
-                overrides["m4b"] = True
+            overrides["format"] = fmt
             single = "output" in entry
             out = base / entry["output"] if single else base / output / folder_name(url)
             books.append(BookJob(_url_name(url), out, overrides, fixed=single, url=url))
@@ -209,8 +213,7 @@ def load_jobs(path: Path) -> JobFile:
         for key in ("cache_dir", "lexicon"):  # like every path in a job file, relative to it (a URL is not a path)
             if isinstance(overrides.get(key), str) and not is_url(overrides[key]):
                 overrides[key] = base / Path(overrides[key]).expanduser()
-        if fmt == "m4b":
-            overrides["m4b"] = True
+        overrides["format"] = fmt
         root = base / entry["output"] if "output" in entry else base / output
         for m in matches:
             if m.resolve() in seen:
@@ -220,7 +223,15 @@ def load_jobs(path: Path) -> JobFile:
             books.append(BookJob(m, root if single else root / m.stem, overrides, fixed=single))
     if not books:  # a quiet night leaves one glob empty, not all of them: this is a wrong path
         raise UsageError(f"{missing[0][1]}: no book matches {missing[0][0]!r} (nor any other path of the job)")
+    library = data.get("library")
+    if library is not None and (not isinstance(library, str) or not library.strip()):
+        raise UsageError(f"{lines.at('library')}: library must be a folder name (a string), not {library!r}")
+    abs_url = data.get("abs_url")
+    if abs_url is not None and not isinstance(abs_url, str):
+        raise UsageError(f"{lines.at('abs_url')}: abs_url must be a URL (a string), not {abs_url!r}")
     return JobFile(
+        library=base / Path(library).expanduser() if library else None,
+        abs_url=abs_url,
         path=path,
         lock=path.with_name(path.name + ".lock"),
         base_config=base / settings_file if settings_file else None,

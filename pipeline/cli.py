@@ -100,6 +100,28 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_library_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what players and libraries see (override the book's own metadata)")
+    g.add_argument(
+        "--format",
+        choices=["mp3", "m4b", "both"],
+        help="mp3: chapter files (default); m4b: one M4B; both: the M4B and the chapter MP3s in MP3/, which "
+        "Audiobookshelf skips (--m4b is the same as --format both)",
+    )
+    g.add_argument("--title", help="the book's title")
+    g.add_argument("--author", help="the book's author")
+    g.add_argument("--narrator", help="who reads it (default: the voice and model)")
+    g.add_argument("--series", help="the series the book belongs to")
+    g.add_argument("--series-index", metavar="N", help="its number in the series (1, 2.5)")
+    g.add_argument("--description", help="a description players show")
+    g.add_argument("--subjects", metavar="A;B", help="genres, separated by ';' (default: the book's subjects)")
+    g.add_argument("--publisher", help="the publisher")
+    g.add_argument("--date", help="the publication date (2024 or 2024-05-01)")
+    g.add_argument("--isbn", help="the ISBN")
+    g.add_argument("--asin", help="the Audible ASIN")
+    g.add_argument("--cover", type=Path, metavar="IMAGE", help="cover image (default: the book's, else made)")
+
+
 def _add_url_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-private-urls",
@@ -167,6 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the plan or the report as JSON")
         _add_settings_flags(p)
         _add_output_flags(p)
+        _add_library_flags(p)
+        p.add_argument(
+            "--library",
+            type=Path,
+            metavar="DIR",
+            help="place the finished book at DIR/Author/[Series/]Title/ (made in DIR/.audiobook-work/)",
+        )
+        p.add_argument(
+            "--abs-url", metavar="URL", help="then ask this Audiobookshelf to scan (token: $AUDIOBOOKSHELF_TOKEN)"
+        )
 
     for name in ("convert", "plan"):
         _add_listen_flags(sub.choices[name], name)
@@ -251,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show every book's plan and the totals; send nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--max-cost", type=float, help="refuse work that would cost more than this (USD, estimated)")
+    p.add_argument("--library", type=Path, metavar="DIR", help="place finished books at DIR/Author/[Series/]Title/")
+    p.add_argument(
+        "--abs-url", metavar="URL", help="then ask this Audiobookshelf to scan (token: $AUDIOBOOKSHELF_TOKEN)"
+    )
     p.add_argument(
         "--summary", type=Path, help="where to write the JSON summary (default: <output>/batch-summary.json)"
     )
@@ -363,6 +399,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "m4b",
         "announce_titles",
         "include_matter",
+        *("format", "title", "author", "narrator", "series", "series_index", "description", "subjects"),
+        *("publisher", "date", "isbn", "asin", "cover"),
         "chapters",
     )
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
@@ -396,6 +434,10 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
 
     # A URL's book is fetched into its output folder and kept there: a rerun reads the copy.
     out_dir = args.output or Path(folder_name(args.book) if is_url(args.book) else Path(args.book).stem)
+    if getattr(args, "library", None) is not None and args.output is None:
+        from pipeline.library import work_folder
+
+        out_dir = work_folder(args.library, out_dir.name)  # made in the library's hidden work folder
     book = app.read(args.book, settings.book, download_to=out_dir, allow_private=args.allow_private_urls)
     if args.preview is not None:
         return cmd_preview(args, settings, book, out_dir, dry_run)
@@ -412,6 +454,12 @@ def cmd_convert(args: argparse.Namespace, dry_run: bool) -> int:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     elif not args.quiet:  # -q: only warnings and errors; the files are in the folder and the report
         print(format_report(report, out_dir))
+    if args.library is not None and report.status == BookStatus.DONE:
+        from pipeline.library import place
+
+        placed = place(out_dir, args.library, args.abs_url)
+        if not args.quiet and not args.json:
+            print(f"in the library: {placed}")
     problem = report.problem()
     if problem and report.status == BookStatus.UNVERIFIED and report.verification is not None:
         count = report.verification.suspect
@@ -605,6 +653,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     given = (("concurrency", args.concurrency), ("engine", args.engine), ("broker", args.broker))
     flags = {k: v for k, v in given if v is not None}
     job = dataclasses.replace(job, run={**job.run, **flags})  # the command line wins over the job file
+    if args.library is not None or args.abs_url is not None:
+        job = dataclasses.replace(job, library=args.library or job.library, abs_url=args.abs_url or job.abs_url)
     if args.feed_base_url is not None:
         from pipeline.feed import check_base_url
 

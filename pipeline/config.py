@@ -40,6 +40,7 @@ from pipeline.tts import registry
 
 SUBTITLE_FORMATS = ("srt", "vtt")
 LOUDNESS_TARGETS = tuple(TARGETS)
+OUTPUT_FORMATS = ("mp3", "m4b", "both")
 
 
 ENGINES = ("local", "celery")
@@ -234,6 +235,8 @@ def _validate(s: Settings) -> None:
         raise bad(f"subtitles must be one of {', '.join(SUBTITLE_FORMATS)}, not {book.subtitles!r}")
     if book.loudness is not None and book.loudness not in LOUDNESS_TARGETS:
         raise bad(f"loudness must be one of {', '.join(LOUDNESS_TARGETS)}, not {book.loudness!r}")
+    if book.format is not None and book.format not in OUTPUT_FORMATS:
+        raise bad(f"format must be one of {', '.join(OUTPUT_FORMATS)}, not {book.format!r}")
     if book.verify not in VERIFY_MODES:
         raise bad(f"verify must be one of {', '.join(VERIFY_MODES)}, not {book.verify!r}")
     if book.response_format not in (None, "mp3", "wav"):

@@ -5,6 +5,7 @@ process that made it."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -48,9 +49,7 @@ class FinishDone:
 
 def light(book: Book) -> Book:
     """The book as jobs carry it: metadata and cover, no chapter text."""
-    return Book(
-        book.title, (), book.author, book.language, book.cover, book.cover_mime, book.source, book.skipped, book.info
-    )
+    return dataclasses.replace(book, chapters=())
 
 
 def assemble(job: ChapterJob, stores: Stores) -> ChapterDone:

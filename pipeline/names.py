@@ -80,6 +80,34 @@ def chapter_file(book: Book, index: int, total: int, title: str, ext: str = "mp3
     return _safe_stem(text if any(c.isalnum() for c in text) else book_stem(book)) + f".{ext}"
 
 
+# Where a book's chapter MP3s go, by output format. Audiobookshelf takes every audio file of a folder as one
+# book and a subfolder as another book (unless named like a disc, "CD1"); it skips dot-folders and folders
+# holding a file named ".ignore" (server/utils/fileUtils.js: shouldIgnoreFile, recurseFiles). So beside an M4B,
+# the chapter MP3s sit where a scan does not find them: hidden with "m4b", in a visible "MP3" folder marked
+# with ".ignore" with "both".
+CHAPTER_FOLDERS = {"mp3": "", "m4b": ".chapters", "both": "MP3"}
+IGNORE_MARK = ".ignore"
+
+
+def chapter_folder(output_format: str) -> str:
+    """The chapter files' folder inside the book folder ("" for the book folder itself)."""
+    return CHAPTER_FOLDERS[output_format]
+
+
+def chapter_path(book: Book, index: int, total: int, title: str, output_format: str = "mp3") -> str:
+    """The chapter file's name relative to the book folder, as reports list it: ``"MP3/01 Title.mp3"``."""
+    name = chapter_file(book, index, total, title)
+    folder = chapter_folder(output_format)
+    return f"{folder}/{name}" if folder else name
+
+
+def safe_folder_name(text: str, fallback: str) -> str:
+    """One path component from a title or an author's name: never "", ".", "..", a hidden or reserved name,
+    nor anything holding a separator, so a book's own metadata cannot place files outside the library."""
+    cleaned = _safe_stem(_truncate_utf8(_clean_text(text)[:120], 200))
+    return cleaned or fallback
+
+
 def book_stem(book: Book) -> str:
     """The sanitized book title used for the playlist and the M4B (``"Audiobook"`` when nothing is left)."""
     text = _clean_text(book.title)[:150]

@@ -50,8 +50,25 @@ class BookOptions:
     # Even loudness, part by part: "ebu" (-18 LUFS) or "acx" (audiobook stores' RMS and peak rules); None: off,
     # and chapters are joined losslessly where the parts allow.
     loudness: str | None = None
-    m4b: bool = False
-    genre: str = "Audiobook"
+    m4b: bool = False  # the older flag: an M4B besides the chapter MP3s, i.e. ``format = "both"``
+    # What a player library sees in the book folder (see ``names.chapter_folder``): "mp3" chapter files,
+    # "m4b" one M4B (its chapter MP3s kept in a hidden folder), "both" the M4B with the MP3s in a subfolder a
+    # library scan skips. None: "both" with ``m4b``, else "mp3".
+    format: str | None = None
+    genre: str = "Audiobook"  # used only when the book has no subjects of its own
+    # What players and libraries show besides the book's own metadata: set, they override what the reader found.
+    author: str | None = None
+    title: str | None = None
+    narrator: str | None = None  # None: the voice and model ("alloy (gpt-4o-mini-tts)")
+    series: str | None = None
+    series_index: str | None = None
+    description: str | None = None
+    publisher: str | None = None
+    date: str | None = None
+    subjects: str | None = None  # "Fantasy; Adventure": split on ";"
+    isbn: str | None = None
+    asin: str | None = None
+    cover: Path | None = None  # an image file to use instead of the book's own cover
     # Verification (pipeline.verify): "timing" checks every part's voiced time and silences against its text
     # (free: one decode a part); "transcribe" adds a transcript check; "off" trusts every answer.
     verify: str = "timing"
@@ -63,6 +80,15 @@ class BookOptions:
     @property
     def voice_spec(self) -> VoiceSpec:
         return VoiceSpec(self.model, self.voice, self.instructions, self.speed, self.response_format)
+
+    @property
+    def output_format(self) -> str:
+        """ "mp3", "m4b" or "both": what the book folder holds (``format``, else ``m4b``'s older meaning)."""
+        return self.format or ("both" if self.m4b else "mp3")
+
+    @property
+    def builds_m4b(self) -> bool:
+        return self.output_format != "mp3"
 
     @property
     def part_format(self) -> str:

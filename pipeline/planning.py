@@ -13,13 +13,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pipeline.bookmeta import default_narrator, narrator
 from pipeline.chunker import chunk_chapter
 from pipeline.config import BookOptions, Settings, limits_file
 from pipeline.errors import UsageError
 from pipeline.lexicon import Lexicon, load_lexicon
 from pipeline.limits import recall
 from pipeline.models import BackendOptions, Book, Chapter, Pause, Segment
-from pipeline.names import chapter_file
+from pipeline.names import chapter_path
 from pipeline.report import ChapterOutcome, ChapterStatus, PreviousRun, read_previous
 from pipeline.selection import describe_chapters, select_chapters
 from pipeline.store import PartStore, part_key
@@ -187,7 +188,7 @@ class BookPlan:
 
 
 def chapter_fingerprint(keys: Sequence[str], book: Book, chapter: Chapter, total: int, o: BookOptions) -> str:
-    data = {
+    data: dict[str, object] = {
         "keys": list(keys),
         "title": chapter.title,
         "part": chapter.part,
@@ -207,6 +208,8 @@ def chapter_fingerprint(keys: Sequence[str], book: Book, chapter: Chapter, total
             o.subtitles,
         ],
     }
+    # The book's metadata and narrator are in every chapter's tags: a change retags (reassembles) the chapters.
+    data["meta"] = [dataclasses.asdict(book.info), narrator(o)]
     if o.loudness:  # only when set, so chapters made without levelling keep the fingerprints they had
         data["loudness"] = o.loudness
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -227,6 +230,8 @@ def _check_owner(book: Book, out_dir: Path, previous: PreviousRun) -> None:
 def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -> BookPlan:
     """Chunk the book and look everything up; sends nothing. ``store`` is where its parts are kept."""
     options = settings.book
+    if options.narrator is None:  # who reads it, for the tags and library files: this backend's voice
+        options = dataclasses.replace(options, narrator=default_narrator(settings.backend.name, options))
     backend = registry.backend_for(settings.backend)
     adapted = backend.adapt(settings.backend, options.language or book.language)
     identity = backend.identity(adapted)
@@ -254,7 +259,7 @@ def plan_book(book: Book, settings: Settings, out_dir: Path, store: PartStore) -
         silent += len(chunked) - len(segments) if chosen else 0
         keys = tuple(part_key(identity, spec, seg.voice_text) for seg in segments)
         fingerprint = chapter_fingerprint(keys, book, chapter, total, options)
-        filename = chapter_file(book, chapter.index, total, chapter.title)
+        filename = chapter_path(book, chapter.index, total, chapter.title, options.output_format)
         before, duration = previous.current.get(filename, (None, None))
         up_to_date = before == fingerprint and (out_dir / filename).is_file()
         if not chosen:

@@ -167,6 +167,7 @@ class BookReport:
     playlist: str | None = None
     m4b: str | None = None
     m4b_fingerprint: str | None = None
+    book_files: tuple[str, ...] = ()  # written beside the audio for libraries: cover.jpg, metadata.json, ...
     error: str | None = None
     rate: RateFigures | None = None
     rerun_helps: bool = True  # whether the same command can finish what is missing (else something must change)

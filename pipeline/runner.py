@@ -663,7 +663,9 @@ class Run:
             done = await self.executor.finish(job, self.progress.note)
             if done.finished is not None:
                 f = done.finished
-                report = dataclasses.replace(report, playlist=f.playlist, m4b=f.m4b, m4b_fingerprint=f.m4b_fingerprint)
+                report = dataclasses.replace(
+                    report, playlist=f.playlist, m4b=f.m4b, m4b_fingerprint=f.m4b_fingerprint, book_files=f.book_files
+                )
                 if plan.selection is None:
                     self._drop_preview(plan)
             else:

@@ -400,7 +400,7 @@ def test_a_folder_holding_another_book_is_not_taken_over(
         ("max_cost = -1\n", "", 2, "max_cost must be US dollars, 0 or more"),
         ("output = 5\n", "", 2, "output must be a folder name"),
         ("", 'voice = "nova"\nspeed = "fast"\n', 6, "'speed': 'fast' is not a valid float"),
-        ("", 'format = "ogg"\n', 5, "format must be mp3 or m4b"),
+        ("", 'format = "ogg"\n', 5, "format must be mp3, m4b or both"),
         ("", "concurrency = 2\n", 5, "applies to the whole run"),
     ],
 )

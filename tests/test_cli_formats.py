@@ -19,6 +19,7 @@ from mutagen.id3 import ID3
 from mutagen.mp4 import MP4
 
 from pipeline.cli import main
+from pipeline.covers import to_jpeg
 from tests.audiocheck import decode
 from tests.conftest import corpus_file
 from tests.fakeserver import FakeSpeechServer
@@ -253,10 +254,10 @@ def test_conversion_tags_playlist_subtitles_and_m4b_read_back(server: FakeSpeech
         assert tags["TRCK"].text == [f"{n}/{len(titles)}"]
         assert tags["TCON"].text == ["Audiobook"]
         (cover,) = tags.getall("APIC")
-        assert cover.data == COVER and cover.mime == "image/png"
+        assert cover.data == to_jpeg(COVER) and cover.mime == "image/jpeg"  # players read JPEG best
 
-    # The playlist lists the chapter files in reading order, as names relative to itself.
-    (m3u,) = out.glob("*.m3u")
+    # The playlist lists the chapter files in reading order, as names relative to itself, beside them.
+    (m3u,) = out.glob("MP3/*.m3u")
     assert playlist_entries(m3u) == [p.name for p in mp3s]
 
     # Cues of one or two sentences, the title first, timed inside the chapter's real audio, in order.
@@ -287,13 +288,15 @@ def test_conversion_tags_playlist_subtitles_and_m4b_read_back(server: FakeSpeech
         assert got == pytest.approx(want, abs=0.03)
     assert m4b.info is not None and m4b.tags is not None
     assert m4b.info.length == pytest.approx(sum(durations), abs=0.15)  # AAC priming adds at most ~2 frames
-    assert bytes(m4b.tags["covr"][0]) == COVER
+    assert bytes(m4b.tags["covr"][0]) == to_jpeg(COVER)
     assert m4b.tags["\xa9alb"] == [BOOK_TITLE] and m4b.tags["\xa9ART"] == [AUTHOR]
 
-    # Nothing else in the folder: no temporary files, no stray outputs.
-    expected = {p.name for p in mp3s} | {p.with_suffix(".srt").name for p in mp3s}
-    expected |= {m3u.name, report["m4b"], "report.json"}
-    assert {p.name for p in out.iterdir()} == expected
+    # Nothing else in the folder: no temporary files, no stray outputs. --m4b is --format both: the M4B and
+    # the library files in the book folder, the chapter files in MP3/, which ".ignore" keeps from library scans.
+    expected = {p.name for p in mp3s} | {p.with_suffix(".srt").name for p in mp3s} | {m3u.name, ".ignore"}
+    assert {p.name for p in (out / "MP3").iterdir()} == expected
+    library_files = {"cover.jpg", "metadata.json", "reader.txt", "metadata.opf"}
+    assert {p.name for p in out.iterdir()} == {report["m4b"], "report.json", "MP3"} | library_files
 
 
 def test_chapter_titles_are_spoken_by_default_and_not_with_no_titles(
@@ -569,7 +572,8 @@ def test_hostile_chapter_titles_make_safe_names_inside_the_output_folder(
 
     created = files_under(tmp_path) - before
     assert created and all(p == out or out in p.parents for p in created)  # nothing written outside `out`
-    assert all(p.parent == out for p in created if p != out)  # and no subfolders inside it
+    assert all(p.parent in (out, out / "MP3") for p in created if p != out)  # and no subfolders but ours
+    created -= {out / "MP3", out / "MP3" / ".ignore"}
     reserved = {"CON", "PRN", "AUX", "NUL", *(f"COM{n}" for n in range(1, 10)), *(f"LPT{n}" for n in range(1, 10))}
     for p in created - {out}:
         assert "/" not in p.name and "\\" not in p.name and ".." not in p.name and not p.name.startswith(".")
@@ -578,9 +582,9 @@ def test_hostile_chapter_titles_make_safe_names_inside_the_output_folder(
     assert [c["title"] for c in report["chapters"]] == titles  # the titles themselves are kept as data
     for c, title in zip(report["chapters"], titles, strict=True):
         path = out / c["file"]
-        assert path.resolve().parent == out.resolve()
+        assert path.resolve().parent == (out / "MP3").resolve()
         assert ID3(path)["TIT2"].text == [title]
-    (m3u,) = out.glob("*.m3u")
-    assert all((out / entry).resolve().parent == out.resolve() for entry in playlist_entries(m3u))
+    (m3u,) = out.glob("MP3/*.m3u")
+    assert all((m3u.parent / entry).resolve().parent == m3u.parent.resolve() for entry in playlist_entries(m3u))
     assert (out / report["m4b"]).resolve().parent == out.resolve()
     assert not Path("/etc/passwd.mp3").exists()

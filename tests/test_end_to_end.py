@@ -369,15 +369,21 @@ def test_outputs_follow_the_settings_and_an_unchanged_m4b_is_not_rebuilt(
     assert convert(book, out, "--m4b", "--subtitles", "srt") == 0
     (m4b,) = out.glob("*.m4b")
     built = m4b.stat().st_mtime_ns
-    assert len(list(out.glob("*.srt"))) == 2
+    assert len(list(out.glob("MP3/*.srt"))) == 2  # --m4b is --format both: the chapter files in MP3/
     assert convert(book, out, "--m4b", "--subtitles", "srt") == 0
     assert m4b.stat().st_mtime_ns == built  # same chapters: the M4B is current
     # Other settings: what no longer matches the audio goes, nothing else does.
     (out / "notes.txt").write_text("mine")
     assert convert(book, out, "--subtitles", "vtt", "-q") == 0
-    assert not m4b.exists() and not list(out.glob("*.srt"))
+    assert not m4b.exists() and not list(out.glob("**/*.srt")) and not (out / "MP3").exists()
     assert len(list(out.glob("*.vtt"))) == 2 and (out / "notes.txt").exists()
-    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".m3u", ".mp3", ".mp3", ".txt", ".vtt", ".vtt"]
+    library = ["cover.jpg", "metadata.json", "metadata.opf", "reader.txt"]
+    assert sorted(p.name for p in out.iterdir() if p.suffix not in (".mp3", ".vtt")) == sorted(
+        ["report.json", "Book.m3u", "notes.txt", *library]
+    )
+    assert sorted(p.suffix for p in out.iterdir() if p.name not in library) == [
+        *[".json", ".m3u", ".mp3", ".mp3", ".txt", ".vtt", ".vtt"]
+    ]
 
 
 def test_an_unwritable_cache_fails_before_any_request(server: FakeSpeechServer, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 from pipeline import app
 from pipeline.cli import main
 from pipeline.config import load_settings
+from pipeline.covers import to_jpeg
 from pipeline.feed import Channel, check_base_url, url_of, write_feed
 from pipeline.models import BookInfo
 from pipeline.report import REPORT_NAME
@@ -157,9 +158,9 @@ def test_the_feed_s_urls_are_served_by_a_static_web_server(tmp_path: Path) -> No
     assert m4b.suffix == ".m4b" and int(cjk.itunes_duration) == round(mutagen.File(m4b).info.length)
     path = urlsplit(cjk.enclosures[0].href).path
     assert "%E4%B8%89%E4%BD%93%20%231%20%26%2050%25/" in path  # the folder "三体 #1 & 50%"
-    # The cover came out of the M4B's tags, under feed-covers/, and is the book's picture.
-    assert file_of(out, cjk.image.href, base).read_bytes() == tiny_png()
-    assert "image" not in titles["Plain"]  # no cover anywhere: the app shows the channel's
+    # The cover is the book's picture, as the library output writes it beside the audio (always a JPEG).
+    assert file_of(out, cjk.image.href, base).read_bytes() == to_jpeg(tiny_png())
+    assert file_of(out, titles["Plain"].image.href, base).name == "cover.jpg"  # a book without one gets one made
     assert parsed.feed.image.href == cjk.image.href  # the channel's art: the newest episode's, by default
 
 
@@ -295,7 +296,7 @@ def test_a_library_folder_s_cover_and_metadata_are_used(tmp_path: Path) -> None:
     (folder / "metadata.json").write_text(json.dumps({"description": "From the metadata.", "authors": ["Ann"]}))
     assert feed(tmp_path / "lib") == 0
     (e,) = parse(tmp_path / "lib").entries
-    assert e.image.href == BASE + "Ann%20Author/A%20Title/cover.png"
+    assert e.image.href == BASE + "Ann%20Author/A%20Title/cover.jpg"  # the library output's own, first
     assert e.summary == "From the metadata."
     assert e.author == "Ann"
     assert not (tmp_path / "lib" / "feed-covers").exists()  # nothing taken out of the tags: the folder has one

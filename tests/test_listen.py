@@ -103,7 +103,7 @@ def test_a_selection_makes_only_its_chapters_and_a_wider_one_pays_only_for_the_n
     book = write_book(tmp_path / "book.txt", chapters=4, paragraphs=2)
     out = tmp_path / "out"
     texts = {i: segment_texts(book, out, i) for i in range(1, 5)}
-    whole = planned(book, out)["chapters"]
+    whole = planned(book, out, "--m4b")["chapters"]  # --m4b: chapter files in MP3/
     files = {c["index"]: c["file"] for c in whole}
     titles = {c["index"]: c["title"] for c in whole}
 
@@ -115,11 +115,13 @@ def test_a_selection_makes_only_its_chapters_and_a_wider_one_pays_only_for_the_n
 
     assert convert(book, out, "--chapters", "2,4", "--m4b") == 0
     assert sorted(r.input for r in server.requests) == sorted(texts[2] + texts[4])
-    assert sorted(p.name for p in out.glob("*.mp3")) == [files[2], files[4]]
+    assert sorted("MP3/" + p.name for p in out.glob("MP3/*.mp3")) == [files[2], files[4]]
     report = read_report(out)
     assert [c["index"] for c in report["chapters"]] == [2, 4] and report["plan"]["selection"]["spec"] == "2,4"
-    playlist = next(out.glob("*.m3u")).read_text(encoding="utf-8")
-    assert [line for line in playlist.splitlines() if line.endswith(".mp3")] == [c["file"] for c in report["chapters"]]
+    playlist = next(out.glob("MP3/*.m3u")).read_text(encoding="utf-8")
+    assert [line for line in playlist.splitlines() if line.endswith(".mp3")] == [
+        c["file"].removeprefix("MP3/") for c in report["chapters"]
+    ]
     assert m4b_chapter_titles(next(out.glob("*.m4b"))) == [titles[2], titles[4]]
 
     # A selection's tracks keep the book's numbers (not "1/2" for chapter 2 of a selection of two).
@@ -143,25 +145,25 @@ def test_a_narrower_selection_keeps_the_wider_runs_chapters_and_says_so(
 ) -> None:
     book = write_book(tmp_path / "book.txt", chapters=3, paragraphs=1)
     out = tmp_path / "out"
-    whole = planned(book, out)["chapters"]
+    whole = planned(book, out, "--m4b")["chapters"]  # --m4b: chapter files in MP3/
     assert convert(book, out, "--m4b") == 0
     paid = len(server.requests)
     assert main(["convert", str(book), "-o", str(out), "--chapters", "2", "--m4b"]) == 0
     text = capsys.readouterr().out
     assert len(server.requests) == paid  # nothing new to pay for
-    assert len(list(out.glob("*.mp3"))) == 3  # chapters 1 and 3 were paid for: not deleted
+    assert len(list(out.glob("MP3/*.mp3"))) == 3  # chapters 1 and 3 were paid for: not deleted
     report = read_report(out)
     assert [c["index"] for c in report["chapters"]] == [2]
     assert [c["file"] for c in report["kept"]] == [whole[0]["file"], whole[2]["file"]]
     assert f"kept from an earlier run, outside the selection (not in the playlist): {whole[0]['file']}" in text
-    playlist = next(out.glob("*.m3u")).read_text(encoding="utf-8")
-    assert [line for line in playlist.splitlines() if line.endswith(".mp3")] == [whole[1]["file"]]
+    playlist = next(out.glob("MP3/*.m3u")).read_text(encoding="utf-8")
+    assert [line for line in playlist.splitlines() if line.endswith(".mp3")] == [whole[1]["file"].removeprefix("MP3/")]
     assert m4b_chapter_titles(next(out.glob("*.m4b"))) == [whole[1]["title"]]
     # The next whole run knows the kept files: nothing is sent and none is rewritten.
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp3")}
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("MP3/*.mp3")}
     assert convert(book, out, "--m4b") == 0
     assert len(server.requests) == paid
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp3")} == stamps
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("MP3/*.mp3")} == stamps
     assert [c["status"] for c in read_report(out)["chapters"]] == ["unchanged"] * 3
     assert len(m4b_chapter_titles(next(out.glob("*.m4b")))) == 3
 

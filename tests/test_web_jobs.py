@@ -16,6 +16,7 @@ pytest.importorskip("starlette", reason="the web extra is not installed: pip ins
 import httpx  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
+from pipeline.covers import to_jpeg
 from pipeline.web import WebSettings, create_app  # noqa: E402
 from pipeline.web import store as jobs  # noqa: E402
 from pipeline.web.pages import zip_folder  # noqa: E402
@@ -171,7 +172,8 @@ def test_the_library_shows_each_book_with_its_cover_length_chapters_and_report(t
         assert run_to_end(client, job_url, csrf)["status"] == "done"
         library = client.get("/library").text
         cover = client.get(job_url + "/cover")
-    assert cover.status_code == 200 and cover.content == tiny_png() and cover.headers["content-type"] == "image/png"
+    assert cover.status_code == 200 and cover.content == to_jpeg(tiny_png())  # every cover is made a JPEG
+    assert cover.headers["content-type"] == "image/jpeg"
     assert f'<img src="{job_url}/cover" alt="Cover of A Day"' in library
     assert "Ann Author" in library and "2 chapters" in library
     assert "<li>Dawn (0:" in library and "<li>Dusk (0:" in library

@@ -15,7 +15,7 @@ from pipeline.assembly.parts import PartSource
 from pipeline.assembly.tags import tag_mp3
 from pipeline.files import atomic_write
 from pipeline.models import Book, Chapter, ChapterAudio, Pause, Segment
-from pipeline.names import chapter_file
+from pipeline.names import chapter_path
 from pipeline.options import BookOptions
 
 
@@ -58,8 +58,8 @@ def assemble_chapter(
     if not segments:
         raise ValueError(f"chapter {chapter.index} has no segments to assemble")
     total = max(total_chapters or len(book.chapters), chapter.index)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / chapter_file(book, chapter.index, total, chapter.title)
+    final = out_dir / chapter_path(book, chapter.index, total, chapter.title, settings.output_format)
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + ".part")
     sub_final = final.with_suffix("." + settings.subtitles) if settings.subtitles else None
     title = " ".join(chapter.title.split()) or f"Chapter {chapter.index}"

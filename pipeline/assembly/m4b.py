@@ -10,8 +10,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from mutagen.mp4 import MP4, MP4FreeForm
+
 from pipeline.assembly.encoder import CHUNK, PcmEncoder, encoder, last_line, remove, run_ffmpeg
-from pipeline.assembly.tags import cover_mime
+from pipeline.assembly.tags import book_tags, cover_mime
 from pipeline.errors import AudioError
 from pipeline.media import ffmpeg_exe, require_ffmpeg, start_tool, tool_done
 from pipeline.models import Book, ChapterAudio
@@ -24,22 +26,49 @@ M4B_BITRATE = "64k"  # AAC-LC mono speech is transparent well below MP3's 128k
 
 
 def _ffmeta_escape(value: str) -> str:
-    value = " ".join(value.split())
-    return re.sub(r"([=;#\\])", r"\\\1", value)
+    """One value for an ffmetadata file: its lines (a description's paragraphs) kept, escaped newlines."""
+    lines = [re.sub(r"([=;#\\])", r"\\\1", " ".join(line.split())) for line in value.strip().split("\n")]
+    return "\\\n".join(lines)
 
 
-def ffmetadata(book: Book, titles: Sequence[str], bounds: Sequence[tuple[int, int]], rate: int, genre: str) -> str:
+# What the iPod muxer writes as iTunes atoms (©nam, ©alb, ©ART, aART, ©wrt, ©gen, ©cmt, ©day); the rest
+# goes in as iTunes freeform atoms ("----:com.apple.iTunes:series"), which ffprobe (and so Audiobookshelf)
+# reads by their names.
+_MUXED = ("album", "artist", "album_artist", "composer", "genre", "comment", "date")
+FREEFORM = ("series", "series-part", "isbn", "asin", "language", "publisher")
+# An M4B's Nero chapter list (chpl) counts its chapters in one byte: past 255 ffprobe, and so Audiobookshelf,
+# would read a wrapped count from it. The QuickTime chapter track holds any number; only it is written then.
+CHPL_MAX = 255
+
+
+def ffmetadata(
+    book: Book, titles: Sequence[str], bounds: Sequence[tuple[int, int]], rate: int, tags: dict[str, str]
+) -> str:
     """An ``;FFMETADATA1`` file: book tags and one [CHAPTER] per chapter, marks in samples (exact)."""
-    lines = [";FFMETADATA1", f"title={_ffmeta_escape(book.title)}", f"album={_ffmeta_escape(book.title)}"]
-    if book.author:
-        lines += [f"artist={_ffmeta_escape(book.author)}", f"album_artist={_ffmeta_escape(book.author)}"]
-    if genre:
-        lines.append(f"genre={_ffmeta_escape(genre)}")
+    lines = [";FFMETADATA1", f"title={_ffmeta_escape(book.title)}"]
+    lines += [f"{k}={_ffmeta_escape(tags[k])}" for k in _MUXED if tags.get(k)]
     lines.append("media_type=2")  # iTunes "stik" 2: Audiobook, so Apple players shelve it as one
     for title, (start, end) in zip(titles, bounds, strict=True):
         lines += ["", "[CHAPTER]", f"TIMEBASE=1/{rate}", f"START={start}", f"END={end}",
                   f"title={_ffmeta_escape(title)}"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _add_freeform(path: Path, tags: dict[str, str]) -> None:
+    """The tags the muxer has no atom for, as iTunes freeform atoms."""
+    extra = {k: tags[k] for k in FREEFORM if tags.get(k)}
+    if not extra:
+        return
+    try:
+        m4b = MP4(str(path))
+        if m4b.tags is None:
+            m4b.add_tags()
+        assert m4b.tags is not None
+        for key, value in extra.items():
+            m4b.tags[f"----:com.apple.iTunes:{key}"] = [MP4FreeForm(value.encode("utf-8"))]
+        m4b.save()
+    except Exception as exc:  # mutagen raises its own MutagenError, OSError, struct.error ...
+        raise AudioError(f"cannot write tags to {path}: {exc}") from exc
 
 
 def _stream_decoded(path: Path, rate: int, enc: PcmEncoder) -> int:
@@ -93,10 +122,12 @@ def build_m4b(out_dir: Path, book: Book, chapters: Sequence[ChapterAudio], setti
         titles = [" ".join(ch.chapter.title.split()) or f"Chapter {ch.chapter.index}" for ch in chapters]
         with tempfile.TemporaryDirectory(prefix="m4b-") as work:
             meta = Path(work) / "chapters.txt"
-            meta.write_text(ffmetadata(book, titles, bounds, rate, settings.genre), encoding="utf-8")
+            tags = book_tags(book, settings)
+            meta.write_text(ffmetadata(book, titles, bounds, rate, tags), encoding="utf-8")
             inputs = ["-i", str(audio_tmp), "-f", "ffmetadata", "-i", str(meta)]
             maps = ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
-            tail = ["-c", "copy", "-movflags", "+faststart", "-f", "ipod", "-y", str(tmp)]
+            flags = "+faststart+disable_chpl" if len(titles) > CHPL_MAX else "+faststart"
+            tail = ["-c", "copy", "-movflags", flags, "-f", "ipod", "-y", str(tmp)]
             if book.cover:
                 cover = Path(work) / ("cover.png" if cover_mime(book) == "image/png" else "cover.jpg")
                 cover.write_bytes(book.cover)
@@ -108,6 +139,7 @@ def build_m4b(out_dir: Path, book: Book, chapters: Sequence[ChapterAudio], setti
                     run_ffmpeg([*inputs, *maps, *tail], f"writing {tmp}")
             else:
                 run_ffmpeg([*inputs, *maps, *tail], f"writing {tmp}")
+        _add_freeform(tmp, tags)
         os.replace(tmp, final)
     except BaseException:
         remove(tmp)

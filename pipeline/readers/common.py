@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.models import Book, Chapter
+from pipeline.models import Book, BookInfo, Chapter
 from pipeline.textfacts import decode_bytes, normalize_paragraph
 
 
@@ -43,6 +43,7 @@ class Parsed:
     title: str | None = None
     author: str | None = None
     skipped: list[str] = field(default_factory=list)
+    description: str | None = None
 
 
 _EMPHASIS = re.compile(r"(?<![\w*])(\*{1,3}|_{1,3})(?=\S)(.+?)(?<=\S)\1(?![\w*])", re.S)
@@ -84,4 +85,5 @@ def make_book(
     chapters = tuple(
         Chapter(index=i, title=t, paragraphs=tuple(p), part=part) for i, (t, p, part) in enumerate(kept, start=1)
     )
-    return Book(title=title, chapters=chapters, author=parsed.author, source=source, skipped=tuple(parsed.skipped))
+    info = BookInfo(description=parsed.description)
+    return Book(title, chapters, author=parsed.author, source=source, skipped=tuple(parsed.skipped), info=info)

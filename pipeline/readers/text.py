@@ -24,6 +24,7 @@ from pipeline.textfacts import CJK_CHAR, GUTENBERG_END, GUTENBERG_START, is_cjk
 
 _CREDITS = re.compile(r"^\s*(?:Produced by|E-?text prepared by|Transcribed (?:from|by)|Prepared by)\b", re.I)
 _META = re.compile(r"^\s*(Title|Author|Language)\s*:\s*(.+?)\s*$", re.I)
+_CN_BLURB = re.compile(r"^\s*(?:简介|簡介|内容简介|內容簡介)\s*[：:]\s*(.*?)\s*$")
 _CN_META = re.compile(r"^\s*(书名|書名|作者)\s*[：:]\s*(.+?)\s*$")
 
 
@@ -62,6 +63,18 @@ def _take_chinese_meta(lines: list[str], parsed: Parsed) -> list[str]:
         seen += 1
         if seen > 8:
             break
+        blurb = _CN_BLURB.match(line)
+        if blurb and parsed.description is None:
+            # 简介 and its paragraphs up to the next blank line: the book's description for players. It stays
+            # in the text too (read as the opening chapter), as the listener hears the book's back cover.
+            taken = [blurb.group(1)] if blurb.group(1) else []
+            for later in lines[i + 1 : i + 30]:
+                if later.strip():
+                    taken.append(later.strip())
+                elif taken:
+                    break
+            parsed.description = "\n\n".join(taken) or None
+            continue
         meta = _CN_META.match(line)
         if meta:
             if meta.group(1) == "作者":
@@ -69,6 +82,44 @@ def _take_chinese_meta(lines: list[str], parsed: Parsed) -> list[str]:
             else:
                 parsed.title = parsed.title or meta.group(2).strip("《》")
             lines[i] = ""
+    return lines
+
+
+_AUTHOR_LINE = re.compile(
+    r"^\s*(?:(?:by|By|BY)\s+|(?:Author|AUTHOR|author|作者|著者)\s*[：:]\s*)(?P<name>\S.{0,80}?)\s*$"
+)
+_AUTHOR_AFTER = re.compile(r"^\s*(?P<name>\S.{0,40}?)\s*[（(]?(?:著|编著|撰)[)）]?\s*$")  # "张若虚 著"
+
+
+def _take_title_lines(lines: list[str], parsed: Parsed) -> list[str]:
+    """A book's own title line (and author line under it) before its text: "Title", then "by Author" or
+    "作者：…", then a blank line. Taken only when what follows is not the title line's own paragraph, so the
+    first line of a story is never mistaken for its title; both lines leave the text."""
+    if parsed.title:
+        return lines
+    filled = [i for i, line in enumerate(lines[:200]) if line.strip()]
+    if len(filled) < 2:
+        return lines
+    first = filled[0]
+    if not _looks_like_title(lines[first]) or _CN_META.match(lines[first]):
+        return lines
+    taken = [first]
+    author = None
+    following = filled[1]
+    match = _AUTHOR_LINE.match(lines[following]) or _AUTHOR_AFTER.match(lines[following])
+    # "张若虚 著" alone is too loose a pattern unless it sits right under the title.
+    if match and (following == first + 1 or _AUTHOR_LINE.match(lines[following])):
+        author = match.group("name").strip()
+        taken.append(following)
+        following = next((i for i in filled if i > following), len(lines))
+    elif following == first + 1 or not parse_heading(lines[following]):
+        # Without an author line, only a title standing alone with a heading next is sure to be the title:
+        # a short line before prose may be a story's first line or a section's opening.
+        return lines
+    parsed.title = " ".join(lines[first].split())
+    parsed.author = parsed.author or author
+    for i in taken:
+        lines[i] = ""
     return lines
 
 
@@ -515,6 +566,7 @@ def _parse_lines(
     source_lines.clear()
     lines = _strip_gutenberg(lines, parsed)
     lines = _take_chinese_meta(lines, parsed)
+    lines = _take_title_lines(lines, parsed)
     dropped: Counter[str] = Counter()
     if not include_matter:
         lines, dropped = drop_boilerplate(lines)

@@ -28,6 +28,7 @@ from pipeline import app as library_app
 from pipeline.addresses import Reach, reach
 from pipeline.config import Settings, limits_file, load_settings
 from pipeline.errors import AudiobookError
+from pipeline.names import CHAPTER_FOLDERS
 from pipeline.planning import BookPlan
 from pipeline.report import REPORT_NAME, clock
 from pipeline.tts import registry
@@ -418,7 +419,10 @@ async def events(request: Request) -> Response:
 
 def _inside(folder: Path, name: str | None) -> Path | None:
     """``folder/name`` when it is a file inside ``folder`` (a report's name is data, checked like any)."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
+    if not name:
+        return None
+    folder_part, _, base = name.rpartition("/")  # a chapter may sit in MP3/ or .chapters/ (names.py)
+    if not base or "\\" in base or base.startswith(".") or folder_part not in CHAPTER_FOLDERS.values():
         return None
     path = (folder / name).resolve()
     return path if path.is_relative_to(folder.resolve()) and path.is_file() else None

@@ -203,4 +203,5 @@ def read_epub(path: Path, *, include_matter: bool = False) -> Book:
         cover_mime=cover_mime,
         source=path,
         skipped=(*gaps, *skipped),
+        info=pkg.info,
     )

@@ -3,14 +3,17 @@ DRM refused. Also the small XML helpers the other parts share."""
 
 from __future__ import annotations
 
+import base64
 import posixpath
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from lxml import etree
 
 from pipeline.errors import InputError
+from pipeline.models import BookInfo
 from pipeline.readers.epub.safezip import MAX_COVER_BYTES, SafeZip
 from pipeline.readers.htmltext import parse_xml
 from pipeline.textfacts import normalize_paragraph, primary_language
@@ -40,6 +43,7 @@ class Package:
     guide: list[tuple[str, str, str | None]]  # (type, path, fragment)
     cover_id: str | None
     spine_gaps: list[str]  # reading-order entries that name no usable item, described for Book.skipped
+    info: BookInfo = field(default_factory=BookInfo)
 
 
 def resolve_href(base: str, href: str | None) -> tuple[str, str | None] | None:
@@ -131,6 +135,9 @@ def parse_package(zf: SafeZip, opf_path: str) -> Package:
         for meta in descendants(metadata, "meta"):
             if meta.get("name") == "cover" and meta.get("content"):
                 cover_id = meta.get("content")
+        info = read_info(metadata)
+    else:
+        info = BookInfo()
 
     items: dict[str, Item] = {}
     outside: set[str] = set()
@@ -168,7 +175,93 @@ def parse_package(zf: SafeZip, opf_path: str) -> Package:
         target = resolve_href(opf_path, ref.get("href"))
         if target and ref.get("type"):
             guide.append((ref.get("type", "").lower(), target[0], target[1]))
-    return Package(title, authors, language, items, spine, toc_item, nav_item, guide, cover_id, gaps)
+    return Package(title, authors, language, items, spine, toc_item, nav_item, guide, cover_id, gaps, info)
+
+
+_ISBN = re.compile(r"(?:97[89][- ]?)?(?:\d[- ]?){9}[\dXx]")
+
+
+def _isbn(text: str) -> str | None:
+    """The ISBN in an identifier ("urn:isbn:978-0-...", "ISBN 0-14-..."), digits only; None when it holds none."""
+    found = _ISBN.search(text)
+    if not found:
+        return None
+    digits = re.sub(r"[- ]", "", found.group()).upper()
+    return digits if len(digits) in (10, 13) else None
+
+
+def plain_text(markup: str) -> str:
+    """A description as plain text: EPUBs often hold escaped HTML in dc:description. Paragraphs (p, br, div,
+    li) become blank-line breaks, tags go, entities are decoded, spaces collapse."""
+    if "<" not in markup:
+        return "\n\n".join(" ".join(p.split()) for p in re.split(r"\n\s*\n", markup) if p.strip())
+    try:
+        root = etree.fromstring(f"<div>{markup}</div>".encode(), etree.HTMLParser())
+    except (etree.XMLSyntaxError, ValueError):
+        return " ".join(re.sub(r"<[^>]+>", " ", markup).split())
+    if root is None:
+        return ""
+    for el in root.iter("p", "div", "li", "br", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"):
+        el.tail = "\n\n" + (el.tail or "")
+        if el.tag != "br":
+            el.text = "\n\n" + (el.text or "")
+    text = "".join(root.itertext())
+    return "\n\n".join(" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip())
+
+
+def read_info(metadata: etree._Element) -> BookInfo:
+    """What the OPF says about the book besides title, authors and language (Dublin Core, EPUB 3's
+    belongs-to-collection, calibre's series). The first of each wins."""
+
+    def first(name: str) -> str | None:
+        return next((t for t in map(text_of, descendants(metadata, name)) if t), None)
+
+    metas = list(descendants(metadata, "meta"))
+    refines: dict[str, dict[str, str]] = {}
+    for m in metas:
+        if m.get("refines") and m.get("property"):
+            refines.setdefault(m.get("refines", "").lstrip("#"), {})[m.get("property", "")] = text_of(m)
+    series = index = None
+    for m in metas:  # EPUB 3: <meta property="belongs-to-collection" id="c">Name</meta> + group-position
+        if m.get("property") == "belongs-to-collection" and text_of(m):
+            extra = refines.get(m.get("id") or "", {})
+            if extra.get("collection-type", "series") in ("series", ""):
+                series, index = text_of(m), extra.get("group-position") or None
+                break
+    named = {m.get("name"): (m.get("content") or "").strip() for m in metas if m.get("name")}
+    if series is None and named.get("calibre:series"):  # calibre writes EPUB 2 style metas
+        series, index = named["calibre:series"], named.get("calibre:series_index") or None
+    if index is not None:
+        try:  # calibre writes "2.0": a series number as people write it
+            number = float(index)
+            index = str(int(number)) if number.is_integer() else index
+        except ValueError:
+            pass
+    isbn = asin = None
+    for ident in descendants(metadata, "identifier"):
+        value = text_of(ident)
+        scheme = " ".join(v for k, v in ident.attrib.items() if k.endswith("scheme")).lower()
+        if "asin" in scheme or "amazon" in scheme or value.lower().startswith(("urn:asin:", "asin:")):
+            asin = asin or value.rsplit(":", 1)[-1].strip() or None
+        elif isbn is None and ("isbn" in scheme or "isbn" in value.lower()):
+            isbn = _isbn(value)
+    subjects: list[str] = []
+    for subject in map(text_of, descendants(metadata, "subject")):
+        for part in re.split(r"\s+--\s+", subject):  # library subject headings: "Fantasy fiction -- Juvenile"
+            if part and part not in subjects:
+                subjects.append(part)
+    description = first("description")
+    date = first("date")
+    return BookInfo(
+        description=(plain_text(description) or None) if description else None,
+        publisher=first("publisher"),
+        date=date,
+        subjects=tuple(subjects),
+        series=series,
+        series_index=index,
+        isbn=isbn,
+        asin=asin,
+    )
 
 
 def tokens(value: str | None) -> set[str]:
@@ -195,4 +288,32 @@ def cover_of(zf: SafeZip, pkg: Package) -> tuple[bytes | None, str | None]:
             return data, "image/jpeg"
         if data.startswith(b"\x89PNG\r\n\x1a\n"):
             return data, "image/png"
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return data, "image/webp"
+        if data.startswith((b"GIF87a", b"GIF89a")):
+            return data, "image/gif"
+        if item.media_type == "image/svg+xml" or data.lstrip()[:5].lower() in (b"<svg ", b"<?xml"):
+            # Standard Ebooks' cover is an SVG (properties="cover-image"): its pictures travel inside it.
+            return _inline_images(zf, item.path, data), "image/svg+xml"
     return None, None
+
+
+_HREF = re.compile(rb"""((?:xlink:)?href\s*=\s*)(["'])(?!data:|#|[a-z][a-z0-9+.-]*://)([^"']+)\2""", re.I)
+
+
+def _inline_images(zf: SafeZip, svg_path: str, data: bytes) -> bytes:
+    """The SVG with each image it references inside the book turned into a data: URI, so it renders alone."""
+
+    def inline(match: re.Match[bytes]) -> bytes:
+        target = resolve_href(svg_path, match.group(3).decode("utf-8", "replace"))
+        if target is None or zf.resolve(target[0]) is None:
+            return match.group(0)
+        try:
+            image = zf.read(target[0], MAX_COVER_BYTES)
+        except InputError:
+            return match.group(0)
+        mime = "image/png" if image.startswith(b"\x89PNG") else "image/jpeg"
+        uri = f"data:{mime};base64,".encode() + base64.b64encode(image)
+        return match.group(1) + match.group(2) + uri + match.group(2)
+
+    return _HREF.sub(inline, data)
