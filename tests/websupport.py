@@ -39,6 +39,11 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self._thread.start()
+        # The socket is bound but listens only once uvicorn has started: a browser sent before that is refused.
+        while not self.server.started and self._thread.is_alive():
+            self._thread.join(0.02)
+        if not self.server.started:
+            raise RuntimeError("the web page's server did not start")
         return self
 
     def stop(self) -> None:
@@ -76,9 +81,14 @@ def browser_or_skip(downloads: Path) -> Any:
 
 
 def wait_for(driver: Any, check: Any, what: str, timeout: float = WAIT_S) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: check(d), message=what)
+    # The page redraws parts of itself as events arrive: an element found a moment ago may be gone; look again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(
+        lambda d: check(d), message=what
+    )
 
 
 def csrf_of(html: str) -> str:
