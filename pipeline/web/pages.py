@@ -30,7 +30,7 @@ from pipeline.config import Settings, limits_file, load_settings
 from pipeline.errors import AudiobookError
 from pipeline.names import CHAPTER_FOLDERS
 from pipeline.planning import BookPlan
-from pipeline.report import REPORT_NAME, clock
+from pipeline.report import clock, read_written
 from pipeline.tts import registry
 from pipeline.tts.registry import Synthesizers
 from pipeline.web import security
@@ -347,16 +347,11 @@ def _files(state: _State, job: jobs.Job) -> dict[str, Any]:
 
 
 def _report(state: _State, job: jobs.Job) -> dict[str, Any] | None:
-    path = state.runner.out_dir(job.id) / REPORT_NAME
-    try:
-        report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return report
+    return read_written(state.runner.out_dir(job.id))
 
 
-async def start(request: Request) -> Response:
-    state = _state(request)
+async def _job_form(request: Request) -> jobs.Job | Response:
+    """The job a start or cancel form names, its CSRF token checked; or the refusal to answer with."""
     job = _job(request)
     if job is None:
         return _plain(404, "no such job")
@@ -364,6 +359,14 @@ async def start(request: Request) -> Response:
         await _checked_form(request, max_files=0, max_fields=5)
     except UploadRefused as exc:
         return _plain(exc.status, str(exc))
+    return job
+
+
+async def start(request: Request) -> Response:
+    state = _state(request)
+    job = await _job_form(request)
+    if isinstance(job, Response):
+        return job
     if job.status not in (jobs.PLANNED, *jobs.RESUMABLE):
         return _plain(409, f"this job is {job.status}")
     state.runner.start(job)
@@ -372,13 +375,9 @@ async def start(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     state = _state(request)
-    job = _job(request)
-    if job is None:
-        return _plain(404, "no such job")
-    try:
-        await _checked_form(request, max_files=0, max_fields=5)
-    except UploadRefused as exc:
-        return _plain(exc.status, str(exc))
+    job = await _job_form(request)
+    if isinstance(job, Response):
+        return job
     if job.status in (jobs.QUEUED, jobs.RUNNING):
         state.runner.cancel(job.id)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
