@@ -5,6 +5,7 @@ two sentences and called done."""
 
 from __future__ import annotations
 
+from itertools import zip_longest
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,63 @@ def test_an_article_that_is_a_small_share_of_the_page_is_read_and_said(
     assert text_of(book) == STORY[:2]
     assert any("of the page's prose" in note and "check it" in note for note in book.skipped)
     assert "thread.html: the article found is" in caplog.text
+
+
+REVIEWS = [
+    "The show was wonderful from start to finish and the drummers were the best part of the whole evening.",
+    "We booked the tickets online in a minute and the seats in the third row were close enough to see faces.",
+    "A gorgeous play with an unusual way of telling its story; the cast invited children up onto the stage.",
+]
+
+
+def test_quotations_of_several_paragraphs_are_read(tmp_path: Path) -> None:
+    # Reviews quoted as <blockquote><p>…</p></blockquote>: trafilatura keeps each as <quote><p>, and every
+    # paragraph inside is read (they were silently lost: a page of reviews read as its introduction alone).
+    quotes = "".join(
+        f"<blockquote><p>“{r}”</p></blockquote><p><strong>– Reader {n}</strong></p>" for n, r in enumerate(REVIEWS)
+    )
+    page = f"""<html><head><title>Reviews from our visitors</title></head><body><nav><ul>{NAV}</ul></nav>
+<article><h1>Reviews from our visitors</h1><p>{STORY[0]}</p><p>{STORY[1]}</p>{quotes}<p>{STORY[2]}</p></article>
+</body></html>"""
+    read = text_of(read_book(write(tmp_path, "reviews.html", page)))
+    for review in REVIEWS:
+        assert f"“{review}”" in read
+    assert read[0] == STORY[0] and read[-1] == STORY[2]
+
+
+def test_page_furniture_inside_an_article_is_left_out(tmp_path: Path) -> None:
+    # Lines news sites put between and after an article's paragraphs: ad slots, gallery controls, photo credits,
+    # "updated" stamps, a dateline that is only a date, newsletter prompts, wire credits, "follow her on Twitter".
+    furniture = [
+        "Advertisement",
+        "Photo: Jane Doe, AP",
+        "Image 1 of 8",
+        "Updated",
+        "March 12, 2024",
+        "Get the latest headlines delivered to your inbox every morning. Sign up for our newsletter.",
+        "Have a tip? Tom Reyes may be reached at tom@example.org. Follow him on Twitter @tomreyes.",
+        "Reporting by Tom Reyes; Editing by Ann Lee",
+        "narrow-browser-and-phone",
+        "https://example.org/wp-content/uploads/2024/03/baths.jpg 1200 676",
+    ]
+    kept = [
+        # Sentences that mention the same things are the article's own.
+        "Sign up for a swimming lesson at the school pool by calling the council before the end of the month.",
+        "The photo: a faded print of the opening day in 1934, found in the attic of the former caretaker's home.",
+    ]
+    pairs = zip_longest(STORY + kept, furniture, fillvalue="")
+    body = [f"<p>{line}</p>" for pair in pairs for line in pair if line]
+    page = f"""<html><head><title>Mill Street baths to close</title></head><body><nav><ul>{NAV}</ul></nav>
+<article><h1>Mill Street baths to close</h1>{"".join(body)}</article></body></html>"""
+    book = read_book(write(tmp_path, "furniture.html", page))
+    assert text_of(book) == STORY + kept
+    assert "outside the article" in book.skipped[0]
+
+
+def test_furniture_is_a_whole_short_line_never_a_sentence() -> None:
+    # "Close." is a line of dialogue, "Close" a gallery button; "sign up" in a sentence is the article's own.
+    from pipeline.readers.article import drop_furniture
+    from pipeline.readers.htmltext import Block
+
+    blocks = [Block(STORY[0]), Block("Close."), Block("Sign up, he said, and sign up now.")]
+    assert drop_furniture(blocks) == (blocks, [])

@@ -60,11 +60,18 @@ def _blocks(body: etree._Element) -> list[Block]:
                 if any(ch.isalnum() for ch in text):
                     found.append(Block(text))
         elif tag in _BLOCKS or tag in ("div", "section"):
-            if tag in ("div", "section"):
+            if tag in ("div", "section") or (tag == "quote" and _holds_blocks(el)):
+                # A quotation of several paragraphs (<quote><p>…</p></quote>): each is a block of its own.
+                if tag == "quote" and (lead := normalize_paragraph(el.text or "")):
+                    found.append(Block(lead))
                 found += _blocks(el)
             elif block := _block(el, _heading_level(el) if tag == "head" else 0):
                 found.append(block)
     return found
+
+
+def _holds_blocks(el: etree._Element) -> bool:
+    return any(isinstance(c.tag, str) and c.tag in _BLOCKS for c in el)
 
 
 def _block(el: etree._Element, heading: int) -> Block | None:
@@ -92,6 +99,56 @@ _EDGE_MAX_CHARS = 80
 
 def _is_edge_furniture(block: Block) -> bool:
     return len(block.text) <= _EDGE_MAX_CHARS and _EDGE_LINE.search(block.text) is not None
+
+
+# Whole short blocks that are a page's furniture wherever they stand in the article: ad slots, gallery controls,
+# photo credits, "updated" stamps, comment counters, newsletter and subscription prompts, "follow her on
+# Twitter", wire-service credits, a dateline that is only a date, a class name leaked as text. Each must be the
+# WHOLE block (and short), so a sentence that merely mentions a newsletter or a photo is never touched.
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_FURNITURE = re.compile(
+    r"(?:advert|advertisement|ad|sponsored|caption|close|updated|comments?|\d+\s+comments?|share|iklan"
+    r"|image\s*\d+\s*of\s*/?\s*\d+|\d+\s*/\s*\d+|this slideshow requires javascript\.?|sorry!?"
+    r"|you may also like\W*|related(?: articles| stories| posts| content| news)?\W*|read more\W*|don'?t miss\b.*"
+    r"|more (?:from|on) [^.!?]{1,40}|recommended(?: for you| stories| articles)?\W*|tell us what you think\W*"
+    r"|thanks? (?:you )?for signing up!?|there was an error processing your subscription\.?"
+    r"|(?:photo|photograph|picture|image|credit|source|illustration|video)s?\s*(?:credit)?\s*:.{1,60}"
+    r"|(?:updated|published|first published|posted|last updated)(?: on| at)?\s*:?\s*[\w ,.:]{0,40}\d[\w ,.:]{0,30}"
+    r"|(?:\w+\s+)?" + _MONTH + r"\s+\d{1,2},?\s+\d{4}(?:[ ,]+\d{1,2}:\d{2}\s*(?:[ap]\.?m\.?)?)?"
+    r"|\d{1,2}\s+" + _MONTH + r"\s+\d{4}"
+    r"|[a-z0-9]+(?:-[a-z0-9]+){2,}"
+    r"|関連記事|相关阅读|相关文章|相关新闻|延伸阅读|热点推荐|推荐阅读"
+    r")",
+    re.IGNORECASE,
+)
+# Short blocks that ask the listener for something or credit the desk: dropped wherever they stand.
+_PROMPT = re.compile(
+    r"^(?:click here\b|(?:sign up|subscribe)\b.{0,60}\b(?:newsletters?|inbox|today)\b|get the latest\b|have a tip\b|follow (?:him|her|them|us|me)\b"
+    r"|(?:additional )?reporting by\b|editing by\b|writing by\b|our standards\b|filed under\b)"
+    r"|\b(?:delivered (?:to|right to|in) your inbox|newsletters?\b.{0,40}(?:sign up|subscribe)|(?:sign up|subscribe)"
+    r"\b.{0,40}newsletters?|follow (?:him|her|them|us) on (?:twitter|facebook|instagram))",
+    re.IGNORECASE,
+)
+_PROMPT_MAX_CHARS = 200
+_URL = re.compile(r"https?://\S+|www\.\S+")
+
+
+def is_furniture_block(block: Block) -> bool:
+    """A block of the page's furniture wherever it stands in an article (see ``_FURNITURE``, ``_PROMPT``)."""
+    text = block.text.strip()
+    if len(text) <= _EDGE_MAX_CHARS and _FURNITURE.fullmatch(text):
+        return True
+    if len(text) <= _PROMPT_MAX_CHARS and _PROMPT.search(text):
+        return True
+    # A block that is mostly web addresses (an image's URL and sizes leaked as text): not spoken.
+    urls = sum(len(m) for m in _URL.findall(text))
+    return urls * 2 > len(text)
+
+
+def drop_furniture(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
+    """The article without furniture blocks anywhere in it (``is_furniture_block``), and those blocks."""
+    kept = [b for b in blocks if not is_furniture_block(b)]
+    return kept, [b for b in blocks if is_furniture_block(b)]
 
 
 def trim_edges(blocks: list[Block]) -> tuple[list[Block], list[Block]]:

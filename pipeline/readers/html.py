@@ -418,7 +418,7 @@ def _prefer_readability(trafilatura: list[Block], readability: list[Block]) -> b
 
 
 def _read(path: Path, url: str | None, method: str) -> Book:
-    from pipeline.readers.article import extract_article, trim_edges
+    from pipeline.readers.article import drop_furniture, extract_article, trim_edges
 
     where = path.name
     root = _load(path)
@@ -431,6 +431,8 @@ def _read(path: Path, url: str | None, method: str) -> Book:
         if _prefer_readability(blocks, other):
             blocks, left_out = other, other_left_out  # the page's metadata as trafilatura read it is kept
     blocks, edges = trim_edges(blocks)
+    blocks, furniture = drop_furniture(blocks)
+    edges += furniture
     title = _title(root, blocks, path.stem)
     chapters = [
         Chapter(n, chapter_title, tuple(b.text for b in chapter_blocks))
