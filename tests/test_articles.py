@@ -242,3 +242,25 @@ def test_furniture_is_a_whole_short_line_never_a_sentence() -> None:
 
     blocks = [Block(STORY[0]), Block("Close."), Block("Sign up, he said, and sign up now.")]
     assert drop_furniture(blocks) == (blocks, [])
+
+
+def test_a_notice_whose_prose_stands_beside_its_long_table_is_read_whole(tmp_path: Path) -> None:
+    # An old portal's notice: the terms as running text in one table cell (lines broken by <br>), then a long
+    # table of courses. readability picks the table; the terms beside it are the notice too (they were lost
+    # unseen: the table alone holds more words than the page's other prose, so no check fired).
+    terms = "<br/>".join(f"{n}、{line}" for n, line in enumerate(CHINESE * 2, start=1))
+    rows = "".join(
+        f"<tr><td>0{n}艺术学原理</td><td>教师{n}</td><td>1、英语或俄语或日语 2、艺术概论 3、中国艺术史基础知识</td>"
+        f"<td>新增点正在审批</td></tr>"
+        for n in range(1, 40)
+    )
+    page = f"""<html><head><meta charset="utf-8"><title>招生简章</title></head><body>
+<table><tr><td><a href="/">主页</a>&gt;<a href="/edu">艺术教育</a></td></tr></table>
+<table><tr><td><p><strong>中国艺术研究院招生简章</strong></p></td></tr>
+<tr><td><p></p><table><tr><td>{terms}<p/></td></tr></table>
+<table border="1"><tr><td>学科、专业名称</td><td>指导教师</td><td>考试科目</td><td>备注</td></tr>{rows}</table>
+</td></tr></table></body></html>"""
+    read = " ".join(text_of(read_book(write(tmp_path, "notice.html", page))))
+    for line in CHINESE:
+        assert normalize_paragraph(line) in read
+    assert "教师39" in read

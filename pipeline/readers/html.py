@@ -220,6 +220,34 @@ def _region(picked: list[etree._Element]) -> etree._Element:
     return semantic[-1] if semantic else region
 
 
+def _prose_blocks(el: etree._Element, where: str) -> list[Block]:
+    """The blocks of ``el`` outside links, menus, forms and the page's frame (see ``page_prose``)."""
+    el = copy.deepcopy(el)
+    for inner in list(el.iter(*_NOT_PROSE)):
+        if inner.getparent() is not None:
+            inner.drop_tree()
+    return list(extract_blocks(el, where).blocks)
+
+
+def _widened(region: etree._Element, where: str) -> etree._Element:
+    """The region readability picked, widened to the element around it (up to three levels) while that adds a
+    passage of prose longer than any of the region's paragraphs: readability can pick a long table or list and
+    leave the article's running text beside it (a notice whose terms follow its prose in a table). A comment
+    thread is many short paragraphs, so it never widens the region."""
+    for _ in range(3):
+        parent = region.getparent()
+        if parent is None or parent.tag in ("body", "html"):
+            break
+        inside = Counter(b.text for b in _prose_blocks(region, where))
+        longest = max((_tokens(t) for t in inside), default=0)
+        added = [b for b in _prose_blocks(parent, where) if not inside[b.text]]
+        longer = max((_tokens(b.text) for b in added), default=0)
+        if longer <= longest or longer < 4 * _PROSE_WORDS:
+            break
+        region = parent
+    return region
+
+
 def _main_blocks(root: etree._Element, where: str) -> tuple[list[Block], list[Block]]:
     """The article's blocks, and the page's other blocks, left out. readability finds where the article is; we
     read all of that part of the page, because what readability then cleans away inside it (short paragraphs,
@@ -248,7 +276,7 @@ def _main_blocks(root: etree._Element, where: str) -> tuple[list[Block], list[Bl
         for el in chosen.iter()
         if el.get(_NODE) in nodes and any(c.isalnum() for c in "".join(el.itertext()))
     ]
-    blocks = list(extract_blocks(_region(picked), where).blocks) if picked else []
+    blocks = list(extract_blocks(_widened(_region(picked), where), where).blocks) if picked else []
     if not blocks:
         return fallback, []
     kept = Counter(blocks)
