@@ -229,6 +229,22 @@ def _prose_blocks(el: etree._Element, where: str) -> list[Block]:
     return list(extract_blocks(el, where).blocks)
 
 
+def _longer_passage_left_out(root: etree._Element, blocks: list[Block], where: str) -> Block | None:
+    """The longest passage of the page's prose left out of the article, when it is longer than every paragraph
+    of the article twice over, and than four prose lines: the sign of an article found in part."""
+    # A passage is left out when most of its words are not the article's (extractors set quotes and spaces
+    # apart differently, so the same paragraph is not always the same string).
+    kept = _words(blocks)
+    longest = max((_tokens(b.text) for b in blocks), default=0)
+    left = [
+        b for b in _prose_blocks(_unfurnished(root, where), where) if (_words([b]) & kept).total() * 2 < _tokens(b.text)
+    ]
+    passage = max(left, key=lambda b: _tokens(b.text), default=None)
+    if passage is None or _tokens(passage.text) <= max(2 * longest, 4 * _PROSE_WORDS):
+        return None
+    return passage
+
+
 def _widened(region: etree._Element, where: str) -> etree._Element:
     """The region readability picked, widened to the element around it (up to three levels) while that adds a
     passage of prose longer than any of the region's paragraphs: readability can pick a long table or list and
@@ -479,6 +495,13 @@ def _read(path: Path, url: str | None, method: str) -> Book:
     notes = [_left_out(left_out + edges)]
     if share < _CHECK_SHARE:  # a short post under long comments, or an article found in part: say so
         notes.append(f"the article found is {share:.0%} of the page's prose ({got} of {prose} {unit}): check it")
+        log.warning("%s: %s", where, notes[-1])
+    elif passage := _longer_passage_left_out(root, blocks, where):
+        # A long table or list can outweigh the page's prose while the article's running text is left out.
+        notes.append(
+            f"a passage of the page's prose twice as long as any of the article's paragraphs was left out "
+            f"({_tokens(passage.text)} {unit}, from “{passage.text[:40]}…”): check it"
+        )
         log.warning("%s: %s", where, notes[-1])
     site = _meta(root, prop="og:site_name") or (article.site if article else None)
     return Book(
