@@ -220,6 +220,9 @@ def test_page_furniture_inside_an_article_is_left_out(tmp_path: Path) -> None:
         "Reporting by Tom Reyes; Editing by Ann Lee",
         "narrow-browser-and-phone",
         "https://example.org/wp-content/uploads/2024/03/baths.jpg 1200 676",
+        "DON'T MISS Council to vote on the library [VIDEO] | Floods close the old bridge again [PICTURES]",
+        "GET THE COURIER ON THE GO BY CLICKING HERE",
+        "Let our news meet your inbox. The stories that matter, delivered weekday mornings.",
     ]
     kept = [
         # Sentences that mention the same things are the article's own.

@@ -123,7 +123,8 @@ _FURNITURE = re.compile(
 )
 # Short blocks that ask the listener for something or credit the desk: dropped wherever they stand.
 _PROMPT = re.compile(
-    r"^(?:click here\b|(?:sign up|subscribe)\b.{0,60}\b(?:newsletters?|inbox|today)\b|get the latest\b"
+    r"\bclick(?:ing)? here\b|\bmeet your inbox\b|^don'?t miss\b|\[[A-Z ]{3,}\].{0,120}\[[A-Z ]{3,}\]"
+    r"|^(?:(?:sign up|subscribe)\b.{0,60}\b(?:newsletters?|inbox|today)\b|get the latest\b"
     r"|have a tip\b|follow (?:him|her|them|us|me)\b"
     r"|(?:additional )?reporting by\b|editing by\b|writing by\b|our standards\b|filed under\b)"
     r"|\b(?:delivered (?:to|right to|in) your inbox|newsletters?\b.{0,40}(?:sign up|subscribe)|(?:sign up|subscribe)"
