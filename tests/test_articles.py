@@ -283,3 +283,14 @@ def test_a_long_passage_left_out_beside_the_article_is_said(tmp_path: Path, capl
     note = next(note for note in book.skipped if "passage" in note)
     assert "was left out" in note and "check it" in note and CHINESE[0][:10] in note
     assert "notice.html: a passage of the page's prose" in caplog.text
+
+
+def test_a_byline_at_the_articles_start_is_left_out(tmp_path: Path) -> None:
+    # The byline names the page's author (or opens with "By"); the same name further on is the article's text.
+    later = "Tom Reyes, who swam there as a boy, adds:"
+    for byline in ("Tom Reyes, Local Democracy Reporter", "By The Courier's Staff"):
+        page = f"""<html><head><title>Baths to close</title><meta name="author" content="Tom Reyes"></head>
+<body><nav><ul>{NAV}</ul></nav><article><h1>Baths to close</h1><p>{byline}</p>
+{"".join(f"<p>{s}</p>" for s in STORY[:4])}<p>{later}</p><p>{STORY[4]}</p></article></body></html>"""
+        book = read_book(write(tmp_path, "byline.html", page))
+        assert text_of(book) == [*STORY[:4], later, STORY[4]]

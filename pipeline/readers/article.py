@@ -153,6 +153,26 @@ def drop_furniture(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
     return kept, [b for b in blocks if is_furniture_block(b)]
 
 
+_BYLINE = re.compile(r"(?:by|written by|words by|posted by)\s+\S.{0,60}", re.IGNORECASE)
+_BYLINE_MAX_CHARS = 80
+_BYLINE_SEARCH = 3  # a byline stands among the article's first blocks
+
+
+def drop_byline(blocks: list[Block], author: str | None) -> tuple[list[Block], list[Block]]:
+    """The article without its byline: a short line among its first blocks that opens with "By" or names the
+    page's author ("Jane Doe, AP National Security Writer"), and those lines."""
+    names = [n.strip().lower() for n in re.split(r"[;,]| and ", author or "") if len(n.strip()) >= 5]
+
+    def is_byline(block: Block) -> bool:
+        text = block.text.strip()
+        if block.heading or len(text) > _BYLINE_MAX_CHARS:
+            return False
+        return bool(_BYLINE.fullmatch(text)) or any(text.lower().startswith(name) for name in names)
+
+    dropped = [b for b in blocks[:_BYLINE_SEARCH] if is_byline(b)]
+    return [b for b in blocks if not any(b is d for d in dropped)], dropped
+
+
 def trim_edges(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
     """The article without the furniture lines at its start and end, and those lines."""
     start, end = 0, len(blocks)

@@ -462,7 +462,7 @@ def _prefer_readability(trafilatura: list[Block], readability: list[Block]) -> b
 
 
 def _read(path: Path, url: str | None, method: str) -> Book:
-    from pipeline.readers.article import drop_furniture, extract_article, trim_edges
+    from pipeline.readers.article import drop_byline, drop_furniture, extract_article, trim_edges
 
     where = path.name
     root = _load(path)
@@ -476,7 +476,8 @@ def _read(path: Path, url: str | None, method: str) -> Book:
             blocks, left_out = other, other_left_out  # the page's metadata as trafilatura read it is kept
     blocks, edges = trim_edges(blocks)
     blocks, furniture = drop_furniture(blocks)
-    edges += furniture
+    blocks, byline = drop_byline(blocks, _meta(root, name="author") or (article.author if article else None))
+    edges += furniture + byline
     title = _title(root, blocks, path.stem)
     chapters = [
         Chapter(n, chapter_title, tuple(b.text for b in chapter_blocks))
