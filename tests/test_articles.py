@@ -294,3 +294,15 @@ def test_a_byline_at_the_articles_start_is_left_out(tmp_path: Path) -> None:
 {"".join(f"<p>{s}</p>" for s in STORY[:4])}<p>{later}</p><p>{STORY[4]}</p></article></body></html>"""
         book = read_book(write(tmp_path, "byline.html", page))
         assert text_of(book) == [*STORY[:4], later, STORY[4]]
+
+
+def test_a_list_of_other_stories_inside_the_article_is_left_out(tmp_path: Path) -> None:
+    # "Related articles" and the titles under it (short, no full stop), and teasers run into one long block
+    # each tagged [VIDEO]: other stories, not this one. The paragraph after the list is the article again.
+    titles = ["Floods close the old bridge again", "Library hours cut from April", "Ten walks around Eastfield"]
+    teasers = " | ".join(f"{t}: what the council said and what happens next [VIDEO]" for t in titles * 2)
+    page = f"""<html><head><title>Baths to close</title></head><body><nav><ul>{NAV}</ul></nav>
+<article><h1>Baths to close</h1>{"".join(f"<p>{s}</p>" for s in STORY[:3])}<p>{teasers}</p>
+<p>Related articles</p>{"".join(f"<p>{t}</p>" for t in titles)}<p>{STORY[3]}</p><p>{STORY[4]}</p></article>
+</body></html>"""
+    assert text_of(read_book(write(tmp_path, "related.html", page))) == STORY

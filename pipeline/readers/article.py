@@ -123,7 +123,7 @@ _FURNITURE = re.compile(
 )
 # Short blocks that ask the listener for something or credit the desk: dropped wherever they stand.
 _PROMPT = re.compile(
-    r"\bclick(?:ing)? here\b|\bmeet your inbox\b|^don'?t miss\b|\[[A-Z ]{3,}\].{0,120}\[[A-Z ]{3,}\]"
+    r"\bclick(?:ing)? here\b|\bmeet your inbox\b|^don'?t miss\b"
     r"|^(?:(?:sign up|subscribe)\b.{0,60}\b(?:newsletters?|inbox|today)\b|get the latest\b"
     r"|have a tip\b|follow (?:him|her|them|us|me)\b"
     r"|(?:additional )?reporting by\b|editing by\b|writing by\b|our standards\b|filed under\b)"
@@ -132,6 +132,7 @@ _PROMPT = re.compile(
     re.IGNORECASE,
 )
 _PROMPT_MAX_CHARS = 200
+_TAG = re.compile(r"\[[A-Z ]{3,20}\]")
 _URL = re.compile(r"https?://\S+|www\.\S+")
 
 
@@ -142,6 +143,9 @@ def is_furniture_block(block: Block) -> bool:
         return True
     if len(text) <= _PROMPT_MAX_CHARS and _PROMPT.search(text):
         return True
+    # A list of other stories run into one block, each tagged "[VIDEO]", "[PICTURES]": however long.
+    if len(_TAG.findall(text)) >= 2 and len(text) <= 4 * _PROMPT_MAX_CHARS:
+        return True
     # A block that is mostly web addresses (an image's URL and sizes leaked as text): not spoken.
     urls = sum(len(m) for m in _URL.findall(text))
     return urls * 2 > len(text)
@@ -149,8 +153,39 @@ def is_furniture_block(block: Block) -> bool:
 
 def drop_furniture(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
     """The article without furniture blocks anywhere in it (``is_furniture_block``), and those blocks."""
-    kept = [b for b in blocks if not is_furniture_block(b)]
-    return kept, [b for b in blocks if is_furniture_block(b)]
+    kept: list[Block] = []
+    dropped: list[Block] = []
+    teasers = False  # after "Related articles" / "You may also like": the titles of other stories
+    for block in blocks:
+        if is_furniture_block(block):
+            dropped.append(block)
+            teasers = _RELATED.fullmatch(block.text.strip()) is not None
+        elif teasers and _is_teaser(block):
+            dropped.append(block)
+        else:
+            teasers = False
+            kept.append(block)
+    return kept, dropped
+
+
+# Headings of a list of other stories; the short lines after one, that end without a sentence's full stop, are
+# their titles.
+_RELATED = re.compile(
+    r"(?:you may also like|you might also like|related(?: articles| stories| posts| content| news)?|read more"
+    r"|more stories|recommended(?: for you| stories| articles)?|関連記事|相关阅读|相关文章|相关新闻|延伸阅读|推荐阅读)"
+    r"\W*",
+    re.IGNORECASE,
+)
+_TEASER_MAX_CHARS = 100
+
+
+def _is_teaser(block: Block) -> bool:
+    text = block.text.strip()
+    return (
+        not block.heading
+        and len(text) <= _TEASER_MAX_CHARS
+        and not text.endswith((".", "。", "!", "！", "?", "？", ":", "："))
+    )
 
 
 _BYLINE = re.compile(r"(?:by|written by|words by|posted by)\s+\S.{0,60}", re.IGNORECASE)
