@@ -306,3 +306,17 @@ def test_a_list_of_other_stories_inside_the_article_is_left_out(tmp_path: Path) 
 <p>Related articles</p>{"".join(f"<p>{t}</p>" for t in titles)}<p>{STORY[3]}</p><p>{STORY[4]}</p></article>
 </body></html>"""
     assert text_of(read_book(write(tmp_path, "related.html", page))) == STORY
+
+
+def test_a_chinese_portals_lines_inside_the_article_are_left_out(tmp_path: Path) -> None:
+    # A dateline with its source, breadcrumbs and share buttons between the title and the text, other stories
+    # listed with their dates after it: the portal's, wherever they stand.
+    before = ["首页 > 要闻 > 正文", "2005-04-27 14:32更新来源：千龙新闻网发表评论", "分享到："]
+    after = [f"·春季植树活动在全国各地展开第{n}篇 (2005-04-19 18:03PM)" for n in range(3)] + ["打印本文"]
+    page = f"""<html lang="zh-CN"><head><meta charset="utf-8"><title>全国新增造林面积超千万亩</title></head><body>
+<div class="nav"><a href="/">首页</a><a href="/politics">时政</a></div>
+<div id="detail"><h1>全国新增造林面积超千万亩</h1>
+{"".join(f"<p>{p}</p>" for p in before + CHINESE + after)}
+</div></body></html>"""
+    book = read_book(write(tmp_path, "portal.html", page))
+    assert [normalize_paragraph(p) for p in CHINESE] == text_of(book)

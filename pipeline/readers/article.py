@@ -118,6 +118,13 @@ _FURNITURE = re.compile(
     r"|\d{1,2}\s+" + _MONTH + r"\s+\d{4}"
     r"|[a-z0-9]+(?:-[a-z0-9]+){2,}"
     r"|関連記事|相关阅读|相关文章|相关新闻|延伸阅读|热点推荐|推荐阅读"
+    # Chinese portals: a dateline with its source ("2005-04-27 14:32更新来源：千龙新闻网发表评论"), the source or
+    # time of publication alone, share and print buttons, a comment counter, breadcrumbs ("首页 > 要闻 > 正文"),
+    # and other stories listed with their dates ("·标题 (2005-04-19 18:03PM)").
+    r"|\d{4}[-年/.]\d{1,2}[-月/.]\d{1,2}日?[\s\d:：]*(?:更新)?\s*来源\s*[:：].{0,40}"
+    r"|(?:发布时间|发表时间|文章来源|来源)\s*[:：].{0,60}|分享到.{0,20}|打印本文|打印本页|返回页首.{0,20}|关闭窗口"
+    r"|网友评论\s*\d*\s*条|共\s*\d*\s*条评论.{0,10}|[^>＞»]{1,20}(?:\s*[>＞»]\s*[^>＞»]{1,20}){2,}"
+    r"|[·•].{1,80}[(（]\d{4}-\d{1,2}-\d{1,2}[^)）]{0,20}[)）]"
     r")",
     re.IGNORECASE,
 )
