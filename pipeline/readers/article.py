@@ -130,7 +130,7 @@ _FURNITURE = re.compile(
 )
 # Short blocks that ask the listener for something or credit the desk: dropped wherever they stand.
 _PROMPT = re.compile(
-    r"\bclick(?:ing)? here\b|\bmeet your inbox\b|^don'?t miss\b"
+    r"\bclick(?:ing)? here\b|\bmeet your inbox\b|^don'?t miss\b|^(?:read more|see more|also read|read also)\s*:"
     r"|^(?:(?:sign up|subscribe)\b.{0,60}\b(?:newsletters?|inbox|today)\b|get the latest\b"
     r"|have a tip\b|follow (?:him|her|them|us|me)\b"
     r"|(?:additional )?reporting by\b|editing by\b|writing by\b|our standards\b|filed under\b)"

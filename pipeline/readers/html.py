@@ -427,8 +427,31 @@ def _prepared(root: etree._Element, where: str) -> etree._Element:
         if el.getparent() is not None:
             refuse_hidden_text(el, where)
             el.drop_tree()
+    _drop_captions(page, where)
     wrap_loose_text(page)
     return page
+
+
+def _drop_captions(root: etree._Element, where: str) -> None:
+    """A picture's caption and credit are not the article's text (read aloud, they break its sentences): the
+    <figcaption>, and short elements a page names for them."""
+    for el in [el for el in root.iter() if isinstance(el.tag, str) and _is_caption(el)]:
+        if el.getparent() is not None:
+            refuse_hidden_text(el, where)
+            el.drop_tree()
+
+
+_CAPTION_WORDS = frozenset({"caption", "figcaption", "credit", "credits"})
+_CAPTION_MAX_CHARS = 400  # a caption is a line or two; a longer element so named may hold the article
+
+
+def _is_caption(el: etree._Element) -> bool:
+    if el.tag == "figcaption":
+        return True
+    words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
+    if not words & _CAPTION_WORDS:
+        return False
+    return len("".join(el.itertext())) <= _CAPTION_MAX_CHARS
 
 
 def _words(blocks: list[Block]) -> Counter[str]:
