@@ -60,11 +60,18 @@ def _blocks(body: etree._Element) -> list[Block]:
                 if any(ch.isalnum() for ch in text):
                     found.append(Block(text))
         elif tag in _BLOCKS or tag in ("div", "section"):
-            if tag in ("div", "section"):
+            if tag in ("div", "section") or (tag == "quote" and _holds_blocks(el)):
+                # A quotation of several paragraphs (<quote><p>…</p></quote>): each is a block of its own.
+                if tag == "quote" and (lead := normalize_paragraph(el.text or "")):
+                    found.append(Block(lead))
                 found += _blocks(el)
             elif block := _block(el, _heading_level(el) if tag == "head" else 0):
                 found.append(block)
     return found
+
+
+def _holds_blocks(el: etree._Element) -> bool:
+    return any(isinstance(c.tag, str) and c.tag in _BLOCKS for c in el)
 
 
 def _block(el: etree._Element, heading: int) -> Block | None:
@@ -92,6 +99,120 @@ _EDGE_MAX_CHARS = 80
 
 def _is_edge_furniture(block: Block) -> bool:
     return len(block.text) <= _EDGE_MAX_CHARS and _EDGE_LINE.search(block.text) is not None
+
+
+# Whole short blocks that are a page's furniture wherever they stand in the article: ad slots, gallery controls,
+# photo credits, "updated" stamps, comment counters, newsletter and subscription prompts, "follow her on
+# Twitter", wire-service credits, a dateline that is only a date, a class name leaked as text. Each must be the
+# WHOLE block (and short), so a sentence that merely mentions a newsletter or a photo is never touched.
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_FURNITURE = re.compile(
+    r"(?:advert|advertisement|ad|sponsored|caption|close|updated|comments?|\d+\s+comments?|share|iklan"
+    r"|image\s*\d+\s*of\s*/?\s*\d+|\d+\s*/\s*\d+|this slideshow requires javascript\.?|sorry!?"
+    r"|you may also like\W*|related(?: articles| stories| posts| content| news)?\W*|read more\W*|don'?t miss\b.*"
+    r"|more (?:from|on) [^.!?]{1,40}|recommended(?: for you| stories| articles)?\W*|tell us what you think\W*"
+    r"|thanks? (?:you )?for signing up!?|there was an error processing your subscription\.?"
+    r"|(?:photo|photograph|picture|image|credit|source|illustration|video)s?\s*(?:credit)?\s*:.{1,60}"
+    r"|(?:updated|published|first published|posted|last updated)(?: on| at)?\s*:?\s*[\w ,.:]{0,40}\d[\w ,.:]{0,30}"
+    r"|(?:\w+\s+)?" + _MONTH + r"\s+\d{1,2},?\s+\d{4}(?:[ ,]+\d{1,2}:\d{2}\s*(?:[ap]\.?m\.?)?)?"
+    r"|\d{1,2}\s+" + _MONTH + r"\s+\d{4}"
+    r"|[a-z0-9]+(?:-[a-z0-9]+){2,}"
+    r"|関連記事|相关阅读|相关文章|相关新闻|延伸阅读|热点推荐|推荐阅读"
+    # Chinese portals: a dateline with its source ("2005-04-27 14:32更新来源：千龙新闻网发表评论"), the source or
+    # time of publication alone, share and print buttons, a comment counter, breadcrumbs ("首页 > 要闻 > 正文"),
+    # and other stories listed with their dates ("·标题 (2005-04-19 18:03PM)").
+    r"|\d{4}[-年/.]\d{1,2}[-月/.]\d{1,2}日?[\s\d:：]*(?:更新)?\s*来源\s*[:：].{0,40}"
+    r"|(?:发布时间|发表时间|文章来源|来源)\s*[:：].{0,60}|分享到.{0,20}|打印本文|打印本页|返回页首.{0,20}|关闭窗口"
+    r"|网友评论\s*\d*\s*条|共\s*\d*\s*条评论.{0,10}|[^>＞»]{1,20}(?:\s*[>＞»]\s*[^>＞»]{1,20}){2,}"
+    r"|[·•].{1,80}[(（]\d{4}-\d{1,2}-\d{1,2}[^)）]{0,20}[)）]"
+    r")",
+    re.IGNORECASE,
+)
+# Short blocks that ask the listener for something or credit the desk: dropped wherever they stand.
+_PROMPT = re.compile(
+    r"\bclick(?:ing)? here\b|\bmeet your inbox\b|^don'?t miss\b|^(?:read more|see more|also read|read also)\s*:"
+    r"|^(?:(?:sign up|subscribe)\b.{0,60}\b(?:newsletters?|inbox|today)\b|get the latest\b"
+    r"|have a tip\b|follow (?:him|her|them|us|me)\b"
+    r"|(?:additional )?reporting by\b|editing by\b|writing by\b|our standards\b|filed under\b)"
+    r"|\b(?:delivered (?:to|right to|in) your inbox|newsletters?\b.{0,40}(?:sign up|subscribe)|(?:sign up|subscribe)"
+    r"\b.{0,40}newsletters?|follow (?:him|her|them|us) on (?:twitter|facebook|instagram))",
+    re.IGNORECASE,
+)
+_PROMPT_MAX_CHARS = 200
+_TAG = re.compile(r"\[[A-Z ]{3,20}\]")
+_URL = re.compile(r"https?://\S+|www\.\S+")
+
+
+def is_furniture_block(block: Block) -> bool:
+    """A block of the page's furniture wherever it stands in an article (see ``_FURNITURE``, ``_PROMPT``)."""
+    text = block.text.strip()
+    if len(text) <= _EDGE_MAX_CHARS and _FURNITURE.fullmatch(text):
+        return True
+    if len(text) <= _PROMPT_MAX_CHARS and _PROMPT.search(text):
+        return True
+    # A list of other stories run into one block, each tagged "[VIDEO]", "[PICTURES]": however long.
+    if len(_TAG.findall(text)) >= 2 and len(text) <= 4 * _PROMPT_MAX_CHARS:
+        return True
+    # A block that is mostly web addresses (an image's URL and sizes leaked as text): not spoken.
+    urls = sum(len(m) for m in _URL.findall(text))
+    return urls * 2 > len(text)
+
+
+def drop_furniture(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
+    """The article without furniture blocks anywhere in it (``is_furniture_block``), and those blocks."""
+    kept: list[Block] = []
+    dropped: list[Block] = []
+    teasers = False  # after "Related articles" / "You may also like": the titles of other stories
+    for block in blocks:
+        if is_furniture_block(block):
+            dropped.append(block)
+            teasers = _RELATED.fullmatch(block.text.strip()) is not None
+        elif teasers and _is_teaser(block):
+            dropped.append(block)
+        else:
+            teasers = False
+            kept.append(block)
+    return kept, dropped
+
+
+# Headings of a list of other stories; the short lines after one, that end without a sentence's full stop, are
+# their titles.
+_RELATED = re.compile(
+    r"(?:you may also like|you might also like|related(?: articles| stories| posts| content| news)?|read more"
+    r"|more stories|recommended(?: for you| stories| articles)?|関連記事|相关阅读|相关文章|相关新闻|延伸阅读|推荐阅读)"
+    r"\W*",
+    re.IGNORECASE,
+)
+_TEASER_MAX_CHARS = 100
+
+
+def _is_teaser(block: Block) -> bool:
+    text = block.text.strip()
+    return (
+        not block.heading
+        and len(text) <= _TEASER_MAX_CHARS
+        and not text.endswith((".", "。", "!", "！", "?", "？", ":", "："))
+    )
+
+
+_BYLINE = re.compile(r"(?:by|written by|words by|posted by)\s+\S.{0,60}", re.IGNORECASE)
+_BYLINE_MAX_CHARS = 80
+_BYLINE_SEARCH = 3  # a byline stands among the article's first blocks
+
+
+def drop_byline(blocks: list[Block], author: str | None) -> tuple[list[Block], list[Block]]:
+    """The article without its byline: a short line among its first blocks that opens with "By" or names the
+    page's author ("Jane Doe, AP National Security Writer"), and those lines."""
+    names = [n.strip().lower() for n in re.split(r"[;,]| and ", author or "") if len(n.strip()) >= 5]
+
+    def is_byline(block: Block) -> bool:
+        text = block.text.strip()
+        if block.heading or len(text) > _BYLINE_MAX_CHARS:
+            return False
+        return bool(_BYLINE.fullmatch(text)) or any(text.lower().startswith(name) for name in names)
+
+    dropped = [b for b in blocks[:_BYLINE_SEARCH] if is_byline(b)]
+    return [b for b in blocks if not any(b is d for d in dropped)], dropped
 
 
 def trim_edges(blocks: list[Block]) -> tuple[list[Block], list[Block]]:

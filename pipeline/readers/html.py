@@ -220,6 +220,50 @@ def _region(picked: list[etree._Element]) -> etree._Element:
     return semantic[-1] if semantic else region
 
 
+def _prose_blocks(el: etree._Element, where: str) -> list[Block]:
+    """The blocks of ``el`` outside links, menus, forms and the page's frame (see ``page_prose``)."""
+    el = copy.deepcopy(el)
+    for inner in list(el.iter(*_NOT_PROSE)):
+        if inner.getparent() is not None:
+            inner.drop_tree()
+    return list(extract_blocks(el, where).blocks)
+
+
+def _longer_passage_left_out(root: etree._Element, blocks: list[Block], where: str) -> Block | None:
+    """The longest passage of the page's prose left out of the article, when it is longer than every paragraph
+    of the article twice over, and than four prose lines: the sign of an article found in part."""
+    # A passage is left out when most of its words are not the article's (extractors set quotes and spaces
+    # apart differently, so the same paragraph is not always the same string).
+    kept = _words(blocks)
+    longest = max((_tokens(b.text) for b in blocks), default=0)
+    left = [
+        b for b in _prose_blocks(_unfurnished(root, where), where) if (_words([b]) & kept).total() * 2 < _tokens(b.text)
+    ]
+    passage = max(left, key=lambda b: _tokens(b.text), default=None)
+    if passage is None or _tokens(passage.text) <= max(2 * longest, 4 * _PROSE_WORDS):
+        return None
+    return passage
+
+
+def _widened(region: etree._Element, where: str) -> etree._Element:
+    """The region readability picked, widened to the element around it (up to three levels) while that adds a
+    passage of prose longer than any of the region's paragraphs: readability can pick a long table or list and
+    leave the article's running text beside it (a notice whose terms follow its prose in a table). A comment
+    thread is many short paragraphs, so it never widens the region."""
+    for _ in range(3):
+        parent = region.getparent()
+        if parent is None or parent.tag in ("body", "html"):
+            break
+        inside = Counter(b.text for b in _prose_blocks(region, where))
+        longest = max((_tokens(t) for t in inside), default=0)
+        added = [b for b in _prose_blocks(parent, where) if not inside[b.text]]
+        longer = max((_tokens(b.text) for b in added), default=0)
+        if longer <= longest or longer < 4 * _PROSE_WORDS:
+            break
+        region = parent
+    return region
+
+
 def _main_blocks(root: etree._Element, where: str) -> tuple[list[Block], list[Block]]:
     """The article's blocks, and the page's other blocks, left out. readability finds where the article is; we
     read all of that part of the page, because what readability then cleans away inside it (short paragraphs,
@@ -248,7 +292,7 @@ def _main_blocks(root: etree._Element, where: str) -> tuple[list[Block], list[Bl
         for el in chosen.iter()
         if el.get(_NODE) in nodes and any(c.isalnum() for c in "".join(el.itertext()))
     ]
-    blocks = list(extract_blocks(_region(picked), where).blocks) if picked else []
+    blocks = list(extract_blocks(_widened(_region(picked), where), where).blocks) if picked else []
     if not blocks:
         return fallback, []
     kept = Counter(blocks)
@@ -383,8 +427,31 @@ def _prepared(root: etree._Element, where: str) -> etree._Element:
         if el.getparent() is not None:
             refuse_hidden_text(el, where)
             el.drop_tree()
+    _drop_captions(page, where)
     wrap_loose_text(page)
     return page
+
+
+def _drop_captions(root: etree._Element, where: str) -> None:
+    """A picture's caption and credit are not the article's text (read aloud, they break its sentences): the
+    <figcaption>, and short elements a page names for them."""
+    for el in [el for el in root.iter() if isinstance(el.tag, str) and _is_caption(el)]:
+        if el.getparent() is not None:
+            refuse_hidden_text(el, where)
+            el.drop_tree()
+
+
+_CAPTION_WORDS = frozenset({"caption", "figcaption", "credit", "credits"})
+_CAPTION_MAX_CHARS = 400  # a caption is a line or two; a longer element so named may hold the article
+
+
+def _is_caption(el: etree._Element) -> bool:
+    if el.tag == "figcaption":
+        return True
+    words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
+    if not words & _CAPTION_WORDS:
+        return False
+    return len("".join(el.itertext())) <= _CAPTION_MAX_CHARS
 
 
 def _words(blocks: list[Block]) -> Counter[str]:
@@ -418,7 +485,7 @@ def _prefer_readability(trafilatura: list[Block], readability: list[Block]) -> b
 
 
 def _read(path: Path, url: str | None, method: str) -> Book:
-    from pipeline.readers.article import extract_article, trim_edges
+    from pipeline.readers.article import drop_byline, drop_furniture, extract_article, trim_edges
 
     where = path.name
     root = _load(path)
@@ -431,6 +498,9 @@ def _read(path: Path, url: str | None, method: str) -> Book:
         if _prefer_readability(blocks, other):
             blocks, left_out = other, other_left_out  # the page's metadata as trafilatura read it is kept
     blocks, edges = trim_edges(blocks)
+    blocks, furniture = drop_furniture(blocks)
+    blocks, byline = drop_byline(blocks, _meta(root, name="author") or (article.author if article else None))
+    edges += furniture + byline
     title = _title(root, blocks, path.stem)
     chapters = [
         Chapter(n, chapter_title, tuple(b.text for b in chapter_blocks))
@@ -449,6 +519,13 @@ def _read(path: Path, url: str | None, method: str) -> Book:
     notes = [_left_out(left_out + edges)]
     if share < _CHECK_SHARE:  # a short post under long comments, or an article found in part: say so
         notes.append(f"the article found is {share:.0%} of the page's prose ({got} of {prose} {unit}): check it")
+        log.warning("%s: %s", where, notes[-1])
+    elif passage := _longer_passage_left_out(root, blocks, where):
+        # A long table or list can outweigh the page's prose while the article's running text is left out.
+        notes.append(
+            f"a passage of the page's prose twice as long as any of the article's paragraphs was left out "
+            f"({_tokens(passage.text)} {unit}, from “{passage.text[:40]}…”): check it"
+        )
         log.warning("%s: %s", where, notes[-1])
     site = _meta(root, prop="og:site_name") or (article.site if article else None)
     return Book(
