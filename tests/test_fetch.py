@@ -187,30 +187,15 @@ def tiny_pdf(lines: list[str]) -> bytes:
     return bytes(out)
 
 
-def test_a_url_to_a_pdf_converts_when_a_pdf_reader_exists(site: Site, tmp_path: Path) -> None:
+def test_a_url_to_a_pdf_converts(site: Site, tmp_path: Path) -> None:
     from pipeline import app
     from pipeline.config import load_settings
-    from pipeline.readers import UNSUPPORTED_SUFFIXES
 
-    if ".pdf" in UNSUPPORTED_SUFFIXES:
-        pytest.skip("no PDF reader in this tree yet (issue 19 item 2, the formats branch): a PDF URL is refused")
     site.routes["/paper.pdf"] = (200, {"Content-Type": "application/pdf"}, tiny_pdf(SENTENCES[:2]))
     book = app.read(site.base + "/paper.pdf", load_settings(None).book, download_to=tmp_path, allow_private=True)
     words = " ".join(p for c in book.chapters for p in c.paragraphs).split()
     assert words == " ".join(SENTENCES[:2]).split()
     assert (tmp_path / "source.pdf").is_file()
-
-
-def test_a_pdf_url_without_a_pdf_reader_is_refused_by_name(
-    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from pipeline.readers import UNSUPPORTED_SUFFIXES
-
-    if ".pdf" not in UNSUPPORTED_SUFFIXES:
-        pytest.skip("a PDF reader exists")
-    site.routes["/paper"] = (200, {"Content-Type": "application/pdf"}, b"%PDF-1.4\n%fake\n")
-    refused(capsys, ["plan", site.base + "/paper", "-o", str(tmp_path / "o"), "--allow-private-urls"], "PDF")
-    assert (tmp_path / "o" / "source.pdf").is_file()  # kept: the routing is by the readers' suffixes
 
 
 def test_a_redirect_is_followed_and_a_loop_is_one_line(
