@@ -43,18 +43,16 @@ import hmac
 import json
 import math
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from types import FrameType
 from typing import Any, ClassVar
 
 import uvicorn
@@ -67,6 +65,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pipeline.addresses import is_loopback  # 0.0.0.0 is every interface: never loopback
+from pipeline.asgi import StoppableServer
 from pipeline.errors import AudiobookError, FatalAPIError, UsageError
 from pipeline.models import SpeechResult, VoiceSpec
 from pipeline.tts.base import Synthesizer
@@ -643,29 +642,6 @@ def _protocol_for(limits: ServerLimits) -> type[_Protocol]:
     return type("_Protocol", (_Protocol,), {"limits": limits})
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn's server, but Ctrl-C and SIGTERM only stop it (a second Ctrl-C stops waiting for the requests in
-    progress): uvicorn would raise the signal again once stopped, and SIGTERM would then kill the process
-    instead of letting ``serve`` return."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _stop(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        self.should_exit = True
-
-
 class SpeechServer:
     """The speech app under uvicorn, bound and listening once built. ``start()`` serves from a background
     thread, ``serve_forever()`` in the caller's; ``shutdown()`` stops either, closes the socket and the
@@ -692,7 +668,7 @@ class SpeechServer:
             backlog=self.limits.backlog,
             timeout_graceful_shutdown=math.ceil(self.limits.shutdown_timeout),
         )
-        self._server = _Uvicorn(config)
+        self._server = StoppableServer(config)
         self._thread: threading.Thread | None = None
         self._served = False
         self._closed = False

@@ -3,12 +3,15 @@ status and leaves nothing behind; the token beyond loopback; paths from requests
 
 from __future__ import annotations
 
+import select
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytest.importorskip("starlette", reason="the web extra is not installed: pip install -e '.[web]'")
@@ -169,6 +172,24 @@ def test_the_command_line_refuses_a_token_or_an_open_bind(tmp_path: Path) -> Non
         busy = web("--port", str(taken.getsockname()[1]))
     assert busy.returncode == 2 and busy.stderr.startswith("audiobook: error: cannot listen on 127.0.0.1 port")
     assert busy.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_command_stops_cleanly_on_ctrl_c_or_sigterm(tmp_path: Path, stop: signal.Signals) -> None:
+    # A service manager stops the page with SIGTERM: it must end as a clean stop (exit 0), not killed by it.
+    command = [sys.executable, "-m", "pipeline", "web", "--port", "0", "--data", str(tmp_path / "d")]
+    command += ["--config", str(REPO / "configs" / "local.toml")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "the page never said where it is"
+        url = proc.stdout.readline().rsplit(" ", 1)[1].strip()
+        assert httpx.get(url, timeout=30).status_code == 200
+    finally:
+        proc.send_signal(stop)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
 
 
 def test_every_answer_forbids_framing_and_foreign_scripts(web: tuple[TestClient, Path]) -> None:

@@ -18,6 +18,7 @@ def serve(settings: WebSettings, port: int, ready: Callable[[str], None] = lambd
     import uvicorn
 
     from pipeline.addresses import Reach, reach
+    from pipeline.asgi import StoppableServer
     from pipeline.web import security
 
     security.check_reach(settings.host, settings.token)
@@ -26,7 +27,7 @@ def serve(settings: WebSettings, port: int, ready: Callable[[str], None] = lambd
         timeout_graceful_shutdown=5,
         http="h11",  # h11 caps a request's head (16 KiB); httptools, in the extra for `serve`, caps nothing
     )  # fmt: skip
-    server = uvicorn.Server(config)
+    server = StoppableServer(config)  # Ctrl-C or SIGTERM: stop, and exit 0
     sock = _bind(settings.host, port)  # here, so the port (0: any free one) is known before serving
     port = sock.getsockname()[1]
     if reach(settings.host) is Reach.EVERY_INTERFACE:
@@ -43,6 +44,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
+        # Listening now: the address is printed before uvicorn starts, and a client sent there at once is queued
+        # rather than refused.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
