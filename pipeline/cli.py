@@ -224,8 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unless --host says otherwise (a key from $AUDIOBOOK_SERVER_KEY or --api-key-file is then required).",
         parents=[common],
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    _add_bind_flags(p, port=8000)
     p.add_argument(
         "--api-key-file",
         type=Path,
@@ -318,6 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_bind_flags(p: argparse.ArgumentParser, port: int) -> None:
+    """Where `serve` and `web` listen: this machine only unless --host says otherwise."""
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=port)
+
+
+def _check_bind(args: argparse.Namespace, flag: str, given: str | None, what: str, env: str, file_flag: str) -> None:
+    """The checks `serve` and `web` share: no secret on the command line (every user can read it with ps; argparse
+    would print it back), a port that exists."""
+    if given is not None:
+        raise UsageError(
+            f"{flag} is not accepted: every user of this machine can read a command line (ps); "
+            f"put the {what} in ${env} or in a file given with {file_flag}"
+        )
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
+
+
 def _add_web_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "web",
@@ -326,8 +343,7 @@ def _add_web_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "unless --host says otherwise (a token from $AUDIOBOOK_WEB_TOKEN or --token-file is then required).",
         parents=[common],
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8080)
+    _add_bind_flags(p, port=8080)
     p.add_argument(
         "--data",
         type=Path,
@@ -352,13 +368,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         raise missing from None
     if not any(importlib.util.find_spec(name) for name in ("python_multipart", "multipart")):
         raise missing  # Starlette would only say so at the first upload
-    if args.token is not None:
-        raise UsageError(
-            f"--token is not accepted: every user of this machine can read a command line (ps); "
-            f"put the token in ${TOKEN_ENV} or in a file given with --token-file"
-        )
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
+    _check_bind(args, "--token", args.token, "token", TOKEN_ENV, "--token-file")
     if args.max_upload_mb < 1:
         raise UsageError(f"--max-upload-mb must be 1 or more, not {args.max_upload_mb}")
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
@@ -604,13 +614,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise
         raise UsageError("the speech server is not installed: pip install 'audiobook-pipeline[web]'") from None
 
-    if args.api_key is not None:
-        raise UsageError(
-            f"--api-key is not accepted: every user of this machine can read a command line (ps); "
-            f"put the key in ${KEY_ENV} or in a file given with --api-key-file"
-        )
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
+    _check_bind(args, "--api-key", args.api_key, "key", KEY_ENV, "--api-key-file")
     serve(
         args.host,
         args.port,
