@@ -217,7 +217,25 @@ def _region(picked: list[etree._Element]) -> etree._Element:
                 break
             region = parent
     semantic = [a for a in (region, *region.iterancestors()) if a.tag in ("article", "main")]
-    return semantic[-1] if semantic else region
+    if semantic:
+        return semantic[-1]
+    return _cell(region, picked) if region.tag == "tr" else region
+
+
+def _cell(row: etree._Element, picked: list[etree._Element]) -> etree._Element:
+    """Of a table row readability picked, the cell that holds most of what it kept: a row of a page laid out in
+    a table is columns side by side, the article in one and a sidebar in the next."""
+    weight: Counter[int] = Counter()
+    cells = [c for c in row if c.tag in ("td", "th")]
+    for el in picked:
+        own = len("".join([el.text or "", *(c.tail or "" for c in el)]).strip())
+        for n, cell in enumerate(cells):
+            if el is cell or any(a is cell for a in el.iterancestors()):
+                weight[n] += own
+    if not weight:
+        return row
+    n, most = weight.most_common(1)[0]
+    return cells[n] if most * 2 > weight.total() else row
 
 
 def _prose_blocks(el: etree._Element, where: str) -> list[Block]:
@@ -264,6 +282,22 @@ def _widened(region: etree._Element, where: str) -> etree._Element:
     return region
 
 
+_CJK_COMMAS = str.maketrans({"，": ",", "、": ",", "﹐": ",", "､": ","})
+
+
+def _for_readability(root: etree._Element) -> etree._Element:
+    """A copy of the page for readability to judge. readability scores a paragraph by its ASCII commas; Chinese
+    and Japanese write "，" and "、", so their paragraphs scored as if comma-less and a short reply with ASCII commas
+    outscored the post above it. Only the copy is changed: what is read comes from our own tree."""
+    page = copy.deepcopy(root)
+    for el in page.iter():
+        if isinstance(el.text, str):
+            el.text = el.text.translate(_CJK_COMMAS)
+        if isinstance(el.tail, str):
+            el.tail = el.tail.translate(_CJK_COMMAS)
+    return page
+
+
 def _main_blocks(root: etree._Element, where: str) -> tuple[list[Block], list[Block]]:
     """The article's blocks, and the page's other blocks, left out. readability finds where the article is; we
     read all of that part of the page, because what readability then cleans away inside it (short paragraphs,
@@ -279,7 +313,7 @@ def _main_blocks(root: etree._Element, where: str) -> tuple[list[Block], list[Bl
             nodes[str(n)] = el
     fallback = list(extract_blocks(cleaned, where).blocks)
     try:
-        summary = Document(copy.deepcopy(cleaned)).summary(html_partial=True)
+        summary = Document(_for_readability(cleaned)).summary(html_partial=True)
         # readability's wrappers can take a page at the depth limit past it: then the whole page it is.
         chosen = parse_html(summary, where) if summary.strip() else None
     except (Unparseable, ValueError, etree.LxmlError, InputError):
