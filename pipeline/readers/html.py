@@ -518,6 +518,48 @@ def _prefer_readability(trafilatura: list[Block], readability: list[Block]) -> b
     return common >= 0.95 * ours.total() and common >= 0.95 * theirs.total() and len(readability) > len(trafilatura)
 
 
+_LINKED = "\u01c0"  # a letter no page writes, standing for a letter of a link's text
+
+
+def _link_shares(root: etree._Element, where: str) -> dict[str, float]:
+    """For each block of the page (by its words, see ``_key``): the share of its letters that are a link's text.
+    Found by reading the page twice, once with every letter inside a link replaced by one mark."""
+    marked = copy.deepcopy(root)
+    for a in marked.iter("a"):
+        for node in a.iter():
+            if isinstance(node.tag, str) and node.text:
+                node.text = "".join(_LINKED if c.isalnum() else c for c in node.text)
+            if node is not a and node.tail:
+                node.tail = "".join(_LINKED if c.isalnum() else c for c in node.tail)
+    plain = extract_blocks(root, where).blocks
+    linked = extract_blocks(marked, where).blocks
+    if len(plain) != len(linked):
+        return {}
+    shares: dict[str, float] = {}
+    for block, mask in zip(plain, linked, strict=True):
+        letters = sum(c.isalnum() for c in mask.text)
+        share = mask.text.count(_LINKED) / letters if letters else 0.0
+        # The same words as a link in one place and as prose in another (a title in a list of stories): prose.
+        key = _key(block.text)
+        shares[key] = min(share, shares.get(key, share))
+    return shares
+
+
+# A block this much of whose letters are links' text is a list of links (a menu, other stories' titles, "Get
+# short URL"), not the article's prose: left out of either reading. Unless that would leave out most of the
+# reading: then the page is mostly links and the reading is kept as it is (the share check judges it).
+_LINK_LIST_SHARE = 0.8
+
+
+def _without_link_lists(blocks: list[Block], shares: dict[str, float]) -> tuple[list[Block], list[Block]]:
+    """The article without its blocks that are lists of links, and those blocks."""
+    kept = [b for b in blocks if shares.get(_key(b.text), 0.0) < _LINK_LIST_SHARE]
+    dropped = [b for b in blocks if shares.get(_key(b.text), 0.0) >= _LINK_LIST_SHARE]
+    if sum(_tokens(b.text) for b in dropped) > sum(_tokens(b.text) for b in kept):
+        return blocks, []
+    return kept, dropped
+
+
 def _read(path: Path, url: str | None, method: str) -> Book:
     from pipeline.readers.article import drop_byline, drop_furniture, extract_article, trim_edges
 
@@ -531,7 +573,9 @@ def _read(path: Path, url: str | None, method: str) -> Book:
         other, other_left_out = _main_blocks(root, where)
         if _prefer_readability(blocks, other):
             blocks, left_out = other, other_left_out  # the page's metadata as trafilatura read it is kept
+    blocks, links = _without_link_lists(blocks, _link_shares(_unfurnished(root, where), where))
     blocks, edges = trim_edges(blocks)
+    edges += links
     blocks, furniture = drop_furniture(blocks)
     blocks, byline = drop_byline(blocks, _meta(root, name="author") or (article.author if article else None))
     edges += furniture + byline
