@@ -483,7 +483,8 @@ def _is_caption(el: etree._Element) -> bool:
     if el.tag == "figcaption":
         return True
     words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
-    if not words & _CAPTION_WORDS:
+    # "newsCaption", "captionText", "wp-caption-text": a caption by any compound name.
+    if not words & _CAPTION_WORDS and not any("caption" in w for w in words):
         return False
     return len("".join(el.itertext())) <= _CAPTION_MAX_CHARS
 
