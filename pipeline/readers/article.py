@@ -97,7 +97,13 @@ _EDGE_LINE = re.compile(
 _EDGE_MAX_CHARS = 80
 
 
+# A disclaimer closing the article is the site's, however long ("Disclaimer: The views … are their own").
+_DISCLAIMER = re.compile(r"\s*(?:disclaimer|免责声明|免責聲明)\s*[:：]", re.IGNORECASE)
+
+
 def _is_edge_furniture(block: Block) -> bool:
+    if _DISCLAIMER.match(block.text):
+        return True
     return len(block.text) <= _EDGE_MAX_CHARS and _EDGE_LINE.search(block.text) is not None
 
 
@@ -113,6 +119,7 @@ _FURNITURE = re.compile(
     r"|more (?:from|on) [^.!?]{1,40}|recommended(?: for you| stories| articles)?\W*|tell us what you think\W*"
     r"|thanks? (?:you )?for signing up!?|there was an error processing your subscription\.?"
     r"|(?:photo|photograph|picture|image|credit|source|illustration|video)s?\s*(?:credit)?\s*:.{1,60}"
+    r"|[^©]{0,78}©[^©]{0,78}"  # a picture's credit, a copyright line
     r"|(?:updated|published|first published|posted|last updated)(?: on| at)?\s*:?\s*[\w ,.:]{0,40}\d[\w ,.:]{0,30}"
     r"|(?:\w+\s+)?" + _MONTH + r"\s+\d{1,2},?\s+\d{4}(?:[ ,]+\d{1,2}:\d{2}\s*(?:[ap]\.?m\.?)?)?"
     r"|\d{1,2}\s+" + _MONTH + r"\s+\d{4}"
