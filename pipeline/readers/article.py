@@ -147,6 +147,11 @@ _PROMPT = re.compile(
 )
 _PROMPT_MAX_CHARS = 200
 _TAG = re.compile(r"\[[A-Z ]{3,20}\]")
+_CREDITED = re.compile(
+    r"[(\[](?:[A-Z][\w.&]*\s+)?(?:photo|image|picture|pic|photograph|video|credit|illustration)s?\b[^()\[\]]{0,80}[)\]]$",
+    re.IGNORECASE,
+)
+_CAPTION_MAX_CHARS = 400
 _URL = re.compile(r"https?://\S+|www\.\S+")
 
 
@@ -160,6 +165,9 @@ def is_furniture_block(block: Block) -> bool:
     # Other stories' titles run into one block after a "related" label ("今日推荐…", "Related: …"), or set apart
     # by bullets ("· 标题 · 标题"): no sentence in it, however long.
     if (label := _RELATED_LABEL.match(text)) and not _SENTENCE_END.search(text[label.end() :]):
+        return True
+    # A picture's caption that ends with its credit: "… in Hialeah, Fla. (AP Photo/Alan Diaz, File)".
+    if len(text) <= _CAPTION_MAX_CHARS and _CREDITED.search(text):
         return True
     # A list of other stories run into one block, each tagged "[VIDEO]", "[PICTURES]": however long.
     if len(_TAG.findall(text)) >= 2 and len(text) <= 4 * _PROMPT_MAX_CHARS:
@@ -191,8 +199,8 @@ def drop_furniture(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
 # their titles.
 _RELATED = re.compile(
     r"(?:you may also like|you might also like|related(?: articles| stories| posts| content| news)?|read more"
-    r"|more stories|recommended(?: for you| stories| articles)?|関連記事|相关阅读|相关文章|相关新闻|相关报道|相关链接|延伸阅读"
-    r"|推荐阅读|今日推荐|热点推荐)"
+    r"|more stories|recommended(?: for you| stories| articles)?"
+    r"|関連記事|相关阅读|相关文章|相关新闻|相关报道|相关链接|延伸阅读|推荐阅读|今日推荐|热点推荐)"
     r"\W*",
     re.IGNORECASE,
 )

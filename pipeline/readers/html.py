@@ -561,6 +561,47 @@ def _without_link_lists(blocks: list[Block], shares: dict[str, float]) -> tuple[
     return kept, dropped
 
 
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    """The runs of three words (CJK: characters) of ``text``: two readings hold the same paragraph when they share
+    most of its runs, however each spaced and split it."""
+    words = [w.lower() for w in _WORDS.findall(text)]
+    return {tuple(words[i : i + 3]) for i in range(max(1, len(words) - 2))} if words else set()
+
+
+_HOLE_WORDS = 8  # a paragraph trafilatura dropped between two it kept is read back from this many words
+_SENTENCE_ENDS = (".", "!", "?", "。", "！", "？", '"', "”", "'", "’", ")")
+
+
+def _holes_filled(root: etree._Element, blocks: list[Block], where: str) -> list[Block]:
+    """trafilatura's reading with the paragraphs it dropped from the middle of a run it kept put back: a <p> of
+    prose whose nearest neighbours with text, before and after, are paragraphs it kept (trafilatura drops some
+    paragraphs that hold a link; a caption or an ad slot is never a <p> between two of the article's)."""
+    held = set().union(*(_shingles(b.text) for b in blocks)) if blocks else set()
+
+    def kept(el: etree._Element) -> bool:
+        runs = _shingles(" ".join(el.itertext()))
+        return bool(runs) and len(runs & held) * 2 >= len(runs)
+
+    def neighbour(el: etree._Element, before: bool) -> etree._Element | None:
+        node = el.getprevious() if before else el.getnext()
+        while node is not None and not (isinstance(node.tag, str) and "".join(node.itertext()).strip()):
+            node = node.getprevious() if before else node.getnext()
+        return node
+
+    out = list(blocks)
+    for p in _unfurnished(root, where).iter("p"):
+        text = normalize_paragraph(" ".join(p.itertext()))
+        if _tokens(text) < _HOLE_WORDS or not text.endswith(_SENTENCE_ENDS) or kept(p):
+            continue
+        sides = (neighbour(p, before=True), neighbour(p, before=False))
+        if not all(side is not None and side.tag == "p" and kept(side) for side in sides):
+            continue
+        runs = _shingles(" ".join(sides[0].itertext()))  # type: ignore[union-attr]
+        at = max(range(len(out)), key=lambda k: len(_shingles(out[k].text) & runs))
+        out.insert(at + 1, Block(text))
+    return out
+
+
 def _read(path: Path, url: str | None, method: str) -> Book:
     from pipeline.readers.article import drop_byline, drop_furniture, extract_article, trim_edges
 
@@ -574,6 +615,8 @@ def _read(path: Path, url: str | None, method: str) -> Book:
         other, other_left_out = _main_blocks(root, where)
         if _prefer_readability(blocks, other):
             blocks, left_out = other, other_left_out  # the page's metadata as trafilatura read it is kept
+        elif method == "auto":
+            blocks = _holes_filled(root, blocks, where)
     blocks, links = _without_link_lists(blocks, _link_shares(_unfurnished(root, where), where))
     blocks, edges = trim_edges(blocks)
     edges += links
