@@ -602,11 +602,37 @@ def _holes_filled(root: etree._Element, blocks: list[Block], where: str) -> list
     return out
 
 
+# Posts from social networks an article embeds as its quotations: the networks' own markup for them.
+_EMBEDDED_POST = re.compile(r"twitter-tweet|instagram-media|tiktok-embed|bluesky-embed|mastodon-embed|reddit-embed")
+_URL_TEXT = re.compile(r"(?:https?://|pic\.twitter\.com/|www\.)\S*")
+
+
+def _unwrap_embedded_posts(root: etree._Element) -> None:
+    """An embedded post (a tweet the article quotes) becomes a plain quotation: both extractors drop it with the
+    wrapper a page gives it ("social-media-embed", "article-tweet"), and the post is the article's text, quoted.
+    Its links that are only a web address ("pic.twitter.com/…") are not spoken."""
+    for post in [el for el in root.iter("blockquote") if _EMBEDDED_POST.search(el.get("class") or "")]:
+        for link in [a for a in post.iter("a") if _URL_TEXT.fullmatch("".join(a.itertext()).strip())]:
+            link.drop_tree()  # keeps the text after it
+        post.attrib.clear()
+        # Up through the wrappers that hold nothing but the post, to the first that holds more.
+        outer = post
+        while (parent := outer.getparent()) is not None and parent.tag not in ("body", "html", "article", "main"):
+            if "".join(parent.itertext()).strip() != "".join(outer.itertext()).strip():
+                break
+            outer = parent
+        if outer is not post:
+            outer.addnext(post)  # moves the post out, with its tail
+            post.tail, outer.tail = outer.tail, None
+            outer.getparent().remove(outer)
+
+
 def _read(path: Path, url: str | None, method: str) -> Book:
     from pipeline.readers.article import drop_byline, drop_furniture, extract_article, trim_edges
 
     where = path.name
     root = _load(path)
+    _unwrap_embedded_posts(root)
     article = extract_article(_prepared(root, where), url) if method in ("auto", "trafilatura") else None
     blocks = list(article.blocks) if article is not None else []
     page_blocks = list(extract_blocks(_unfurnished(root, where), where).blocks) if article is not None else []
