@@ -647,6 +647,31 @@ def _drop_hover_cards(root: etree._Element, where: str) -> None:
             card.drop_tree()
 
 
+_STANDFIRST_WORDS = frozenset({"standfirst", "dek", "deck"})
+_STANDFIRST_MAX_CHARS = 400
+
+
+def _take_standfirst(root: etree._Element, where: str) -> str | None:
+    """The standfirst under the headline (the page marks it as its description, itemprop="description", or names
+    it "standfirst", "dek"), taken out of the page: it is the book's description in the tags and the feed, and
+    the article's first paragraph says it again. Its text, or None."""
+    found = None
+    for el in [el for el in root.iter() if isinstance(el.tag, str) and el.tag not in ("meta", "link")]:
+        words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
+        if (el.get("itemprop") or "").lower() != "description" and not words & _STANDFIRST_WORDS:
+            continue
+        text = normalize_paragraph(" ".join(el.itertext()))
+        if el.getparent() is None or not text or len(text) > _STANDFIRST_MAX_CHARS:
+            continue
+        try:
+            refuse_hidden_text(el, where)
+        except InputError:
+            continue
+        found = found or text
+        el.drop_tree()
+    return found
+
+
 def _read(path: Path, url: str | None, method: str) -> Book:
     from pipeline.readers.article import drop_byline, drop_furniture, extract_article, trim_edges
 
@@ -654,17 +679,21 @@ def _read(path: Path, url: str | None, method: str) -> Book:
     root = _load(path)
     _unwrap_embedded_posts(root)
     _drop_hover_cards(root, where)
+    standfirst = _take_standfirst(root, where)
     article = extract_article(_prepared(root, where), url) if method in ("auto", "trafilatura") else None
     blocks = list(article.blocks) if article is not None else []
     page_blocks = list(extract_blocks(_unfurnished(root, where), where).blocks) if article is not None else []
     left_out = _left_out_of(blocks, page_blocks)
+    shares = _link_shares(_unfurnished(root, where), where)
+    blocks, links = _without_link_lists(blocks, shares)
     if method in ("auto", "readability"):
         other, other_left_out = _main_blocks(root, where)
+        other, other_links = _without_link_lists(other, shares)
         if _prefer_readability(blocks, other):
-            blocks, left_out = other, other_left_out  # the page's metadata as trafilatura read it is kept
+            # The page's metadata as trafilatura read it is kept.
+            blocks, left_out, links = other, other_left_out, other_links
         elif method == "auto":
             blocks = _holes_filled(root, blocks, where)
-    blocks, links = _without_link_lists(blocks, _link_shares(_unfurnished(root, where), where))
     blocks, edges = trim_edges(blocks)
     edges += links
     blocks, furniture = drop_furniture(blocks)
@@ -705,7 +734,7 @@ def _read(path: Path, url: str | None, method: str) -> Book:
         source=path,
         skipped=tuple(filter(None, notes)),
         info=BookInfo(
-            description=_meta(root, name="description") or (article.description if article else None),
+            description=_meta(root, name="description") or standfirst or (article.description if article else None),
             date=article.date if article else None,
             site=site,
             url=url or (article.url if article else None) or _meta(root, prop="og:url"),
