@@ -229,3 +229,24 @@ def test_a_paragraph_trafilatura_dropped_from_the_middle_of_the_article_is_read_
     )
     read = read_page(tmp_path, "hole.html", news_page(body))
     assert read == [*STORY[:3], LINKED, *STORY[3:]]
+
+
+def test_short_closing_quotations_after_furniture_at_the_end_are_read(tmp_path: Path) -> None:
+    # A short quotation that ends the article is a sentence, its full stop inside the closing marks: the cut of a
+    # sign-off's trailer (furniture, then lines that are no sentences) must not take it.
+    quotes = [
+        "Mr Kerr said: “My father fished from this harbour, and so did his.”",
+        "“The sea does not wait for anyone.”",
+    ]
+    read = read_page(tmp_path, "quotes.html", news_page(paragraphs([*STORY, "Image 1 of 8", *quotes])))
+    assert read == [*STORY, *quotes]
+
+
+def test_sentences_that_look_like_credits_are_read(tmp_path: Path) -> None:
+    # A whole sentence in brackets about photos, and a short sentence with a copyright sign, are the article's.
+    sentences = [
+        "(The photos will be shown at the meeting, with the engineers' drawings of the new wall.)",
+        "Mr Kerr’s poem, “Breakwater” © 1998, hangs in the pub.",
+    ]
+    lines = [*STORY[:3], sentences[0], *STORY[3:], sentences[1]]
+    assert read_page(tmp_path, "sentences.html", news_page(paragraphs(lines))) == lines

@@ -119,7 +119,7 @@ _FURNITURE = re.compile(
     r"|more (?:from|on) [^.!?]{1,40}|recommended(?: for you| stories| articles)?\W*|tell us what you think\W*"
     r"|thanks? (?:you )?for signing up!?|there was an error processing your subscription\.?"
     r"|(?:photo|photograph|picture|image|credit|source|illustration|video)s?\s*(?:credit)?\s*:.{1,60}"
-    r"|[^©]{0,78}©[^©]{0,78}"  # a picture's credit, a copyright line
+    r"|[^©]{0,78}©[^©]{0,78}(?<![.!?。！？])"  # a picture's credit, a copyright line (not a sentence)
     r"|(?:updated|published|first published|posted|last updated)(?: on| at)?\s*:?\s*[\w ,.:]{0,40}\d[\w ,.:]{0,30}"
     r"|(?:\w+\s+)?" + _MONTH + r"\s+\d{1,2},?\s+\d{4}(?:[ ,]+\d{1,2}:\d{2}\s*(?:[ap]\.?m\.?)?)?"
     r"|\d{1,2}\s+" + _MONTH + r"\s+\d{4}"
@@ -148,7 +148,8 @@ _PROMPT = re.compile(
 _PROMPT_MAX_CHARS = 200
 _TAG = re.compile(r"\[[A-Z ]{3,20}\]")
 _CREDITED = re.compile(
-    r"[(\[](?:[A-Z][\w.&]*\s+)?(?:photo|image|picture|pic|photograph|video|credit|illustration)s?\b[^()\[\]]{0,80}[)\]]$",
+    r"[(\[](?-i:[A-Z][\w.&]*\s+)?(?:photo|image|picture|pic|photograph|video|credit|illustration)s?\b[^()\[\]]{0,80}"
+    r"(?<![.!?])[)\]]$",
     re.IGNORECASE,
 )
 _CAPTION_MAX_CHARS = 400
@@ -162,8 +163,8 @@ def is_furniture_block(block: Block) -> bool:
         return True
     if len(text) <= _PROMPT_MAX_CHARS and _PROMPT.search(text):
         return True
-    # Other stories' titles run into one block after a "related" label ("今日推荐…", "Related: …"), or set apart
-    # by bullets ("· 标题 · 标题"): no sentence in it, however long.
+    # Other stories' titles run into one block after a "related" label ("今日推荐 标题(图) 标题"): no sentence
+    # in it, however long.
     if (label := _RELATED_LABEL.match(text)) and not _SENTENCE_END.search(text[label.end() :]):
         return True
     # A picture's caption that ends with its credit: "… in Hialeah, Fla. (AP Photo/Alan Diaz, File)".
@@ -209,12 +210,14 @@ _RELATED_LABEL = re.compile(
     r"(?:今日推荐|今日焦点|热点推荐|推荐阅读|相关阅读|相关报道|相关新闻|相关链接|延伸阅读)\s*[:：]?"
 )
 _SENTENCE_END = re.compile(r"。|\.(?:\s|$)")  # titles ask and exclaim, but they do not end with a full stop
-_BULLETED = re.compile(r"(?:\s*[·•]\s*[^·•]{1,40}){2,}\s*")
 
 
 def _is_teaser(block: Block) -> bool:
+    """A short line that does not end a sentence: a title. A quotation's closing marks do not hide its full stop
+    (“The sea does not wait for anyone.”), but a title's "(图)" is no sentence's end."""
     text = block.text.strip()
-    return len(text) <= _TEASER_MAX_CHARS and not text.endswith((".", "。", "!", "！", "?", "？", ":", "："))
+    bare = text.rstrip("\"'”’」』")
+    return len(text) <= _TEASER_MAX_CHARS and not bare.endswith((".", "。", "!", "！", "?", "？", ":", "：", ".)"))
 
 
 _BYLINE = re.compile(r"(?:by|written by|words by|posted by)\s+\S.{0,60}", re.IGNORECASE)
