@@ -112,6 +112,13 @@ def test_a_hover_card_inside_a_sentence_is_not_read_into_it(tmp_path: Path) -> N
     # The name outside the card stays in the sentence; the card's name and story titles do not run into it.
     assert read == [*STORY[:2], SENTENCE.format("Jane Roe"), *STORY[2:]]
     assert not [line for line in read if "Roe doubles down" in line or "Jane Q. Roe" in line]
+    # The real shape: the name and its card inside one span ("rollover-people"), and a span around the whole
+    # sentence. Only the card goes: the name stays, and so does the sentence.
+    nested = (
+        f'<span style="font-weight: 400;">{SENTENCE.format(f"<span class=rollover-people>{NAME}{CARD}</span>")}</span>'
+    )
+    read = read_page(tmp_path, "nested-card.html", news_page(paragraphs([*STORY[:2], nested, *STORY[2:]])))
+    assert read == [*STORY[:2], SENTENCE.format("Jane Roe"), *STORY[2:]]
     # The card's span left open (its end tag missing) takes in the rest of the sentence: it is no card then, and
     # the sentence is read as before, the card's text in it, neither refused nor cut.
     unclosed = CARD.removesuffix("</span>")
@@ -143,9 +150,23 @@ def test_the_standfirst_is_the_books_description_not_its_first_paragraph(tmp_pat
     assert book.info.description == META
 
 
+def test_a_pages_only_prose_marked_as_its_description_is_read(tmp_path: Path) -> None:
+    # A video's page: its one paragraph is marked as the description. Taken out, the book would read the menu.
+    page = news_page(f'<div itemprop="description"><p>{PAYWALLED}</p></div>')
+    assert text_of(read_file(tmp_path, "video.html", page)) == [PAYWALLED]
+
+
+def test_a_row_of_cards_is_no_standfirst(tmp_path: Path) -> None:
+    # Bootstrap's "card-deck" is a row of cards, not a "deck" under the headline.
+    deck = '<div class="card-deck"><p>The route, the stops and the timetable in three cards.</p></div>'
+    book = read_file(tmp_path, "deck.html", news_page(paragraphs(STORY[:2]) + deck + paragraphs(STORY[2:])))
+    assert "The route, the stops and the timetable in three cards." in text_of(book)
+
+
 # A paywalled page: the headline, the standfirst, one paragraph, the paywall's offer, then the site's lists of
-# its most popular videos and articles, each title a link. readability's reading takes in the lists; without
-# them it holds little more than trafilatura's, which is the one read.
+# its most popular videos and articles, each title a link. readability's reading takes in the lists and keeps
+# them (they are most of it); judged by its prose, it holds little more than trafilatura's, which is read (four
+# titles in a list outweighed the paragraph before readings were judged without their lists).
 PAYWALLED = (
     "The county council voted on Tuesday night to build a tram line from the railway station at Ashford Vale to "
     "the new hospital on the hill, ending years of argument over a route that buses now take forty minutes to "
@@ -160,6 +181,7 @@ POPULAR = [
     "Hospital car park charges to rise for the third year in a row",
     "Mill Road bakery closes after ninety years of trading",
     "Ashford Vale station to get a new footbridge and lifts by the summer",
+    "Five things to do in Ashford Vale this weekend, whatever the weather",
 ]
 PAYWALL = ["To Read the Full Story", "Subscribe", "Sign In"]
 

@@ -635,8 +635,19 @@ def _drop_hover_cards(root: etree._Element, where: str) -> None:
     their latest stories as links) is not the sentence: an inline element inside a paragraph that holds a
     picture and two links or more. Read, it runs into the sentence ("Gov. Kristi NoemKristi Lynn NoemSouth
     Dakota governor doubles down…")."""
+
+    def holds_card(el: etree._Element) -> bool:
+        return el.find(".//img") is not None and len(el.findall(".//a")) >= 2
+
     for p in root.iter("p"):
-        for card in [el for el in p.iter("span") if el.find(".//img") is not None and len(el.findall(".//a")) >= 2]:
+        # The innermost such element only: the span around the name and its card (the name stays), or a span
+        # around the whole sentence, holds a card but is not one.
+        cards = [
+            el
+            for el in p.iter("span")
+            if holds_card(el) and not any(holds_card(c) for c in el.iter("span") if c is not el)
+        ]
+        for card in cards:
             # A span left open around the rest of the page is not a card: it stays, as the guard wants.
             if card.getparent() is None or len("".join(card.itertext())) > _CARD_MAX_CHARS:
                 continue
@@ -647,7 +658,7 @@ def _drop_hover_cards(root: etree._Element, where: str) -> None:
             card.drop_tree()
 
 
-_STANDFIRST_WORDS = frozenset({"standfirst", "dek", "deck"})
+_STANDFIRST_WORDS = frozenset({"standfirst", "dek"})  # not "deck": Bootstrap's "card-deck" is a row of cards
 _STANDFIRST_MAX_CHARS = 400
 
 
@@ -679,7 +690,11 @@ def _read(path: Path, url: str | None, method: str) -> Book:
     root = _load(path)
     _unwrap_embedded_posts(root)
     _drop_hover_cards(root, where)
-    standfirst = _take_standfirst(root, where)
+    # The standfirst is taken out only where the page has prose without it (a video's page may have no other).
+    without = copy.deepcopy(root)
+    standfirst = _take_standfirst(without, where)
+    if standfirst and page_prose(without, where) >= _PROSE_WORDS:
+        root = without
     article = extract_article(_prepared(root, where), url) if method in ("auto", "trafilatura") else None
     blocks = list(article.blocks) if article is not None else []
     page_blocks = list(extract_blocks(_unfurnished(root, where), where).blocks) if article is not None else []
@@ -689,7 +704,9 @@ def _read(path: Path, url: str | None, method: str) -> Book:
     if method in ("auto", "readability"):
         other, other_left_out = _main_blocks(root, where)
         other, other_links = _without_link_lists(other, shares)
-        if _prefer_readability(blocks, other):
+        # Judged by its prose: a reading kept whole because it is mostly links does not outweigh by its lists.
+        readable = [b for b in other if shares.get(_key(b.text), 0.0) < _LINK_LIST_SHARE]
+        if _prefer_readability(blocks, readable):
             # The page's metadata as trafilatura read it is kept.
             blocks, left_out, links = other, other_left_out, other_links
         elif method == "auto":
