@@ -17,6 +17,7 @@ nothing (recall < 0.5, no error, no note in the plan that the article may be onl
 
     .venv/bin/python bench/run.py --only articles
     .venv/bin/python -m bench.articles [--paths reader,readability,trafilatura] [--worst 10]
+    .venv/bin/python -m bench.articles --page 3f65af [--paths reader,trafilatura]   # one page, paragraph by paragraph
 """
 
 from __future__ import annotations
@@ -233,12 +234,53 @@ def lines(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    words = _TOKEN.findall(text.lower())
+    return {tuple(words[i : i + 3]) for i in range(max(1, len(words) - 2))} if words else set()
+
+
+def show_page(prefix: str, names: list[str]) -> int:
+    """Why a page scores as it does: what each path reads, paragraph by paragraph ("  " most of it in the known
+    text, "x " some, "XX" little), and the known text's most common words it did not read."""
+    root = dataset_root()
+    pages = [p for p in load_pages(root) if p.name.startswith(prefix)] if not missing_reason(root) else []
+    if len(pages) != 1:
+        print(f"{len(pages)} saved pages in {root} start with {prefix!r}: give one", file=sys.stderr)
+        return 2
+    page, run_paths = pages[0], paths()
+    known = _shingles(page.truth)
+    with tempfile.TemporaryDirectory(prefix="article-bench-") as tmp:
+        for name in names:
+            try:
+                got, _ = run_paths[name](page, Path(tmp))
+            except AudiobookError as exc:
+                print(f"{name}: refused: {exc}")
+                continue
+            precision, recall, f1 = score(page.truth, got)
+            print(f"{name}: {page.dataset} {page.name}  F1 {f1:.3f}  P {precision:.3f}  R {recall:.3f}")
+            for line in got.split("\n"):
+                runs = _shingles(line)
+                share = len(runs & known) / len(runs) if runs else 1.0
+                mark = "  " if share >= 0.8 else "x " if share >= 0.3 else "XX"
+                print(f"  {mark} {line[:110]}")
+            left = tokens(page.truth) - tokens(got)
+            print(f"  not read: {left.total()} words, most often: {' '.join(w for w, _ in left.most_common(30))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="article extraction against saved pages with known text")
     parser.add_argument("--paths", help="comma-separated: reader, readability, trafilatura (default: all)")
     parser.add_argument("--worst", type=int, default=0, help="list the N worst pages of each path")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--page",
+        help="show one page (a prefix of its name): each paragraph the reader reads, marked by how much of it is in "
+        "the known text, and the known words it left out",
+    )
     args = parser.parse_args(argv)
+    if args.page:
+        return show_page(args.page, args.paths.split(",") if args.paths else ["reader"])
     results = measure(args.paths.split(",") if args.paths else None)
     print("\n".join(lines(results)))
     for name, data in results.get("paths", {}).items():

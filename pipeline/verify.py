@@ -21,7 +21,7 @@ import json
 import math
 import statistics
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.assembly.decode import RAW_PCM_RATE, decode_part
 from pipeline.models import PartMeasure, Verdict
@@ -49,6 +49,9 @@ BAND_MIN, BAND_MAX = 0.30, 0.70  # half-width of the band, in log rate: 5 sigma,
 SLACK_S = 0.2  # for short parts, whose spread is two to three times larger
 SILENCE_S = 2.5  # at speed 1; clean parts reach 0.69 s (x speed), 3.6x under it
 CJK_WEIGHT = 3  # a CJK character takes about as long as 3 Latin non-space characters (16/5)
+# An emoji is said as a word or two ("Christmas tree", "face with tears of joy": 0.6 to 1.2 s by the offline
+# voice), not as one character; an engine that leaves it unsaid leaves the part within the band's lower side.
+EMOJI_WEIGHT = 10
 SIDECAR = "measure.json"
 TRANSCRIPT_STEP = 1.0  # badness of a try its transcript finds suspect, beyond its timing (see transcript_badness)
 _WIDTH = 2
@@ -63,11 +66,24 @@ def count_chars(text: str) -> tuple[int, str]:
     that of most of its letters; the other script's characters are weighted by how long they take to say (a
     CJK character in Latin text counts 3, three Latin letters in CJK text count 1)."""
     cjk = sum(1 for ch in text if ch.isalnum() and _is_cjk_char(ch))
+    emoji = sum(1 for ch in text if _is_pictograph(ch))
+    glue = sum(1 for ch in text if _is_emoji_glue(ch))
     if is_cjk(text):
         latin = sum(1 for ch in text if ch.isalnum() and not _is_cjk_char(ch))
-        return cjk + math.ceil(latin / CJK_WEIGHT), "cjk"
+        return cjk + math.ceil(latin / CJK_WEIGHT) + math.ceil(emoji * EMOJI_WEIGHT / CJK_WEIGHT), "cjk"
     nonspace = sum(1 for ch in text if not ch.isspace())
-    return nonspace + (CJK_WEIGHT - 1) * cjk, "latin"
+    return nonspace + (CJK_WEIGHT - 1) * cjk + (EMOJI_WEIGHT - 1) * emoji - glue, "latin"
+
+
+def _is_pictograph(ch: str) -> bool:
+    code = ord(ch)
+    return 0x1F000 <= code <= 0x1FAFF and not 0x1F3FB <= code <= 0x1F3FF or 0x2600 <= code <= 0x27BF
+
+
+def _is_emoji_glue(ch: str) -> bool:
+    """What joins or dresses an emoji and is not said: the zero-width joiner, variation selectors, skin tones."""
+    code = ord(ch)
+    return code == 0x200D or 0xFE00 <= code <= 0xFE0F or 0x1F3FB <= code <= 0x1F3FF
 
 
 def _is_cjk_char(ch: str) -> bool:
@@ -149,7 +165,9 @@ def measured(store: PartStore, key: str, fmt: str, text: str) -> PartMeasure | N
     """A stored part's measure: kept, or taken now (and kept) when it has none. None when the part is gone."""
     found = load(store, key, fmt)
     if found is not None:
-        return found
+        # The audio's measure is kept; its text is counted again (how it is counted may have changed since).
+        chars, script = count_chars(text)
+        return found if (found.chars, found.script) == (chars, script) else replace(found, chars=chars, script=script)
     audio = store.get(key, fmt)
     if audio is None:
         return None

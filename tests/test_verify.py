@@ -191,6 +191,39 @@ def test_real_speech_in_english_and_chinese_raises_no_false_alarm(tmp_path: Path
     assert v["verified"] == report["synthesized"] > 0
 
 
+EMOJI_BOOK = """# Tram line approved
+
+The county council voted on Tuesday night to build a tram line from the railway station to the new hospital on
+the hill, ending years of argument over the route.
+
+— tall glass of coquito 🎄 (@orabora) November 19, 2019
+
+Shopkeepers on Mill Road said they feared the works would keep customers away for most of next year, and asked
+the council for help with their rents.
+
+— Dianna E. Anderson 🏳️‍🌈 (@diannaeanderson) November 18, 2019
+
+The first trams are due to run in the autumn of next year, after a month of trials at night, and the old bus
+route up the hill will be kept until then.
+
+Best news all week 😂😂🔥 (@millroadshops)
+"""
+
+
+def test_emoji_are_counted_as_said_and_raise_no_false_alarm(tmp_path: Path) -> None:
+    """Quoted posts end with "— name 🎄 (@handle) date": the offline voice says each emoji as a word or two
+    ("Christmas tree"), so a part counted one character an emoji was "running on" and made again in vain."""
+    assert verify.count_chars("🎄") == (verify.EMOJI_WEIGHT, "latin")
+    assert verify.count_chars("🙏🏽") == (verify.EMOJI_WEIGHT, "latin")  # a skin tone is not said
+    assert verify.count_chars("🏳️‍🌈") == (2 * verify.EMOJI_WEIGHT, "latin")  # joiner and selector are not
+    book = tmp_path / "tram.md"
+    book.write_text(EMOJI_BOOK, encoding="utf-8")
+    out = tmp_path / "out"
+    code = main(["--quiet", "convert", str(book), "-o", str(out), "--backend", "espeak", "--verify", "timing"])
+    v = read_report(out)["verification"]
+    assert code == 0 and v["remade"] == 0 and v["suspect"] == 0, v["suspects"]
+
+
 # --- the measure kept beside the part, in a folder or a bucket ----------------------------------------------
 
 
@@ -223,6 +256,22 @@ def test_the_measure_lives_beside_the_part_in_either_store(
     store.evict(key, "mp3.measure.json")  # an older cache: the part alone
     assert cached_part(store, part).measure == kept.measure and calls == [1, 1]
     assert verify.load(store, key, "mp3") == kept.measure  # and kept this time
+
+
+def test_a_kept_measure_is_judged_by_todays_count_of_its_text(tmp_path: Path) -> None:
+    """A measure kept beside a part under an older way of counting (one character an emoji) keeps its audio
+    figures, and its text is counted again: a rerun does not judge a part by a stale count."""
+    from pipeline.models import PartMeasure
+    from pipeline.store import Stores
+
+    store = Stores().at(str(tmp_path / "cache"))
+    text = "— tall glass of coquito 🎄 (@orabora) November 19, 2019"
+    store.put("k", b"audio", "mp3")
+    old = PartMeasure(len(text.replace(" ", "")), "latin", 4.6, 4.56, 0.2, 0.02, 0.02, size=5)
+    verify.save(store, "k", "mp3", old)
+    found = verify.measured(store, "k", "mp3", text)
+    assert found is not None and found.chars == verify.count_chars(text)[0] == old.chars + verify.EMOJI_WEIGHT - 1
+    assert (found.voiced_s, found.inner_silence_s, found.size) == (old.voiced_s, old.inner_silence_s, old.size)
 
 
 # --- settings and the transcript hook -----------------------------------------------------------------------

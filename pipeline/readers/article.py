@@ -97,7 +97,13 @@ _EDGE_LINE = re.compile(
 _EDGE_MAX_CHARS = 80
 
 
+# A disclaimer closing the article is the site's, however long ("Disclaimer: The views … are their own").
+_DISCLAIMER = re.compile(r"\s*(?:disclaimer|免责声明|免責聲明)\s*[:：]", re.IGNORECASE)
+
+
 def _is_edge_furniture(block: Block) -> bool:
+    if _DISCLAIMER.match(block.text):
+        return True
     return len(block.text) <= _EDGE_MAX_CHARS and _EDGE_LINE.search(block.text) is not None
 
 
@@ -113,6 +119,7 @@ _FURNITURE = re.compile(
     r"|more (?:from|on) [^.!?]{1,40}|recommended(?: for you| stories| articles)?\W*|tell us what you think\W*"
     r"|thanks? (?:you )?for signing up!?|there was an error processing your subscription\.?"
     r"|(?:photo|photograph|picture|image|credit|source|illustration|video)s?\s*(?:credit)?\s*:.{1,60}"
+    r"|[^©]{0,78}©[^©]{0,78}(?<![.!?。！？])"  # a picture's credit, a copyright line (not a sentence)
     r"|(?:updated|published|first published|posted|last updated)(?: on| at)?\s*:?\s*[\w ,.:]{0,40}\d[\w ,.:]{0,30}"
     r"|(?:\w+\s+)?" + _MONTH + r"\s+\d{1,2},?\s+\d{4}(?:[ ,]+\d{1,2}:\d{2}\s*(?:[ap]\.?m\.?)?)?"
     r"|\d{1,2}\s+" + _MONTH + r"\s+\d{4}"
@@ -123,7 +130,7 @@ _FURNITURE = re.compile(
     # and other stories listed with their dates ("·标题 (2005-04-19 18:03PM)").
     r"|\d{4}[-年/.]\d{1,2}[-月/.]\d{1,2}日?[\s\d:：]*(?:更新)?\s*来源\s*[:：].{0,40}"
     r"|(?:发布时间|发表时间|文章来源|来源)\s*[:：].{0,60}|分享到.{0,20}|打印本文|打印本页|返回页首.{0,20}|关闭窗口"
-    r"|网友评论\s*\d*\s*条|共\s*\d*\s*条评论.{0,10}|[^>＞»]{1,20}(?:\s*[>＞»]\s*[^>＞»]{1,20}){2,}"
+    r"|发送给朋友|推荐给朋友|发表评论|我要评论|查看评论|网友评论\s*\d*\s*条|共\s*\d*\s*条评论.{0,10}|[^>＞»]{1,20}(?:\s*[>＞»]\s*[^>＞»]{1,20}){2,}"
     r"|[·•].{1,80}[(（]\d{4}-\d{1,2}-\d{1,2}[^)）]{0,20}[)）]"
     r")",
     re.IGNORECASE,
@@ -140,6 +147,12 @@ _PROMPT = re.compile(
 )
 _PROMPT_MAX_CHARS = 200
 _TAG = re.compile(r"\[[A-Z ]{3,20}\]")
+_CREDITED = re.compile(
+    r"[(\[](?-i:[A-Z][\w.&]*\s+)?(?:photo|image|picture|pic|photograph|video|credit|illustration)s?\b[^()\[\]]{0,80}"
+    r"(?<![.!?])[)\]]$",
+    re.IGNORECASE,
+)
+_CAPTION_MAX_CHARS = 400
 _URL = re.compile(r"https?://\S+|www\.\S+")
 
 
@@ -149,6 +162,13 @@ def is_furniture_block(block: Block) -> bool:
     if len(text) <= _EDGE_MAX_CHARS and _FURNITURE.fullmatch(text):
         return True
     if len(text) <= _PROMPT_MAX_CHARS and _PROMPT.search(text):
+        return True
+    # Other stories' titles run into one block after a "related" label ("今日推荐 标题(图) 标题"): no sentence
+    # in it, however long.
+    if (label := _RELATED_LABEL.match(text)) and not _SENTENCE_END.search(text[label.end() :]):
+        return True
+    # A picture's caption that ends with its credit: "… in Hialeah, Fla. (AP Photo/Alan Diaz, File)".
+    if len(text) <= _CAPTION_MAX_CHARS and _CREDITED.search(text):
         return True
     # A list of other stories run into one block, each tagged "[VIDEO]", "[PICTURES]": however long.
     if len(_TAG.findall(text)) >= 2 and len(text) <= 4 * _PROMPT_MAX_CHARS:
@@ -166,7 +186,8 @@ def drop_furniture(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
     for block in blocks:
         if is_furniture_block(block):
             dropped.append(block)
-            teasers = _RELATED.fullmatch(block.text.strip()) is not None
+            # Furniture between the titles of other stories ("返回页首 | 关闭窗口") does not end their list.
+            teasers = teasers or _RELATED.fullmatch(block.text.strip()) is not None
         elif teasers and _is_teaser(block):
             dropped.append(block)
         else:
@@ -179,20 +200,24 @@ def drop_furniture(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
 # their titles.
 _RELATED = re.compile(
     r"(?:you may also like|you might also like|related(?: articles| stories| posts| content| news)?|read more"
-    r"|more stories|recommended(?: for you| stories| articles)?|関連記事|相关阅读|相关文章|相关新闻|延伸阅读|推荐阅读)"
+    r"|more stories|recommended(?: for you| stories| articles)?"
+    r"|関連記事|相关阅读|相关文章|相关新闻|相关报道|相关链接|延伸阅读|推荐阅读|今日推荐|热点推荐)"
     r"\W*",
     re.IGNORECASE,
 )
 _TEASER_MAX_CHARS = 100
+_RELATED_LABEL = re.compile(
+    r"(?:今日推荐|今日焦点|热点推荐|推荐阅读|相关阅读|相关报道|相关新闻|相关链接|延伸阅读)\s*[:：]?"
+)
+_SENTENCE_END = re.compile(r"。|\.(?:\s|$)")  # titles ask and exclaim, but they do not end with a full stop
 
 
 def _is_teaser(block: Block) -> bool:
+    """A short line that does not end a sentence: a title. A quotation's closing marks do not hide its full stop
+    (“The sea does not wait for anyone.”), but a title's "(图)" is no sentence's end."""
     text = block.text.strip()
-    return (
-        not block.heading
-        and len(text) <= _TEASER_MAX_CHARS
-        and not text.endswith((".", "。", "!", "！", "?", "？", ":", "："))
-    )
+    bare = text.rstrip("\"'”’」』")
+    return len(text) <= _TEASER_MAX_CHARS and not bare.endswith((".", "。", "!", "！", "?", "？", ":", "：", ".)"))
 
 
 _BYLINE = re.compile(r"(?:by|written by|words by|posted by)\s+\S.{0,60}", re.IGNORECASE)
@@ -215,6 +240,10 @@ def drop_byline(blocks: list[Block], author: str | None) -> tuple[list[Block], l
     return [b for b in blocks if not any(b is d for d in dropped)], dropped
 
 
+def _is_furniture_anywhere(block: Block) -> bool:
+    return _is_edge_furniture(block) or is_furniture_block(block)
+
+
 def trim_edges(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
     """The article without the furniture lines at its start and end, and those lines."""
     start, end = 0, len(blocks)
@@ -222,6 +251,17 @@ def trim_edges(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
         start += 1
     while end > start and _is_edge_furniture(blocks[end - 1]):
         end -= 1
+    # The article's sign-off (share, print, close buttons, its source or copyright) can be followed by short
+    # lines that are not sentences: other stories' titles, ads. In the stretch of such lines and furniture that
+    # ends the article, everything from its first furniture line on is cut; never most of the text (a table of
+    # short cells after a number is not a sign-off's trailer).
+    cut = n = end
+    while n > start and (_is_teaser(blocks[n - 1]) or _is_furniture_anywhere(blocks[n - 1])):
+        n -= 1
+        if _is_furniture_anywhere(blocks[n]):
+            cut = n
+    if sum(len(b.text) for b in blocks[cut:end]) * 2 < sum(len(b.text) for b in blocks[start:cut]):
+        end = cut
     return blocks[start:end], blocks[:start] + blocks[end:]
 
 

@@ -217,7 +217,25 @@ def _region(picked: list[etree._Element]) -> etree._Element:
                 break
             region = parent
     semantic = [a for a in (region, *region.iterancestors()) if a.tag in ("article", "main")]
-    return semantic[-1] if semantic else region
+    if semantic:
+        return semantic[-1]
+    return _cell(region, picked) if region.tag == "tr" else region
+
+
+def _cell(row: etree._Element, picked: list[etree._Element]) -> etree._Element:
+    """Of a table row readability picked, the cell that holds most of what it kept: a row of a page laid out in
+    a table is columns side by side, the article in one and a sidebar in the next."""
+    weight: Counter[int] = Counter()
+    cells = [c for c in row if c.tag in ("td", "th")]
+    for el in picked:
+        own = len("".join([el.text or "", *(c.tail or "" for c in el)]).strip())
+        for n, cell in enumerate(cells):
+            if el is cell or any(a is cell for a in el.iterancestors()):
+                weight[n] += own
+    if not weight:
+        return row
+    n, most = weight.most_common(1)[0]
+    return cells[n] if most * 2 > weight.total() else row
 
 
 def _prose_blocks(el: etree._Element, where: str) -> list[Block]:
@@ -264,6 +282,22 @@ def _widened(region: etree._Element, where: str) -> etree._Element:
     return region
 
 
+_CJK_COMMAS = str.maketrans({"，": ",", "、": ",", "﹐": ",", "､": ","})
+
+
+def _for_readability(root: etree._Element) -> etree._Element:
+    """A copy of the page for readability to judge. readability scores a paragraph by its ASCII commas; Chinese
+    and Japanese write "，" and "、", so their paragraphs scored as if comma-less and a short reply with ASCII commas
+    outscored the post above it. Only the copy is changed: what is read comes from our own tree."""
+    page = copy.deepcopy(root)
+    for el in page.iter():
+        if isinstance(el.text, str):
+            el.text = el.text.translate(_CJK_COMMAS)
+        if isinstance(el.tail, str):
+            el.tail = el.tail.translate(_CJK_COMMAS)
+    return page
+
+
 def _main_blocks(root: etree._Element, where: str) -> tuple[list[Block], list[Block]]:
     """The article's blocks, and the page's other blocks, left out. readability finds where the article is; we
     read all of that part of the page, because what readability then cleans away inside it (short paragraphs,
@@ -279,7 +313,7 @@ def _main_blocks(root: etree._Element, where: str) -> tuple[list[Block], list[Bl
             nodes[str(n)] = el
     fallback = list(extract_blocks(cleaned, where).blocks)
     try:
-        summary = Document(copy.deepcopy(cleaned)).summary(html_partial=True)
+        summary = Document(_for_readability(cleaned)).summary(html_partial=True)
         # readability's wrappers can take a page at the depth limit past it: then the whole page it is.
         chosen = parse_html(summary, where) if summary.strip() else None
     except (Unparseable, ValueError, etree.LxmlError, InputError):
@@ -449,7 +483,8 @@ def _is_caption(el: etree._Element) -> bool:
     if el.tag == "figcaption":
         return True
     words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
-    if not words & _CAPTION_WORDS:
+    # "newsCaption", "captionText", "wp-caption-text": a caption by any compound name.
+    if not words & _CAPTION_WORDS and not any("caption" in w for w in words):
         return False
     return len("".join(el.itertext())) <= _CAPTION_MAX_CHARS
 
@@ -484,20 +519,200 @@ def _prefer_readability(trafilatura: list[Block], readability: list[Block]) -> b
     return common >= 0.95 * ours.total() and common >= 0.95 * theirs.total() and len(readability) > len(trafilatura)
 
 
+_LINKED = "\u01c0"  # a letter no page writes, standing for a letter of a link's text
+
+
+def _link_shares(root: etree._Element, where: str) -> dict[str, float]:
+    """For each block of the page (by its words, see ``_key``): the share of its letters that are a link's text.
+    Found by reading the page twice, once with every letter inside a link replaced by one mark."""
+    marked = copy.deepcopy(root)
+    for a in marked.iter("a"):
+        for node in a.iter():
+            if isinstance(node.tag, str) and node.text:
+                node.text = "".join(_LINKED if c.isalnum() else c for c in node.text)
+            if node is not a and node.tail:
+                node.tail = "".join(_LINKED if c.isalnum() else c for c in node.tail)
+    plain = extract_blocks(root, where).blocks
+    linked = extract_blocks(marked, where).blocks
+    if len(plain) != len(linked):
+        return {}
+    shares: dict[str, float] = {}
+    for block, mask in zip(plain, linked, strict=True):
+        letters = sum(c.isalnum() for c in mask.text)
+        share = mask.text.count(_LINKED) / letters if letters else 0.0
+        # The same words as a link in one place and as prose in another (a title in a list of stories): prose.
+        key = _key(block.text)
+        shares[key] = min(share, shares.get(key, share))
+    return shares
+
+
+# A block this much of whose letters are links' text is a list of links (a menu, other stories' titles, "Get
+# short URL"), not the article's prose: left out of either reading. Unless that would leave out most of the
+# reading: then the page is mostly links and the reading is kept as it is (the share check judges it).
+_LINK_LIST_SHARE = 0.8
+
+
+def _without_link_lists(blocks: list[Block], shares: dict[str, float]) -> tuple[list[Block], list[Block]]:
+    """The article without its blocks that are lists of links, and those blocks."""
+    kept = [b for b in blocks if shares.get(_key(b.text), 0.0) < _LINK_LIST_SHARE]
+    dropped = [b for b in blocks if shares.get(_key(b.text), 0.0) >= _LINK_LIST_SHARE]
+    if sum(_tokens(b.text) for b in dropped) > sum(_tokens(b.text) for b in kept):
+        return blocks, []
+    return kept, dropped
+
+
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    """The runs of three words (CJK: characters) of ``text``: two readings hold the same paragraph when they share
+    most of its runs, however each spaced and split it."""
+    words = [w.lower() for w in _WORDS.findall(text)]
+    return {tuple(words[i : i + 3]) for i in range(max(1, len(words) - 2))} if words else set()
+
+
+_HOLE_WORDS = 8  # a paragraph trafilatura dropped between two it kept is read back from this many words
+_SENTENCE_ENDS = (".", "!", "?", "。", "！", "？", '"', "”", "'", "’", ")")
+
+
+def _holes_filled(root: etree._Element, blocks: list[Block], where: str) -> list[Block]:
+    """trafilatura's reading with the paragraphs it dropped from the middle of a run it kept put back: a <p> of
+    prose whose nearest neighbours with text, before and after, are paragraphs it kept (trafilatura drops some
+    paragraphs that hold a link; a caption or an ad slot is never a <p> between two of the article's)."""
+    held = set().union(*(_shingles(b.text) for b in blocks)) if blocks else set()
+
+    def kept(el: etree._Element) -> bool:
+        runs = _shingles(" ".join(el.itertext()))
+        return bool(runs) and len(runs & held) * 2 >= len(runs)
+
+    def neighbour(el: etree._Element, before: bool) -> etree._Element | None:
+        node = el.getprevious() if before else el.getnext()
+        while node is not None and not (isinstance(node.tag, str) and "".join(node.itertext()).strip()):
+            node = node.getprevious() if before else node.getnext()
+        return node
+
+    out = list(blocks)
+    for p in _unfurnished(root, where).iter("p"):
+        text = normalize_paragraph(" ".join(p.itertext()))
+        if _tokens(text) < _HOLE_WORDS or not text.endswith(_SENTENCE_ENDS) or kept(p):
+            continue
+        sides = (neighbour(p, before=True), neighbour(p, before=False))
+        if not all(side is not None and side.tag == "p" and kept(side) for side in sides):
+            continue
+        runs = _shingles(" ".join(sides[0].itertext()))  # type: ignore[union-attr]
+        at = max(range(len(out)), key=lambda k: len(_shingles(out[k].text) & runs))
+        out.insert(at + 1, Block(text))
+    return out
+
+
+# Posts from social networks an article embeds as its quotations: the networks' own markup for them.
+_EMBEDDED_POST = re.compile(r"twitter-tweet|instagram-media|tiktok-embed|bluesky-embed|mastodon-embed|reddit-embed")
+_URL_TEXT = re.compile(r"(?:https?://|pic\.twitter\.com/|www\.)\S*")
+
+
+def _unwrap_embedded_posts(root: etree._Element) -> None:
+    """An embedded post (a tweet the article quotes) becomes a plain quotation: both extractors drop it with the
+    wrapper a page gives it ("social-media-embed", "article-tweet"), and the post is the article's text, quoted.
+    Its links that are only a web address ("pic.twitter.com/…") are not spoken."""
+    for post in [el for el in root.iter("blockquote") if _EMBEDDED_POST.search(el.get("class") or "")]:
+        for link in [a for a in post.iter("a") if _URL_TEXT.fullmatch("".join(a.itertext()).strip())]:
+            link.drop_tree()  # keeps the text after it
+        post.attrib.clear()
+        # Up through the wrappers that hold nothing but the post, to the first that holds more.
+        outer = post
+        while (parent := outer.getparent()) is not None and parent.tag not in ("body", "html", "article", "main"):
+            if "".join(parent.itertext()).strip() != "".join(outer.itertext()).strip():
+                break
+            outer = parent
+        if outer is not post:
+            outer.addnext(post)  # moves the post out, with its tail
+            post.tail, outer.tail = outer.tail, None
+            outer.getparent().remove(outer)
+
+
+_CARD_MAX_CHARS = 1000
+
+
+def _drop_hover_cards(root: etree._Element, where: str) -> None:
+    """A card a page shows when the pointer rests on a name inside a sentence (a picture, the person's name again,
+    their latest stories as links) is not the sentence: an inline element inside a paragraph that holds a
+    picture and two links or more. Read, it runs into the sentence ("Gov. Kristi NoemKristi Lynn NoemSouth
+    Dakota governor doubles down…")."""
+
+    def holds_card(el: etree._Element) -> bool:
+        return el.find(".//img") is not None and len(el.findall(".//a")) >= 2
+
+    for p in root.iter("p"):
+        # The innermost such element only: the span around the name and its card (the name stays), or a span
+        # around the whole sentence, holds a card but is not one.
+        cards = [
+            el
+            for el in p.iter("span")
+            if holds_card(el) and not any(holds_card(c) for c in el.iter("span") if c is not el)
+        ]
+        for card in cards:
+            # A span left open around the rest of the page is not a card: it stays, as the guard wants.
+            if card.getparent() is None or len("".join(card.itertext())) > _CARD_MAX_CHARS:
+                continue
+            try:
+                refuse_hidden_text(card, where)
+            except InputError:
+                continue
+            card.drop_tree()
+
+
+_STANDFIRST_WORDS = frozenset({"standfirst", "dek"})  # not "deck": Bootstrap's "card-deck" is a row of cards
+_STANDFIRST_MAX_CHARS = 400
+
+
+def _take_standfirst(root: etree._Element, where: str) -> str | None:
+    """The standfirst under the headline (the page marks it as its description, itemprop="description", or names
+    it "standfirst", "dek"), taken out of the page: it is the book's description in the tags and the feed, and
+    the article's first paragraph says it again. Its text, or None."""
+    found = None
+    for el in [el for el in root.iter() if isinstance(el.tag, str) and el.tag not in ("meta", "link")]:
+        words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
+        if (el.get("itemprop") or "").lower() != "description" and not words & _STANDFIRST_WORDS:
+            continue
+        text = normalize_paragraph(" ".join(el.itertext()))
+        if el.getparent() is None or not text or len(text) > _STANDFIRST_MAX_CHARS:
+            continue
+        try:
+            refuse_hidden_text(el, where)
+        except InputError:
+            continue
+        found = found or text
+        el.drop_tree()
+    return found
+
+
 def _read(path: Path, url: str | None, method: str) -> Book:
     from pipeline.readers.article import drop_byline, drop_furniture, extract_article, trim_edges
 
     where = path.name
     root = _load(path)
+    _unwrap_embedded_posts(root)
+    _drop_hover_cards(root, where)
+    # The standfirst is taken out only where the page has prose without it (a video's page may have no other).
+    without = copy.deepcopy(root)
+    standfirst = _take_standfirst(without, where)
+    if standfirst and page_prose(without, where) >= _PROSE_WORDS:
+        root = without
     article = extract_article(_prepared(root, where), url) if method in ("auto", "trafilatura") else None
     blocks = list(article.blocks) if article is not None else []
     page_blocks = list(extract_blocks(_unfurnished(root, where), where).blocks) if article is not None else []
     left_out = _left_out_of(blocks, page_blocks)
+    shares = _link_shares(_unfurnished(root, where), where)
+    blocks, links = _without_link_lists(blocks, shares)
     if method in ("auto", "readability"):
         other, other_left_out = _main_blocks(root, where)
-        if _prefer_readability(blocks, other):
-            blocks, left_out = other, other_left_out  # the page's metadata as trafilatura read it is kept
+        other, other_links = _without_link_lists(other, shares)
+        # Judged by its prose: a reading kept whole because it is mostly links does not outweigh by its lists.
+        readable = [b for b in other if shares.get(_key(b.text), 0.0) < _LINK_LIST_SHARE]
+        if _prefer_readability(blocks, readable):
+            # The page's metadata as trafilatura read it is kept.
+            blocks, left_out, links = other, other_left_out, other_links
+        elif method == "auto":
+            blocks = _holes_filled(root, blocks, where)
     blocks, edges = trim_edges(blocks)
+    edges += links
     blocks, furniture = drop_furniture(blocks)
     blocks, byline = drop_byline(blocks, _meta(root, name="author") or (article.author if article else None))
     edges += furniture + byline
@@ -536,7 +751,7 @@ def _read(path: Path, url: str | None, method: str) -> Book:
         source=path,
         skipped=tuple(filter(None, notes)),
         info=BookInfo(
-            description=_meta(root, name="description") or (article.description if article else None),
+            description=_meta(root, name="description") or standfirst or (article.description if article else None),
             date=article.date if article else None,
             site=site,
             url=url or (article.url if article else None) or _meta(root, prop="og:url"),
