@@ -100,13 +100,18 @@ def _declared_charset(data: bytes) -> str | None:
     return declared.group(1).decode("ascii", "ignore") if declared else None
 
 
+def _class_words(el: etree._Element) -> set[str]:
+    """The words of an element's class and id ("article-body sidebar_left" -> article, body, sidebar, left)."""
+    return set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
+
+
 def _is_furniture(el: etree._Element) -> bool:
     tag = el.tag if isinstance(el.tag, str) else ""
     if tag in ("html", "body", "main", "article"):
         return False
     if tag in _FURNITURE_TAGS or (el.get("role") or "").lower() in _FURNITURE_ROLES:
         return True
-    words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
+    words = _class_words(el)
     if not words & _FURNITURE_WORDS:
         return False
     # A wrapper named "page-with-sidebar" may hold the article itself: keep anything that contains it.
@@ -247,16 +252,14 @@ def _prose_blocks(el: etree._Element, where: str) -> list[Block]:
     return list(extract_blocks(el, where).blocks)
 
 
-def _longer_passage_left_out(root: etree._Element, blocks: list[Block], where: str) -> Block | None:
+def _longer_passage_left_out(page: etree._Element, blocks: list[Block], where: str) -> Block | None:
     """The longest passage of the page's prose left out of the article, when it is longer than every paragraph
     of the article twice over, and than four prose lines: the sign of an article found in part."""
     # A passage is left out when most of its words are not the article's (extractors set quotes and spaces
     # apart differently, so the same paragraph is not always the same string).
     kept = _words(blocks)
     longest = max((_tokens(b.text) for b in blocks), default=0)
-    left = [
-        b for b in _prose_blocks(_unfurnished(root, where), where) if (_words([b]) & kept).total() * 2 < _tokens(b.text)
-    ]
+    left = [b for b in _prose_blocks(page, where) if (_words([b]) & kept).total() * 2 < _tokens(b.text)]
     passage = max(left, key=lambda b: _tokens(b.text), default=None)
     if passage is None or _tokens(passage.text) <= max(2 * longest, 4 * _PROSE_WORDS):
         return None
@@ -482,7 +485,7 @@ _CAPTION_MAX_CHARS = 400  # a caption is a line or two; a longer element so name
 def _is_caption(el: etree._Element) -> bool:
     if el.tag == "figcaption":
         return True
-    words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
+    words = _class_words(el)
     # "newsCaption", "captionText", "wp-caption-text": a caption by any compound name.
     if not words & _CAPTION_WORDS and not any("caption" in w for w in words):
         return False
@@ -552,10 +555,14 @@ def _link_shares(root: etree._Element, where: str) -> dict[str, float]:
 _LINK_LIST_SHARE = 0.8
 
 
+def _is_link_list(block: Block, shares: dict[str, float]) -> bool:
+    return shares.get(_key(block.text), 0.0) >= _LINK_LIST_SHARE
+
+
 def _without_link_lists(blocks: list[Block], shares: dict[str, float]) -> tuple[list[Block], list[Block]]:
     """The article without its blocks that are lists of links, and those blocks."""
-    kept = [b for b in blocks if shares.get(_key(b.text), 0.0) < _LINK_LIST_SHARE]
-    dropped = [b for b in blocks if shares.get(_key(b.text), 0.0) >= _LINK_LIST_SHARE]
+    kept = [b for b in blocks if not _is_link_list(b, shares)]
+    dropped = [b for b in blocks if _is_link_list(b, shares)]
     if sum(_tokens(b.text) for b in dropped) > sum(_tokens(b.text) for b in kept):
         return blocks, []
     return kept, dropped
@@ -572,7 +579,7 @@ _HOLE_WORDS = 8  # a paragraph trafilatura dropped between two it kept is read b
 _SENTENCE_ENDS = (".", "!", "?", "。", "！", "？", '"', "”", "'", "’", ")")
 
 
-def _holes_filled(root: etree._Element, blocks: list[Block], where: str) -> list[Block]:
+def _holes_filled(page: etree._Element, blocks: list[Block]) -> list[Block]:
     """trafilatura's reading with the paragraphs it dropped from the middle of a run it kept put back: a <p> of
     prose whose nearest neighbours with text, before and after, are paragraphs it kept (trafilatura drops some
     paragraphs that hold a link; a caption or an ad slot is never a <p> between two of the article's)."""
@@ -589,7 +596,7 @@ def _holes_filled(root: etree._Element, blocks: list[Block], where: str) -> list
         return node
 
     out = list(blocks)
-    for p in _unfurnished(root, where).iter("p"):
+    for p in page.iter("p"):
         text = normalize_paragraph(" ".join(p.itertext()))
         if _tokens(text) < _HOLE_WORDS or not text.endswith(_SENTENCE_ENDS) or kept(p):
             continue
@@ -668,7 +675,7 @@ def _take_standfirst(root: etree._Element, where: str) -> str | None:
     the article's first paragraph says it again. Its text, or None."""
     found = None
     for el in [el for el in root.iter() if isinstance(el.tag, str) and el.tag not in ("meta", "link")]:
-        words = set(_WORD_SPLIT.split(f"{el.get('class') or ''} {el.get('id') or ''}".lower()))
+        words = _class_words(el)
         if (el.get("itemprop") or "").lower() != "description" and not words & _STANDFIRST_WORDS:
             continue
         text = normalize_paragraph(" ".join(el.itertext()))
@@ -697,20 +704,21 @@ def _read(path: Path, url: str | None, method: str) -> Book:
         root = without
     article = extract_article(_prepared(root, where), url) if method in ("auto", "trafilatura") else None
     blocks = list(article.blocks) if article is not None else []
-    page_blocks = list(extract_blocks(_unfurnished(root, where), where).blocks) if article is not None else []
+    page = _unfurnished(root, where)  # the page without its frame: read here, never changed
+    page_blocks = list(extract_blocks(page, where).blocks) if article is not None else []
     left_out = _left_out_of(blocks, page_blocks)
-    shares = _link_shares(_unfurnished(root, where), where)
+    shares = _link_shares(page, where)
     blocks, links = _without_link_lists(blocks, shares)
     if method in ("auto", "readability"):
         other, other_left_out = _main_blocks(root, where)
         other, other_links = _without_link_lists(other, shares)
         # Judged by its prose: a reading kept whole because it is mostly links does not outweigh by its lists.
-        readable = [b for b in other if shares.get(_key(b.text), 0.0) < _LINK_LIST_SHARE]
+        readable = [b for b in other if not _is_link_list(b, shares)]
         if _prefer_readability(blocks, readable):
             # The page's metadata as trafilatura read it is kept.
             blocks, left_out, links = other, other_left_out, other_links
         elif method == "auto":
-            blocks = _holes_filled(root, blocks, where)
+            blocks = _holes_filled(page, blocks)
     blocks, edges = trim_edges(blocks)
     edges += links
     blocks, furniture = drop_furniture(blocks)
@@ -735,7 +743,7 @@ def _read(path: Path, url: str | None, method: str) -> Book:
     if share < _CHECK_SHARE:  # a short post under long comments, or an article found in part: say so
         notes.append(f"the article found is {share:.0%} of the page's prose ({got} of {prose} {unit}): check it")
         log.warning("%s: %s", where, notes[-1])
-    elif passage := _longer_passage_left_out(root, blocks, where):
+    elif passage := _longer_passage_left_out(page, blocks, where):
         # A long table or list can outweigh the page's prose while the article's running text is left out.
         notes.append(
             f"a passage of the page's prose twice as long as any of the article's paragraphs was left out "
