@@ -209,6 +209,7 @@ def test_a_paragraph_trafilatura_dropped_from_the_middle_of_the_article_is_read_
     # of the article, is not. The pages we write do not make trafilatura drop the paragraph, so its reading here
     # leaves out both, as it does on those sites' pages.
     from pipeline.readers import article
+    from pipeline.readers import html as html_reader
 
     extract = article.extract_article
 
@@ -218,7 +219,7 @@ def test_a_paragraph_trafilatura_dropped_from_the_middle_of_the_article_is_read_
         kept = tuple(b for b in found.blocks if "Harbour Gazette" not in b.text and "diver" not in b.text)
         return dataclasses.replace(found, blocks=kept)
 
-    monkeypatch.setattr(article, "extract_article", dropping)
+    monkeypatch.setattr(html_reader, "extract_article", dropping)  # as the HTML reader calls it
     body = (
         paragraphs(STORY[:3])
         + '<div class="ad ad-container"></div>'

@@ -37,6 +37,18 @@ def run_to_end(client: httpx.Client | TestClient, job_url: str, csrf: str) -> di
     return snapshots[-1]
 
 
+def fake_speech_settings(tmp_path: Path, srv: FakeSpeechServer, key: str, extra: str = "") -> WebSettings:
+    """The page's settings for a job against the fake speech server, with ``key`` in its environment."""
+    config = tmp_path / "fake.toml"
+    config.write_text(f'[api]\nbackend = "openai"\nbase_url = "{srv.url}"\n{extra}', encoding="utf-8")
+    return WebSettings(data=tmp_path / "data", config=config, env={"OPENAI_API_KEY": key, "AUDIOBOOK_VERIFY": "off"})
+
+
+def plan_book(client: httpx.Client, csrf: str, **choices: str) -> httpx.Response:
+    """The answer to uploading the two-chapter book for a plan, with the page's ``choices``."""
+    return client.post("/plan", data={"csrf": csrf, **choices}, files={"book": ("two.md", BOOK)})
+
+
 def test_a_link_goes_through_app_read_and_its_one_line_error_is_shown(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with TestClient(create_app(WebSettings(data=data, config=LOCAL)), base_url="http://127.0.0.1") as client:
@@ -58,7 +70,7 @@ def test_a_finished_job_zips_its_folder_and_the_library_lists_it(tmp_path: Path)
     data = tmp_path / "data"
     with LiveServer(WebSettings(data=data, config=LOCAL)) as live, httpx.Client(base_url=live.url) as client:
         csrf = csrf_of(client.get("/").text)
-        job_url = client.post("/plan", data={"csrf": csrf}, files={"book": ("two.md", BOOK)}).headers["location"]
+        job_url = plan_book(client, csrf).headers["location"]
         last = run_to_end(client, job_url, csrf)
         assert last["status"] == "done" and last["percent"] == 100
         assert [c["written"] for c in last["chapters"]] == [True, True]  # type: ignore[index]
@@ -113,7 +125,7 @@ def test_the_celery_engine_runs_a_job_of_the_page(
         settings = WebSettings(data=tmp_path / "data", config=config)
         with LiveServer(settings) as live, httpx.Client(base_url=live.url, timeout=60) as client:
             csrf = csrf_of(client.get("/").text)
-            job_url = client.post("/plan", data={"csrf": csrf}, files={"book": ("two.md", BOOK)}).headers["location"]
+            job_url = plan_book(client, csrf).headers["location"]
             last = run_to_end(client, job_url, csrf)
         assert last["status"] == "done", last
         served = server.served_inputs()  # made by the worker, each once
@@ -126,13 +138,10 @@ def test_the_celery_engine_runs_a_job_of_the_page(
 
 def test_a_refused_key_ends_the_job_failed_in_plain_words(tmp_path: Path) -> None:
     with FakeSpeechServer(api_key="sk-the-right-key-0123456789") as srv:
-        config = tmp_path / "wrong.toml"
-        config.write_text(f'[api]\nbackend = "openai"\nbase_url = "{srv.url}"\n', encoding="utf-8")
-        env = {"OPENAI_API_KEY": "sk-a-wrong-key-0123456789", "AUDIOBOOK_VERIFY": "off"}
-        settings = WebSettings(data=tmp_path / "data", config=config, env=env)
+        settings = fake_speech_settings(tmp_path, srv, "sk-a-wrong-key-0123456789")
         with LiveServer(settings) as live, httpx.Client(base_url=live.url) as client:
             csrf = csrf_of(client.get("/").text)
-            job_url = client.post("/plan", data={"csrf": csrf}, files={"book": ("two.md", BOOK)}).headers["location"]
+            job_url = plan_book(client, csrf).headers["location"]
             last = run_to_end(client, job_url, csrf)
             page = client.get(job_url).text
         assert last["status"] == "failed"
@@ -187,13 +196,10 @@ def test_a_part_that_keeps_failing_is_named_in_its_chapter_and_the_rest_is_writt
 
     with FakeSpeechServer(api_key="sk-web-0123456789abcdef") as srv:
         srv.inject_for(lambda body: "second chapter" in body["input"], Fault.status(500))
-        config = tmp_path / "fake.toml"
-        config.write_text(f'[api]\nbackend = "openai"\nbase_url = "{srv.url}"\nmax_retries = 2\n', encoding="utf-8")
-        env = {"OPENAI_API_KEY": "sk-web-0123456789abcdef", "AUDIOBOOK_VERIFY": "off"}
-        settings = WebSettings(data=tmp_path / "data", config=config, env=env)
+        settings = fake_speech_settings(tmp_path, srv, "sk-web-0123456789abcdef", "max_retries = 2\n")
         with LiveServer(settings) as live, httpx.Client(base_url=live.url) as client:
             csrf = csrf_of(client.get("/").text)
-            job_url = client.post("/plan", data={"csrf": csrf}, files={"book": ("two.md", BOOK)}).headers["location"]
+            job_url = plan_book(client, csrf).headers["location"]
             last = run_to_end(client, job_url, csrf)
             page = client.get(job_url).text
     one, two = last["chapters"]  # type: ignore[misc]
@@ -207,22 +213,17 @@ def test_a_part_that_keeps_failing_is_named_in_its_chapter_and_the_rest_is_writt
 
 def test_the_choices_on_the_page_reach_every_request_and_the_book(tmp_path: Path) -> None:
     with FakeSpeechServer(api_key="sk-web-0123456789abcdef") as srv:
-        config = tmp_path / "fake.toml"
-        config.write_text(f'[api]\nbackend = "openai"\nbase_url = "{srv.url}"\n', encoding="utf-8")
-        env = {"OPENAI_API_KEY": "sk-web-0123456789abcdef", "AUDIOBOOK_VERIFY": "off"}
-        settings = WebSettings(data=tmp_path / "data", config=config, env=env)
+        settings = fake_speech_settings(tmp_path, srv, "sk-web-0123456789abcdef")
         with LiveServer(settings) as live, httpx.Client(base_url=live.url) as client:
             csrf = csrf_of(client.get("/").text)
             choices = {"voice": "nova", "model": "tts-1", "speed": "1.25", "loudness": "ebu", "m4b": "on"}
-            job_url = client.post("/plan", data={"csrf": csrf, **choices}, files={"book": ("two.md", BOOK)}).headers[
-                "location"
-            ]
+            job_url = plan_book(client, csrf, **choices).headers["location"]
             plan = client.get(job_url).text
             assert "voice nova, model tts-1" in plan and "speed 1.25" in plan and "loudness ebu" in plan
             assert srv.requests == []  # the plan sent nothing
             assert run_to_end(client, job_url, csrf)["status"] == "done"
             assert client.get(job_url + "/m4b").status_code == 200
-            bad = client.post("/plan", data={"csrf": csrf, "speed": "fast"}, files={"book": ("two.md", BOOK)})
+            bad = plan_book(client, csrf, speed="fast")
             assert bad.status_code == 400 and "speed" in bad.text
     bodies = [r.body for r in srv.requests if r.body]
     assert bodies and all((b["voice"], b["model"], b["speed"]) == ("nova", "tts-1", 1.25) for b in bodies)

@@ -152,7 +152,7 @@ _CREDITED = re.compile(
     r"(?<![.!?])[)\]]$",
     re.IGNORECASE,
 )
-_CAPTION_MAX_CHARS = 400
+CAPTION_MAX_CHARS = 400  # a caption is a line or two; a longer element or block so named may hold the article
 _URL = re.compile(r"https?://\S+|www\.\S+")
 
 
@@ -168,7 +168,7 @@ def is_furniture_block(block: Block) -> bool:
     if (label := _RELATED_LABEL.match(text)) and not _SENTENCE_END.search(text[label.end() :]):
         return True
     # A picture's caption that ends with its credit: "… in Hialeah, Fla. (AP Photo/Alan Diaz, File)".
-    if len(text) <= _CAPTION_MAX_CHARS and _CREDITED.search(text):
+    if len(text) <= CAPTION_MAX_CHARS and _CREDITED.search(text):
         return True
     # A list of other stories run into one block, each tagged "[VIDEO]", "[PICTURES]": however long.
     if len(_TAG.findall(text)) >= 2 and len(text) <= 4 * _PROMPT_MAX_CHARS:
@@ -196,19 +196,17 @@ def drop_furniture(blocks: list[Block]) -> tuple[list[Block], list[Block]]:
     return kept, dropped
 
 
+# Chinese and Japanese labels of a list of other stories ("related reports", "recommended today").
+_CJK_RELATED = "関連記事|相关阅读|相关文章|相关新闻|相关报道|相关链接|延伸阅读|推荐阅读|今日推荐|今日焦点|热点推荐"
 # Headings of a list of other stories; the short lines after one, that end without a sentence's full stop, are
 # their titles.
 _RELATED = re.compile(
     r"(?:you may also like|you might also like|related(?: articles| stories| posts| content| news)?|read more"
-    r"|more stories|recommended(?: for you| stories| articles)?"
-    r"|関連記事|相关阅读|相关文章|相关新闻|相关报道|相关链接|延伸阅读|推荐阅读|今日推荐|热点推荐)"
-    r"\W*",
+    r"|more stories|recommended(?: for you| stories| articles)?|" + _CJK_RELATED + r")\W*",
     re.IGNORECASE,
 )
 _TEASER_MAX_CHARS = 100
-_RELATED_LABEL = re.compile(
-    r"(?:今日推荐|今日焦点|热点推荐|推荐阅读|相关阅读|相关报道|相关新闻|相关链接|延伸阅读)\s*[:：]?"
-)
+_RELATED_LABEL = re.compile(r"(?:" + _CJK_RELATED + r")\s*[:：]?")
 _SENTENCE_END = re.compile(r"。|\.(?:\s|$)")  # titles ask and exclaim, but they do not end with a full stop
 
 

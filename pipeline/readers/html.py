@@ -23,6 +23,7 @@ from readability.readability import Unparseable
 
 from pipeline.errors import InputError
 from pipeline.models import Book, BookInfo, Chapter
+from pipeline.readers.article import CAPTION_MAX_CHARS, drop_byline, drop_furniture, extract_article, trim_edges
 from pipeline.readers.htmltext import (
     Block,
     extract_blocks,
@@ -479,7 +480,6 @@ def _drop_captions(root: etree._Element, where: str) -> None:
 
 
 _CAPTION_WORDS = frozenset({"caption", "figcaption", "credit", "credits"})
-_CAPTION_MAX_CHARS = 400  # a caption is a line or two; a longer element so named may hold the article
 
 
 def _is_caption(el: etree._Element) -> bool:
@@ -489,7 +489,7 @@ def _is_caption(el: etree._Element) -> bool:
     # "newsCaption", "captionText", "wp-caption-text": a caption by any compound name.
     if not words & _CAPTION_WORDS and not any("caption" in w for w in words):
         return False
-    return len("".join(el.itertext())) <= _CAPTION_MAX_CHARS
+    return len("".join(el.itertext())) <= CAPTION_MAX_CHARS
 
 
 def _words(blocks: list[Block]) -> Counter[str]:
@@ -691,8 +691,6 @@ def _take_standfirst(root: etree._Element, where: str) -> str | None:
 
 
 def _read(path: Path, url: str | None, method: str) -> Book:
-    from pipeline.readers.article import drop_byline, drop_furniture, extract_article, trim_edges
-
     where = path.name
     root = _load(path)
     _unwrap_embedded_posts(root)
